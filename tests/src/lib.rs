@@ -1,0 +1,1 @@
+//! Vector runner and support for integration tests.
