@@ -1,1 +1,10 @@
-//! Vector runner and support for integration tests.
+//! Support code of amarula's integration tests: the vector checkers behind the `vectors` runner,
+//! and the bodies of the fuzz targets (shared by `cargo fuzz` and the corpus replay test).
+
+#![forbid(unsafe_code)]
+
+pub mod binary_vectors;
+pub mod fuzz_noise;
+pub mod fuzz_targets;
+pub mod noise_vectors;
+pub mod report;

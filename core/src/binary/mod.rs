@@ -1,0 +1,35 @@
+//! The WhatsApp binary node codec ("WABinary", TRANSPORT.md §7).
+//!
+//! A stanza is a [`Node`]: a tag, ordered attributes and content. [`encode`] writes one into a
+//! caller's buffer; [`decode`] reads one into a borrowed [`NodeRef`] without copying, and
+//! [`NodeRef::to_node`] turns that into an owned [`Node`]. [`unpack`] handles the flag byte (and
+//! zlib) in front of a decrypted frame, and [`decode_frame`] does all of it at once.
+//!
+//! Decoding never trusts the input: every length and count is checked against the bytes that
+//! are actually there before anything is allocated, token indexes and nesting depth are
+//! checked, and the error says what was wrong and at which byte.
+
+mod decode;
+mod encode;
+mod error;
+mod node;
+pub mod tag;
+pub mod token;
+mod unpack;
+
+pub use decode::{AttrsRef, ContentRef, JidRef, NodeRef, StrRef, ValueRef, decode};
+pub use encode::{EncodeError, encode, encode_frame, to_vec};
+pub use error::DecodeError;
+pub use node::{AttrValue, Content, Node, NodeStr};
+pub use unpack::{DEFAULT_MAX_INFLATED, FLAG_COMPRESSED, unpack};
+
+/// Deepest nesting of child lists the codec accepts. Real stanzas nest fewer than ten levels;
+/// the limit keeps a hostile frame from exhausting the stack.
+pub const MAX_DEPTH: usize = 64;
+
+/// Decodes a whole decrypted frame (flag byte, maybe zlib, then one node) into an owned node,
+/// refusing frames that inflate past `max_inflated` bytes.
+pub fn decode_frame(frame: &[u8], max_inflated: usize) -> Result<Node, DecodeError> {
+    let body = unpack(frame, max_inflated)?;
+    Ok(decode(&body)?.to_node())
+}
