@@ -213,14 +213,14 @@ fn check_large_decoded(case: &Value, node: &Node, decoded: &Node) -> Result<(), 
 /// What our decoder gives for our own encoding of `node`: raw text comes back as bytes, empty
 /// text as an empty child list, and JIDs lose their agent (no wire form carries one);
 /// everything else is unchanged.
-fn canonical_reading(node: &Node) -> Node {
+pub fn canonical_reading(node: &Node) -> Node {
     let content = match &node.content {
         Content::Jid(j) => Content::Jid(j.clone().with_agent(0)),
         Content::Text(t) if t.is_empty() => Content::Nodes(Vec::new()),
         Content::Text(t) => {
-            let probe = Node::new("x").text(t.clone());
+            let probe = Node::new("iq").text(t.clone());
             match binary::to_vec(&probe).ok().as_deref() {
-                // A raw string starts with a BINARY_x tag after `f8 02 <tag>`.
+                // A raw string starts with a BINARY_x tag after `f8 02 19` (the token of `iq`).
                 Some([_, _, _, 0xFC..=0xFE, ..]) => {
                     Content::Bytes(Bytes::copy_from_slice(t.as_bytes()))
                 }

@@ -38,6 +38,10 @@ pub enum EncodeError {
     /// Children nested deeper than [`MAX_DEPTH`](super::MAX_DEPTH): the decoder would refuse them.
     #[error("nodes nested deeper than the limit")]
     TooDeep,
+    /// A JID with a device on a server whose wire forms carry none (only `s.whatsapp.net`,
+    /// `lid`, `hosted`, `hosted.lid`, `msgr` and `interop` JIDs have devices on the wire).
+    #[error("JID server has no wire form with a device")]
+    DeviceNotEncodable,
     /// A device number that the JID's wire form cannot carry (AD_JID devices are one byte).
     #[error("device {device} does not fit the JID wire form")]
     DeviceOutOfRange {
@@ -243,6 +247,7 @@ fn write_jid(out: &mut Vec<u8>, j: &Jid) -> Result<(), EncodeError> {
             out.extend_from_slice(&j.integrator().to_be_bytes());
             write_str(out, server.as_str())
         }
+        (Some(_), _) => Err(EncodeError::DeviceNotEncodable),
         _ => {
             out.push(tag::JID_PAIR);
             // An empty user (server-only JID) is LIST_EMPTY, which write_str gives for "".
@@ -314,6 +319,11 @@ mod tests {
         assert_eq!(
             to_vec(&Node::new("x").attr("to", big_dev)),
             Err(EncodeError::DeviceOutOfRange { device: 300 })
+        );
+        let group_dev: Jid = "1-2:3@g.us".parse().unwrap();
+        assert_eq!(
+            to_vec(&Node::new("x").attr("to", group_dev)),
+            Err(EncodeError::DeviceNotEncodable)
         );
     }
 }
