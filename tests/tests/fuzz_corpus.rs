@@ -1,0 +1,48 @@
+//! Replays the checked-in fuzz corpus (tests/fuzz/corpus/<target>/*) through the fuzz target
+//! bodies on stable Rust, so every input a fuzzer once found stays harmless.
+
+use std::path::PathBuf;
+
+use amarula_tests::{fuzz_noise, fuzz_targets};
+
+fn replay(target: &str, body: fn(&[u8])) {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("fuzz/corpus")
+        .join(target);
+    let mut count = 0;
+    for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+        let path = entry.unwrap().path();
+        let data = std::fs::read(&path).unwrap();
+        body(&data);
+        count += 1;
+    }
+    assert!(count > 0, "empty corpus for {target}");
+}
+
+#[test]
+fn binary_decode_corpus() {
+    replay("binary_decode", fuzz_targets::binary_decode);
+}
+
+#[test]
+fn frame_decoder_corpus() {
+    replay("frame_decoder", fuzz_noise::frame_decoder);
+}
+
+#[test]
+fn transport_decrypt_corpus() {
+    replay("transport_decrypt", fuzz_noise::transport_decrypt);
+}
+
+/// Every corpus folder has a replay test above.
+#[test]
+fn every_corpus_is_replayed() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus");
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let name = entry.unwrap().file_name().into_string().unwrap();
+        assert!(
+            ["binary_decode", "frame_decoder", "transport_decrypt"].contains(&name.as_str()),
+            "corpus {name} has no replay test"
+        );
+    }
+}
