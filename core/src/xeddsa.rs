@@ -101,11 +101,7 @@ pub fn sign_deterministic(private: &[u8; 32], msg: &[u8]) -> [u8; SIGNATURE_LEN]
 }
 
 /// The common part of both signers once the nonce hash has been fed.
-fn sign_with_nonce_hash(
-    a_bytes: &[u8; 32],
-    msg: &[u8],
-    nonce_hash: Sha512,
-) -> [u8; SIGNATURE_LEN] {
+fn sign_with_nonce_hash(a_bytes: &[u8; 32], msg: &[u8], nonce_hash: Sha512) -> [u8; SIGNATURE_LEN] {
     let a = Zeroizing::new(Scalar::from_bytes_mod_order(*a_bytes));
     let big_a = EdwardsPoint::mul_base(&a).compress();
     let sign_bit = big_a.as_bytes()[31] & 0x80;

@@ -72,7 +72,11 @@ fn key_pair(v: &Value, path: &[&str]) -> Result<KeyPair, String> {
     p.pop();
     p.push("public");
     let public = key_at(v, &p)?;
-    same(&format!("{} public key", path.join(".")), &public, kp.public_bytes())?;
+    same(
+        &format!("{} public key", path.join(".")),
+        &public,
+        kp.public_bytes(),
+    )?;
     Ok(kp)
 }
 
@@ -193,8 +197,8 @@ fn transport_frames(
                 plaintext.get(1..).unwrap_or_default().to_vec()
             };
             same(&format!("{what} node"), &expected_node, &node)?;
-            let unpacked = unpack(&plain, DEFAULT_MAX_INFLATED)
-                .map_err(|e| format!("{what}: unpack: {e}"))?;
+            let unpacked =
+                unpack(&plain, DEFAULT_MAX_INFLATED).map_err(|e| format!("{what}: unpack: {e}"))?;
             same(&format!("{what} unpacked"), &expected_node, &unpacked)?;
         }
     }
@@ -219,11 +223,17 @@ fn initiator(t: &Value) -> Result<(), String> {
             .map_err(|e| format!("routing info: {e}"))?;
     }
     let (hello, state) = init.client_hello();
-    same("client_hello frame", &hex_at(hello_rec, &["frame_hex"])?, &hello)?;
+    same(
+        "client_hello frame",
+        &hex_at(hello_rec, &["frame_hex"])?,
+        &hello,
+    )?;
     same(
         "intro header",
         &hex_at(t, &["intro_header_hex"])?,
-        hello.get(..hello.len().saturating_sub(3 + 36)).unwrap_or_default(),
+        hello
+            .get(..hello.len().saturating_sub(3 + 36))
+            .unwrap_or_default(),
     )?;
 
     let server_hello = one_frame(
@@ -242,7 +252,11 @@ fn initiator(t: &Value) -> Result<(), String> {
     let (finish, mut transport) = state
         .client_finish(&hex_at(t, &["client_payload", "hex"])?)
         .map_err(|e| format!("client_finish: {e}"))?;
-    same("client_finish frame", &hex_at(finish_rec, &["frame_hex"])?, &finish)?;
+    same(
+        "client_finish frame",
+        &hex_at(finish_rec, &["frame_hex"])?,
+        &finish,
+    )?;
 
     let c2s_key = key_at(t, &["split", "c2s_key"])?;
     let s2c_key = key_at(t, &["split", "s2c_key"])?;

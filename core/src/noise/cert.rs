@@ -136,11 +136,10 @@ fn parts<'a>(
     let signature = cert.signature.as_deref().ok_or(CertError::Missing {
         field: signature_name,
     })?;
-    let signature =
-        <&[u8; 64]>::try_from(signature).map_err(|_| CertError::SignatureLength {
-            field: signature_name,
-            len: signature.len(),
-        })?;
+    let signature = <&[u8; 64]>::try_from(signature).map_err(|_| CertError::SignatureLength {
+        field: signature_name,
+        len: signature.len(),
+    })?;
     Ok((details, signature))
 }
 
@@ -162,8 +161,7 @@ pub fn verify_cert_chain(
     now_unix_secs: u64,
     trust: &TrustAnchor,
 ) -> Result<VerifiedCertChain, CertError> {
-    let chain =
-        amarula_proto::CertChain::decode(payload).map_err(|_| CertError::MalformedChain)?;
+    let chain = amarula_proto::CertChain::decode(payload).map_err(|_| CertError::MalformedChain)?;
 
     // 1. Both certificates have details and a signature; signatures are 64 bytes.
     let (leaf_raw, leaf_sig) = parts(
@@ -248,4 +246,271 @@ pub fn verify_cert_chain(
         leaf: CertDetails::from_proto(&leaf, leaf_key),
         intermediate: CertDetails::from_proto(&inter, inter_key),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use amarula_proto::CertChain;
+
+    use super::*;
+    use crate::noise::KeyPair;
+
+    const ROOT: [u8; 32] = [0x11; 32];
+    const INTER: [u8; 32] = [0x22; 32];
+    const NOW: u64 = 1_750_000_000;
+
+    fn public(private: &[u8; 32]) -> [u8; 32] {
+        *KeyPair::from_private_bytes(*private).public_bytes()
+    }
+
+    fn anchor() -> TrustAnchor {
+        TrustAnchor::new(public(&ROOT), 0)
+    }
+
+    fn server_static() -> [u8; 32] {
+        public(&[0x33; 32])
+    }
+
+    fn inter_details() -> CertDetails {
+        CertDetails {
+            serial: 7,
+            issuer_serial: 0,
+            key: public(&INTER),
+            not_before: 1_700_000_000,
+            not_after: 1_900_000_000,
+        }
+    }
+
+    fn leaf_details() -> CertDetails {
+        CertDetails {
+            serial: 12345,
+            issuer_serial: 7,
+            key: server_static(),
+            not_before: 1_700_000_000,
+            not_after: 1_800_000_000,
+        }
+    }
+
+    fn chain(inter: &CertDetails, leaf: &CertDetails) -> CertChain {
+        let bytes = CertDetails::sign_chain(&ROOT, inter, &INTER, leaf);
+        CertChain::decode(bytes.as_slice()).expect("we just encoded it")
+    }
+
+    fn check(c: &CertChain) -> Result<VerifiedCertChain, CertError> {
+        verify_cert_chain(&c.encode_to_vec(), &server_static(), NOW, &anchor())
+    }
+
+    #[test]
+    fn good_chain_verifies_with_both_validity_ends_inclusive() {
+        let c = chain(&inter_details(), &leaf_details());
+        let v = check(&c).expect("valid chain");
+        assert_eq!(v.leaf, leaf_details());
+        assert_eq!(v.intermediate, inter_details());
+        for now in [1_700_000_000, 1_800_000_000] {
+            assert!(
+                verify_cert_chain(&c.encode_to_vec(), &server_static(), now, &anchor()).is_ok()
+            );
+        }
+    }
+
+    #[test]
+    fn production_anchor_refuses_a_self_made_chain() {
+        let c = chain(&inter_details(), &leaf_details());
+        let r = verify_cert_chain(
+            &c.encode_to_vec(),
+            &server_static(),
+            NOW,
+            &TrustAnchor::WHATSAPP,
+        );
+        assert_eq!(r, Err(CertError::IntermediateSignature));
+    }
+
+    #[test]
+    fn check_1_presence() {
+        assert_eq!(
+            verify_cert_chain(&[0xFF], &server_static(), NOW, &anchor()),
+            Err(CertError::MalformedChain)
+        );
+        let good = chain(&inter_details(), &leaf_details());
+        type Edit = fn(&mut CertChain);
+        let cases: [(Edit, &str); 6] = [
+            (|c| c.leaf = None, "leaf"),
+            (|c| c.intermediate = None, "intermediate"),
+            (|c| c.leaf.as_mut().unwrap().details = None, "leaf.details"),
+            (
+                |c| c.leaf.as_mut().unwrap().signature = None,
+                "leaf.signature",
+            ),
+            (
+                |c| c.intermediate.as_mut().unwrap().details = None,
+                "intermediate.details",
+            ),
+            (
+                |c| c.intermediate.as_mut().unwrap().signature = None,
+                "intermediate.signature",
+            ),
+        ];
+        for (edit, field) in cases {
+            let mut c = good.clone();
+            edit(&mut c);
+            assert_eq!(check(&c), Err(CertError::Missing { field }));
+        }
+        let mut c = good.clone();
+        c.leaf.as_mut().unwrap().signature = Some(Bytes::from_static(&[0; 63]));
+        assert_eq!(
+            check(&c),
+            Err(CertError::SignatureLength {
+                field: "leaf.signature",
+                len: 63
+            })
+        );
+        let mut c = good;
+        c.intermediate.as_mut().unwrap().signature = Some(Bytes::from_static(&[0; 65]));
+        assert_eq!(
+            check(&c),
+            Err(CertError::SignatureLength {
+                field: "intermediate.signature",
+                len: 65
+            })
+        );
+    }
+
+    #[test]
+    fn check_2_intermediate_signed_by_root() {
+        let mut c = chain(&inter_details(), &leaf_details());
+        let sig = c.intermediate.as_ref().unwrap().signature.clone().unwrap();
+        let mut sig = sig.to_vec();
+        sig[5] ^= 1;
+        c.intermediate.as_mut().unwrap().signature = Some(sig.into());
+        assert_eq!(check(&c), Err(CertError::IntermediateSignature));
+    }
+
+    #[test]
+    fn check_3_issuer_serial_and_key_length() {
+        let inter = CertDetails {
+            issuer_serial: 1,
+            ..inter_details()
+        };
+        assert_eq!(
+            check(&chain(&inter, &leaf_details())),
+            Err(CertError::IntermediateIssuerSerial {
+                expected: 0,
+                actual: 1
+            })
+        );
+        // A 31-byte key, correctly signed by the root.
+        let details = Details {
+            key: Some(Bytes::from_static(&[9; 31])),
+            ..Details::decode(inter_details().to_protobuf().as_slice()).unwrap()
+        }
+        .encode_to_vec();
+        let mut c = chain(&inter_details(), &leaf_details());
+        let sig = xeddsa::sign_deterministic(&ROOT, &details);
+        c.intermediate = Some(NoiseCertificate {
+            details: Some(details.into()),
+            signature: Some(Bytes::copy_from_slice(&sig)),
+        });
+        assert_eq!(check(&c), Err(CertError::IntermediateKeyLength { len: 31 }));
+        // A custom anchor may expect another issuer serial.
+        let inter = CertDetails {
+            issuer_serial: 5,
+            ..inter_details()
+        };
+        let c = chain(&inter, &leaf_details());
+        let custom = TrustAnchor::new(public(&ROOT), 5);
+        assert!(verify_cert_chain(&c.encode_to_vec(), &server_static(), NOW, &custom).is_ok());
+    }
+
+    #[test]
+    fn check_4_leaf_signed_by_intermediate() {
+        // The leaf signed by the root instead of the intermediate.
+        let good = chain(&inter_details(), &leaf_details());
+        let wrong = CertDetails::sign_chain(&ROOT, &inter_details(), &ROOT, &leaf_details());
+        let mut c = CertChain::decode(wrong.as_slice()).unwrap();
+        c.intermediate = good.intermediate;
+        assert_eq!(check(&c), Err(CertError::LeafSignature));
+    }
+
+    #[test]
+    fn check_5_intermediate_validity() {
+        for (nb, na) in [(NOW + 1, NOW + 10), (NOW - 10, NOW - 1)] {
+            let inter = CertDetails {
+                not_before: nb,
+                not_after: na,
+                ..inter_details()
+            };
+            assert_eq!(
+                check(&chain(&inter, &leaf_details())),
+                Err(CertError::IntermediateValidity {
+                    now: NOW,
+                    not_before: nb,
+                    not_after: na
+                })
+            );
+        }
+    }
+
+    #[test]
+    fn check_6_leaf_issuer_serial() {
+        let leaf = CertDetails {
+            issuer_serial: 8,
+            ..leaf_details()
+        };
+        assert_eq!(
+            check(&chain(&inter_details(), &leaf)),
+            Err(CertError::LeafIssuerSerial {
+                expected: 7,
+                actual: 8
+            })
+        );
+    }
+
+    #[test]
+    fn check_7_leaf_key_is_server_static() {
+        let leaf = CertDetails {
+            key: public(&[0x44; 32]),
+            ..leaf_details()
+        };
+        assert_eq!(
+            check(&chain(&inter_details(), &leaf)),
+            Err(CertError::LeafKeyMismatch)
+        );
+    }
+
+    #[test]
+    fn check_8_leaf_validity() {
+        let leaf = CertDetails {
+            not_after: NOW - 1,
+            ..leaf_details()
+        };
+        assert_eq!(
+            check(&chain(&inter_details(), &leaf)),
+            Err(CertError::LeafValidity {
+                now: NOW,
+                not_before: 1_700_000_000,
+                not_after: NOW - 1
+            })
+        );
+    }
+
+    #[test]
+    fn malformed_details() {
+        let mut c = chain(&inter_details(), &leaf_details());
+        let bad = vec![0x0A, 0x05, 0x01];
+        let sig = xeddsa::sign_deterministic(&ROOT, &bad);
+        c.intermediate = Some(NoiseCertificate {
+            details: Some(bad.into()),
+            signature: Some(Bytes::copy_from_slice(&sig)),
+        });
+        assert_eq!(check(&c), Err(CertError::MalformedIntermediate));
+
+        let mut c = chain(&inter_details(), &leaf_details());
+        let bad = vec![0xFF];
+        let sig = xeddsa::sign_deterministic(&INTER, &bad);
+        c.leaf = Some(NoiseCertificate {
+            details: Some(bad.into()),
+            signature: Some(Bytes::copy_from_slice(&sig)),
+        });
+        assert_eq!(check(&c), Err(CertError::MalformedLeaf));
+    }
 }

@@ -392,3 +392,363 @@ pub struct ClientFinished {
     /// The server's transport: writes with the server → client key, reads the other.
     pub transport: NoiseTransport,
 }
+
+#[cfg(test)]
+mod tests {
+    use rand_chacha::ChaCha20Rng;
+    use rand_core::SeedableRng;
+
+    use super::*;
+    use crate::frame::FrameDecoder;
+    use crate::noise::{CertDetails, CertError};
+
+    const NOW: u64 = 1_750_000_000;
+
+    /// A server with static key `server_static` and a chain signed by `root_private`.
+    fn server(
+        root_private: &[u8; 32],
+        server_static: &KeyPair,
+        rng: &mut ChaCha20Rng,
+    ) -> Responder {
+        let inter = KeyPair::generate(rng);
+        let chain = CertDetails::sign_chain(
+            root_private,
+            &CertDetails {
+                serial: 7,
+                issuer_serial: 0,
+                key: *inter.public_bytes(),
+                not_before: NOW - 100,
+                not_after: NOW + 100,
+            },
+            &inter.private_bytes(),
+            &CertDetails {
+                serial: 8,
+                issuer_serial: 7,
+                key: *server_static.public_bytes(),
+                not_before: NOW - 100,
+                not_after: NOW + 100,
+            },
+        );
+        NoiseHandshake::responder(server_static.clone(), rng, chain)
+    }
+
+    fn payload_of(wire: &[u8], server_side: bool) -> Vec<u8> {
+        let mut dec = if server_side {
+            FrameDecoder::expecting_intro()
+        } else {
+            FrameDecoder::new()
+        };
+        dec.push(wire);
+        dec.next_frame().unwrap().unwrap().to_vec()
+    }
+
+    struct Setup {
+        rng: ChaCha20Rng,
+        root: KeyPair,
+        trust: TrustAnchor,
+        client_static: KeyPair,
+        server_static: KeyPair,
+    }
+
+    fn setup(seed: u8) -> Setup {
+        let mut rng = ChaCha20Rng::from_seed([seed; 32]);
+        let root = KeyPair::generate(&mut rng);
+        let trust = TrustAnchor::new(*root.public_bytes(), 0);
+        let client_static = KeyPair::generate(&mut rng);
+        let server_static = KeyPair::generate(&mut rng);
+        Setup {
+            rng,
+            root,
+            trust,
+            client_static,
+            server_static,
+        }
+    }
+
+    /// Runs the client up to the ServerHello; returns the server's reply payload and states.
+    fn to_server_hello(s: &mut Setup) -> (Vec<u8>, AwaitServerHello, AwaitClientFinish) {
+        let client = NoiseHandshake::initiator(s.client_static.clone(), &mut s.rng);
+        let srv = server(&s.root.private_bytes(), &s.server_static, &mut s.rng);
+        let (hello, client) = client.client_hello();
+        let (server_hello, srv) = srv.read_client_hello(&payload_of(&hello, true)).unwrap();
+        (payload_of(&server_hello, false), client, srv)
+    }
+
+    #[test]
+    fn loopback_handshake_and_transport() {
+        let mut s = setup(1);
+        let (server_hello, client, srv) = to_server_hello(&mut s);
+        let client = client
+            .read_server_hello(&server_hello, NOW, &s.trust)
+            .unwrap();
+        assert_eq!(client.server_static(), s.server_static.public_bytes());
+        assert_eq!(client.cert_chain().leaf.serial, 8);
+        let (finish, mut ct) = client.client_finish(b"client payload").unwrap();
+        let done = srv.read_client_finish(&payload_of(&finish, false)).unwrap();
+        assert_eq!(&done.client_static, s.client_static.public_bytes());
+        assert_eq!(done.client_payload, b"client payload");
+        let mut st = done.transport;
+        assert_eq!(ct.handshake_hash(), st.handshake_hash());
+        for i in 0u8..3 {
+            let f = ct.encrypt(&[0, i]).unwrap();
+            assert_eq!(st.decrypt_frame(&f).unwrap(), [0, i]);
+            let f = st.encrypt(&[0, i, i]).unwrap();
+            assert_eq!(ct.decrypt_frame(&f).unwrap(), [0, i, i]);
+        }
+    }
+
+    #[test]
+    fn same_seed_same_bytes_other_seed_other_bytes() {
+        let hello = |seed| {
+            let mut s = setup(seed);
+            NoiseHandshake::initiator(s.client_static.clone(), &mut s.rng)
+                .client_hello()
+                .0
+        };
+        assert_eq!(hello(3), hello(3));
+        assert_ne!(hello(3), hello(4));
+    }
+
+    #[test]
+    fn man_in_the_middle_with_own_root_refused() {
+        let mut s = setup(2);
+        // The attacker answers with his own static key and a chain from his own root: the Noise
+        // part succeeds, but the chain does not lead to the anchor the client trusts.
+        let mut mitm = setup(9);
+        for trust in [s.trust, TrustAnchor::WHATSAPP] {
+            let client = NoiseHandshake::initiator(s.client_static.clone(), &mut s.rng);
+            let (hello, client) = client.client_hello();
+            let attacker = server(
+                &mitm.root.private_bytes(),
+                &mitm.server_static,
+                &mut mitm.rng,
+            );
+            let (reply, _) = attacker
+                .read_client_hello(&payload_of(&hello, true))
+                .unwrap();
+            assert_eq!(
+                client
+                    .read_server_hello(&payload_of(&reply, false), NOW, &trust)
+                    .unwrap_err(),
+                HandshakeError::Certificate(CertError::IntermediateSignature)
+            );
+        }
+    }
+
+    #[test]
+    fn mitm_reusing_the_real_chain_with_his_own_key_refused() {
+        let mut s = setup(5);
+        // The attacker replays a genuine chain (for the real server key) but must use his own
+        // static key, since he lacks the real one's private half.
+        let real_chain = CertDetails::sign_chain(
+            &s.root.private_bytes(),
+            &CertDetails {
+                serial: 7,
+                issuer_serial: 0,
+                key: *KeyPair::from_private_bytes([0x22; 32]).public_bytes(),
+                not_before: 0,
+                not_after: u64::MAX,
+            },
+            &[0x22; 32],
+            &CertDetails {
+                serial: 1,
+                issuer_serial: 7,
+                key: *s.server_static.public_bytes(),
+                not_before: 0,
+                not_after: u64::MAX,
+            },
+        );
+        let attacker_static = KeyPair::generate(&mut s.rng);
+        let attacker = NoiseHandshake::responder(attacker_static, &mut s.rng, real_chain);
+        let client = NoiseHandshake::initiator(s.client_static.clone(), &mut s.rng);
+        let (hello, client) = client.client_hello();
+        let (reply, _) = attacker
+            .read_client_hello(&payload_of(&hello, true))
+            .unwrap();
+        assert_eq!(
+            client
+                .read_server_hello(&payload_of(&reply, false), NOW, &s.trust)
+                .unwrap_err(),
+            HandshakeError::Certificate(CertError::LeafKeyMismatch)
+        );
+    }
+
+    /// Re-encodes a ServerHello after `edit`.
+    fn edited(server_hello: &[u8], edit: impl FnOnce(&mut ServerHello)) -> Vec<u8> {
+        let mut msg = HandshakeMessage::decode(server_hello).unwrap();
+        edit(msg.server_hello.as_mut().unwrap());
+        msg.encode_to_vec()
+    }
+
+    #[test]
+    fn malformed_server_hello_refused() {
+        type Edit = fn(&mut ServerHello);
+        let cases: [(Edit, HandshakeError); 6] = [
+            (
+                |h| h.ephemeral = None,
+                HandshakeError::MissingField {
+                    field: "serverHello.ephemeral",
+                },
+            ),
+            (
+                |h| h.r#static = None,
+                HandshakeError::MissingField {
+                    field: "serverHello.static",
+                },
+            ),
+            (
+                |h| h.payload = None,
+                HandshakeError::MissingField {
+                    field: "serverHello.payload",
+                },
+            ),
+            (
+                |h| h.ephemeral = Some(Bytes::from_static(&[1; 31])),
+                HandshakeError::BadLength {
+                    field: "serverHello.ephemeral",
+                    len: 31,
+                    expected: 32,
+                },
+            ),
+            (
+                |h| h.ephemeral = Some(Bytes::from_static(&[0; 32])),
+                HandshakeError::WeakKey,
+            ),
+            (
+                |h| {
+                    let mut p = h.payload.clone().unwrap().to_vec();
+                    p[0] ^= 1;
+                    h.payload = Some(p.into());
+                },
+                HandshakeError::Decrypt,
+            ),
+        ];
+        for (i, (edit, expected)) in cases.into_iter().enumerate() {
+            let mut s = setup(10 + u8::try_from(i).unwrap());
+            let (reply, client, _) = to_server_hello(&mut s);
+            let reply = edited(&reply, edit);
+            assert_eq!(
+                client.read_server_hello(&reply, NOW, &s.trust).unwrap_err(),
+                expected,
+                "case {i}"
+            );
+        }
+
+        let mut s = setup(30);
+        let (reply, client, _) = to_server_hello(&mut s);
+        // Truncated: the protobuf ends inside a field.
+        assert_eq!(
+            client
+                .read_server_hello(&reply[..reply.len() - 1], NOW, &s.trust)
+                .unwrap_err(),
+            HandshakeError::Protobuf {
+                what: "HandshakeMessage"
+            }
+        );
+        let (_, client, _) = to_server_hello(&mut s);
+        // A valid protobuf without a ServerHello.
+        let other = HandshakeMessage {
+            client_hello: Some(ClientHello::default()),
+            ..HandshakeMessage::default()
+        };
+        assert_eq!(
+            client
+                .read_server_hello(&other.encode_to_vec(), NOW, &s.trust)
+                .unwrap_err(),
+            HandshakeError::MissingField {
+                field: "serverHello"
+            }
+        );
+        let (reply, client, _) = to_server_hello(&mut s);
+        // Expired at the injected time.
+        assert!(matches!(
+            client.read_server_hello(&reply, NOW + 1000, &s.trust),
+            Err(HandshakeError::Certificate(
+                CertError::IntermediateValidity { .. }
+            ))
+        ));
+    }
+
+    #[test]
+    fn malformed_client_messages_refused_by_responder() {
+        let mut s = setup(40);
+        let srv = server(&s.root.private_bytes(), &s.server_static, &mut s.rng);
+        assert_eq!(
+            srv.read_client_hello(&[0x12, 0x05]).unwrap_err(),
+            HandshakeError::Protobuf {
+                what: "HandshakeMessage"
+            }
+        );
+        let srv = server(&s.root.private_bytes(), &s.server_static, &mut s.rng);
+        assert_eq!(
+            srv.read_client_hello(&[]).unwrap_err(),
+            HandshakeError::MissingField {
+                field: "clientHello"
+            }
+        );
+
+        let (reply, client, srv) = to_server_hello(&mut s);
+        let client = client.read_server_hello(&reply, NOW, &s.trust).unwrap();
+        let (finish, _) = client.client_finish(b"p").unwrap();
+        let mut msg = HandshakeMessage::decode(payload_of(&finish, false).as_slice()).unwrap();
+        msg.client_finish.as_mut().unwrap().payload = None;
+        assert_eq!(
+            srv.read_client_finish(&msg.encode_to_vec()).unwrap_err(),
+            HandshakeError::MissingField {
+                field: "clientFinish.payload"
+            }
+        );
+
+        let (reply, client, srv) = to_server_hello(&mut s);
+        let client = client.read_server_hello(&reply, NOW, &s.trust).unwrap();
+        let (finish, _) = client.client_finish(b"p").unwrap();
+        let mut msg = HandshakeMessage::decode(payload_of(&finish, false).as_slice()).unwrap();
+        let mut st = msg
+            .client_finish
+            .as_ref()
+            .unwrap()
+            .r#static
+            .clone()
+            .unwrap()
+            .to_vec();
+        st[40] ^= 0x80;
+        msg.client_finish.as_mut().unwrap().r#static = Some(st.into());
+        assert_eq!(
+            srv.read_client_finish(&msg.encode_to_vec()).unwrap_err(),
+            HandshakeError::Decrypt
+        );
+    }
+
+    #[test]
+    fn routing_info_goes_in_front_but_not_into_the_prologue() {
+        let mut s = setup(50);
+        let client = NoiseHandshake::initiator(s.client_static.clone(), &mut s.rng)
+            .with_routing_info(&[1, 2, 3])
+            .unwrap();
+        let (hello, client) = client.client_hello();
+        assert_eq!(
+            hello.get(..10),
+            Some(&[0x45, 0x44, 0, 1, 0, 0, 3, 1, 2, 3][..])
+        );
+        let srv = server(&s.root.private_bytes(), &s.server_static, &mut s.rng);
+        let (reply, srv) = srv.read_client_hello(&payload_of(&hello, true)).unwrap();
+        let client = client
+            .read_server_hello(&payload_of(&reply, false), NOW, &s.trust)
+            .unwrap();
+        let (finish, ct) = client.client_finish(b"").unwrap();
+        let done = srv.read_client_finish(&payload_of(&finish, false)).unwrap();
+        assert_eq!(ct.handshake_hash(), done.transport.handshake_hash());
+    }
+
+    #[test]
+    fn debug_redacts_private_keys() {
+        let s = setup(60);
+        let init = NoiseHandshake::initiator_fixed_ephemeral_for_testing_only(
+            s.client_static.clone(),
+            KeyPair::from_private_bytes([5; 32]),
+        );
+        let dbg = format!("{init:?}");
+        assert!(!dbg.contains(&hex::encode(&s.client_static.private_bytes()[..])));
+        assert!(dbg.contains("[redacted]"));
+    }
+}

@@ -283,7 +283,10 @@ mod tests {
         assert_eq!(a.write_counter(), 5);
         assert_eq!(b.read_counter(), 5);
         let ct = b.encrypt(&[0, 9]).unwrap();
-        assert_eq!(a.decrypt_node(BytesMut::from(&ct[..])).unwrap().as_ref(), [9]);
+        assert_eq!(
+            a.decrypt_node(BytesMut::from(&ct[..])).unwrap().as_ref(),
+            [9]
+        );
         let mut ct = BytesMut::from(&b.encrypt(&[0, 8]).unwrap()[..]);
         a.decrypt_in_place(&mut ct).unwrap();
         assert_eq!(ct.as_ref(), [0, 8]);
@@ -314,7 +317,10 @@ mod tests {
             a.encrypt_in_place(&mut big),
             Err(TransportError::Frame(_))
         ));
-        assert!(matches!(a.encrypt_frame(&big), Err(TransportError::Frame(_))));
+        assert!(matches!(
+            a.encrypt_frame(&big),
+            Err(TransportError::Frame(_))
+        ));
         assert_eq!(a.write_counter(), 0);
         big.pop();
         assert!(a.encrypt_in_place(&mut big).is_ok());
