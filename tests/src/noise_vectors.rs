@@ -149,6 +149,25 @@ fn routing_info(t: &Value) -> Result<Option<Vec<u8>>, String> {
     }
 }
 
+/// Compares a handshake hash with the `h` the responder trace recorded after `step`, when the
+/// file has such a step (the trace is a debugging aid, so a missing step is not a failure).
+fn trace_h(t: &Value, step: &str, actual: &[u8; 32]) -> Result<(), String> {
+    let Some(trace) = t.get("responder_trace").and_then(Value::as_array) else {
+        return Ok(());
+    };
+    let Some(entry) = trace
+        .iter()
+        .find(|e| e.get("step").and_then(Value::as_str) == Some(step))
+    else {
+        return Ok(());
+    };
+    same(
+        &format!("handshake hash after {step}"),
+        &hex_at(entry, &["h"])?,
+        actual,
+    )
+}
+
 /// Seals our side's transport frames and opens the peer's, comparing with the recording.
 fn transport_frames(
     t: &Value,
@@ -228,6 +247,7 @@ fn initiator(t: &Value) -> Result<(), String> {
         &hex_at(hello_rec, &["frame_hex"])?,
         &hello,
     )?;
+    trace_h(t, "mix_hash(client_ephemeral)", state.handshake_hash())?;
     same(
         "intro header",
         &hex_at(t, &["intro_header_hex"])?,
@@ -244,6 +264,7 @@ fn initiator(t: &Value) -> Result<(), String> {
     let state = state
         .read_server_hello(&server_hello, cert_time(t)?, &trust(t)?)
         .map_err(|e| format!("read_server_hello: {e}"))?;
+    trace_h(t, "mix_hash(enc_cert_payload)", state.handshake_hash())?;
     same(
         "server static key",
         &key_at(t, &["keys", "server_static", "public"])?,
@@ -256,6 +277,11 @@ fn initiator(t: &Value) -> Result<(), String> {
         "client_finish frame",
         &hex_at(finish_rec, &["frame_hex"])?,
         &finish,
+    )?;
+    trace_h(
+        t,
+        "mix_hash(enc_client_payload)",
+        transport.handshake_hash(),
     )?;
 
     let c2s_key = key_at(t, &["split", "c2s_key"])?;
@@ -301,6 +327,7 @@ fn responder(t: &Value) -> Result<(), String> {
         &hex_at(server_hello_rec, &["frame_hex"])?,
         &server_hello,
     )?;
+    trace_h(t, "mix_hash(enc_cert_payload)", state.handshake_hash())?;
 
     let finish = one_frame(
         FrameDecoder::new(),
@@ -310,6 +337,11 @@ fn responder(t: &Value) -> Result<(), String> {
     let done = state
         .read_client_finish(&finish)
         .map_err(|e| format!("read_client_finish: {e}"))?;
+    trace_h(
+        t,
+        "mix_hash(enc_client_payload)",
+        done.transport.handshake_hash(),
+    )?;
     same(
         "client static key",
         &key_at(t, &["keys", "client_static_noise_key", "public"])?,
