@@ -23,6 +23,8 @@
 use std::fmt;
 use std::str::FromStr;
 
+use compact_str::CompactString;
+
 /// The server part of a JID.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[non_exhaustive]
@@ -117,7 +119,7 @@ impl fmt::Display for Server {
 /// A WhatsApp id: user, agent, device and server (and, on `interop`, the integrator).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Jid {
-    user: String,
+    user: CompactString,
     server: Server,
     agent: u8,
     device: Option<u16>,
@@ -147,7 +149,7 @@ pub enum JidParseError {
 
 impl Jid {
     /// A JID `user@server` with no agent and no device.
-    pub fn new(user: impl Into<String>, server: Server) -> Self {
+    pub fn new(user: impl Into<CompactString>, server: Server) -> Self {
         Self {
             user: user.into(),
             server,
@@ -158,17 +160,17 @@ impl Jid {
     }
 
     /// A phone-number user: `user@s.whatsapp.net`.
-    pub fn user(user: impl Into<String>) -> Self {
+    pub fn user(user: impl Into<CompactString>) -> Self {
         Self::new(user, Server::User)
     }
 
     /// A group: `id@g.us`.
-    pub fn group(id: impl Into<String>) -> Self {
+    pub fn group(id: impl Into<CompactString>) -> Self {
         Self::new(id, Server::Group)
     }
 
     /// A LID user: `id@lid`.
-    pub fn lid(id: impl Into<String>) -> Self {
+    pub fn lid(id: impl Into<CompactString>) -> Self {
         Self::new(id, Server::Lid)
     }
 
@@ -265,7 +267,7 @@ impl Jid {
 
     /// Builds a JID from parts read off the wire.
     pub(crate) fn from_parts(
-        user: String,
+        user: CompactString,
         server: Server,
         agent: u8,
         device: Option<u16>,
@@ -316,7 +318,7 @@ impl FromStr for Jid {
             }
         }
         Ok(Self {
-            user: user.to_owned(),
+            user: user.into(),
             server,
             agent,
             device,

@@ -6,8 +6,16 @@ use amarula_core::binary::{self, DEFAULT_MAX_INFLATED};
 /// Decodes arbitrary bytes as a node and as a frame. Must never panic; whatever decodes must
 /// encode again, and that encoding must decode to the same node.
 pub fn binary_decode(data: &[u8]) {
+    let direct = binary::decode_owned(data);
+    assert_eq!(
+        direct.is_ok(),
+        binary::decode(data).is_ok(),
+        "the two decoders disagree on validity"
+    );
     if let Ok(node) = binary::decode(data) {
         let owned = node.to_node();
+        // The one-pass owned decoder and the borrowed view agree.
+        assert_eq!(direct.as_ref().ok(), Some(&owned));
         // Iterate everything lazily held, to exercise the re-reading of attributes.
         for (k, v) in node.attrs.iter() {
             let _ = (k.as_str(), v.to_value());

@@ -32,6 +32,29 @@ pub fn decode(buf: &[u8]) -> Result<NodeRef<'_>> {
     Ok(node)
 }
 
+/// Decodes one node from `buf` straight into an owned [`Node`] (one pass, no intermediate
+/// view), refusing trailing bytes. Binary content is copied.
+pub fn decode_owned(buf: &[u8]) -> Result<Node> {
+    finish_owned(buf, &|b: &[u8]| Bytes::copy_from_slice(b))
+}
+
+/// Like [`decode_owned`], but binary content shares `frame`'s buffer instead of being copied.
+pub fn decode_owned_shared(frame: &Bytes) -> Result<Node> {
+    finish_owned(frame, &|b: &[u8]| frame.slice_ref(b))
+}
+
+fn finish_owned<F: Fn(&[u8]) -> Bytes>(buf: &[u8], bytes: &F) -> Result<Node> {
+    let mut r = Reader { buf, pos: 0 };
+    let node = r.owned_node(0, bytes)?;
+    if r.pos != buf.len() {
+        return Err(DecodeError::TrailingBytes {
+            at: r.pos,
+            left: buf.len() - r.pos,
+        });
+    }
+    Ok(node)
+}
+
 /// A string borrowed from a frame: a token, raw UTF-8, or a packed string not yet unpacked.
 #[derive(Clone, Copy)]
 pub enum StrRef<'a> {
@@ -55,12 +78,14 @@ impl<'a> StrRef<'a> {
         }
     }
 
-    /// The string as an owned node string (tokens stay borrowed from the tables).
+    /// The string as an owned node string (tokens stay borrowed from the tables, short strings
+    /// are inline).
     pub fn to_node_str(&self) -> NodeStr {
         match *self {
-            Self::Static(s) => Cow::Borrowed(s),
-            Self::Raw(s) => Cow::Owned(s.to_owned()),
-            Self::Nibble(..) | Self::Hex(..) => Cow::Owned(self.chars().collect()),
+            Self::Static(s) => NodeStr::const_new(s),
+            Self::Raw(s) => NodeStr::new(s),
+            Self::Nibble(b, odd) => unpack_packed(b, odd, NIBBLE_CHARS),
+            Self::Hex(b, odd) => unpack_packed(b, odd, HEX_CHARS),
         }
     }
 
@@ -137,6 +162,20 @@ impl fmt::Debug for StrRef<'_> {
     }
 }
 
+/// Unpacks a validated packed string (at most 127 characters, so one stack buffer holds it).
+fn unpack_packed(packed: &[u8], odd: bool, alphabet: &[u8; 16]) -> NodeStr {
+    let mut buf = [0u8; 2 * 127];
+    let total = (packed.len() * 2 - usize::from(odd)).min(buf.len());
+    for (pair, &b) in buf.chunks_exact_mut(2).zip(packed) {
+        pair[0] = alphabet[usize::from(b >> 4)];
+        pair[1] = alphabet[usize::from(b & 0x0F)];
+    }
+    // Both alphabets are ASCII, so any prefix is UTF-8 and the error arm is never taken.
+    std::str::from_utf8(&buf[..total])
+        .map(NodeStr::new)
+        .unwrap_or_default()
+}
+
 /// Characters of nibble codes; 12..=14 are invalid (rejected while decoding), 15 is the filler.
 const NIBBLE_CHARS: &[u8; 16] = b"0123456789-.\0\0\0\0";
 /// Characters of hex codes.
@@ -163,7 +202,7 @@ impl JidRef<'_> {
         // Known servers are tokens or static names, so this borrows and does not allocate.
         let server = Server::from_name(&self.server.as_str());
         Jid::from_parts(
-            self.user.as_str().into_owned(),
+            self.user.to_node_str(),
             server,
             self.agent,
             self.device,
@@ -346,6 +385,50 @@ impl<'a> NodeRef<'a> {
     }
 }
 
+/// Bytes whose two nibbles are both in the nibble alphabet (codes 0..=11).
+static NIBBLE_PAIR_OK: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        t[b] = (b >> 4) <= 11 && (b & 0x0F) <= 11;
+        b += 1;
+    }
+    t
+};
+
+#[cold]
+fn unexpected_end(at: usize) -> DecodeError {
+    DecodeError::UnexpectedEnd { at }
+}
+
+#[cold]
+fn too_large(len: usize, at: usize, left: usize) -> DecodeError {
+    DecodeError::LengthTooLarge {
+        len: len as u64,
+        at,
+        left,
+    }
+}
+
+/// The error for a packed nibble string that failed the fast check: finds the first bad nibble.
+#[cold]
+fn bad_nibble(bytes: &[u8], odd: bool, at: usize) -> DecodeError {
+    let total = bytes.len() * 2 - usize::from(odd);
+    let bad = bytes
+        .iter()
+        .flat_map(|&b| [b >> 4, b & 0x0F])
+        .take(total)
+        .enumerate()
+        .find(|&(_, x)| x > 11);
+    match bad {
+        Some((i, nibble)) => DecodeError::InvalidNibble {
+            nibble,
+            at: at + 1 + i / 2,
+        },
+        None => DecodeError::InvalidNibble { nibble: 15, at },
+    }
+}
+
 /// A cursor over the input; every read is bounds-checked.
 #[derive(Clone)]
 struct Reader<'a> {
@@ -356,24 +439,27 @@ struct Reader<'a> {
 type Result<T> = std::result::Result<T, DecodeError>;
 
 impl<'a> Reader<'a> {
+    #[inline]
     fn left(&self) -> usize {
         self.buf.len() - self.pos
     }
 
+    #[inline]
     fn byte(&mut self) -> Result<u8> {
-        let b = *self
-            .buf
-            .get(self.pos)
-            .ok_or(DecodeError::UnexpectedEnd { at: self.pos })?;
-        self.pos += 1;
-        Ok(b)
+        match self.buf.get(self.pos) {
+            Some(&b) => {
+                self.pos += 1;
+                Ok(b)
+            }
+            None => Err(unexpected_end(self.pos)),
+        }
     }
 
+    #[inline]
     fn array<const N: usize>(&mut self) -> Result<[u8; N]> {
-        let bytes = self
-            .buf
-            .get(self.pos..self.pos + N)
-            .ok_or(DecodeError::UnexpectedEnd { at: self.pos })?;
+        let Some(bytes) = self.buf.get(self.pos..self.pos + N) else {
+            return Err(unexpected_end(self.pos));
+        };
         self.pos += N;
         let mut out = [0; N];
         out.copy_from_slice(bytes);
@@ -381,20 +467,17 @@ impl<'a> Reader<'a> {
     }
 
     /// `len` bytes announced by the length field at `at`.
+    #[inline]
     fn take(&mut self, len: usize, at: usize) -> Result<&'a [u8]> {
-        if len > self.left() {
-            return Err(DecodeError::LengthTooLarge {
-                len: len as u64,
-                at,
-                left: self.left(),
-            });
-        }
-        let out = &self.buf[self.pos..self.pos + len];
+        let Some(out) = self.buf.get(self.pos..self.pos.saturating_add(len)) else {
+            return Err(too_large(len, at, self.left()));
+        };
         self.pos += len;
         Ok(out)
     }
 
     /// List size for tag byte `b` read at `at`: `LIST_EMPTY`, `LIST_8` or `LIST_16`.
+    #[inline]
     fn list_size(&mut self, b: u8, at: usize) -> Result<usize> {
         match b {
             tag::LIST_EMPTY => Ok(0),
@@ -405,6 +488,7 @@ impl<'a> Reader<'a> {
     }
 
     /// Length of a binary value for tag byte `b` (`BINARY_8/20/32`), checked against the input.
+    #[inline]
     fn binary(&mut self, b: u8) -> Result<&'a [u8]> {
         let at = self.pos;
         let len = match b {
@@ -427,6 +511,7 @@ impl<'a> Reader<'a> {
     }
 
     /// A string in any string position, for tag byte `b` read at `at`.
+    #[inline]
     fn string(&mut self, b: u8, at: usize) -> Result<StrRef<'a>> {
         match b {
             // LIST_EMPTY in a string position is the empty string.
@@ -451,6 +536,7 @@ impl<'a> Reader<'a> {
         }
     }
 
+    #[inline]
     fn read_string(&mut self) -> Result<StrRef<'a>> {
         let at = self.pos;
         let b = self.byte()?;
@@ -470,18 +556,13 @@ impl<'a> Reader<'a> {
         }
         let bytes = self.take(n, at)?;
         if nibble {
-            for (i, &b) in bytes.iter().enumerate() {
-                let last = i + 1 == n;
-                for (j, x) in [b >> 4, b & 0x0F].into_iter().enumerate() {
-                    // The final nibble of an odd string is dropped; the reference writes 15 there.
-                    let dropped = odd && last && j == 1;
-                    if x > 11 && !dropped {
-                        return Err(DecodeError::InvalidNibble {
-                            nibble: x,
-                            at: at + 1 + i,
-                        });
-                    }
-                }
+            // The final nibble of an odd string is dropped (the reference writes 15 there), so
+            // only its high nibble is checked.
+            let full = n - usize::from(odd);
+            if !bytes[..full].iter().all(|&b| NIBBLE_PAIR_OK[usize::from(b)])
+                || (odd && bytes[full] >> 4 > 11)
+            {
+                return Err(bad_nibble(bytes, odd, at));
             }
             Ok(StrRef::Nibble(bytes, odd))
         } else {
@@ -557,7 +638,43 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// Validates a string without building it (attributes are read again lazily).
+    #[inline]
+    fn skip_string(&mut self) -> Result<()> {
+        let at = self.pos;
+        let b = self.byte()?;
+        match b {
+            // Tokens and the empty string: nothing more to check.
+            0..=235 => Ok(()),
+            tag::DICTIONARY_0..=tag::DICTIONARY_3 => self.byte().map(drop),
+            _ => self.string(b, at).map(drop),
+        }
+    }
+
+    /// Validates an attribute without building it.
+    #[inline]
+    fn skip_attr(&mut self) -> Result<()> {
+        self.skip_string()?;
+        let at = self.pos;
+        let b = self.byte()?;
+        match b {
+            0..=235 => Ok(()),
+            tag::DICTIONARY_0..=tag::DICTIONARY_3 => self.byte().map(drop),
+            tag::JID_PAIR => {
+                self.skip_string()?;
+                self.skip_string()
+            }
+            tag::AD_JID => {
+                self.array::<2>()?;
+                self.skip_string()
+            }
+            tag::FB_JID | tag::INTEROP_JID => self.jid(b, at).map(drop),
+            _ => self.string(b, at).map(drop),
+        }
+    }
+
     /// An attribute: key string, then a string or JID value.
+    #[inline]
     fn attr(&mut self) -> Result<(StrRef<'a>, ValueRef<'a>)> {
         let key = self.read_string()?;
         let at = self.pos;
@@ -571,8 +688,10 @@ impl<'a> Reader<'a> {
         Ok((key, value))
     }
 
-    /// A node: list header, tag, `(size - 1) / 2` attributes, content when the size is even.
-    fn node(&mut self, depth: usize) -> Result<NodeRef<'a>> {
+    /// A node's list header and tag: returns the tag, the number of attributes and whether
+    /// content follows. The list size is `1 + 2·attributes (+ 1 with content)`.
+    #[inline]
+    fn head(&mut self, depth: usize) -> Result<(StrRef<'a>, usize, bool)> {
         let at = self.pos;
         if depth > MAX_DEPTH {
             return Err(DecodeError::TooDeep { at });
@@ -587,22 +706,35 @@ impl<'a> Reader<'a> {
             return Err(DecodeError::EmptyNode { at });
         }
         let count = (size - 1) / 2;
+        // Refuse attribute counts the input cannot hold before allocating for them.
         if count.saturating_mul(MIN_ATTR_LEN) > self.left() {
-            return Err(DecodeError::LengthTooLarge {
-                len: count as u64,
-                at,
-                left: self.left(),
-            });
+            return Err(too_large(count, at, self.left()));
         }
+        Ok((tag, count, size % 2 == 0))
+    }
+
+    /// A list of `count` children announced at `at`, checked against the input first.
+    #[inline]
+    fn children_capacity(&mut self, b: u8, at: usize) -> Result<usize> {
+        let count = self.list_size(b, at)?;
+        if count.saturating_mul(MIN_NODE_LEN) > self.left() {
+            return Err(too_large(count, at, self.left()));
+        }
+        Ok(count)
+    }
+
+    /// A node as a borrowed view: attributes are validated and kept as their bytes.
+    fn node(&mut self, depth: usize) -> Result<NodeRef<'a>> {
+        let (tag, count, has_content) = self.head(depth)?;
         let start = self.pos;
         for _ in 0..count {
-            self.attr()?;
+            self.skip_attr()?;
         }
         let attrs = AttrsRef {
             bytes: &self.buf[start..self.pos],
             count,
         };
-        let content = if size % 2 == 0 {
+        let content = if has_content {
             self.content(depth)?
         } else {
             ContentRef::None
@@ -614,21 +746,52 @@ impl<'a> Reader<'a> {
         })
     }
 
+    /// A node built straight into an owned [`Node`], in one pass; `bytes` makes the owned
+    /// binary content (a copy, or a slice of a shared frame).
+    fn owned_node<F: Fn(&[u8]) -> Bytes>(&mut self, depth: usize, bytes: &F) -> Result<Node> {
+        let (tag, count, has_content) = self.head(depth)?;
+        let mut attrs = Vec::with_capacity(count);
+        for _ in 0..count {
+            let (k, v) = self.attr()?;
+            attrs.push((k.to_node_str(), v.to_value()));
+        }
+        let content = if has_content {
+            let at = self.pos;
+            let b = self.byte()?;
+            match b {
+                tag::LIST_EMPTY | tag::LIST_8 | tag::LIST_16 => {
+                    let count = self.children_capacity(b, at)?;
+                    let mut children = Vec::with_capacity(count);
+                    for _ in 0..count {
+                        children.push(self.owned_node(depth + 1, bytes)?);
+                    }
+                    Content::Nodes(children)
+                }
+                tag::BINARY_8 | tag::BINARY_20 | tag::BINARY_32 => {
+                    Content::Bytes(bytes(self.binary(b)?))
+                }
+                tag::JID_PAIR | tag::AD_JID | tag::FB_JID | tag::INTEROP_JID => {
+                    Content::Jid(self.jid(b, at)?.to_jid())
+                }
+                _ => Content::Text(self.string(b, at)?.to_node_str()),
+            }
+        } else {
+            Content::None
+        };
+        Ok(Node {
+            tag: tag.to_node_str(),
+            attrs,
+            content,
+        })
+    }
+
     /// Content: a child list, bytes, a JID, or a token/packed string.
     fn content(&mut self, depth: usize) -> Result<ContentRef<'a>> {
         let at = self.pos;
         let b = self.byte()?;
         match b {
             tag::LIST_EMPTY | tag::LIST_8 | tag::LIST_16 => {
-                let count = self.list_size(b, at)?;
-                // Refuse counts the input cannot hold before allocating for them.
-                if count.saturating_mul(MIN_NODE_LEN) > self.left() {
-                    return Err(DecodeError::LengthTooLarge {
-                        len: count as u64,
-                        at,
-                        left: self.left(),
-                    });
-                }
+                let count = self.children_capacity(b, at)?;
                 let mut children = Vec::with_capacity(count);
                 for _ in 0..count {
                     children.push(self.node(depth + 1)?);

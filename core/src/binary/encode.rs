@@ -152,6 +152,7 @@ fn write_bytes(out: &mut Vec<u8>, b: &[u8]) -> Result<(), EncodeError> {
 }
 
 /// A string: `""` → `0x00`; token; nibble-packed; hex-packed; raw.
+#[inline]
 fn write_str(out: &mut Vec<u8>, s: &str) -> Result<(), EncodeError> {
     if s.is_empty() {
         // The reference writes "" as token index 0, which is the byte LIST_EMPTY.
@@ -167,52 +168,90 @@ fn write_str(out: &mut Vec<u8>, s: &str) -> Result<(), EncodeError> {
     }
     let b = s.as_bytes();
     if b.len() <= tag::PACKED_MAX {
-        if b.iter().all(|&c| nibble_code(c).is_some()) {
-            write_packed(out, tag::NIBBLE_8, b, nibble_code);
+        // One pass classifies the string for both alphabets.
+        let class = b.iter().fold(NIBBLE | HEX, |acc, &c| acc & CLASS[usize::from(c)]);
+        if class & NIBBLE != 0 {
+            write_packed(out, tag::NIBBLE_8, b, &NIBBLE_CODE);
             return Ok(());
         }
-        if b.iter().all(|&c| hex_code(c).is_some()) {
-            write_packed(out, tag::HEX_8, b, hex_code);
+        if class & HEX != 0 {
+            write_packed(out, tag::HEX_8, b, &HEX_CODE);
             return Ok(());
         }
     }
     write_bytes(out, b)
 }
 
-/// Nibble alphabet: `0-9` → 0..9, `-` → 10, `.` → 11.
-fn nibble_code(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'-' => Some(10),
-        b'.' => Some(11),
-        _ => None,
-    }
-}
+/// Character class bit: in the nibble alphabet `0-9 - .`.
+const NIBBLE: u8 = 1;
+/// Character class bit: in the hex alphabet `0-9 A-F` (uppercase only).
+const HEX: u8 = 2;
 
-/// Hex alphabet: `0-9` → 0..9, `A-F` (uppercase only) → 10..15.
-fn hex_code(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
+/// Class bits of every byte.
+static CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut c = 0;
+    while c < 256 {
+        let b = c as u8;
+        if b.is_ascii_digit() {
+            t[c] = NIBBLE | HEX;
+        } else if b == b'-' || b == b'.' {
+            t[c] = NIBBLE;
+        } else if b >= b'A' && b <= b'F' {
+            t[c] = HEX;
+        }
+        c += 1;
     }
-}
+    t
+};
+
+/// Nibble codes: `0-9` → 0..9, `-` → 10, `.` → 11 (other bytes never reach the table).
+static NIBBLE_CODE: [u8; 256] = {
+    let mut t = [15u8; 256];
+    let mut c = 0;
+    while c < 10 {
+        t[b'0' as usize + c] = c as u8;
+        c += 1;
+    }
+    t[b'-' as usize] = 10;
+    t[b'.' as usize] = 11;
+    t
+};
+
+/// Hex codes: `0-9` → 0..9, `A-F` → 10..15.
+static HEX_CODE: [u8; 256] = {
+    let mut t = [15u8; 256];
+    let mut c = 0;
+    while c < 10 {
+        t[b'0' as usize + c] = c as u8;
+        c += 1;
+    }
+    let mut c = 0;
+    while c < 6 {
+        t[b'A' as usize + c] = 10 + c as u8;
+        c += 1;
+    }
+    t
+};
 
 /// Packed string: tag, then `ceil(len/2)` with bit 7 set when `len` is odd, then two characters
 /// per byte, high nibble first; an odd string ends with the filler nibble 15. `s` is non-empty,
 /// at most 127 bytes and all in the alphabet of `code` (checked by the caller).
-fn write_packed(out: &mut Vec<u8>, tag: u8, s: &[u8], code: fn(u8) -> Option<u8>) {
-    let odd = s.len() % 2;
-    out.push(tag);
-    out.push((s.len().div_ceil(2) as u8) | ((odd as u8) << 7));
-    let c = |x: u8| code(x).unwrap_or(15);
+#[inline]
+fn write_packed(out: &mut Vec<u8>, tag: u8, s: &[u8], code: &[u8; 256]) {
+    let half = s.len().div_ceil(2);
+    let mut buf = [0u8; 2 + tag::PACKED_MAX.div_ceil(2)];
+    buf[0] = tag;
+    buf[1] = (half as u8) | (((s.len() % 2) as u8) << 7);
+    let c = |x: u8| code[usize::from(x)];
     let mut pairs = s.chunks_exact(2);
-    for p in pairs.by_ref() {
-        out.push((c(p[0]) << 4) | c(p[1]));
+    for (slot, p) in buf[2..].iter_mut().zip(pairs.by_ref()) {
+        *slot = (c(p[0]) << 4) | c(p[1]);
     }
     if let [last] = pairs.remainder() {
-        out.push((c(*last) << 4) | 0x0F);
+        buf[1 + half] = (c(*last) << 4) | 0x0F;
     }
+    out.extend_from_slice(&buf[..2 + half]);
 }
 
 /// A JID in its wire form (TRANSPORT.md §7.7). The form follows the reference encoder of the

@@ -1,8 +1,9 @@
 //! The WhatsApp binary node codec ("WABinary", TRANSPORT.md §7).
 //!
 //! A stanza is a [`Node`]: a tag, ordered attributes and content. [`encode`] writes one into a
-//! caller's buffer; [`decode`] reads one into a borrowed [`NodeRef`] without copying, and
-//! [`NodeRef::to_node`] turns that into an owned [`Node`]. [`unpack`] handles the flag byte (and
+//! caller's buffer; [`decode`] reads one into a borrowed [`NodeRef`] without copying (and
+//! [`NodeRef::to_node`] turns that into an owned [`Node`]); [`decode_owned`] builds the owned
+//! node in one pass. [`unpack`] handles the flag byte (and
 //! zlib) in front of a decrypted frame, and [`decode_frame`] does all of it at once.
 //!
 //! Decoding never trusts the input: every length and count is checked against the bytes that
@@ -17,7 +18,10 @@ pub mod tag;
 pub mod token;
 mod unpack;
 
-pub use decode::{AttrsRef, ContentRef, JidRef, NodeRef, StrRef, ValueRef, decode};
+pub use decode::{
+    AttrsIter, AttrsRef, ContentRef, JidRef, NodeRef, StrRef, ValueRef, decode, decode_owned,
+    decode_owned_shared,
+};
 pub use encode::{EncodeError, encode, encode_frame, to_vec};
 pub use error::DecodeError;
 pub use node::{AttrValue, Content, Node, NodeStr};
@@ -31,5 +35,5 @@ pub const MAX_DEPTH: usize = 64;
 /// refusing frames that inflate past `max_inflated` bytes.
 pub fn decode_frame(frame: &[u8], max_inflated: usize) -> Result<Node, DecodeError> {
     let body = unpack(frame, max_inflated)?;
-    Ok(decode(&body)?.to_node())
+    decode_owned(&body)
 }

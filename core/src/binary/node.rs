@@ -1,15 +1,15 @@
 //! The owned node: what the application builds to send and what a decoded frame becomes.
 
-use std::borrow::Cow;
 use std::fmt;
 
 use bytes::Bytes;
+use compact_str::CompactString;
 
 use crate::jid::Jid;
 
-/// A string of a node (tag, attribute key or value, text content). Tokens and literals borrow a
-/// `'static` string; everything else is owned.
-pub type NodeStr = Cow<'static, str>;
+/// A string of a node (tag, attribute key or value, text content). Tokens borrow the static
+/// token tables, strings of up to 24 bytes are stored inline, and only longer ones allocate.
+pub type NodeStr = CompactString;
 
 /// An attribute value: a string, or a JID written with the JID wire forms.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -47,15 +47,15 @@ impl fmt::Display for AttrValue {
     }
 }
 
-impl From<&'static str> for AttrValue {
-    fn from(s: &'static str) -> Self {
-        Self::Str(Cow::Borrowed(s))
+impl From<&str> for AttrValue {
+    fn from(s: &str) -> Self {
+        Self::Str(s.into())
     }
 }
 
 impl From<String> for AttrValue {
     fn from(s: String) -> Self {
-        Self::Str(Cow::Owned(s))
+        Self::Str(s.into())
     }
 }
 

@@ -1295,32 +1295,141 @@ pub(crate) enum Token {
     Double(u8, u8),
 }
 
-/// The token for `s`, if it is one. The empty string (single-byte index 0) is not a token here:
-/// callers write it as `LIST_EMPTY` themselves.
-pub(crate) fn lookup(s: &str) -> Option<Token> {
-    if s.len() > MAX_TOKEN_LEN {
-        return None;
-    }
-    index().get(s).copied()
+/// Slots of the string → token table: a power of two about three times the 1,259 tokens, so
+/// most misses end on an empty slot at once.
+const SLOTS: usize = 4096;
+/// Number of token codes (see [`code_str`]).
+const CODES: usize = 256 + 4 * 256;
+
+/// The string → token table, built once from the token tables on first use. Open addressing
+/// with linear probing over `slots` (token code + 1, 0 = empty). Each code's [`Key`] is its
+/// first and last eight bytes and its length, which is the whole string for strings of up to 16
+/// bytes, so most probes compare three words instead of calling `memcmp`. No string appears
+/// twice in the tables (TRANSPORT.md §7.3), so the table is unambiguous.
+struct Index {
+    slots: Box<[u16; SLOTS]>,
+    keys: Box<[Key; CODES]>,
+    /// Bit `n` of `lengths[b]` is set when some token of length `n` starts with byte `b`: most
+    /// strings that are not tokens (numbers, ids, names) are refused by this one test.
+    lengths: Box<[u64; 256]>,
 }
 
-/// The string → token map, built once from the tables on first use. No string appears twice in
-/// the tables (TRANSPORT.md §7.3), so the map is unambiguous.
-fn index() -> &'static hashbrown::HashMap<&'static str, Token> {
-    static INDEX: std::sync::OnceLock<hashbrown::HashMap<&'static str, Token>> =
-        std::sync::OnceLock::new();
-    INDEX.get_or_init(|| {
-        let mut map = hashbrown::HashMap::with_capacity(SINGLE_BYTE.len() + 4 * 256);
-        for (i, s) in SINGLE_BYTE.iter().enumerate().skip(1) {
-            map.insert(*s, Token::Single(i as u8));
-        }
-        for (d, dict) in DOUBLE_BYTE.iter().enumerate() {
-            for (i, s) in dict.iter().enumerate() {
-                map.insert(*s, Token::Double(d as u8, i as u8));
+/// What identifies a string up to 16 bytes long (longer strings also compare their bytes).
+#[derive(Clone, Copy, PartialEq, Eq, Default)]
+struct Key {
+    head: u64,
+    tail: u64,
+    len: usize,
+}
+
+impl Key {
+    #[inline]
+    fn of(s: &[u8]) -> Self {
+        let n = s.len();
+        let (head, tail) = if n >= 8 {
+            (load8(&s[..8]), load8(&s[n - 8..]))
+        } else if n >= 4 {
+            (u64::from(load4(&s[..4])), u64::from(load4(&s[n - 4..])))
+        } else if n > 0 {
+            // 1..=3 bytes: first, middle and last cover them all.
+            let x = u64::from(s[0]) | (u64::from(s[n / 2]) << 8) | (u64::from(s[n - 1]) << 16);
+            (x, 0)
+        } else {
+            (0, 0)
+        };
+        Self { head, tail, len: n }
+    }
+
+    /// Slot to start probing at: the key mixed by one multiplication.
+    #[inline]
+    fn slot(&self) -> usize {
+        let h = (self.head ^ self.tail.rotate_left(29) ^ ((self.len as u64) << 56))
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        (h >> (64 - SLOTS.trailing_zeros())) as usize
+    }
+}
+
+/// Token code: `1..=235` single-byte, `256 + 256·d + i` double-byte.
+fn code_str(code: usize) -> &'static str {
+    if code < 256 {
+        SINGLE_BYTE[code]
+    } else {
+        DOUBLE_BYTE[(code - 256) >> 8][(code - 256) & 0xFF]
+    }
+}
+
+#[inline]
+fn load8(b: &[u8]) -> u64 {
+    let mut w = [0; 8];
+    w.copy_from_slice(b);
+    u64::from_le_bytes(w)
+}
+
+#[inline]
+fn load4(b: &[u8]) -> u32 {
+    let mut w = [0; 4];
+    w.copy_from_slice(b);
+    u32::from_le_bytes(w)
+}
+
+impl Index {
+    fn build() -> Self {
+        let mut slots = Box::new([0u16; SLOTS]);
+        let mut keys = Box::new([Key::default(); CODES]);
+        let mut lengths = Box::new([0u64; 256]);
+        for code in (1..SINGLE_BYTE.len()).chain(256..CODES) {
+            let s = code_str(code).as_bytes();
+            lengths[usize::from(s[0])] |= 1 << s.len();
+            let key = Key::of(s);
+            keys[code] = key;
+            let mut i = key.slot();
+            while slots[i] != 0 {
+                i = (i + 1) & (SLOTS - 1);
             }
+            slots[i] = code as u16 + 1;
         }
-        map
-    })
+        Self {
+            slots,
+            keys,
+            lengths,
+        }
+    }
+
+    #[inline]
+    fn get(&self, s: &[u8]) -> Option<Token> {
+        // `s` is 1..=48 bytes long (checked by `lookup`), so the shift is in range.
+        if self.lengths[usize::from(s[0])] >> s.len() & 1 == 0 {
+            return None;
+        }
+        let key = Key::of(s);
+        let mut i = key.slot();
+        loop {
+            let slot = usize::from(self.slots[i]);
+            if slot == 0 {
+                return None;
+            }
+            let code = slot - 1;
+            if self.keys[code] == key && (key.len <= 16 || code_str(code).as_bytes() == s) {
+                return Some(if code < 256 {
+                    Token::Single(code as u8)
+                } else {
+                    Token::Double(((code - 256) >> 8) as u8, (code & 0xFF) as u8)
+                });
+            }
+            i = (i + 1) & (SLOTS - 1);
+        }
+    }
+}
+
+/// The token for `s`, if it is one. The empty string (single-byte index 0) is not a token here:
+/// callers write it as `LIST_EMPTY` themselves.
+#[inline]
+pub(crate) fn lookup(s: &str) -> Option<Token> {
+    if s.is_empty() || s.len() > MAX_TOKEN_LEN {
+        return None;
+    }
+    static INDEX: std::sync::OnceLock<Index> = std::sync::OnceLock::new();
+    INDEX.get_or_init(Index::build).get(s.as_bytes())
 }
 
 #[cfg(test)]
@@ -1338,6 +1447,9 @@ mod tests {
             }
         }
         assert_eq!(lookup(""), None);
+        for miss in ["15551234567", "3EB0C767D0D1A6F8A5A1", "x", "Alice", "typ", "types"] {
+            assert_eq!(lookup(miss), None, "{miss}");
+        }
         assert!(
             SINGLE_BYTE
                 .iter()
