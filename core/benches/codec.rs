@@ -103,8 +103,16 @@ fn prepared(ours: &Node, theirs: &wacore_binary::Node) -> Vec<u8> {
     let mut b = Vec::new();
     marshal_to_vec(theirs, &mut b).unwrap();
     // wacore writes the flag byte itself; compare the node bytes.
-    let b_node = if b.len() == a.len() + 1 { &b[1..] } else { &b[..] };
-    assert_eq!(hex(&a), hex(b_node), "the two encoders disagree on the workload");
+    let b_node = if b.len() == a.len() + 1 {
+        &b[1..]
+    } else {
+        &b[..]
+    };
+    assert_eq!(
+        hex(&a),
+        hex(b_node),
+        "the two encoders disagree on the workload"
+    );
     unmarshal_ref(&a).expect("wacore decodes our bytes");
     binary::decode(b_node).expect("we decode wacore's bytes");
     a

@@ -299,7 +299,10 @@ impl FromStr for Jid {
         }
         let server = Server::from_name(server);
         let (mut user, device) = match left.rsplit_once(':') {
-            Some((u, d)) => (u, Some(parse_num::<u16>(d).ok_or(JidParseError::InvalidDevice)?)),
+            Some((u, d)) => (
+                u,
+                Some(parse_num::<u16>(d).ok_or(JidParseError::InvalidDevice)?),
+            ),
             None => (left, None),
         };
         let mut agent = 0;
@@ -365,7 +368,10 @@ mod tests {
     #[test]
     fn textual_forms() {
         let j = round("15551234567@s.whatsapp.net");
-        assert_eq!((j.user_part(), j.server_part()), ("15551234567", &Server::User));
+        assert_eq!(
+            (j.user_part(), j.server_part()),
+            ("15551234567", &Server::User)
+        );
         let j = round("15551234567:3@s.whatsapp.net");
         assert_eq!(j.device(), 3);
         let j = round("15551234567:0@s.whatsapp.net");
@@ -375,7 +381,10 @@ mod tests {
         assert_eq!(j, "15551234567.1:2@s.whatsapp.net".parse().unwrap());
         assert!(round("123456789012345:7@lid").server_part() == &Server::Lid);
         assert!(round("120363041234567890@g.us").is_group());
-        assert_eq!(round("15551234567-1600000000@g.us").user_part(), "15551234567-1600000000");
+        assert_eq!(
+            round("15551234567-1600000000@g.us").user_part(),
+            "15551234567-1600000000"
+        );
         round("status@broadcast");
         round("12345@newsletter");
         round("abc@call");
@@ -384,7 +393,10 @@ mod tests {
         round("867051314767696@bot");
         round("0@c.us");
         let j = round("7-15551234567:2@interop");
-        assert_eq!((j.integrator(), j.user_part(), j.device()), (7, "15551234567", 2));
+        assert_eq!(
+            (j.integrator(), j.user_part(), j.device()),
+            (7, "15551234567", 2)
+        );
         round("100000000000001:2@msgr");
         round("user@example.org");
         let j = round("@s.whatsapp.net");
@@ -396,10 +408,19 @@ mod tests {
     fn bad_text() {
         assert_eq!("hello".parse::<Jid>(), Err(JidParseError::MissingAt));
         assert_eq!("a@".parse::<Jid>(), Err(JidParseError::EmptyServer));
-        assert_eq!("a:x@s.whatsapp.net".parse::<Jid>(), Err(JidParseError::InvalidDevice));
-        assert_eq!("a:70000@lid".parse::<Jid>(), Err(JidParseError::InvalidDevice));
+        assert_eq!(
+            "a:x@s.whatsapp.net".parse::<Jid>(),
+            Err(JidParseError::InvalidDevice)
+        );
+        assert_eq!(
+            "a:70000@lid".parse::<Jid>(),
+            Err(JidParseError::InvalidDevice)
+        );
         assert_eq!("a_300@lid".parse::<Jid>(), Err(JidParseError::InvalidAgent));
-        assert_eq!("x-1@interop".parse::<Jid>(), Err(JidParseError::InvalidIntegrator));
+        assert_eq!(
+            "x-1@interop".parse::<Jid>(),
+            Err(JidParseError::InvalidIntegrator)
+        );
     }
 
     #[test]

@@ -11,7 +11,10 @@
 #![forbid(unsafe_code)]
 
 /// Generated types of the `wa` protobuf package.
-#[allow(missing_docs, reason = "generated code: documented by the .proto files")]
+#[allow(
+    missing_docs,
+    reason = "generated code: documented by the .proto files"
+)]
 #[allow(unreachable_pub, reason = "generated code")]
 #[allow(clippy::all, reason = "generated code")]
 pub mod wa {

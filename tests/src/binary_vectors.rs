@@ -316,7 +316,9 @@ fn jid_from_json(v: &Value) -> Result<Jid, String> {
 fn content_from_json(c: &Value) -> Result<Content, String> {
     if let Some(h) = c.get("bytes").and_then(Value::as_str) {
         return Ok(Content::Bytes(
-            hex::decode(h).map_err(|e| format!("bad bytes: {e}"))?.into(),
+            hex::decode(h)
+                .map_err(|e| format!("bad bytes: {e}"))?
+                .into(),
         ));
     }
     if let Some(t) = c.get("text").and_then(Value::as_str) {

@@ -65,7 +65,11 @@ fn quirk_cases_have_our_canonical_bytes() {
         };
         // Content JIDs appear twice (attribute and content): both get our domain byte.
         let expected = if name.contains("content_hosted") {
-            let d = if name.contains("hosted_lid") { 0x81 } else { 0x80 };
+            let d = if name.contains("hosted_lid") {
+                0x81
+            } else {
+                0x80
+            };
             replace_once(&expected, &[0xF7, 0x00], &[0xF7, d])
         } else {
             expected
@@ -73,7 +77,10 @@ fn quirk_cases_have_our_canonical_bytes() {
         assert_eq!(hex::encode(&ours), hex::encode(&expected), "{name}");
         // Ours reads back as the JID we meant (hosted stays hosted), minus the agent.
         let back = binary::decode_frame(&ours, 1 << 20).unwrap();
-        assert!(same_node(&back, &canonical_reading(&node)), "{name}: {back}");
+        assert!(
+            same_node(&back, &canonical_reading(&node)),
+            "{name}: {back}"
+        );
         seen += 1;
     }
     assert_eq!(seen, 5);
@@ -186,7 +193,9 @@ fn token_string() -> BoxedStrategy<String> {
         .chain(token::DOUBLE_BYTE.iter().flatten())
         .copied()
         .collect();
-    proptest::sample::select(all).prop_map(str::to_owned).boxed()
+    proptest::sample::select(all)
+        .prop_map(str::to_owned)
+        .boxed()
 }
 
 fn any_string() -> BoxedStrategy<String> {
@@ -203,7 +212,13 @@ fn any_string() -> BoxedStrategy<String> {
 }
 
 fn user() -> BoxedStrategy<String> {
-    prop_oneof!["[0-9]{1,20}", "[a-z]{1,8}", token_string(), Just(String::new())].boxed()
+    prop_oneof![
+        "[0-9]{1,20}",
+        "[a-z]{1,8}",
+        token_string(),
+        Just(String::new())
+    ]
+    .boxed()
 }
 
 /// Users whose text form is unambiguous (no `@ : _ .` inside).

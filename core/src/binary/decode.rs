@@ -368,7 +368,9 @@ impl<'a> NodeRef<'a> {
     fn to_node_with(&self, bytes: &dyn Fn(&[u8]) -> Bytes) -> Node {
         let content = match &self.content {
             ContentRef::None => Content::None,
-            ContentRef::Nodes(n) => Content::Nodes(n.iter().map(|c| c.to_node_with(bytes)).collect()),
+            ContentRef::Nodes(n) => {
+                Content::Nodes(n.iter().map(|c| c.to_node_with(bytes)).collect())
+            }
             ContentRef::Bytes(b) => Content::Bytes(bytes(b)),
             ContentRef::Str(s) => Content::Text(s.to_node_str()),
             ContentRef::Jid(j) => Content::Jid(j.to_jid()),
@@ -559,7 +561,9 @@ impl<'a> Reader<'a> {
             // The final nibble of an odd string is dropped (the reference writes 15 there), so
             // only its high nibble is checked.
             let full = n - usize::from(odd);
-            if !bytes[..full].iter().all(|&b| NIBBLE_PAIR_OK[usize::from(b)])
+            if !bytes[..full]
+                .iter()
+                .all(|&b| NIBBLE_PAIR_OK[usize::from(b)])
                 || (odd && bytes[full] >> 4 > 11)
             {
                 return Err(bad_nibble(bytes, odd, at));
@@ -798,7 +802,9 @@ impl<'a> Reader<'a> {
                 }
                 Ok(ContentRef::Nodes(children))
             }
-            tag::BINARY_8 | tag::BINARY_20 | tag::BINARY_32 => Ok(ContentRef::Bytes(self.binary(b)?)),
+            tag::BINARY_8 | tag::BINARY_20 | tag::BINARY_32 => {
+                Ok(ContentRef::Bytes(self.binary(b)?))
+            }
             tag::JID_PAIR | tag::AD_JID | tag::FB_JID | tag::INTEROP_JID => {
                 Ok(ContentRef::Jid(self.jid(b, at)?))
             }
@@ -865,14 +871,35 @@ mod tests {
             ("f0", InvalidTag { tag: 0xF0, at: 0 }),
             ("f801f4", InvalidTag { tag: 0xF4, at: 2 }),
             // 4 bytes claiming a list of 65535 children: refused before allocating.
-            ("f802 19 f9ffff", LengthTooLarge { len: 65535, at: 3, left: 0 }),
+            (
+                "f802 19 f9ffff",
+                LengthTooLarge {
+                    len: 65535,
+                    at: 3,
+                    left: 0,
+                },
+            ),
             // BINARY_32 of 4 GiB.
-            ("f802 19 feffffffff", LengthTooLarge { len: 0xFFFF_FFFF, at: 4, left: 0 }),
+            (
+                "f802 19 feffffffff",
+                LengthTooLarge {
+                    len: 0xFFFF_FFFF,
+                    at: 4,
+                    left: 0,
+                },
+            ),
             ("f80119 00", TrailingBytes { at: 3, left: 1 }),
             ("f801 fc02c328", InvalidUtf8 { at: 4 }),
             ("f803 19 08 f8", InvalidTag { tag: 0xF8, at: 4 }),
             ("f802 19 f6 ff0112 0001 03", InvalidJid { at: 3 }),
-            ("f9ffff 19", LengthTooLarge { len: 32767, at: 0, left: 0 }),
+            (
+                "f9ffff 19",
+                LengthTooLarge {
+                    len: 32767,
+                    at: 0,
+                    left: 0,
+                },
+            ),
         ];
         for (hex, err) in cases {
             assert_eq!(decode(&h(hex)).unwrap_err(), *err, "{hex}");

@@ -169,7 +169,9 @@ fn write_str(out: &mut Vec<u8>, s: &str) -> Result<(), EncodeError> {
     let b = s.as_bytes();
     if b.len() <= tag::PACKED_MAX {
         // One pass classifies the string for both alphabets.
-        let class = b.iter().fold(NIBBLE | HEX, |acc, &c| acc & CLASS[usize::from(c)]);
+        let class = b
+            .iter()
+            .fold(NIBBLE | HEX, |acc, &c| acc & CLASS[usize::from(c)]);
         if class & NIBBLE != 0 {
             write_packed(out, tag::NIBBLE_8, b, &NIBBLE_CODE);
             return Ok(());
@@ -269,7 +271,8 @@ fn write_jid(out: &mut Vec<u8>, j: &Jid) -> Result<(), EncodeError> {
                 Server::HostedLid => 129,
                 _ => 0,
             };
-            let device = u8::try_from(device).map_err(|_| EncodeError::DeviceOutOfRange { device })?;
+            let device =
+                u8::try_from(device).map_err(|_| EncodeError::DeviceOutOfRange { device })?;
             out.extend_from_slice(&[tag::AD_JID, domain, device]);
             write_str(out, j.user_part())
         }
@@ -314,18 +317,39 @@ mod tests {
         enc!(Node::new("A1B"), "f801 fb82a1bf");
         enc!(Node::new("3EB0"), "f801 fb023eb0");
         enc!(Node::new("abc"), "f801 fc03616263");
-        enc!(Node::new("iq").attr("id", "").attr("type", "get"), "f805 19 08 00 04 29");
+        enc!(
+            Node::new("iq").attr("id", "").attr("type", "get"),
+            "f805 19 08 00 04 29"
+        );
     }
 
     #[test]
     fn jids() {
         let j = |s: &str| s.parse::<Jid>().unwrap();
-        enc!(Node::new("iq").attr("to", j("123:5@s.whatsapp.net")), "f803 19 11 f70005ff82123f");
-        enc!(Node::new("iq").attr("to", j("123:5@lid")), "f803 19 11 f70105ff82123f");
-        enc!(Node::new("iq").attr("to", Jid::server()), "f803 19 11 fa0003");
-        enc!(Node::new("iq").attr("to", j("1203@g.us")), "f803 19 11 faff0212031c");
-        enc!(Node::new("iq").attr("to", j("0@c.us")), "f803 19 11 fa2dfc04632e7573");
-        enc!(Node::new("iq").attr("to", j("1555:3@hosted")), "f803 19 11 f780 03 ff021555");
+        enc!(
+            Node::new("iq").attr("to", j("123:5@s.whatsapp.net")),
+            "f803 19 11 f70005ff82123f"
+        );
+        enc!(
+            Node::new("iq").attr("to", j("123:5@lid")),
+            "f803 19 11 f70105ff82123f"
+        );
+        enc!(
+            Node::new("iq").attr("to", Jid::server()),
+            "f803 19 11 fa0003"
+        );
+        enc!(
+            Node::new("iq").attr("to", j("1203@g.us")),
+            "f803 19 11 faff0212031c"
+        );
+        enc!(
+            Node::new("iq").attr("to", j("0@c.us")),
+            "f803 19 11 fa2dfc04632e7573"
+        );
+        enc!(
+            Node::new("iq").attr("to", j("1555:3@hosted")),
+            "f803 19 11 f780 03 ff021555"
+        );
     }
 
     #[test]
@@ -341,19 +365,21 @@ mod tests {
         // TRANSPORT.md §7.9.
         assert_eq!(
             hex::encode(out),
-            "00f80a1908ff021234" .to_owned() + "11fa0003" + "0429" + "1657" + "f801f80156"
+            "00f80a1908ff021234".to_owned() + "11fa0003" + "0429" + "1657" + "f801f80156"
         );
     }
 
     #[test]
     fn limits() {
-        let deep = (0..=crate::binary::MAX_DEPTH + 1).fold(Node::new("x"), |n, _| {
-            Node::new("x").children([n])
-        });
+        let deep = (0..=crate::binary::MAX_DEPTH + 1)
+            .fold(Node::new("x"), |n, _| Node::new("x").children([n]));
         assert_eq!(to_vec(&deep), Err(EncodeError::TooDeep));
         assert_eq!(to_vec(&Node::new("")), Err(EncodeError::EmptyTag));
         let many = Node::new("x").children((0..70_000).map(|_| Node::new("y")));
-        assert_eq!(to_vec(&many), Err(EncodeError::TooManyChildren { count: 70_000 }));
+        assert_eq!(
+            to_vec(&many),
+            Err(EncodeError::TooManyChildren { count: 70_000 })
+        );
         let big_dev: Jid = "1:300@s.whatsapp.net".parse().unwrap();
         assert_eq!(
             to_vec(&Node::new("x").attr("to", big_dev)),

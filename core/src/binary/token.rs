@@ -1447,7 +1447,14 @@ mod tests {
             }
         }
         assert_eq!(lookup(""), None);
-        for miss in ["15551234567", "3EB0C767D0D1A6F8A5A1", "x", "Alice", "typ", "types"] {
+        for miss in [
+            "15551234567",
+            "3EB0C767D0D1A6F8A5A1",
+            "x",
+            "Alice",
+            "typ",
+            "types",
+        ] {
             assert_eq!(lookup(miss), None, "{miss}");
         }
         assert!(
