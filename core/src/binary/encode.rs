@@ -152,7 +152,7 @@ fn write_bytes(out: &mut Vec<u8>, b: &[u8]) -> Result<(), EncodeError> {
 }
 
 /// A string: `""` → `0x00`; token; nibble-packed; hex-packed; raw.
-#[inline]
+#[inline(always)]
 fn write_str(out: &mut Vec<u8>, s: &str) -> Result<(), EncodeError> {
     if s.is_empty() {
         // The reference writes "" as token index 0, which is the byte LIST_EMPTY.
@@ -239,7 +239,7 @@ static HEX_CODE: [u8; 256] = {
 /// Packed string: tag, then `ceil(len/2)` with bit 7 set when `len` is odd, then two characters
 /// per byte, high nibble first; an odd string ends with the filler nibble 15. `s` is non-empty,
 /// at most 127 bytes and all in the alphabet of `code` (checked by the caller).
-#[inline]
+#[inline(always)]
 fn write_packed(out: &mut Vec<u8>, tag: u8, s: &[u8], code: &[u8; 256]) {
     let half = s.len().div_ceil(2);
     let mut buf = [0u8; 2 + tag::PACKED_MAX.div_ceil(2)];
@@ -294,9 +294,26 @@ fn write_jid(out: &mut Vec<u8>, j: &Jid) -> Result<(), EncodeError> {
             out.push(tag::JID_PAIR);
             // An empty user (server-only JID) is LIST_EMPTY, which write_str gives for "".
             write_str(out, j.user_part())?;
-            write_str(out, server.as_str())
+            write_server(out, server)
         }
     }
+}
+
+/// A JID_PAIR server: the known servers that are single-byte tokens are written without a
+/// lookup (the test `known_server_tokens` checks these bytes against the string rules).
+#[inline]
+fn write_server(out: &mut Vec<u8>, server: &Server) -> Result<(), EncodeError> {
+    let token = match server {
+        Server::User => 0x03,
+        Server::Group => 0x1C,
+        Server::Broadcast => 0x0D,
+        Server::Lid => 0x76,
+        Server::Call => 0x64,
+        Server::Messenger => 0xCC,
+        other => return write_str(out, other.as_str()),
+    };
+    out.push(token);
+    Ok(())
 }
 
 #[cfg(test)]
@@ -350,6 +367,29 @@ mod tests {
             Node::new("iq").attr("to", j("1555:3@hosted")),
             "f803 19 11 f780 03 ff021555"
         );
+    }
+
+    #[test]
+    fn known_server_tokens() {
+        for server in [
+            Server::User,
+            Server::LegacyUser,
+            Server::Group,
+            Server::Broadcast,
+            Server::Lid,
+            Server::Newsletter,
+            Server::Call,
+            Server::Hosted,
+            Server::HostedLid,
+            Server::Interop,
+            Server::Bot,
+            Server::Messenger,
+        ] {
+            let (mut fast, mut slow) = (Vec::new(), Vec::new());
+            write_server(&mut fast, &server).unwrap();
+            write_str(&mut slow, server.as_str()).unwrap();
+            assert_eq!(fast, slow, "{server}");
+        }
     }
 
     #[test]

@@ -1395,7 +1395,7 @@ impl Index {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn get(&self, s: &[u8]) -> Option<Token> {
         // `s` is 1..=48 bytes long (checked by `lookup`), so the shift is in range.
         if self.lengths[usize::from(s[0])] >> s.len() & 1 == 0 {
@@ -1423,7 +1423,7 @@ impl Index {
 
 /// The token for `s`, if it is one. The empty string (single-byte index 0) is not a token here:
 /// callers write it as `LIST_EMPTY` themselves.
-#[inline]
+#[inline(always)]
 pub(crate) fn lookup(s: &str) -> Option<Token> {
     if s.is_empty() || s.len() > MAX_TOKEN_LEN {
         return None;
