@@ -22,7 +22,9 @@
 #![forbid(unsafe_code)]
 
 pub mod binary;
+pub mod credentials;
 pub mod frame;
 pub mod jid;
 pub mod noise;
+pub mod pairing;
 pub mod xeddsa;
