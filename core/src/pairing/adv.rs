@@ -142,11 +142,10 @@ fn check_pair_success(
     }
 
     // Layer 2: the account-signed identity.
-    let signed = AdvSignedDeviceIdentity::decode(signed_bytes).map_err(|_| {
-        PairError::Malformed {
+    let signed =
+        AdvSignedDeviceIdentity::decode(signed_bytes).map_err(|_| PairError::Malformed {
             what: "ADVSignedDeviceIdentity",
-        }
-    })?;
+        })?;
     let details = signed.details.ok_or(PairError::Malformed {
         what: "ADVSignedDeviceIdentity.details",
     })?;
