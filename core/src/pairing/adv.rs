@@ -266,3 +266,99 @@ pub(crate) fn device_signature_message(
     ]
     .concat()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::noise::KeyPair;
+    use crate::pairing::phone::{self, PairSuccessSpec};
+    use rand_chacha::ChaCha20Rng;
+    use rand_core::SeedableRng;
+
+    #[test]
+    fn accepted_and_signed() {
+        let mut rng = ChaCha20Rng::from_seed([11; 32]);
+        let creds = Credentials::generate(&mut rng);
+        let account = KeyPair::generate(&mut rng);
+        let spec = PairSuccessSpec::new("7", "1555:4@s.whatsapp.net".parse().unwrap(), 2, 9);
+        let iq = phone::sign_pair_success(
+            &spec,
+            &account,
+            creds.identity_key.public_bytes(),
+            &creds.adv_secret,
+            &mut rng,
+        );
+        let ok = handle_pair_success(&iq, &creds, &mut rng).unwrap();
+        assert_eq!(ok.key_index, 2);
+        let signed = AdvSignedDeviceIdentity::decode(ok.device.account).unwrap();
+        let details = signed.details.unwrap();
+        let sig: [u8; 64] = signed
+            .device_signature
+            .as_deref()
+            .unwrap()
+            .try_into()
+            .unwrap();
+        assert!(xeddsa::verify(
+            creds.identity_key.public_bytes(),
+            &device_signature_message(
+                &details,
+                creds.identity_key.public_bytes(),
+                account.public_bytes()
+            ),
+            &sig
+        ));
+    }
+
+    #[test]
+    fn prefixes_and_hmac() {
+        assert_eq!(
+            account_signature_message(false, b"d", &[9; 32])[..3],
+            [6, 0, b'd']
+        );
+        assert_eq!(
+            account_signature_message(true, b"d", &[9; 32])[..3],
+            [6, 5, b'd']
+        );
+        let m = device_signature_message(b"d", &[1; 32], &[2; 32]);
+        assert_eq!(
+            (m.len(), &m[..3], m[3], m[35]),
+            (67, &[6, 1, b'd'][..], 1, 2)
+        );
+        let key = [3; 32];
+        let plain = hmac_of(&key, false, b"x").finalize().into_bytes();
+        let hosted = hmac_of(&key, true, b"x").finalize().into_bytes();
+        assert_ne!(plain, hosted);
+        assert!(hmac_matches(&key, false, b"x", &plain));
+        assert!(!hmac_matches(&key, true, b"x", &plain));
+        assert!(!hmac_matches(&key, false, b"x", &plain[..31]));
+    }
+
+    #[test]
+    fn refusal_replies() {
+        let iq = Node::new("iq")
+            .attr("from", Jid::server())
+            .attr("type", "set")
+            .attr("id", "5");
+        let mut rng = ChaCha20Rng::from_seed([12; 32]);
+        let creds = Credentials::generate(&mut rng);
+        let refused = handle_pair_success(&iq, &creds, &mut rng).unwrap_err();
+        assert_eq!(
+            refused.reason,
+            PairError::Malformed {
+                what: "pair-success"
+            }
+        );
+        let reply = refused.reply.unwrap();
+        assert_eq!(reply.attr_str("type"), Some("error"));
+        let error = reply.child("error").unwrap();
+        assert_eq!(
+            (error.attr_str("code"), error.attr_str("text")),
+            (Some("500"), Some("internal-error"))
+        );
+        assert_eq!(PairError::HmacMismatch.reply_code(), (401, "hmac-mismatch"));
+        assert_eq!(
+            PairError::SignatureMismatch.reply_code(),
+            (401, "signature-mismatch")
+        );
+    }
+}

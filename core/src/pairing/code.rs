@@ -476,6 +476,23 @@ mod tests {
     }
 
     #[test]
+    fn debug_redacts_code() {
+        let mut rng = ChaCha20Rng::from_seed([6; 32]);
+        let creds = Credentials::generate(&mut rng);
+        let (state, code, hello) = PhoneCodePairing::start_with_code(
+            "15551234567",
+            "QWERTYZX",
+            &creds,
+            &ClientConfig::default(),
+            &mut rng,
+        )
+        .unwrap();
+        assert_eq!(code, "QWERTYZX");
+        assert!(!format!("{state:?}").contains("QWERTYZX"));
+        assert!(!hello.to_string().contains("QWERTYZX"));
+    }
+
+    #[test]
     fn codes_normalized() {
         assert_eq!(
             normalize_code("abcdefgh").map(|c| c.to_string()),

@@ -441,3 +441,76 @@ fn md_stage<'a>(iq: &'a Node, stage: &str) -> Result<&'a Node, PairingError> {
     }
     Ok(reg)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand_chacha::ChaCha20Rng;
+    use rand_core::SeedableRng;
+
+    fn reply_with(signed: &AdvSignedDeviceIdentity, key_index: &str) -> Node {
+        Node::new("iq")
+            .attr("type", "result")
+            .attr("id", "1")
+            .children([
+                Node::new("pair-device-sign").children([Node::new("device-identity")
+                    .attr("key-index", key_index)
+                    .bytes(signed.encode_to_vec())]),
+            ])
+    }
+
+    #[test]
+    fn device_sign_checks() {
+        let mut rng = ChaCha20Rng::from_seed([13; 32]);
+        let account = KeyPair::generate(&mut rng);
+        let companion = KeyPair::generate(&mut rng);
+        let spec = PairSuccessSpec::new("1", Jid::user("1555").with_device(2), 4, 1);
+        let details = device_identity_details(&spec);
+        let mut signed = account_sign(
+            &account,
+            &details,
+            companion.public_bytes(),
+            false,
+            &mut rng,
+        );
+        let sig = xeddsa::sign(
+            &companion.private_bytes(),
+            &device_signature_message(&details, companion.public_bytes(), account.public_bytes()),
+            &[0; 64],
+        );
+        signed.device_signature = Some(Bytes::copy_from_slice(&sig));
+        let verify = |reply: &Node| {
+            verify_pair_device_sign(reply, companion.public_bytes(), account.public_bytes())
+        };
+        // The account key must not be sent back.
+        assert_eq!(
+            verify(&reply_with(&signed, "4")),
+            Err(PairError::Malformed {
+                what: "accountSignatureKey present"
+            })
+        );
+        signed.account_signature_key = None;
+        assert_eq!(
+            verify(&reply_with(&signed, "4")).map(|d| d.key_index),
+            Ok(4)
+        );
+        assert_eq!(
+            verify(&reply_with(&signed, "5")),
+            Err(PairError::Malformed { what: "key-index" })
+        );
+        signed.device_signature = None;
+        assert_eq!(
+            verify(&reply_with(&signed, "4")),
+            Err(PairError::DeviceSignatureMismatch)
+        );
+    }
+
+    #[test]
+    fn debug_redacts() {
+        let outcome = PhoneCodeOutcome {
+            adv_secret: Zeroizing::new([0xAB; 32]),
+            companion_identity_pub: [1; 32],
+        };
+        assert!(!format!("{outcome:?}").contains("abab"));
+    }
+}
