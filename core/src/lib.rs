@@ -25,6 +25,8 @@ pub mod binary;
 pub mod credentials;
 pub mod frame;
 pub mod jid;
+pub mod machine;
 pub mod noise;
 pub mod pairing;
+pub mod time;
 pub mod xeddsa;

@@ -6,5 +6,7 @@
 pub mod binary_vectors;
 pub mod fuzz_noise;
 pub mod fuzz_targets;
+pub mod harness;
 pub mod noise_vectors;
+pub mod record;
 pub mod report;
