@@ -38,8 +38,12 @@
 //! # fn unix_ms() -> u64 { 0 }
 //! # fn seed() -> [u8; 32] { [0; 32] }
 //!
+//! use rand_core::SeedableRng;
+//!
 //! let config = Config::default();
-//! let mut session = Session::new(Credentials::generate(&mut rand_core::OsRng), &config);
+//! // A real program fills the seeds from the OS; the core itself never does.
+//! let mut rng = rand_chacha::ChaCha20Rng::from_seed(seed());
+//! let mut session = Session::new(Credentials::generate(&mut rng), &config);
 //! loop {
 //!     let clock = Clock { at: now(), unix_ms: unix_ms() };
 //!     let mut machine = ConnectionMachine::new(config.clone(), session, clock, seed());
@@ -632,7 +636,9 @@ impl ConnectionMachine {
         self.timers.stop_all();
         // Every pending request ends exactly once.
         let mut iqs: Vec<(String, PendingIq)> = self.iqs.drain().collect();
-        iqs.sort_by(|a, b| a.0.cmp(&b.0));
+        // In issue order: the ids of one connection share their prefix, so a shorter counter
+        // is an earlier one ("…-9" before "…-10").
+        iqs.sort_by(|a, b| (a.0.len(), &a.0).cmp(&(b.0.len(), &b.0)));
         self.iq_deadlines.clear();
         for (_, p) in iqs {
             self.finish_iq(p.kind, IqResult::Disconnected);

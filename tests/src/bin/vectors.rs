@@ -2,14 +2,15 @@
 //!
 //! The schema of each file is recognised by its shape (vectors/README.md), never by its name:
 //! a `cases` list of nodes is a binary node file, a `transcripts` list a Noise handshake file,
-//! a `scenarios` list a Signal file. One line is printed per failing case (with expected and
+//! a `scenarios` list a Signal file, and `"schema": "amarula-session-v1"` (or a `sessions` list
+//! of such) a recorded connection-machine session (vectors/sessions/). One line is printed per failing case (with expected and
 //! actual hex), and the last line is `N passed, M failed, K skipped`. The exit status is
 //! non-zero when a case failed or a file could not be read.
 
 use std::process::ExitCode;
 
 use amarula_tests::report::Report;
-use amarula_tests::{binary_vectors, noise_vectors};
+use amarula_tests::{binary_vectors, noise_vectors, record};
 use serde_json::Value;
 
 fn main() -> ExitCode {
@@ -64,7 +65,10 @@ fn check_file(path: &str) -> Report {
         }
     };
     let is_list = |key: &str| json.get(key).is_some_and(Value::is_array);
-    if is_list("cases") {
+    let is_session = json.get("schema").and_then(Value::as_str) == Some("amarula-session-v1");
+    if is_session || is_list("sessions") {
+        record::check(&json)
+    } else if is_list("cases") {
         binary_vectors::check(&json)
     } else if is_list("transcripts") {
         noise_vectors::check(&json)
