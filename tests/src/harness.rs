@@ -79,7 +79,7 @@ impl TestPki {
 
 enum ServerPhase {
     AwaitHello(Responder),
-    AwaitFinish(AwaitClientFinish),
+    AwaitFinish(Box<AwaitClientFinish>),
     Open(Box<NoiseTransport>),
     Failed,
 }
@@ -134,7 +134,7 @@ impl FakeServer {
                 ServerPhase::AwaitHello(r) => match r.read_client_hello(&frame) {
                     Ok((wire, next)) => {
                         self.to_client.push_back(wire.into());
-                        self.phase = ServerPhase::AwaitFinish(next);
+                        self.phase = ServerPhase::AwaitFinish(Box::new(next));
                     }
                     Err(e) => return self.fail(format!("client hello: {e}")),
                 },
