@@ -14,6 +14,66 @@
 //! - [`noise`]: the Noise XX handshake and the encrypted transport, with the server certificate
 //!   check.
 //! - [`xeddsa`]: curve25519 (XEdDSA-style) signatures used by certificates and pairing.
+//! - [`credentials`] and [`pairing`]: the device's long-term keys, the ClientPayload, QR and
+//!   phone-code pairing.
+//! - [`machine`]: the [`machine::ConnectionMachine`], which owns a whole server conversation.
+//! - [`time`]: the injected monotonic instant and wall-clock anchor.
+//!
+//! # Run loop
+//! A driver owns one [`machine::ConnectionMachine`] per socket. After every call it drains
+//! [`poll_output`](machine::ConnectionMachine::poll_output) to `None`, applying each output in
+//! order, then waits for socket bytes, a command, or the instant of
+//! [`poll_timeout`](machine::ConnectionMachine::poll_timeout):
+//!
+//! ```no_run
+//! use amarula_core::credentials::Credentials;
+//! use amarula_core::machine::{Config, ConnectionMachine, Event, Output, Reconnect, Session};
+//! use amarula_core::time::{Clock, Instant};
+//! use rand_core::SeedableRng;
+//! # fn socket_read() -> Vec<u8> { Vec::new() }
+//! # fn socket_write(_: &[u8]) {}
+//! # fn persist(_: &Credentials) {}
+//! # fn now() -> Instant { Instant::ZERO }
+//! # fn unix_ms() -> u64 { 0 }
+//! # fn seed() -> [u8; 32] { [0; 32] }
+//!
+//! let config = Config::default();
+//! // A real program fills the seeds from the OS; the core itself never does.
+//! let mut rng = rand_chacha::ChaCha20Rng::from_seed(seed());
+//! let mut session = Session::new(Credentials::generate(&mut rng), &config);
+//! loop {
+//!     let clock = Clock { at: now(), unix_ms: unix_ms() };
+//!     let mut machine = ConnectionMachine::new(config.clone(), session, clock, seed());
+//!     let mut reconnect = Reconnect::Never;
+//!     'conn: loop {
+//!         while let Some(output) = machine.poll_output() {
+//!             match output {
+//!                 Output::Transmit(frame) => socket_write(&frame),
+//!                 // Persist before applying any later output.
+//!                 Output::Event(Event::CredentialsChanged(creds)) => persist(&creds),
+//!                 Output::Event(Event::Closed { reconnect: r, .. }) => {
+//!                     reconnect = r;
+//!                     break 'conn;
+//!                 }
+//!                 Output::Event(other) => println!("{other:?}"),
+//!             }
+//!         }
+//!         // Wait for the socket or for machine.poll_timeout(), then feed what happened:
+//!         let bytes = socket_read();
+//!         machine.handle_input(now(), &bytes);
+//!         machine.handle_timeout(now());
+//!     }
+//!     session = machine.into_session();
+//!     if reconnect == Reconnect::Never {
+//!         break;
+//!     }
+//! }
+//! ```
+//!
+//! # Time and randomness
+//! Every input carries `now` ([`time::Instant`], a point on the driver's monotonic clock); wall
+//! time comes from the [`time::Clock`] anchor given at connect. Randomness comes from a 32-byte
+//! seed per connection. `core/clippy.toml` forbids clock reads and OS randomness in this crate.
 //!
 //! # Panics
 //! Data from the network never causes a panic: every length, count and index read from the wire

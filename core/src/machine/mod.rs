@@ -27,50 +27,7 @@
 //! order (persist events, write frames), then wait for socket input, a command, or the
 //! instant of `poll_timeout()`.
 //!
-//! ```no_run
-//! use amarula_core::credentials::Credentials;
-//! use amarula_core::machine::{Config, ConnectionMachine, Event, Output, Reconnect, Session};
-//! use amarula_core::time::{Clock, Instant};
-//! # fn socket_read() -> Vec<u8> { Vec::new() }
-//! # fn socket_write(_: &[u8]) {}
-//! # fn persist(_: &Credentials) {}
-//! # fn now() -> Instant { Instant::ZERO }
-//! # fn unix_ms() -> u64 { 0 }
-//! # fn seed() -> [u8; 32] { [0; 32] }
-//!
-//! use rand_core::SeedableRng;
-//!
-//! let config = Config::default();
-//! // A real program fills the seeds from the OS; the core itself never does.
-//! let mut rng = rand_chacha::ChaCha20Rng::from_seed(seed());
-//! let mut session = Session::new(Credentials::generate(&mut rng), &config);
-//! loop {
-//!     let clock = Clock { at: now(), unix_ms: unix_ms() };
-//!     let mut machine = ConnectionMachine::new(config.clone(), session, clock, seed());
-//!     let mut reconnect = Reconnect::Never;
-//!     'conn: loop {
-//!         while let Some(output) = machine.poll_output() {
-//!             match output {
-//!                 Output::Transmit(frame) => socket_write(&frame),
-//!                 Output::Event(Event::CredentialsChanged(creds)) => persist(&creds),
-//!                 Output::Event(Event::Closed { reconnect: r, .. }) => {
-//!                     reconnect = r;
-//!                     break 'conn;
-//!                 }
-//!                 Output::Event(other) => println!("{other:?}"),
-//!             }
-//!         }
-//!         // Wait for the socket or for machine.poll_timeout(), then feed what happened:
-//!         let bytes = socket_read();
-//!         machine.handle_input(now(), &bytes);
-//!         machine.handle_timeout(now());
-//!     }
-//!     session = machine.into_session();
-//!     if reconnect == Reconnect::Never {
-//!         break;
-//!     }
-//! }
-//! ```
+//! The crate docs show the whole run loop.
 
 mod cache;
 mod config;
