@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod binary_vectors;
+pub mod expect;
 pub mod fuzz_noise;
 pub mod fuzz_targets;
 pub mod harness;

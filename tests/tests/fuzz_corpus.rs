@@ -34,6 +34,11 @@ fn transport_decrypt_corpus() {
     replay("transport_decrypt", fuzz_noise::transport_decrypt);
 }
 
+#[test]
+fn machine_corpus() {
+    replay("machine", fuzz_targets::machine);
+}
+
 /// Every corpus folder has a replay test above.
 #[test]
 fn every_corpus_is_replayed() {
@@ -41,7 +46,13 @@ fn every_corpus_is_replayed() {
     for entry in std::fs::read_dir(dir).unwrap() {
         let name = entry.unwrap().file_name().into_string().unwrap();
         assert!(
-            ["binary_decode", "frame_decoder", "transport_decrypt"].contains(&name.as_str()),
+            [
+                "binary_decode",
+                "frame_decoder",
+                "transport_decrypt",
+                "machine"
+            ]
+            .contains(&name.as_str()),
             "corpus {name} has no replay test"
         );
     }

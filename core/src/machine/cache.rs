@@ -44,7 +44,6 @@ impl RetryCache {
         }
     }
 
-    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.entries.len()
     }
@@ -164,7 +163,6 @@ impl HeldAcks {
         self.acks.remove(&token)
     }
 
-    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.acks.len()
     }

@@ -48,6 +48,9 @@ pub struct Config {
     /// Most unconfirmed incoming messages held at once; past it the oldest is forgotten (not
     /// acked, so the server delivers it again on the next connection).
     pub max_held_acks: usize,
+    /// Most IQs (and, separately, relayed messages) waiting for an answer at once; past it the
+    /// command fails with [`SendError::TooManyPending`](super::SendError::TooManyPending).
+    pub max_pending_iqs: usize,
     /// Largest inflated size of a compressed frame.
     pub max_inflated: usize,
     /// Upper bound of the reconnect backoff (900 s).
@@ -73,6 +76,7 @@ impl Default for Config {
             max_retries: 5,
             hold_message_acks: true,
             max_held_acks: 4096,
+            max_pending_iqs: 4096,
             max_inflated: crate::binary::DEFAULT_MAX_INFLATED,
             max_backoff: Duration::from_secs(900),
         }

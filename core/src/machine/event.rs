@@ -255,6 +255,9 @@ pub enum SendError {
     /// The node cannot be encoded.
     #[error("cannot encode the node: {0}")]
     Encode(#[from] crate::binary::EncodeError),
+    /// Too many requests are waiting for answers ([`Config::max_pending_iqs`](super::Config)).
+    #[error("too many pending requests")]
+    TooManyPending,
     /// A relayed message needs `id` and `to` attributes.
     #[error("message without id or to")]
     MissingAttribute,

@@ -100,6 +100,24 @@ impl IqRequest {
     }
 }
 
+/// Sizes of a machine's tables ([`ConnectionMachine::stats`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct Stats {
+    /// IQs waiting for a reply (bounded by [`Config::max_pending_iqs`]).
+    pub pending_iqs: usize,
+    /// Relayed messages waiting for the server's ack (same bound).
+    pub pending_messages: usize,
+    /// Incoming stanzas whose ack waits for the application ([`Config::max_held_acks`]).
+    pub held_acks: usize,
+    /// Entries of the sent-message cache ([`Config::retry_cache_size`]).
+    pub cached_messages: usize,
+    /// Bytes received but not yet a complete frame (below one frame of 2^24 bytes).
+    pub buffered_input: usize,
+    /// Outputs not yet taken with [`ConnectionMachine::poll_output`].
+    pub queued_outputs: usize,
+}
+
 /// What outlives one connection: handed from a machine to the next with
 /// [`ConnectionMachine::into_session`].
 #[derive(Debug, Clone)]
@@ -108,6 +126,8 @@ pub struct Session {
     retry: RetryCache,
     id_counter: u64,
     attempts: u32,
+    /// Connections made with this session; numbers each machine's ack tokens apart.
+    connections: u64,
 }
 
 impl Session {
@@ -118,6 +138,7 @@ impl Session {
             retry: RetryCache::new(config.retry_cache_size, config.retry_cache_age),
             id_counter: 0,
             attempts: 0,
+            connections: 0,
         }
     }
 
@@ -173,6 +194,8 @@ enum IqKind {
 struct PendingIq {
     kind: IqKind,
     deadline: Instant,
+    /// Issue order (the id counter).
+    seq: u64,
 }
 
 struct QrState {
@@ -196,7 +219,9 @@ pub struct ConnectionMachine {
     timers: TimerTable,
     ids: IdGen,
     iqs: HashMap<String, PendingIq>,
-    iq_deadlines: BTreeSet<(Instant, String)>,
+    /// Deadlines by (instant, issue order), so requests that expire together end in the order
+    /// they were sent.
+    iq_deadlines: BTreeSet<(Instant, u64, String)>,
     messages: HashMap<String, Instant>,
     message_deadlines: BTreeSet<(Instant, String)>,
     retry: RetryCache,
@@ -237,6 +262,7 @@ impl ConnectionMachine {
             retry,
             id_counter,
             attempts,
+            connections,
         } = session;
         let mut machine = Self {
             frames_in: FrameDecoder::new().with_max_len(crate::frame::MAX_PAYLOAD_LEN),
@@ -251,8 +277,9 @@ impl ConnectionMachine {
             messages: HashMap::new(),
             message_deadlines: BTreeSet::new(),
             held: HeldAcks::default(),
-            // Distinguishes this connection's ack tokens from earlier ones.
-            generation: u64::from(rng.next_u32() & 0x00FF_FFFF),
+            // Distinguishes this connection's ack tokens from those of earlier connections of
+            // the same session (24 bits: tokens are `generation << 40 | n`).
+            generation: (connections + 1) & 0x00FF_FFFF,
             last_recv: None,
             keepalive_sent: None,
             qr: None,
@@ -316,6 +343,18 @@ impl ConnectionMachine {
         &self.creds
     }
 
+    /// Sizes of the machine's tables, for metrics and for checking that memory stays bounded.
+    pub fn stats(&self) -> Stats {
+        Stats {
+            pending_iqs: self.iqs.len(),
+            pending_messages: self.messages.len(),
+            held_acks: self.held.len(),
+            cached_messages: self.retry.len(),
+            buffered_input: self.frames_in.buffered_len(),
+            queued_outputs: self.outputs.len(),
+        }
+    }
+
     /// Ends this machine and returns what the next connection needs.
     pub fn into_session(self) -> Session {
         Session {
@@ -323,6 +362,7 @@ impl ConnectionMachine {
             retry: self.retry,
             id_counter: self.ids.counter(),
             attempts: self.attempts,
+            connections: self.generation,
         }
     }
 
@@ -409,6 +449,9 @@ impl ConnectionMachine {
         if !matches!(self.phase, Phase::Open(_)) {
             return Err(SendError::NotConnected);
         }
+        if self.iqs.len() >= self.config.max_pending_iqs {
+            return Err(SendError::TooManyPending);
+        }
         let timeout = req.timeout.unwrap_or(self.config.iq_timeout);
         let (n, _) = self.send_tracked_iq(now, req.node, timeout, |n| IqKind::App(RequestId(n)))?;
         Ok(RequestId(n))
@@ -427,10 +470,18 @@ impl ConnectionMachine {
         if !self.is_logged_in() {
             return Err(SendError::NotLoggedIn);
         }
-        let (Some(id), Some(to)) = (node.attr_str("id"), node.attr_jid("to")) else {
+        let to = match node.get_attr("to") {
+            Some(AttrValue::Jid(j)) => Some(j.clone()),
+            Some(AttrValue::Str(s)) => s.parse::<Jid>().ok(),
+            None => None,
+        };
+        let (Some(id), Some(to)) = (node.attr_str("id"), to) else {
             return Err(SendError::MissingAttribute);
         };
-        let (id, to) = (id.to_owned(), to.clone());
+        let id = id.to_owned();
+        if self.messages.len() >= self.config.max_pending_iqs && !self.messages.contains_key(&id) {
+            return Err(SendError::TooManyPending);
+        }
         let frame = self.seal(&node)?;
         let entry = SentMessage {
             id: id.clone(),
@@ -563,16 +614,17 @@ impl ConnectionMachine {
             PendingIq {
                 kind: kind(n),
                 deadline,
+                seq: n,
             },
         );
-        self.iq_deadlines.insert((deadline, id.clone()));
+        self.iq_deadlines.insert((deadline, n, id.clone()));
         self.arm_iq_timer();
         self.transmit_expecting_reply(now, frame);
         Ok((n, id))
     }
 
     fn arm_iq_timer(&mut self) {
-        let next = self.iq_deadlines.first().map(|(t, _)| *t);
+        let next = self.iq_deadlines.first().map(|(t, _, _)| *t);
         self.timers.set_or_stop(Timer::Iq, next);
     }
 
@@ -595,7 +647,7 @@ impl ConnectionMachine {
         let mut iqs: Vec<(String, PendingIq)> = self.iqs.drain().collect();
         // In issue order: the ids of one connection share their prefix, so a shorter counter
         // is an earlier one ("…-9" before "…-10").
-        iqs.sort_by(|a, b| (a.0.len(), &a.0).cmp(&(b.0.len(), &b.0)));
+        iqs.sort_by_key(|(_, p)| p.seq);
         self.iq_deadlines.clear();
         for (_, p) in iqs {
             self.finish_iq(p.kind, IqResult::Disconnected);
@@ -648,7 +700,7 @@ impl ConnectionMachine {
     }
 
     fn expire_iqs(&mut self, now: Instant) {
-        while let Some((deadline, id)) = self.iq_deadlines.first().cloned() {
+        while let Some((deadline, _, id)) = self.iq_deadlines.first().cloned() {
             if deadline > now {
                 break;
             }
@@ -806,7 +858,7 @@ impl ConnectionMachine {
                 tracing::debug!(%id, "late or unknown IQ reply");
                 return;
             };
-            self.iq_deadlines.remove(&(p.deadline, id));
+            self.iq_deadlines.remove(&(p.deadline, p.seq, id));
             self.arm_iq_timer();
             let result = stanza::iq_result(node);
             match p.kind {

@@ -4,19 +4,21 @@ use crate::time::Instant;
 
 /// Kinds of timer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Timers expiring at the same instant fire in this order: the IQ deadline before the
+/// dead-socket check, so an unanswered keepalive ping is reported as such.
 pub(crate) enum Timer {
     /// Handshake and login must finish by then.
     Handshake,
+    /// Earliest IQ deadline.
+    Iq,
+    /// Earliest message-ack deadline.
+    MessageAck,
     /// Next keepalive tick.
     Keepalive,
     /// Dead-socket check: a request went out and nothing came back.
     DeadSocket,
     /// Rotate to the next QR ref.
     Qr,
-    /// Earliest IQ deadline.
-    Iq,
-    /// Earliest message-ack deadline.
-    MessageAck,
 }
 
 const COUNT: usize = 6;
@@ -24,11 +26,11 @@ const COUNT: usize = 6;
 impl Timer {
     const ALL: [Self; COUNT] = [
         Self::Handshake,
+        Self::Iq,
+        Self::MessageAck,
         Self::Keepalive,
         Self::DeadSocket,
         Self::Qr,
-        Self::Iq,
-        Self::MessageAck,
     ];
 
     fn index(self) -> usize {
