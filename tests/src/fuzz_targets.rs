@@ -120,6 +120,15 @@ pub fn machine(data: &[u8]) {
         machine_op(&mut pair, &mut ops, &mut issued);
         note_tokens(&pair.events, &mut issued);
         assert!(expect::close_count(&pair.events) <= 1, "closed twice");
+        // Memory stays bounded after every operation: each table within its cap, no output
+        // left queued (the harness drains), less than one frame of input buffered.
+        let stats = pair.client.stats();
+        assert!(stats.held_acks <= FUZZ_MAX_HELD_ACKS, "{stats:?}");
+        assert!(stats.cached_messages <= FUZZ_RETRY_CACHE, "{stats:?}");
+        assert!(stats.pending_iqs <= Pair::config().max_pending_iqs, "{stats:?}");
+        assert!(stats.pending_messages <= Pair::config().max_pending_iqs, "{stats:?}");
+        assert_eq!(stats.queued_outputs, 0, "{stats:?}");
+        assert!(stats.buffered_input < 1 << 24, "{stats:?}");
     }
     // The held-ack table is bounded: of the tokens never confirmed, at most the cap still
     // confirm.
