@@ -11,3 +11,4 @@ pub mod harness;
 pub mod noise_vectors;
 pub mod record;
 pub mod report;
+pub mod sim;

@@ -1,0 +1,83 @@
+//! Runs the WhatsApp-server simulator by hand:
+//!
+//! ```text
+//! cargo run -p amarula-tests --bin simulator -- --listen 127.0.0.1:PORT [--account PHONE]... [--seed HEX32]
+//! ```
+//!
+//! Prints the URL and the trust anchor's root key (hex) that a client must trust, then serves
+//! until Ctrl-C.
+
+#![forbid(unsafe_code)]
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use amarula_tests::sim::{SimConfig, Simulator};
+
+const USAGE: &str = "usage: simulator [--listen ADDR:PORT] [--account PHONE]... [--seed HEX32]";
+
+fn parse(args: impl Iterator<Item = String>) -> Result<(SimConfig, Vec<String>), String> {
+    let mut config = SimConfig::default();
+    let mut accounts = Vec::new();
+    let mut args = args;
+    while let Some(arg) = args.next() {
+        let mut value = || args.next().ok_or_else(|| format!("{arg} needs a value"));
+        match arg.as_str() {
+            "--listen" => {
+                let v = value()?;
+                config.listen = Some(
+                    v.parse::<SocketAddr>()
+                        .map_err(|e| format!("--listen {v}: {e}"))?,
+                );
+            }
+            "--account" => {
+                let v = value()?;
+                if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err(format!("--account {v}: digits only"));
+                }
+                accounts.push(v);
+            }
+            "--seed" => {
+                let v = value()?;
+                let bytes = hex::decode(&v).map_err(|e| format!("--seed: {e}"))?;
+                config.seed = bytes
+                    .try_into()
+                    .map_err(|_| "--seed: 32 bytes of hex".to_owned())?;
+            }
+            "-h" | "--help" => return Err(USAGE.to_owned()),
+            other => return Err(format!("unknown argument {other}\n{USAGE}")),
+        }
+    }
+    Ok((config, accounts))
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let (config, accounts) = match parse(std::env::args().skip(1)) {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let sim = match Simulator::start(config).await {
+        Ok(sim) => sim,
+        Err(e) => {
+            eprintln!("cannot listen: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    for phone in &accounts {
+        let account = sim.add_account(phone);
+        println!("account {} lid {}", account.jid(), account.lid());
+    }
+    let anchor = sim.trust_anchor();
+    println!("url {}", sim.url());
+    println!("trust-root {}", hex::encode(anchor.root_public));
+    println!("trust-issuer-serial {}", anchor.issuer_serial);
+    if let Err(e) = tokio::signal::ctrl_c().await {
+        eprintln!("cannot wait for Ctrl-C: {e}");
+    }
+    sim.shutdown();
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,148 @@
+//! What the simulator tells tests: [`SimEvent`]s on a broadcast channel, and a
+//! [`Subscription`] that waits for one with a time bound instead of sleeping.
+
+use std::time::Duration;
+
+use amarula_core::binary::Node;
+use amarula_core::jid::Jid;
+use tokio::sync::broadcast;
+
+use super::ConnId;
+
+/// What kind of connection a handshake opened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConnKind {
+    /// A registration (an unpaired companion): the pair-device IQ was sent.
+    Registration,
+    /// A login of a registered device: `<success>` was sent (or the login fault that replaced it).
+    Login {
+        /// The device that logged in.
+        device: Jid,
+    },
+    /// A login refused with `<failure reason="401">`: unknown device or wrong Noise key.
+    LoginRefused {
+        /// The device the ClientPayload claimed to be.
+        device: Option<Jid>,
+    },
+}
+
+/// Something that happened in the simulator.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum SimEvent {
+    /// A client completed the Noise handshake.
+    ConnectionOpened {
+        /// The connection.
+        conn: ConnId,
+        /// What the ClientPayload asked for, and what the server answered.
+        kind: ConnKind,
+    },
+    /// A stanza arrived from a client (after the handshake), before the server handled it.
+    StanzaReceived {
+        /// The connection.
+        conn: ConnId,
+        /// The logged-in device, if any.
+        device: Option<Jid>,
+        /// The stanza.
+        node: Node,
+    },
+    /// A companion asked for phone-code pairing (`companion_hello`); the phone can now
+    /// [`enter_code`](super::Account::enter_code).
+    PairingCodeRequested {
+        /// The connection.
+        conn: ConnId,
+        /// The phone number it named.
+        phone: String,
+    },
+    /// A companion answered the pair-success with a valid `pair-device-sign` and was registered.
+    Paired {
+        /// The connection (closed right after with stream error 515).
+        conn: ConnId,
+        /// The new device JID.
+        device: Jid,
+    },
+    /// A message was acked to its sender and handed to the recipient's devices.
+    MessageRouted {
+        /// The message id.
+        id: String,
+        /// The sending device.
+        from: Jid,
+        /// Devices it was sent to at once.
+        delivered: Vec<Jid>,
+        /// Devices it was queued for (offline).
+        queued: Vec<Jid>,
+    },
+    /// A fault rule or an injected action fired.
+    FaultFired {
+        /// The connection.
+        conn: ConnId,
+        /// A short description.
+        what: String,
+    },
+    /// A connection ended.
+    ConnectionClosed {
+        /// The connection.
+        conn: ConnId,
+        /// Why, in words.
+        reason: String,
+    },
+}
+
+/// Why [`Subscription::wait_for`] gave up.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum WaitError {
+    /// The time bound passed.
+    #[error("timed out waiting for a simulator event")]
+    Timeout,
+    /// The simulator shut down.
+    #[error("simulator closed")]
+    Closed,
+}
+
+/// A stream of [`SimEvent`]s from the moment of [`Simulator::subscribe`](super::Simulator::subscribe).
+#[derive(Debug)]
+pub struct Subscription {
+    rx: broadcast::Receiver<SimEvent>,
+}
+
+impl Subscription {
+    pub(crate) fn new(rx: broadcast::Receiver<SimEvent>) -> Self {
+        Self { rx }
+    }
+
+    /// The next event, or `None` once the simulator is gone. Events missed because the
+    /// subscriber lagged more than the channel capacity behind are skipped (with a warning).
+    pub async fn next(&mut self) -> Option<SimEvent> {
+        loop {
+            match self.rx.recv().await {
+                Ok(e) => return Some(e),
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::warn!(skipped = n, "simulator subscriber lagged");
+                }
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    }
+
+    /// Waits at most `within` for the first event `pred` maps to `Some`, and returns that value.
+    /// Events before it are consumed.
+    pub async fn wait_for<T>(
+        &mut self,
+        within: Duration,
+        mut pred: impl FnMut(&SimEvent) -> Option<T>,
+    ) -> Result<T, WaitError> {
+        let fut = async {
+            while let Some(e) = self.next().await {
+                if let Some(t) = pred(&e) {
+                    return Ok(t);
+                }
+            }
+            Err(WaitError::Closed)
+        };
+        tokio::time::timeout(within, fut)
+            .await
+            .unwrap_or(Err(WaitError::Timeout))
+    }
+}

@@ -1,0 +1,250 @@
+//! Answers to the IQs a logged-in client sends (SESSION.md §3, §4, §10, §12.1).
+
+use amarula_core::binary::Node;
+use amarula_core::jid::Jid;
+
+use super::state::{KeyStore, PreKey, Shared, State};
+
+/// `<iq from="s.whatsapp.net" type="result" id=ID>children</iq>`.
+pub(crate) fn result(iq: &Node, children: Vec<Node>) -> Node {
+    let mut n = Node::new("iq")
+        .attr("from", Jid::server())
+        .attr("type", "result")
+        .attr("id", iq.attr_str("id").unwrap_or_default());
+    if !children.is_empty() {
+        n = n.children(children);
+    }
+    n
+}
+
+/// `<iq type="error"><error code text/></iq>`.
+pub(crate) fn error(iq: &Node, code: u16, text: &str) -> Node {
+    Node::new("iq")
+        .attr("from", Jid::server())
+        .attr("type", "error")
+        .attr("id", iq.attr_str("id").unwrap_or_default())
+        .children([Node::new("error")
+            .attr("code", code.to_string())
+            .attr("text", text)])
+}
+
+/// The answer to `iq` from `device` (`None` before login).
+pub(crate) fn answer(shared: &Shared, device: Option<&Jid>, iq: &Node) -> Node {
+    let xmlns = iq.attr_str("xmlns").unwrap_or_default();
+    let kind = iq.attr_str("type").unwrap_or_default();
+    let first = iq.child_nodes().first().map(|c| &*c.tag);
+    match (xmlns, kind, first) {
+        // Keepalive (§4): answered with the server time.
+        ("w:p", "get", _) => result(iq, Vec::new()).attr("t", super::unix_now().to_string()),
+        _ if device.is_none() => error(iq, 401, "not-authorized"),
+        ("passive", "set", Some("active" | "passive")) => result(iq, Vec::new()),
+        ("encrypt", _, _) => encrypt(&mut shared.lock(), device, iq, kind, first),
+        ("usync", "get", Some("usync")) => usync(&mut shared.lock(), iq),
+        ("w:m", "set", Some("media_conn")) => result(
+            iq,
+            vec![
+                Node::new("media_conn")
+                    .attr("auth", "sim-media-auth")
+                    .attr("ttl", "3600")
+                    .attr("auth_ttl", "21600")
+                    .attr("max_buckets", "12")
+                    .children([
+                        Node::new("host").attr("hostname", shared.config.media_host.as_str())
+                    ]),
+            ],
+        ),
+        _ => error(iq, 501, "feature-not-implemented"),
+    }
+}
+
+fn bytes_of(node: &Node, tag: &str) -> Option<Vec<u8>> {
+    node.child(tag)
+        .and_then(Node::content_bytes)
+        .map(<[u8]>::to_vec)
+}
+
+fn prekey(node: &Node, signed: bool) -> Option<PreKey> {
+    Some(PreKey {
+        id: bytes_of(node, "id").filter(|i| i.len() == 3)?,
+        value: bytes_of(node, "value").filter(|v| v.len() == 32)?,
+        signature: if signed {
+            Some(bytes_of(node, "signature").filter(|s| s.len() == 64)?)
+        } else {
+            None
+        },
+    })
+}
+
+/// The key store of a logged-in device.
+fn store<'a>(st: &'a mut State, device: &Jid) -> Option<&'a mut KeyStore> {
+    st.account_by_user(device.user_part())?
+        .devices
+        .get_mut(&device.device())
+        .map(|d| &mut d.keys)
+}
+
+/// `xmlns="encrypt"` (§10): upload, count, bundles, signed prekey rotation.
+fn encrypt(
+    st: &mut State,
+    device: Option<&Jid>,
+    iq: &Node,
+    kind: &str,
+    first: Option<&str>,
+) -> Node {
+    let Some(device) = device else {
+        return error(iq, 401, "not-authorized");
+    };
+    match (kind, first) {
+        ("set", _) if iq.child("list").is_some() => {
+            let Some(store) = store(st, device) else {
+                return error(iq, 404, "item-not-found");
+            };
+            let (Some(reg), Some(identity), Some(skey)) = (
+                bytes_of(iq, "registration").filter(|r| r.len() == 4),
+                bytes_of(iq, "identity").filter(|i| i.len() == 32),
+                iq.child("skey").and_then(|s| prekey(s, true)),
+            ) else {
+                return error(iq, 400, "bad-request");
+            };
+            let keys: Option<Vec<PreKey>> = iq
+                .child("list")
+                .map(Node::child_nodes)
+                .unwrap_or_default()
+                .iter()
+                .filter(|k| k.tag == "key")
+                .map(|k| prekey(k, false))
+                .collect();
+            let Some(keys) = keys else {
+                return error(iq, 400, "bad-request");
+            };
+            store.registration = Some(reg);
+            store.identity = Some(identity);
+            store.signed = Some(skey);
+            store.one_time.extend(keys);
+            result(iq, Vec::new())
+        }
+        ("set", Some("rotate")) => {
+            let skey = iq
+                .child("rotate")
+                .and_then(|r| r.child("skey"))
+                .and_then(|s| prekey(s, true));
+            match (store(st, device), skey) {
+                (Some(store), Some(skey)) => {
+                    store.signed = Some(skey);
+                    result(iq, Vec::new())
+                }
+                _ => error(iq, 400, "bad-request"),
+            }
+        }
+        ("get", Some("count")) => {
+            let n = store(st, device).map_or(0, |s| s.one_time.len());
+            result(iq, vec![Node::new("count").attr("value", n.to_string())])
+        }
+        ("get", Some("key")) => {
+            let users: Vec<Node> = iq
+                .child("key")
+                .map(Node::child_nodes)
+                .unwrap_or_default()
+                .iter()
+                .filter(|u| u.tag == "user")
+                .map(|u| bundle(st, u))
+                .collect();
+            result(iq, vec![Node::new("list").children(users)])
+        }
+        _ => error(iq, 501, "feature-not-implemented"),
+    }
+}
+
+/// One `<user>` of a bundle answer: the stored keys with one one-time prekey taken, or an
+/// `<error>`.
+fn bundle(st: &mut State, user: &Node) -> Node {
+    let Some(jid) = user.attr_jid("jid").cloned() else {
+        return Node::new("user").children([Node::new("error")
+            .attr("code", "400")
+            .attr("text", "bad-request")]);
+    };
+    let not_found = || {
+        Node::new("user")
+            .attr("jid", jid.clone())
+            .children([Node::new("error")
+                .attr("code", "404")
+                .attr("text", "item-not-found")])
+    };
+    let Some(store) = store(st, &jid) else {
+        return not_found();
+    };
+    let (Some(reg), Some(identity), Some(skey)) =
+        (&store.registration, &store.identity, &store.signed)
+    else {
+        return not_found();
+    };
+    let mut children = vec![
+        Node::new("registration").bytes(reg.clone()),
+        Node::new("type").bytes(vec![5u8]),
+        Node::new("identity").bytes(identity.clone()),
+        Node::new("skey").children([
+            Node::new("id").bytes(skey.id.clone()),
+            Node::new("value").bytes(skey.value.clone()),
+            Node::new("signature").bytes(skey.signature.clone().unwrap_or_default()),
+        ]),
+    ];
+    if let Some(k) = store.one_time.pop_front() {
+        children.push(Node::new("key").children([
+            Node::new("id").bytes(k.id),
+            Node::new("value").bytes(k.value),
+        ]));
+    }
+    Node::new("user")
+        .attr("jid", jid.clone())
+        .children(children)
+}
+
+/// `xmlns="usync"` (§10.4): the device list (and LID) of each user asked for.
+fn usync(st: &mut State, iq: &Node) -> Node {
+    let query = iq.child("usync");
+    let users = query
+        .and_then(|u| u.child("list"))
+        .map(Node::child_nodes)
+        .unwrap_or_default();
+    let mut out = Vec::new();
+    for user in users.iter().filter(|u| u.tag == "user") {
+        let Some(jid) = user.attr_jid("jid").cloned() else {
+            continue;
+        };
+        let entry = match st.account_by_user(jid.user_part()) {
+            Some(account) => {
+                let devices = account.devices.iter().map(|(n, d)| {
+                    let dev = Node::new("device").attr("id", n.to_string());
+                    if *n == 0 {
+                        dev
+                    } else {
+                        dev.attr("key-index", d.key_index.to_string())
+                    }
+                });
+                Node::new("user")
+                    .attr("jid", jid.to_non_device())
+                    .children([
+                        Node::new("devices").children([
+                            Node::new("device-list").children(devices.collect::<Vec<_>>())
+                        ]),
+                        Node::new("lid").attr("val", Jid::lid(account.lid.as_str())),
+                    ])
+            }
+            None => Node::new("user")
+                .attr("jid", jid.to_non_device())
+                .children([Node::new("devices").children([Node::new("error")
+                    .attr("code", "404")
+                    .attr("text", "item-not-found")])]),
+        };
+        out.push(entry);
+    }
+    let mut usync = Node::new("usync");
+    if let Some(q) = query {
+        for key in ["sid", "mode", "context"] {
+            if let Some(v) = q.get_attr(key) {
+                usync = usync.attr(key, v.clone());
+            }
+        }
+    }
+    result(iq, vec![usync.children([Node::new("list").children(out)])])
+}

@@ -1,0 +1,219 @@
+//! A WhatsApp-server stand-in on a loopback WebSocket, for end-to-end tests of real clients.
+//!
+//! [`Simulator::start`] binds `127.0.0.1:0` (or [`SimConfig::listen`]) and serves
+//! `ws://127.0.0.1:PORT/ws/chat` on the current tokio runtime. Every connection gets the real
+//! server side of the protocol, written with amarula's own core: the Noise XX responder with
+//! a test certificate chain ([`Simulator::trust_anchor`] is what a client must trust), the
+//! ClientPayload, then either registration (pair-device IQ, QR or phone-code pairing played by
+//! a virtual phone, pair-success, stream error 515) or login (`<success>` for a registered
+//! device and Noise key, `<failure reason="401">` otherwise).
+//!
+//! After login the simulator answers the IQs a client sends (ping, passive, prekey upload and
+//! count, prekey bundles, usync device lists, media_conn; `501 feature-not-implemented` for the
+//! rest) and routes `<message>` stanzas between devices: acked to the sender, delivered to
+//! every device of the recipient account that is online, queued for the others and delivered
+//! with `offline` on their next login, followed by `<ib><offline count=N/></ib>`. A recipient's
+//! ack or receipt goes back to the sender as a receipt.
+//!
+//! # Use
+//! - Accounts: [`Simulator::add_account`] gives an [`Account`], whose virtual phone scans a QR
+//!   code ([`Account::scan_qr`]) or types a pairing code ([`Account::enter_code`]), or links a
+//!   device directly ([`Account::link_device`]).
+//! - Observation: [`Simulator::subscribe`] yields [`SimEvent`]s; wait on them with
+//!   [`Subscription::wait_for`] and a time bound instead of sleeping.
+//! - Faults: [`Simulator::faults`] adds [`Rule`]s (drop at frame N, delays, withheld IQ replies
+//!   or acks, login failures) and injects [`Action`]s into one connection (stream errors,
+//!   `<failure>`, garbled or oversized frames, retry receipts, raw bytes, drops).
+//! - [`client::TestClient`]: a minimal client, the sans-IO `ConnectionMachine` over a real
+//!   WebSocket, for the simulator's own tests.
+//!
+//! Randomness (refs, ids, keys, LIDs, random drops) comes from ChaCha20 seeded with
+//! [`SimConfig::seed`]. A malformed client frame closes that connection only; nothing a client
+//! sends can panic the simulator.
+
+mod account;
+pub mod client;
+mod conn;
+mod events;
+mod faults;
+mod iq;
+mod state;
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use amarula_core::noise::TrustAnchor;
+use rand_chacha::ChaCha20Rng;
+use rand_core::SeedableRng;
+use tokio::net::TcpListener;
+use tokio::sync::{broadcast, watch};
+
+pub use account::{Account, PairingError};
+pub use events::{ConnKind, SimEvent, Subscription, WaitError};
+pub use faults::{Action, Direction, Faults, Rule, RuleId, Target};
+
+use crate::harness::TestPki;
+use state::{Shared, State};
+
+/// The number of a connection, in accept order from 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId(pub u64);
+
+impl std::fmt::Display for ConnId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "conn#{}", self.0)
+    }
+}
+
+/// Settings of a [`Simulator`].
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    /// Where to listen; `None` binds `127.0.0.1:0`.
+    pub listen: Option<SocketAddr>,
+    /// Seed of every random choice (refs, ids, keys, LIDs, random faults).
+    pub seed: [u8; 32],
+    /// Seed byte of the test certificate chain ([`TestPki::new`]).
+    pub pki_seed: u8,
+    /// How many QR refs the pair-device IQ carries (6, as the real server).
+    pub qr_refs: usize,
+    /// When set, the server pings each logged-in client (`urn:xmpp:ping`) at this interval.
+    pub server_ping_interval: Option<Duration>,
+    /// Host name given in `media_conn` answers.
+    pub media_host: String,
+    /// Platform named in pair-success (`<platform name=…>`).
+    pub platform: String,
+    /// Capacity of the event channel (events a slow subscriber may fall behind by).
+    pub event_capacity: usize,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            seed: [7; 32],
+            pki_seed: 3,
+            qr_refs: 6,
+            server_ping_interval: None,
+            media_host: "media.sim.invalid".to_owned(),
+            platform: "android".to_owned(),
+            event_capacity: 4096,
+        }
+    }
+}
+
+/// A running simulator. Dropping it shuts it down too.
+#[derive(Debug)]
+pub struct Simulator {
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    trust: TrustAnchor,
+}
+
+impl Simulator {
+    /// Binds the listener and spawns the accept loop on the current tokio runtime.
+    ///
+    /// # Errors
+    /// When the address cannot be bound.
+    ///
+    /// # Panics
+    /// Outside a tokio runtime.
+    pub async fn start(config: SimConfig) -> io::Result<Self> {
+        let listen = config
+            .listen
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
+        let listener = TcpListener::bind(listen).await?;
+        let addr = listener.local_addr()?;
+        let pki = TestPki::new(config.pki_seed);
+        let trust = pki.trust;
+        let (events, _) = broadcast::channel(config.event_capacity.max(1));
+        let (shutdown, _) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                rng: ChaCha20Rng::from_seed(config.seed),
+                accounts: Default::default(),
+                conns: Default::default(),
+                qr_refs: Default::default(),
+                code_requests: Default::default(),
+                next_conn: 0,
+            }),
+            config,
+            rules: Mutex::default(),
+            events,
+            shutdown,
+        });
+        tokio::spawn(conn::accept_loop(
+            listener,
+            Arc::clone(&shared),
+            Arc::new(pki),
+        ));
+        tracing::info!(%addr, "simulator listening");
+        Ok(Self {
+            shared,
+            addr,
+            trust,
+        })
+    }
+
+    /// The address it listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The URL clients connect to: `ws://127.0.0.1:PORT/ws/chat`.
+    pub fn url(&self) -> String {
+        format!("ws://{}/ws/chat", self.addr)
+    }
+
+    /// The anchor of the simulator's certificate chain, for the client's config.
+    pub fn trust_anchor(&self) -> TrustAnchor {
+        self.trust
+    }
+
+    /// A stream of events from now on.
+    pub fn subscribe(&self) -> Subscription {
+        Subscription::new(self.shared.events.subscribe())
+    }
+
+    /// The fault control.
+    pub fn faults(&self) -> Faults {
+        Faults {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+
+    /// Creates an account for `phone` (digits, international, no `+`) with its primary phone
+    /// (device 0), a random LID and account key; returns the existing one when it exists.
+    pub fn add_account(&self, phone: &str) -> Account {
+        self.shared.lock().new_account(phone);
+        Account::new(Arc::clone(&self.shared), phone)
+    }
+
+    /// The account of `phone`, if it was added.
+    pub fn account(&self, phone: &str) -> Option<Account> {
+        self.shared
+            .lock()
+            .accounts
+            .contains_key(phone)
+            .then(|| Account::new(Arc::clone(&self.shared), phone))
+    }
+
+    /// Stops accepting and closes every connection (without a close frame).
+    pub fn shutdown(&self) {
+        self.shared.shutdown.send_replace(true);
+    }
+}
+
+impl Drop for Simulator {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Unix time in seconds (the simulator is a test tool and reads the wall clock).
+pub(crate) fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}

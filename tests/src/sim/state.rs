@@ -1,0 +1,224 @@
+//! The simulator's shared state: accounts and their devices (the address book used for
+//! routing), live connections, pending pairings, fault rules and the event channel.
+//!
+//! One `std::sync::Mutex` guards it; it is never held across an `.await`.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use amarula_core::binary::Node;
+use amarula_core::jid::{Jid, Server};
+use amarula_core::noise::KeyPair;
+use amarula_core::pairing::phone::PhoneCodeState;
+use rand_chacha::ChaCha20Rng;
+use rand_core::RngCore;
+use tokio::sync::{broadcast, mpsc, watch};
+
+use super::faults::{Action, RuleSet};
+use super::{ConnId, SimConfig, SimEvent};
+
+/// What other parts of the simulator ask a connection task to do.
+#[derive(Debug)]
+pub(crate) enum Command {
+    /// Send a stanza.
+    Send(Node),
+    /// Send a pair-success and wait for its `pair-device-sign`.
+    PairSuccess { node: Node, pending: PendingPair },
+    /// The phone typed the code: send the notification and wait for `companion_finish`.
+    CodeEntered {
+        notification: Node,
+        state: Box<PhoneCodeState>,
+        phone: String,
+    },
+    /// A fault action.
+    Inject(Action),
+}
+
+/// A pair-success sent, waiting for the companion's signature.
+#[derive(Debug, Clone)]
+pub(crate) struct PendingPair {
+    pub(crate) iq_id: String,
+    pub(crate) phone: String,
+    pub(crate) device: u16,
+    pub(crate) identity_pub: [u8; 32],
+    pub(crate) noise_pub: [u8; 32],
+}
+
+/// A signed prekey or one-time prekey as uploaded: 3-byte id, value, signature.
+#[derive(Debug, Clone)]
+pub(crate) struct PreKey {
+    pub(crate) id: Vec<u8>,
+    pub(crate) value: Vec<u8>,
+    pub(crate) signature: Option<Vec<u8>>,
+}
+
+/// What a device uploaded with `xmlns=encrypt`.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct KeyStore {
+    pub(crate) registration: Option<Vec<u8>>,
+    pub(crate) identity: Option<Vec<u8>>,
+    pub(crate) signed: Option<PreKey>,
+    pub(crate) one_time: VecDeque<PreKey>,
+}
+
+/// One device of an account.
+#[derive(Debug, Default)]
+pub(crate) struct DeviceState {
+    /// The companion's static Noise key (none for the primary phone, which never connects).
+    pub(crate) noise_pub: Option<[u8; 32]>,
+    pub(crate) key_index: u32,
+    pub(crate) keys: KeyStore,
+    /// Stanzas for this device while it is offline.
+    pub(crate) offline: VecDeque<Node>,
+    /// Its live connection.
+    pub(crate) conn: Option<ConnId>,
+}
+
+/// A simulated account: its phone number, LID, account key and devices (0 = the phone).
+#[derive(Debug)]
+pub(crate) struct AccountState {
+    pub(crate) phone: String,
+    pub(crate) lid: String,
+    pub(crate) key: KeyPair,
+    pub(crate) next_device: u16,
+    pub(crate) devices: BTreeMap<u16, DeviceState>,
+}
+
+impl AccountState {
+    pub(crate) fn pn(&self, device: u16) -> Jid {
+        Jid::user(self.phone.as_str()).with_device(device)
+    }
+
+    pub(crate) fn lid_jid(&self, device: u16) -> Jid {
+        Jid::lid(self.lid.as_str()).with_device(device)
+    }
+}
+
+/// A phone-code pairing request waiting for the phone to type the code.
+#[derive(Debug, Clone)]
+pub(crate) struct CodeRequest {
+    pub(crate) conn: ConnId,
+    pub(crate) hello: Node,
+    pub(crate) pairing_ref: Vec<u8>,
+}
+
+/// A live connection as the rest of the simulator sees it.
+#[derive(Debug)]
+pub(crate) struct ConnEntry {
+    pub(crate) tx: mpsc::UnboundedSender<Command>,
+}
+
+/// Everything behind the lock.
+#[derive(Debug)]
+pub(crate) struct State {
+    pub(crate) rng: ChaCha20Rng,
+    pub(crate) accounts: BTreeMap<String, AccountState>,
+    pub(crate) conns: HashMap<ConnId, ConnEntry>,
+    /// QR ref → the registration connection that shows it.
+    pub(crate) qr_refs: HashMap<String, ConnId>,
+    /// Phone number → its pending phone-code request.
+    pub(crate) code_requests: HashMap<String, CodeRequest>,
+    pub(crate) next_conn: u64,
+}
+
+/// Shared by the accept loop, every connection task and the handles.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) config: SimConfig,
+    pub(crate) state: Mutex<State>,
+    pub(crate) rules: Mutex<RuleSet>,
+    pub(crate) events: broadcast::Sender<SimEvent>,
+    pub(crate) shutdown: watch::Sender<bool>,
+}
+
+impl Shared {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn rules(&self) -> MutexGuard<'_, RuleSet> {
+        self.rules.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn emit(&self, event: SimEvent) {
+        // No subscriber is fine.
+        let _ = self.events.send(event);
+    }
+
+    /// Sends `cmd` to connection `conn`; false when it is gone.
+    pub(crate) fn command(&self, conn: ConnId, cmd: Command) -> bool {
+        self.lock()
+            .conns
+            .get(&conn)
+            .is_some_and(|c| c.tx.send(cmd).is_ok())
+    }
+}
+
+impl State {
+    /// The account whose phone number or LID is `user`.
+    pub(crate) fn account_by_user(&mut self, user: &str) -> Option<&mut AccountState> {
+        if self.accounts.contains_key(user) {
+            return self.accounts.get_mut(user);
+        }
+        self.accounts.values_mut().find(|a| a.lid == user)
+    }
+
+    /// A new account with a random LID and account key.
+    pub(crate) fn new_account(&mut self, phone: &str) -> &mut AccountState {
+        let lid = format!(
+            "{}",
+            100_000_000_000_000 + self.rng.next_u64() % 900_000_000_000_000
+        );
+        let key = KeyPair::generate(&mut self.rng);
+        let mut devices = BTreeMap::new();
+        devices.insert(0, DeviceState::default());
+        self.accounts
+            .entry(phone.to_owned())
+            .or_insert(AccountState {
+                phone: phone.to_owned(),
+                lid,
+                key,
+                next_device: 1,
+                devices,
+            })
+    }
+
+    /// Hands `node` to device `device` of the account of `user`: sends it on the device's live
+    /// connection, or queues it. Returns the device JID and whether it went out at once.
+    pub(crate) fn deliver(&mut self, user: &str, device: u16, node: Node) -> Option<(Jid, bool)> {
+        let account = self.account_by_user(user)?;
+        let jid = account.pn(device);
+        let dev = account.devices.get_mut(&device)?;
+        let live = dev
+            .conn
+            .and_then(|c| self.conns.get(&c))
+            .map(|c| c.tx.clone());
+        let dev = self.account_by_user(user)?.devices.get_mut(&device)?;
+        match live {
+            Some(tx) if tx.send(Command::Send(node.clone())).is_ok() => Some((jid, true)),
+            _ => {
+                dev.offline.push_back(node);
+                Some((jid, false))
+            }
+        }
+    }
+
+    /// The device numbers of `user`'s account that can receive stanzas (linked companions;
+    /// the simulated phone never connects).
+    pub(crate) fn companion_devices(&mut self, user: &str) -> Vec<u16> {
+        self.account_by_user(user)
+            .map(|a| {
+                a.devices
+                    .iter()
+                    .filter(|(_, d)| d.noise_pub.is_some())
+                    .map(|(n, _)| *n)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// Whether `jid` names a user of the phone-number or LID server.
+pub(crate) fn is_user_jid(jid: &Jid) -> bool {
+    matches!(jid.server_part(), Server::User | Server::Lid) && !jid.user_part().is_empty()
+}
