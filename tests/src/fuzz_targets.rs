@@ -125,8 +125,14 @@ pub fn machine(data: &[u8]) {
         let stats = pair.client.stats();
         assert!(stats.held_acks <= FUZZ_MAX_HELD_ACKS, "{stats:?}");
         assert!(stats.cached_messages <= FUZZ_RETRY_CACHE, "{stats:?}");
-        assert!(stats.pending_iqs <= Pair::config().max_pending_iqs, "{stats:?}");
-        assert!(stats.pending_messages <= Pair::config().max_pending_iqs, "{stats:?}");
+        assert!(
+            stats.pending_iqs <= Pair::config().max_pending_iqs,
+            "{stats:?}"
+        );
+        assert!(
+            stats.pending_messages <= Pair::config().max_pending_iqs,
+            "{stats:?}"
+        );
         assert_eq!(stats.queued_outputs, 0, "{stats:?}");
         assert!(stats.buffered_input < 1 << 24, "{stats:?}");
     }
