@@ -15,16 +15,15 @@
 
 use std::time::Duration;
 
+pub use amarula::store::{credentials_from_json, credentials_to_json};
 use amarula_core::binary::{self, Node};
-use amarula_core::credentials::{Credentials, DeviceIdentity, SignedPreKey};
 use amarula_core::machine::{
     AckToken, Config, Confirm, ConnectionMachine, IqRequest, Output, Session,
 };
-use amarula_core::noise::{KeyPair, TrustAnchor};
+use amarula_core::noise::TrustAnchor;
 use amarula_core::time::{Clock, Instant};
 use bytes::Bytes;
 use serde_json::{Value, json};
-use zeroize::Zeroizing;
 
 use crate::report::Report;
 
@@ -196,31 +195,6 @@ fn confirm_to_json(how: &Confirm) -> Value {
     }
 }
 
-/// Credentials as JSON (private keys in hex: recordings use throwaway test keys only).
-pub fn credentials_to_json(c: &Credentials) -> Value {
-    json!({
-        "noise_private": hx(c.noise_key.private_bytes().as_slice()),
-        "identity_private": hx(c.identity_key.private_bytes().as_slice()),
-        "signed_prekey": {
-            "id": c.signed_prekey.id,
-            "private": hx(c.signed_prekey.key_pair.private_bytes().as_slice()),
-            "signature": hx(&c.signed_prekey.signature),
-        },
-        "registration_id": c.registration_id,
-        "adv_secret": hx(c.adv_secret.as_slice()),
-        "device": c.device.as_ref().map(|d| json!({
-            "jid": d.jid.to_string(),
-            "lid": d.lid.as_ref().map(ToString::to_string),
-            "account": hx(&d.account),
-            "platform": d.platform,
-            "business_name": d.business_name,
-        })),
-        "own_lid": c.own_lid.as_ref().map(ToString::to_string),
-        "push_name": c.push_name,
-        "routing_info": c.routing_info.as_ref().map(|r| hx(r)),
-    })
-}
-
 fn field<'a>(v: &'a Value, k: &str) -> Result<&'a Value, String> {
     v.get(k).ok_or_else(|| format!("missing `{k}`"))
 }
@@ -244,65 +218,6 @@ fn u64_field(v: &Value, k: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("`{k}` is not a number"))
 }
 
-/// Credentials back from [`credentials_to_json`].
-pub fn credentials_from_json(v: &Value) -> Result<Credentials, String> {
-    let spk = field(v, "signed_prekey")?;
-    let signature: [u8; 64] = hex_field(spk, "signature")?
-        .try_into()
-        .map_err(|_| "signature is not 64 bytes")?;
-    let device = match v.get("device") {
-        None | Some(Value::Null) => None,
-        Some(d) => Some(DeviceIdentity {
-            jid: field(d, "jid")?
-                .as_str()
-                .unwrap_or("")
-                .parse()
-                .map_err(|e| format!("device jid: {e}"))?,
-            lid: d
-                .get("lid")
-                .and_then(Value::as_str)
-                .map(str::parse)
-                .transpose()
-                .map_err(|e| format!("device lid: {e}"))?,
-            account: hex_field(d, "account")?.into(),
-            platform: field(d, "platform")?.as_str().unwrap_or("").to_owned(),
-            business_name: d
-                .get("business_name")
-                .and_then(Value::as_str)
-                .map(str::to_owned),
-        }),
-    };
-    Ok(Credentials {
-        noise_key: KeyPair::from_private_bytes(arr32(v, "noise_private")?),
-        identity_key: KeyPair::from_private_bytes(arr32(v, "identity_private")?),
-        signed_prekey: SignedPreKey {
-            id: u64_field(spk, "id")? as u32,
-            key_pair: KeyPair::from_private_bytes(arr32(spk, "private")?),
-            signature,
-        },
-        registration_id: u64_field(v, "registration_id")? as u32,
-        adv_secret: Zeroizing::new(arr32(v, "adv_secret")?),
-        device,
-        own_lid: v
-            .get("own_lid")
-            .and_then(Value::as_str)
-            .map(str::parse)
-            .transpose()
-            .map_err(|e| format!("own_lid: {e}"))?,
-        push_name: v
-            .get("push_name")
-            .and_then(Value::as_str)
-            .map(str::to_owned),
-        routing_info: v
-            .get("routing_info")
-            .and_then(Value::as_str)
-            .map(hex::decode)
-            .transpose()
-            .map_err(|e| format!("routing_info: {e}"))?
-            .map(Bytes::from),
-    })
-}
-
 /// Replays one recorded session; one report case for the whole session (the first difference
 /// fails it, naming the step, and expected and actual output).
 pub fn replay(file: &Value) -> Result<(), String> {
@@ -320,7 +235,8 @@ pub fn replay(file: &Value) -> Result<(), String> {
         },
         ..Config::default()
     };
-    let creds = credentials_from_json(field(file, "credentials")?)?;
+    let creds = credentials_from_json(field(file, "credentials")?)
+        .map_err(|e| format!("credentials: {e}"))?;
     let session = Session::new(creds, &config);
     let steps = field(file, "steps")?
         .as_array()

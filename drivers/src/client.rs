@@ -1,0 +1,239 @@
+//! The async facade: [`Client`] sends commands to the drive task, [`Events`] receives what
+//! happened.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use amarula_core::binary::Node;
+use amarula_core::machine::{
+    AckToken, CloseReason, Config, Confirm, Event, IqRequest, IqResult, MessageAckResult,
+    Reconnect, SendError,
+};
+use bytes::Bytes;
+use futures_channel::oneshot;
+use futures_util::Stream;
+
+use crate::store::StoreError;
+
+/// The production WebSocket endpoint.
+pub const WHATSAPP_URL: &str = "wss://web.whatsapp.com/ws/chat";
+
+/// Settings of a [`Client`].
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// The WebSocket URL: `wss://` (TLS with the webpki roots) or `ws://` (plain, for a local
+    /// simulator). Default [`WHATSAPP_URL`].
+    pub url: String,
+    /// Settings of the connection machine (timeouts, trust anchor, client identity).
+    pub machine: Config,
+    /// How long closing a socket may wait for the server's close frame (default 1 s).
+    pub close_timeout: Duration,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        Self {
+            url: WHATSAPP_URL.to_owned(),
+            machine: Config::default(),
+            close_timeout: Duration::from_secs(1),
+        }
+    }
+}
+
+/// What the client reports, in order, on [`Events`].
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ClientEvent {
+    /// A connection attempt starts (TCP, TLS, WebSocket, then the Noise handshake).
+    Connecting {
+        /// Attempts since the client started, from 1.
+        attempt: u32,
+    },
+    /// The WebSocket is open; the Noise handshake and login follow.
+    Connected,
+    /// An event of the connection machine. Not repeated here: [`Event::Closed`] (it becomes
+    /// [`Disconnected`](Self::Disconnected)), and [`Event::IqResponse`] /
+    /// [`Event::MessageAck`] answering a call that is still waiting
+    /// ([`Client::query_iq`], [`Client::relay_stanza`]). [`Event::CredentialsChanged`] and
+    /// [`Event::MessageCached`] arrive after the store has written them.
+    Event(Event),
+    /// The connection ended.
+    Disconnected {
+        /// Why.
+        reason: CloseReason,
+        /// What the client does next: the machine's decision, except that
+        /// [`Client::disconnect`] reconnects [`Now`](Reconnect::Now) and [`Client::stop`]
+        /// [`Never`](Reconnect::Never). After `Never`, [`Stopped`](Self::Stopped) follows.
+        reconnect: Reconnect,
+    },
+    /// The store failed; the client stops, since going on could lose state the server already
+    /// relies on.
+    StoreFailed(StoreError),
+    /// The client has stopped; this is the last event.
+    Stopped,
+}
+
+/// Why a [`Client`] call failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The machine refused the command (not connected, not logged in, …). Between connections
+    /// (during a reconnect delay) every command gets [`SendError::NotConnected`].
+    #[error(transparent)]
+    Send(#[from] SendError),
+    /// The client has stopped.
+    #[error("the client has stopped")]
+    Stopped,
+}
+
+type Reply<T> = oneshot::Sender<Result<T, ClientError>>;
+
+/// A request to the drive task.
+pub(crate) enum Command {
+    Iq(IqRequest, Reply<IqResult>),
+    Relay(Node, Bytes, Reply<MessageAckResult>),
+    Send(Node, Reply<()>),
+    Confirm(AckToken, Confirm, Reply<()>),
+    PairingCode(String, Reply<String>),
+    Disconnect(oneshot::Sender<()>),
+    Stop(oneshot::Sender<()>),
+}
+
+impl Command {
+    /// Answers a command that cannot run now with `error` (or, for disconnect and stop,
+    /// with done).
+    pub(crate) fn refuse(self, error: ClientError) {
+        // A caller that stopped waiting does not mind.
+        let _ = match self {
+            Self::Iq(_, tx) => tx.send(Err(error)).map_err(drop),
+            Self::Relay(_, _, tx) => tx.send(Err(error)).map_err(drop),
+            Self::Send(_, tx) | Self::Confirm(_, _, tx) => tx.send(Err(error)).map_err(drop),
+            Self::PairingCode(_, tx) => tx.send(Err(error)).map_err(drop),
+            Self::Disconnect(tx) | Self::Stop(tx) => tx.send(()),
+        };
+    }
+}
+
+/// A handle to a running client. Cheap to clone; every clone talks to the same connection.
+///
+/// The drive task stops when [`stop`](Self::stop) is called, when the connection closes for
+/// good (logged out, replaced, banned, …), or when every `Client` handle is dropped.
+#[derive(Debug, Clone)]
+pub struct Client {
+    commands: async_channel::Sender<Command>,
+}
+
+impl Client {
+    pub(crate) fn new(commands: async_channel::Sender<Command>) -> Self {
+        Self { commands }
+    }
+
+    async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, ClientError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(make(tx))
+            .await
+            .map_err(|_| ClientError::Stopped)?;
+        rx.await.map_err(|_| ClientError::Stopped)?
+    }
+
+    /// Sends an IQ and waits for how it ends: the reply, the server's error, a timeout
+    /// ([`IqResult::Timeout`]) or the end of the connection ([`IqResult::Disconnected`]).
+    pub async fn query_iq(&self, request: IqRequest) -> Result<IqResult, ClientError> {
+        self.call(|tx| Command::Iq(request, tx)).await
+    }
+
+    /// Relays a `<message>` stanza (with `id` and `to`) and waits for the server's ack.
+    /// `context` is kept with it in the sent-message cache (and the store) for retry receipts.
+    /// [`MessageAckResult::Disconnected`] means: relay it again after the reconnect.
+    pub async fn relay_stanza(
+        &self,
+        node: Node,
+        context: Bytes,
+    ) -> Result<MessageAckResult, ClientError> {
+        self.call(|tx| Command::Relay(node, context, tx)).await
+    }
+
+    /// Sends a node that needs no answer (receipts, presence, …); returns once it is queued
+    /// for the socket.
+    pub async fn send_node(&self, node: Node) -> Result<(), ClientError> {
+        self.call(|tx| Command::Send(node, tx)).await
+    }
+
+    /// Sends the held ack of a stanza ([`Event::Stanza`] with `ack: Some(token)`) once the
+    /// application has handled it durably.
+    pub async fn confirm(&self, token: AckToken, how: Confirm) -> Result<(), ClientError> {
+        self.call(|tx| Command::Confirm(token, how, tx)).await
+    }
+
+    /// Starts phone-code pairing for `phone` (international digits, no `+`) and returns the
+    /// 8-character code to type on the phone. Needs the pairing phase: an unpaired device after
+    /// the first [`Event::PairingQr`].
+    pub async fn request_pairing_code(&self, phone: &str) -> Result<String, ClientError> {
+        let phone = phone.to_owned();
+        self.call(|tx| Command::PairingCode(phone, tx)).await
+    }
+
+    /// Closes the current socket only: the machine closes locally
+    /// ([`CloseReason::Local`]), pending calls end as disconnected, and the client reconnects
+    /// **right away** (the event says [`Reconnect::Now`]). During a reconnect delay it cuts
+    /// the delay short. Returns once the old socket is closed. Use [`stop`](Self::stop) to end
+    /// everything.
+    pub async fn disconnect(&self) -> Result<(), ClientError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Disconnect(tx))
+            .await
+            .map_err(|_| ClientError::Stopped)?;
+        rx.await.map_err(|_| ClientError::Stopped)
+    }
+
+    /// Ends everything: closes the connection without reconnecting and stops the drive task.
+    /// [`Events`] ends with [`ClientEvent::Stopped`]. Returns once the task has stopped;
+    /// stopping a stopped client does nothing.
+    pub async fn stop(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.commands.send(Command::Stop(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    /// Whether the drive task has stopped.
+    pub fn is_stopped(&self) -> bool {
+        self.commands.is_closed()
+    }
+}
+
+/// The events of a [`Client`], in order; ends after [`ClientEvent::Stopped`].
+///
+/// The queue is unbounded so that the drive task never waits for the application (it must
+/// keep answering the server); read it steadily. Also a [`Stream`].
+#[derive(Debug)]
+pub struct Events {
+    rx: Pin<Box<async_channel::Receiver<ClientEvent>>>,
+}
+
+impl Events {
+    pub(crate) fn new(rx: async_channel::Receiver<ClientEvent>) -> Self {
+        Self { rx: Box::pin(rx) }
+    }
+
+    /// The next event; `None` after [`ClientEvent::Stopped`].
+    pub async fn recv(&mut self) -> Option<ClientEvent> {
+        self.rx.recv().await.ok()
+    }
+
+    /// The next event if one is queued.
+    pub fn try_recv(&mut self) -> Option<ClientEvent> {
+        self.rx.try_recv().ok()
+    }
+}
+
+impl Stream for Events {
+    type Item = ClientEvent;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<ClientEvent>> {
+        self.rx.as_mut().poll_next(cx)
+    }
+}

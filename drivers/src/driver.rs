@@ -1,0 +1,525 @@
+//! The drive loop, written once for every runtime: one task owns the [`ConnectionMachine`],
+//! feeds it the socket, the timer and the application's commands, and applies its outputs in
+//! order (persist, write, forward). What differs per runtime (connect, sleep, spawn and the
+//! one wait step) sits behind [`Runtime`].
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::pin;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use amarula_core::credentials::Credentials;
+use amarula_core::machine::{
+    CloseReason, ConnectionMachine, Event, IqResult, MessageAckResult, Output, Reconnect,
+    RequestId, SendError, Session,
+};
+use amarula_core::time::{Clock, Instant};
+use async_tungstenite::tungstenite::client::IntoClientRequest;
+use async_tungstenite::tungstenite::handshake::client::Request;
+use async_tungstenite::tungstenite::http::HeaderValue;
+use async_tungstenite::tungstenite::{Error as WsError, Message};
+use futures_channel::oneshot;
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use rand_core::{OsRng, RngCore, SeedableRng};
+
+use crate::client::{Client, ClientConfig, ClientError, ClientEvent, Command, Events};
+use crate::store::CredentialStore;
+
+/// What woke the drive task.
+pub(crate) enum Wake<T> {
+    /// The socket (or the connect future) produced this.
+    Io(T),
+    /// A command, or `None` when every [`Client`] is gone.
+    Command(Option<Command>),
+    /// The deadline passed.
+    Timer,
+}
+
+/// The few things a runtime provides to the drive loop.
+pub(crate) trait Runtime: Send + Sync + 'static {
+    /// An open WebSocket.
+    type Socket: Stream<Item = Result<Message, WsError>>
+        + Sink<Message, Error = WsError>
+        + Send
+        + Unpin
+        + 'static;
+
+    /// Opens TCP, TLS for `wss://` (with `tls`), and the WebSocket.
+    fn connect(
+        request: Request,
+        tls: Arc<rustls::ClientConfig>,
+    ) -> impl Future<Output = Result<Self::Socket, WsError>> + Send;
+
+    /// Completes at `deadline`.
+    fn sleep_until(deadline: std::time::Instant) -> impl Future<Output = ()> + Send;
+
+    /// Runs `task` in the background.
+    fn spawn(task: impl Future<Output = ()> + Send + 'static);
+
+    /// The wait step: whichever comes first of `io`, a command, or `deadline` (never, when
+    /// `None`). `io` is polled first, so input is handled before a timer that is also due.
+    /// Every branch must be cancel-safe: the losers are dropped.
+    fn wait<F: Future + Send>(
+        io: F,
+        commands: &async_channel::Receiver<Command>,
+        deadline: Option<std::time::Instant>,
+    ) -> impl Future<Output = Wake<F::Output>> + Send;
+}
+
+/// Fills a seed from the OS.
+fn os_seed() -> Result<[u8; 32], rand_core::Error> {
+    let mut seed = [0u8; 32];
+    OsRng.try_fill_bytes(&mut seed)?;
+    Ok(seed)
+}
+
+/// Why [`connect`](crate::tokio::connect) failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Loading or saving the credentials failed.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    /// The URL cannot be used for a WebSocket.
+    #[error("invalid url `{url}`: {reason}")]
+    InvalidUrl {
+        /// The URL.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The TLS configuration could not be built.
+    #[error("tls setup: {0}")]
+    Tls(#[from] rustls::Error),
+    /// The OS random source failed.
+    #[error("os randomness unavailable: {0}")]
+    Random(#[from] rand_core::Error),
+}
+
+/// The WebSocket handshake request: the URL with the headers web clients send.
+pub(crate) fn handshake_request(url: &str) -> Result<Request, WsError> {
+    let mut request = url.into_client_request()?;
+    let headers = request.headers_mut();
+    headers.insert(
+        "Origin",
+        HeaderValue::from_static("https://web.whatsapp.com"),
+    );
+    headers.insert("Cache-Control", HeaderValue::from_static("no-cache"));
+    headers.insert("Pragma", HeaderValue::from_static("no-cache"));
+    Ok(request)
+}
+
+/// rustls with the ring provider and the webpki roots, chosen explicitly so no process-wide
+/// default provider is needed.
+fn tls_config() -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
+    let roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+/// Loads (or creates and saves) the credentials, then spawns the drive task on `R`.
+pub(crate) async fn start<R: Runtime, S: CredentialStore>(
+    config: ClientConfig,
+    store: S,
+) -> Result<(Client, Events), Error> {
+    handshake_request(&config.url).map_err(|e| Error::InvalidUrl {
+        url: config.url.clone(),
+        reason: e.to_string(),
+    })?;
+    let tls = tls_config()?;
+    let credentials = match store.load().await? {
+        Some(c) => {
+            tracing::debug!(paired = c.is_paired(), "loaded stored credentials");
+            c
+        }
+        None => {
+            let mut rng = rand_chacha::ChaCha20Rng::from_seed(os_seed()?);
+            let c = Credentials::generate(&mut rng);
+            store.save(&c).await?;
+            tracing::info!("generated and saved new credentials");
+            c
+        }
+    };
+    let mut session = Session::new(credentials, &config.machine);
+    session.restore_sent(store.load_sent().await?);
+    let (command_tx, command_rx) = async_channel::unbounded();
+    let (event_tx, event_rx) = async_channel::unbounded();
+    let driver = Driver::<R, S> {
+        config,
+        store,
+        tls,
+        commands: command_rx,
+        events: event_tx,
+        origin: std::time::Instant::now(),
+        iqs: HashMap::new(),
+        acks: HashMap::new(),
+        closed: None,
+        failed: false,
+        stopping: false,
+        disconnect_waiters: Vec::new(),
+        stop_waiters: Vec::new(),
+        runtime: std::marker::PhantomData,
+    };
+    R::spawn(driver.run(session));
+    Ok((Client::new(command_tx), Events::new(event_rx)))
+}
+
+/// What follows a connection.
+enum Next {
+    Reconnect(Duration),
+    Stop,
+}
+
+type Reply<T> = oneshot::Sender<Result<T, ClientError>>;
+
+struct Driver<R, S> {
+    config: ClientConfig,
+    store: S,
+    tls: Arc<rustls::ClientConfig>,
+    commands: async_channel::Receiver<Command>,
+    events: async_channel::Sender<ClientEvent>,
+    /// `Instant::ZERO` of the machines' clock.
+    origin: std::time::Instant,
+    iqs: HashMap<RequestId, Reply<IqResult>>,
+    /// By message id; a message relayed again while pending resolves every waiter.
+    acks: HashMap<String, Vec<Reply<MessageAckResult>>>,
+    /// Set from [`Event::Closed`] while draining.
+    closed: Option<(CloseReason, Reconnect)>,
+    /// A store write failed: nothing more may be sent.
+    failed: bool,
+    /// [`Client::stop`] was called or every client is gone.
+    stopping: bool,
+    disconnect_waiters: Vec<oneshot::Sender<()>>,
+    stop_waiters: Vec<oneshot::Sender<()>>,
+    runtime: std::marker::PhantomData<fn() -> R>,
+}
+
+impl<R: Runtime, S: CredentialStore> Driver<R, S> {
+    fn now(&self) -> Instant {
+        Instant::from_origin(self.origin.elapsed())
+    }
+
+    /// A machine deadline on the runtime's clock (`None`: never, also past the end of time).
+    fn deadline(&self, machine: &ConnectionMachine) -> Option<std::time::Instant> {
+        machine
+            .poll_timeout()
+            .and_then(|t| self.origin.checked_add(t.since_origin()))
+    }
+
+    fn emit(&self, event: ClientEvent) {
+        // Nobody listening is fine: the client keeps working for its handles.
+        let _ = self.events.try_send(event);
+    }
+
+    async fn run(mut self, mut session: Session) {
+        let mut attempt = 0u32;
+        loop {
+            attempt = attempt.saturating_add(1);
+            self.emit(ClientEvent::Connecting { attempt });
+            let (next, s) = self.connection(session).await;
+            session = s;
+            match next {
+                Next::Stop => break,
+                Next::Reconnect(Duration::ZERO) => {}
+                Next::Reconnect(delay) => {
+                    if !self.backoff(delay).await {
+                        break;
+                    }
+                }
+            }
+        }
+        self.emit(ClientEvent::Stopped);
+        self.commands.close();
+        // Commands that raced the close get an answer too.
+        while let Ok(command) = self.commands.try_recv() {
+            command.refuse(ClientError::Stopped);
+        }
+        for waiter in self.stop_waiters.drain(..) {
+            let _ = waiter.send(());
+        }
+        tracing::debug!("drive task stopped");
+    }
+
+    /// Waits out a reconnect delay; commands get "not connected". False to stop instead.
+    async fn backoff(&mut self, delay: Duration) -> bool {
+        let until = std::time::Instant::now() + delay;
+        tracing::debug!(?delay, "reconnecting after a delay");
+        loop {
+            match R::wait(std::future::pending::<()>(), &self.commands, Some(until)).await {
+                Wake::Timer | Wake::Io(()) => return true,
+                Wake::Command(Some(Command::Stop(tx))) => {
+                    self.stop_waiters.push(tx);
+                    return false;
+                }
+                Wake::Command(Some(Command::Disconnect(tx))) => {
+                    let _ = tx.send(());
+                    return true;
+                }
+                Wake::Command(Some(command)) => {
+                    command.refuse(ClientError::Send(SendError::NotConnected));
+                }
+                Wake::Command(None) => return false,
+            }
+        }
+    }
+
+    /// One machine over one socket, from connect to close.
+    async fn connection(&mut self, session: Session) -> (Next, Session) {
+        let clock = Clock {
+            at: self.now(),
+            unix_ms: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        };
+        let seed = match os_seed() {
+            Ok(seed) => seed,
+            Err(e) => {
+                tracing::error!(error = %e, "no OS randomness; stopping");
+                return (Next::Stop, session);
+            }
+        };
+        let mut machine = ConnectionMachine::new(self.config.machine.clone(), session, clock, seed);
+        let mut socket = self.open(&mut machine).await;
+        if let Some(sock) = socket.as_mut() {
+            self.emit(ClientEvent::Connected);
+            self.drain(&mut machine, Some(sock)).await;
+            while !machine.is_closed() {
+                let deadline = self.deadline(&machine);
+                let wake = R::wait(sock.next(), &self.commands, deadline).await;
+                let now = self.now();
+                match wake {
+                    Wake::Io(Some(Ok(Message::Binary(bytes)))) => machine.handle_input(now, &bytes),
+                    // Text, ping and pong are not part of the protocol (tungstenite answers
+                    // pings itself).
+                    Wake::Io(Some(Ok(Message::Text(_) | Message::Ping(_) | Message::Pong(_)))) => {}
+                    Wake::Io(Some(Ok(other))) => {
+                        tracing::debug!(message = ?other, "socket closed by the server");
+                        machine.handle_socket_closed(now);
+                    }
+                    Wake::Io(Some(Err(e))) => {
+                        tracing::debug!(error = %e, "socket failed");
+                        machine.handle_socket_closed(now);
+                    }
+                    Wake::Io(None) => machine.handle_socket_closed(now),
+                    Wake::Timer => machine.handle_timeout(now),
+                    Wake::Command(command) => self.command(&mut machine, now, command),
+                }
+                self.drain(&mut machine, Some(sock)).await;
+            }
+        }
+        if let Some(mut sock) = socket {
+            let close = pin!(sock.close());
+            let timeout = pin!(R::sleep_until(
+                std::time::Instant::now() + self.config.close_timeout
+            ));
+            let _ = futures_util::future::select(close, timeout).await;
+        }
+        let next = self.after_close().await;
+        (next, machine.into_session())
+    }
+
+    /// Connects the socket while serving commands and the machine's handshake timer. `None`
+    /// when the machine closed first (its outputs are drained).
+    async fn open(&mut self, machine: &mut ConnectionMachine) -> Option<R::Socket> {
+        let request = match handshake_request(&self.config.url) {
+            Ok(request) => request,
+            // Checked at start; a failure here is reported like a failed connect.
+            Err(e) => {
+                tracing::warn!(error = %e, "bad url");
+                machine.handle_socket_closed(self.now());
+                self.drain(machine, None).await;
+                return None;
+            }
+        };
+        let mut connecting = pin!(R::connect(request, Arc::clone(&self.tls)));
+        loop {
+            let deadline = self.deadline(machine);
+            let wake = R::wait(connecting.as_mut(), &self.commands, deadline).await;
+            let now = self.now();
+            match wake {
+                Wake::Io(Ok(socket)) => return Some(socket),
+                Wake::Io(Err(e)) => {
+                    tracing::warn!(error = %e, url = %self.config.url, "connect failed");
+                    machine.handle_socket_closed(now);
+                }
+                Wake::Timer => machine.handle_timeout(now),
+                // Commands fail as "not connected" in the handshake phase; disconnect and
+                // stop close the machine.
+                Wake::Command(command) => self.command(machine, now, command),
+            }
+            if machine.is_closed() {
+                break;
+            }
+        }
+        // The queued ClientHello never leaves; the close events do.
+        self.drain(machine, None).await;
+        None
+    }
+
+    /// Applies one command to the machine.
+    fn command(&mut self, machine: &mut ConnectionMachine, now: Instant, command: Option<Command>) {
+        let Some(command) = command else {
+            tracing::debug!("every client handle is gone; stopping");
+            self.stopping = true;
+            return machine.close_locally(now);
+        };
+        match command {
+            Command::Iq(request, tx) => match machine.send_iq(now, request) {
+                Ok(id) => {
+                    self.iqs.insert(id, tx);
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e.into()));
+                }
+            },
+            Command::Relay(node, context, tx) => {
+                let id = node.attr_str("id").map(str::to_owned);
+                match (machine.relay_message(now, node, context), id) {
+                    (Ok(()), Some(id)) => self.acks.entry(id).or_default().push(tx),
+                    (Ok(()), None) => {
+                        // relay_message refuses a message without id.
+                        let _ = tx.send(Err(SendError::MissingAttribute.into()));
+                    }
+                    (Err(e), _) => {
+                        let _ = tx.send(Err(e.into()));
+                    }
+                }
+            }
+            Command::Send(node, tx) => {
+                let _ = tx.send(machine.send_node(now, &node).map_err(Into::into));
+            }
+            Command::Confirm(token, how, tx) => {
+                let _ = tx.send(machine.confirm(now, token, how).map_err(Into::into));
+            }
+            Command::PairingCode(phone, tx) => {
+                let result = machine.request_pairing_code(now, &phone);
+                let _ = tx.send(result.map_err(Into::into));
+            }
+            Command::Disconnect(tx) => {
+                self.disconnect_waiters.push(tx);
+                machine.close_locally(now);
+            }
+            Command::Stop(tx) => {
+                self.stop_waiters.push(tx);
+                self.stopping = true;
+                machine.close_locally(now);
+            }
+        }
+    }
+
+    /// Applies every queued output in order. Writes wait for the socket and persisted events
+    /// wait for the store, so nothing overtakes what it depends on.
+    async fn drain(&mut self, machine: &mut ConnectionMachine, mut socket: Option<&mut R::Socket>) {
+        while let Some(output) = machine.poll_output() {
+            match output {
+                Output::Transmit(frame) => {
+                    // After a failed store write nothing may leave.
+                    if self.failed {
+                        continue;
+                    }
+                    let Some(sock) = socket.as_mut() else {
+                        continue;
+                    };
+                    if let Err(e) = sock.send(Message::Binary(frame)).await {
+                        tracing::debug!(error = %e, "socket write failed");
+                        socket = None;
+                        machine.handle_socket_closed(self.now());
+                    }
+                }
+                Output::Event(event) => {
+                    if let Err(e) = self.on_event(event).await {
+                        tracing::error!(error = %e, "store write failed; stopping");
+                        self.emit(ClientEvent::StoreFailed(e));
+                        self.failed = true;
+                        self.stopping = true;
+                        machine.close_locally(self.now());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Persists, resolves or forwards one machine event.
+    async fn on_event(&mut self, event: Event) -> Result<(), crate::store::StoreError> {
+        match event {
+            Event::CredentialsChanged(credentials) => {
+                self.store.save(&credentials).await?;
+                self.emit(ClientEvent::Event(Event::CredentialsChanged(credentials)));
+            }
+            Event::MessageCached(message) => {
+                self.store.save_sent(&message).await?;
+                self.emit(ClientEvent::Event(Event::MessageCached(message)));
+            }
+            Event::IqResponse { id, result } => match self.iqs.remove(&id) {
+                Some(tx) => {
+                    let _ = tx.send(Ok(result));
+                }
+                None => self.emit(ClientEvent::Event(Event::IqResponse { id, result })),
+            },
+            Event::MessageAck { id, result } => match self.acks.remove(&id) {
+                Some(waiters) => {
+                    for tx in waiters {
+                        let _ = tx.send(Ok(result.clone()));
+                    }
+                }
+                None => self.emit(ClientEvent::Event(Event::MessageAck { id, result })),
+            },
+            Event::Closed { reason, reconnect } => self.closed = Some((reason, reconnect)),
+            other => self.emit(ClientEvent::Event(other)),
+        }
+        Ok(())
+    }
+
+    /// After the machine closed and the socket is shut: deletes logged-out credentials,
+    /// decides what comes next and reports it.
+    async fn after_close(&mut self) -> Next {
+        // The machine ends every request before its close; anything left is answered anyway.
+        for (_, tx) in self.iqs.drain() {
+            let _ = tx.send(Ok(IqResult::Disconnected));
+        }
+        for (_, waiters) in self.acks.drain() {
+            for tx in waiters {
+                let _ = tx.send(Ok(MessageAckResult::Disconnected));
+            }
+        }
+        let (reason, machine_says) = self
+            .closed
+            .take()
+            // A closed machine has always emitted its close; this is only a fallback.
+            .unwrap_or((CloseReason::SocketClosed, Reconnect::Never));
+        if reason.is_logged_out() {
+            tracing::info!("logged out; deleting the credentials");
+            if let Err(e) = self.store.delete().await {
+                tracing::error!(error = %e, "could not delete the credentials");
+                self.emit(ClientEvent::StoreFailed(e));
+            }
+        }
+        let user_disconnect =
+            !self.disconnect_waiters.is_empty() && matches!(reason, CloseReason::Local);
+        let reconnect = if self.stopping || self.failed {
+            Reconnect::Never
+        } else if user_disconnect {
+            Reconnect::Now
+        } else {
+            machine_says
+        };
+        tracing::info!(?reason, ?reconnect, "disconnected");
+        self.emit(ClientEvent::Disconnected { reason, reconnect });
+        for waiter in self.disconnect_waiters.drain(..) {
+            let _ = waiter.send(());
+        }
+        match reconnect {
+            Reconnect::Now => Next::Reconnect(Duration::ZERO),
+            Reconnect::After(delay) => Next::Reconnect(delay),
+            Reconnect::Never => Next::Stop,
+        }
+    }
+}
