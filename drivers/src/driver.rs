@@ -434,6 +434,19 @@ impl<R: Runtime, S: CredentialStore> Driver<R, S> {
                         machine.handle_socket_closed(self.now());
                     }
                 }
+                // After a failed store write, only what ends the connection and its pending
+                // calls is applied; the rest happened on state that may not be stored.
+                Output::Event(event)
+                    if self.failed
+                        && !matches!(
+                            event,
+                            Event::IqResponse { .. }
+                                | Event::MessageAck { .. }
+                                | Event::Closed { .. }
+                        ) =>
+                {
+                    tracing::debug!(?event, "dropped after the store failed");
+                }
                 Output::Event(event) => {
                     if let Err(e) = self.on_event(event).await {
                         tracing::error!(error = %e, "store write failed; stopping");

@@ -8,13 +8,16 @@ mod common;
 use std::future::Future;
 
 use amarula::core::binary::Node;
+use amarula::core::credentials::Credentials;
 use amarula::core::jid::Jid;
+use amarula::core::machine::SentMessage;
 use amarula::core::machine::{
     CloseReason, IqRequest, IqResult, MessageAckResult, Reconnect, SendError,
 };
+use amarula::store::{CredentialStore, StoreError};
 use amarula::{ClientError, ClientEvent, Events, MemoryStore};
 use bytes::Bytes;
-use common::{Pki, STEP, client_config, is_logged_in, paired_credentials, serve};
+use common::{Pki, STEP, client_config, is_logged_in, paired_credentials, serve_with, success};
 use tokio::net::TcpListener;
 
 /// `fut`, or a panic naming `what` after [`STEP`].
@@ -45,15 +48,20 @@ async fn until(
 
 /// Starts the server: every accepted connection is served; returns its address.
 async fn server(pki: &Pki) -> std::net::SocketAddr {
+    server_with(pki, success()).await
+}
+
+/// As [`server`], answering the handshake with `login`.
+async fn server_with(pki: &Pki, login: Node) -> std::net::SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let pki = pki.clone();
     tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
-            let pki = pki.clone();
+            let (pki, login) = (pki.clone(), login.clone());
             tokio::spawn(async move {
                 if let Ok(ws) = async_tungstenite::tokio::accept_async(tcp).await {
-                    serve(ws, pki).await;
+                    serve_with(ws, pki, login).await;
                 }
             });
         }
@@ -190,4 +198,84 @@ async fn fresh_store_refused_connect_backoff_then_stop() {
         Some(ClientEvent::Stopped)
     ));
     assert!(within("the end", events.recv()).await.is_none());
+}
+
+#[tokio::test]
+async fn logged_out_deletes_the_credentials_and_stops() {
+    let pki = Pki::new();
+    let addr = server_with(&pki, Node::new("failure").attr("reason", "401")).await;
+    let store = MemoryStore::with_credentials(paired_credentials());
+    let (client, mut events) = amarula::tokio::connect(client_config(addr, &pki), store.clone())
+        .await
+        .expect("connect");
+    let e = until(&mut events, "the close", |e| {
+        matches!(e, ClientEvent::Disconnected { .. })
+    })
+    .await;
+    assert!(matches!(
+        e,
+        ClientEvent::Disconnected {
+            reason: CloseReason::LoggedOut { code: 401 },
+            reconnect: Reconnect::Never
+        }
+    ));
+    assert!(
+        store.credentials().is_none(),
+        "logged out: credentials deleted"
+    );
+    assert!(matches!(
+        within("stopped", events.recv()).await,
+        Some(ClientEvent::Stopped)
+    ));
+    assert!(within("the end", events.recv()).await.is_none());
+    assert!(client.is_stopped());
+}
+
+/// Loads paired credentials, then fails every save.
+struct FailingStore;
+
+impl CredentialStore for FailingStore {
+    async fn load(&self) -> Result<Option<Credentials>, StoreError> {
+        Ok(Some(paired_credentials()))
+    }
+    async fn save(&self, _: &Credentials) -> Result<(), StoreError> {
+        Err(StoreError::Io(std::io::Error::other("disk full")))
+    }
+    async fn save_sent(&self, _: &SentMessage) -> Result<(), StoreError> {
+        Ok(())
+    }
+    async fn delete(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_failed_store_write_stops_the_client() {
+    let pki = Pki::new();
+    let addr = server_with(&pki, success()).await;
+    let (_client, mut events) = amarula::tokio::connect(client_config(addr, &pki), FailingStore)
+        .await
+        .expect("connect");
+    // `<success lid>` changes the credentials; their save fails, so the login is not reported
+    // and nothing more is sent.
+    let mut seen = Vec::new();
+    within("the stop", async {
+        while let Some(e) = events.recv().await {
+            seen.push(e);
+        }
+    })
+    .await;
+    assert!(
+        seen.iter()
+            .any(|e| matches!(e, ClientEvent::StoreFailed(StoreError::Io(_))))
+    );
+    assert!(!seen.iter().any(is_logged_in));
+    assert!(seen.iter().any(|e| matches!(
+        e,
+        ClientEvent::Disconnected {
+            reason: CloseReason::Local,
+            reconnect: Reconnect::Never
+        }
+    )));
+    assert!(matches!(seen.last(), Some(ClientEvent::Stopped)));
 }

@@ -87,8 +87,23 @@ fn seal(transport: &mut NoiseTransport, node: &Node) -> Message {
     Message::Binary(transport.encrypt_frame(&plain).expect("encrypt").into())
 }
 
-/// Serves one connection until the client goes away.
-pub(crate) async fn serve<W>(mut ws: W, pki: Pki)
+/// `<success>` as the server sends it at login.
+pub(crate) fn success() -> Node {
+    Node::new("success")
+        .attr("t", "1750000000")
+        .attr("lid", "123456789012345@lid".parse::<Jid>().expect("valid"))
+}
+
+/// Serves one connection with [`success`] until the client goes away.
+pub(crate) async fn serve<W>(ws: W, pki: Pki)
+where
+    W: Stream<Item = Result<Message, WsError>> + Sink<Message, Error = WsError> + Unpin,
+{
+    serve_with(ws, pki, success()).await;
+}
+
+/// Serves one connection, answering the handshake with `login`, until the client goes away.
+pub(crate) async fn serve_with<W>(mut ws: W, pki: Pki, login: Node)
 where
     W: Stream<Item = Result<Message, WsError>> + Sink<Message, Error = WsError> + Unpin,
 {
@@ -114,10 +129,7 @@ where
             } else if let Some(f) = finish.take() {
                 let done = f.read_client_finish(&frame).expect("client finish");
                 let mut t = done.transport;
-                let success = Node::new("success")
-                    .attr("t", "1750000000")
-                    .attr("lid", "123456789012345@lid".parse::<Jid>().expect("valid"));
-                replies.push(seal(&mut t, &success));
+                replies.push(seal(&mut t, &login));
                 transport = Some(t);
             } else if let Some(t) = transport.as_mut() {
                 let body = t.decrypt_node(frame).expect("client frame");
