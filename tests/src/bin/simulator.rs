@@ -1,11 +1,14 @@
 //! Runs the WhatsApp-server simulator by hand:
 //!
 //! ```text
-//! cargo run -p amarula-tests --bin simulator -- --listen 127.0.0.1:PORT [--account PHONE]... [--seed HEX32]
+//! cargo run -p amarula-tests --bin simulator -- --listen 127.0.0.1:PORT [--account PHONE]...
+//!     [--link-device PHONE FILE]... [--seed HEX32]
 //! ```
 //!
 //! Prints the URL and the trust anchor's root key (hex) that a client must trust, then serves
-//! until Ctrl-C.
+//! until Ctrl-C. `--link-device` links a new device to the account `PHONE` (created if needed)
+//! and writes its credentials to `FILE` in the `amarula::FileStore` format, so a client can log
+//! in without pairing.
 
 #![forbid(unsafe_code)]
 
@@ -14,11 +17,27 @@ use std::process::ExitCode;
 
 use amarula_tests::sim::{SimConfig, Simulator};
 
-const USAGE: &str = "usage: simulator [--listen ADDR:PORT] [--account PHONE]... [--seed HEX32]";
+const USAGE: &str = "usage: simulator [--listen ADDR:PORT] [--account PHONE]... \
+                     [--link-device PHONE FILE]... [--seed HEX32]";
 
-fn parse(args: impl Iterator<Item = String>) -> Result<(SimConfig, Vec<String>), String> {
+/// What the command line asks for.
+struct Args {
+    config: SimConfig,
+    accounts: Vec<String>,
+    devices: Vec<(String, String)>,
+}
+
+fn phone(v: &str, flag: &str) -> Result<String, String> {
+    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("{flag} {v}: digits only"));
+    }
+    Ok(v.to_owned())
+}
+
+fn parse(args: impl Iterator<Item = String>) -> Result<Args, String> {
     let mut config = SimConfig::default();
     let mut accounts = Vec::new();
+    let mut devices = Vec::new();
     let mut args = args;
     while let Some(arg) = args.next() {
         let mut value = || args.next().ok_or_else(|| format!("{arg} needs a value"));
@@ -30,12 +49,11 @@ fn parse(args: impl Iterator<Item = String>) -> Result<(SimConfig, Vec<String>),
                         .map_err(|e| format!("--listen {v}: {e}"))?,
                 );
             }
-            "--account" => {
-                let v = value()?;
-                if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
-                    return Err(format!("--account {v}: digits only"));
-                }
-                accounts.push(v);
+            "--account" => accounts.push(phone(&value()?, "--account")?),
+            "--link-device" => {
+                let p = phone(&value()?, "--link-device")?;
+                let file = value()?;
+                devices.push((p, file));
             }
             "--seed" => {
                 let v = value()?;
@@ -48,12 +66,20 @@ fn parse(args: impl Iterator<Item = String>) -> Result<(SimConfig, Vec<String>),
             other => return Err(format!("unknown argument {other}\n{USAGE}")),
         }
     }
-    Ok((config, accounts))
+    Ok(Args {
+        config,
+        accounts,
+        devices,
+    })
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let (config, accounts) = match parse(std::env::args().skip(1)) {
+    let Args {
+        config,
+        accounts,
+        devices,
+    } = match parse(std::env::args().skip(1)) {
         Ok(x) => x,
         Err(e) => {
             eprintln!("{e}");
@@ -70,6 +96,18 @@ async fn main() -> ExitCode {
     for phone in &accounts {
         let account = sim.add_account(phone);
         println!("account {} lid {}", account.jid(), account.lid());
+    }
+    for (i, (phone, file)) in devices.iter().enumerate() {
+        use amarula::store::{CredentialStore, FileStore};
+        let account = sim.account(phone).unwrap_or_else(|| sim.add_account(phone));
+        let mut creds = amarula_tests::sim::client::fresh_credentials(200u8.wrapping_add(i as u8));
+        let device = account.link_device(&creds);
+        println!("device {} credentials {file}", device.jid);
+        creds.device = Some(device);
+        if let Err(e) = FileStore::new(file).save(&creds).await {
+            eprintln!("cannot write {file}: {e}");
+            return ExitCode::FAILURE;
+        }
     }
     let anchor = sim.trust_anchor();
     println!("url {}", sim.url());
