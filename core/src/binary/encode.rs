@@ -259,8 +259,10 @@ fn write_packed(out: &mut Vec<u8>, tag: u8, s: &[u8], code: &[u8; 256]) {
 /// A JID in its wire form (TRANSPORT.md §7.7). The form follows the reference encoder of the
 /// vectors where it is lossless: an explicit device gives an AD_JID on the user servers
 /// (`s.whatsapp.net` 0, `lid` 1, `hosted` 128, `hosted.lid` 129); a Messenger device an FB_JID;
-/// an interop JID with a device or integrator an INTEROP_JID; everything else a JID_PAIR. Agents
-/// have no place in any wire form and are dropped, as both reference encoders do.
+/// an interop JID with a device or integrator an INTEROP_JID; everything else a JID_PAIR. An
+/// agent of a `s.whatsapp.net` device goes in the AD_JID domain byte unless it collides with a
+/// server value (0, 1, 128, 129); otherwise agents have no wire form and are dropped, as both
+/// reference encoders do.
 fn write_jid(out: &mut Vec<u8>, j: &Jid) -> Result<(), EncodeError> {
     let server = j.server_part();
     match (j.explicit_device(), server) {
@@ -269,7 +271,12 @@ fn write_jid(out: &mut Vec<u8>, j: &Jid) -> Result<(), EncodeError> {
                 Server::Lid => 1,
                 Server::Hosted => 128,
                 Server::HostedLid => 129,
-                _ => 0,
+                // Any other domain byte means "an agent on s.whatsapp.net" to a decoder, so an
+                // agent that is not one of the server values goes there and round-trips.
+                _ => match j.agent() {
+                    0 | 1 | 128 | 129 => 0,
+                    agent => agent,
+                },
             };
             let device =
                 u8::try_from(device).map_err(|_| EncodeError::DeviceOutOfRange { device })?;
@@ -366,6 +373,20 @@ mod tests {
         enc!(
             Node::new("iq").attr("to", j("1555:3@hosted")),
             "f803 19 11 f780 03 ff021555"
+        );
+    }
+
+    #[test]
+    fn agents_in_the_domain_byte() {
+        let j = |s: &str| s.parse::<Jid>().unwrap();
+        // Agent 5 has its own domain byte and survives; agent 1 would read as a LID: dropped.
+        enc!(
+            Node::new("iq").attr("to", j("1555_5:2@s.whatsapp.net")),
+            "f803 19 11 f705 02 ff021555"
+        );
+        enc!(
+            Node::new("iq").attr("to", j("1555_1:2@s.whatsapp.net")),
+            "f803 19 11 f700 02 ff021555"
         );
     }
 
