@@ -13,7 +13,7 @@
 //! `node`; it then counts as skipped, because its encoding is not compared.
 
 use amarula_core::binary::{self, Content, DEFAULT_MAX_INFLATED, Node};
-use amarula_core::jid::Jid;
+use amarula_core::jid::{Jid, Server};
 use bytes::Bytes;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -211,11 +211,11 @@ fn check_large_decoded(case: &Value, node: &Node, decoded: &Node) -> Result<(), 
 }
 
 /// What our decoder gives for our own encoding of `node`: raw text comes back as bytes, empty
-/// text as an empty child list, and JIDs lose their agent (no wire form carries one);
+/// text as an empty child list, and JIDs lose an agent no wire form carries ([`wire_jid`]);
 /// everything else is unchanged.
 pub fn canonical_reading(node: &Node) -> Node {
     let content = match &node.content {
-        Content::Jid(j) => Content::Jid(j.clone().with_agent(0)),
+        Content::Jid(j) => Content::Jid(wire_jid(j)),
         Content::Text(t) if t.is_empty() => Content::Nodes(Vec::new()),
         Content::Text(t) => {
             let probe = Node::new("iq").text(t.clone());
@@ -234,7 +234,7 @@ pub fn canonical_reading(node: &Node) -> Node {
         .attrs
         .iter()
         .map(|(k, v)| match v {
-            binary::AttrValue::Jid(j) => (k.clone(), j.clone().with_agent(0).into()),
+            binary::AttrValue::Jid(j) => (k.clone(), wire_jid(j).into()),
             other => (k.clone(), other.clone()),
         })
         .collect();
@@ -242,6 +242,19 @@ pub fn canonical_reading(node: &Node) -> Node {
         tag: node.tag.clone(),
         attrs,
         content,
+    }
+}
+
+/// The JID as the wire carries it: an agent survives only in the AD_JID domain byte of a
+/// `s.whatsapp.net` device, and only when it is not a server value (0, 1, 128, 129).
+fn wire_jid(j: &Jid) -> Jid {
+    let kept = j.explicit_device().is_some()
+        && *j.server_part() == Server::User
+        && !matches!(j.agent(), 0 | 1 | 128 | 129);
+    if kept {
+        j.clone()
+    } else {
+        j.clone().with_agent(0)
     }
 }
 
