@@ -1,27 +1,29 @@
 //! Links amarula to a real WhatsApp account and logs in:
 //!
-//! `cargo run --release -p amarula --example login -- [CREDENTIALS_FILE]`
+//! `cargo run --release -p amarula --example login -- [DATABASE_FILE [ACCOUNT]]`
 //!
 //! On the first run it draws QR codes in the terminal: scan one with WhatsApp on your phone
-//! (Settings > Linked devices > Link a device). The credentials are stored in
-//! `CREDENTIALS_FILE` (default `amarula-credentials.json`; keep it private), so later runs log
+//! (Settings > Linked devices > Link a device). The device's state is stored in the SQLite
+//! file `DATABASE_FILE` (default `amarula.db` in the current directory; it holds private keys,
+//! keep it private) under the account name `ACCOUNT` (default `default`), so later runs log
 //! in directly. It prints the events until Ctrl-C.
 
 use amarula::core::machine::Event;
-use amarula::store::FileStore;
+use amarula::store::{DEFAULT_ACCOUNT, SqliteDatabase};
 use amarula::{ClientConfig, ClientEvent};
 use qrcode::QrCode;
 use qrcode::render::unicode::Dense1x2;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let path = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "amarula-credentials.json".to_owned());
-    let (client, mut events) =
-        amarula::tokio::connect(ClientConfig::default(), FileStore::new(&path)).await?;
+    let mut args = std::env::args().skip(1);
+    let path = args.next().unwrap_or_else(|| "amarula.db".to_owned());
+    let account = args.next().unwrap_or_else(|| DEFAULT_ACCOUNT.to_owned());
+    // Opening blocks briefly (and migrates an older file): done before connecting.
+    let store = SqliteDatabase::open(&path)?.account(&account)?;
+    let (client, mut events) = amarula::tokio::connect(ClientConfig::default(), store).await?;
     println!(
-        "connecting to {} (credentials in {path})",
+        "connecting to {} (account `{account}` in {path})",
         amarula::WHATSAPP_URL
     );
     loop {

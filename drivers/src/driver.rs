@@ -24,7 +24,7 @@ use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use rand_core::{OsRng, RngCore, SeedableRng};
 
 use crate::client::{Client, ClientConfig, ClientError, ClientEvent, Command, Events};
-use crate::store::CredentialStore;
+use crate::store::{Change, CredentialStore};
 
 /// What woke the drive task.
 pub(crate) enum Wake<T> {
@@ -416,9 +416,31 @@ impl<R: Runtime, S: CredentialStore> Driver<R, S> {
     }
 
     /// Applies every queued output in order. Writes wait for the socket and persisted events
-    /// wait for the store, so nothing overtakes what it depends on.
+    /// wait for the store, so nothing overtakes what it depends on. Consecutive persistence
+    /// events form one batch, stored (one transaction) before the next output is applied.
     async fn drain(&mut self, machine: &mut ConnectionMachine, mut socket: Option<&mut R::Socket>) {
-        while let Some(output) = machine.poll_output() {
+        let mut batch: Vec<(Change, Event)> = Vec::new();
+        loop {
+            let output = match machine.poll_output() {
+                // After a failed store write nothing more is persisted (see below).
+                Some(Output::Event(Event::CredentialsChanged(c))) if !self.failed => {
+                    let change = Change::Credentials(c.clone());
+                    batch.push((change, Event::CredentialsChanged(c)));
+                    continue;
+                }
+                Some(Output::Event(Event::MessageCached(m))) if !self.failed => {
+                    let change = Change::SentMessage(m.clone());
+                    batch.push((change, Event::MessageCached(m)));
+                    continue;
+                }
+                other => other,
+            };
+            if !batch.is_empty() {
+                self.persist(machine, std::mem::take(&mut batch)).await;
+            }
+            let Some(output) = output else {
+                break;
+            };
             match output {
                 Output::Transmit(frame) => {
                     // After a failed store write nothing may leave.
@@ -447,30 +469,33 @@ impl<R: Runtime, S: CredentialStore> Driver<R, S> {
                 {
                     tracing::debug!(?event, "dropped after the store failed");
                 }
-                Output::Event(event) => {
-                    if let Err(e) = self.on_event(event).await {
-                        tracing::error!(error = %e, "store write failed; stopping");
-                        self.emit(ClientEvent::StoreFailed(e));
-                        self.failed = true;
-                        self.stopping = true;
-                        machine.close_locally(self.now());
-                    }
-                }
+                Output::Event(event) => self.on_event(event),
             }
         }
     }
 
-    /// Persists, resolves or forwards one machine event.
-    async fn on_event(&mut self, event: Event) -> Result<(), crate::store::StoreError> {
+    /// Stores one batch of persistence events, then forwards them; a failure stops the client.
+    async fn persist(&mut self, machine: &mut ConnectionMachine, batch: Vec<(Change, Event)>) {
+        let (changes, events): (Vec<Change>, Vec<Event>) = batch.into_iter().unzip();
+        match self.store.apply(&changes).await {
+            Ok(()) => {
+                for event in events {
+                    self.emit(ClientEvent::Event(event));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "store write failed; stopping");
+                self.emit(ClientEvent::StoreFailed(e));
+                self.failed = true;
+                self.stopping = true;
+                machine.close_locally(self.now());
+            }
+        }
+    }
+
+    /// Resolves or forwards one machine event (persistence events are batched by `drain`).
+    fn on_event(&mut self, event: Event) {
         match event {
-            Event::CredentialsChanged(credentials) => {
-                self.store.save(&credentials).await?;
-                self.emit(ClientEvent::Event(Event::CredentialsChanged(credentials)));
-            }
-            Event::MessageCached(message) => {
-                self.store.save_sent(&message).await?;
-                self.emit(ClientEvent::Event(Event::MessageCached(message)));
-            }
             Event::IqResponse { id, result } => match self.iqs.remove(&id) {
                 Some(tx) => {
                     let _ = tx.send(Ok(result));
@@ -488,7 +513,6 @@ impl<R: Runtime, S: CredentialStore> Driver<R, S> {
             Event::Closed { reason, reconnect } => self.closed = Some((reason, reconnect)),
             other => self.emit(ClientEvent::Event(other)),
         }
-        Ok(())
     }
 
     /// After the machine closed and the socket is shut: deletes logged-out credentials,

@@ -66,3 +66,5 @@ pub mod tokio;
 pub use client::{Client, ClientConfig, ClientError, ClientEvent, Events, WHATSAPP_URL};
 pub use driver::Error;
 pub use store::{CredentialStore, FileStore, MemoryStore, StoreError};
+#[cfg(feature = "sqlite")]
+pub use store::{SqliteDatabase, SqliteStore};

@@ -1,0 +1,381 @@
+//! The SQL of every table, synchronous, on a connection (or transaction) and an account id.
+//! The async API in `mod.rs` runs these on the blocking pool.
+
+use amarula_core::credentials::Credentials;
+use amarula_core::jid::Jid;
+use amarula_core::machine::SentMessage;
+use bytes::Bytes;
+use rusqlite::{Connection, OptionalExtension, params};
+use serde_json::Value;
+use zeroize::Zeroizing;
+
+use crate::store::{
+    Change, DeviceList, PendingMessage, StoreError, credentials_from_json, credentials_to_json,
+};
+
+/// An account's row id.
+pub(crate) type AccountId = i64;
+
+/// A stored timestamp: SQLite integers are signed, times past `i64::MAX` ms do not occur.
+fn ms(t: u64) -> Result<i64, StoreError> {
+    i64::try_from(t).map_err(|_| StoreError::Corrupt(format!("time {t} ms out of range")))
+}
+
+fn unms(t: i64) -> Result<u64, StoreError> {
+    u64::try_from(t).map_err(|_| StoreError::Corrupt(format!("stored time {t} ms is negative")))
+}
+
+fn jid(s: &str) -> Result<Jid, StoreError> {
+    s.parse()
+        .map_err(|e| StoreError::Corrupt(format!("stored JID `{s}`: {e}")))
+}
+
+/// The row id of account `name`, created when new.
+pub(crate) fn account(conn: &Connection, name: &str) -> Result<AccountId, StoreError> {
+    conn.execute(
+        "INSERT INTO accounts(name) VALUES (?1) ON CONFLICT(name) DO NOTHING",
+        [name],
+    )?;
+    Ok(
+        conn.query_row("SELECT id FROM accounts WHERE name = ?1", [name], |r| {
+            r.get(0)
+        })?,
+    )
+}
+
+pub(crate) fn accounts(conn: &Connection) -> Result<Vec<String>, StoreError> {
+    let mut stmt = conn.prepare_cached("SELECT name FROM accounts ORDER BY id")?;
+    let names = stmt
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    Ok(names)
+}
+
+pub(crate) fn load_credentials(
+    conn: &Connection,
+    account: AccountId,
+) -> Result<Option<Credentials>, StoreError> {
+    let text: Option<Zeroizing<String>> = conn
+        .prepare_cached("SELECT json FROM credentials WHERE account = ?1")?
+        .query_row([account], |r| r.get(0).map(Zeroizing::new))
+        .optional()?;
+    let Some(text) = text else {
+        return Ok(None);
+    };
+    let value: Value = serde_json::from_str(&text)?;
+    Ok(Some(credentials_from_json(&value)?))
+}
+
+fn save_credentials(
+    conn: &Connection,
+    account: AccountId,
+    credentials: &Credentials,
+) -> Result<(), StoreError> {
+    // The serialized secrets are wiped when the write is done.
+    let text = Zeroizing::new(credentials_to_json(credentials).to_string());
+    conn.prepare_cached(
+        "INSERT INTO credentials(account, json) VALUES (?1, ?2)
+         ON CONFLICT(account) DO UPDATE SET json = excluded.json",
+    )?
+    .execute(params![account, text.as_str()])?;
+    Ok(())
+}
+
+/// Records `m` as the newest sent message and drops those past the newest `limit`.
+fn save_sent(
+    conn: &Connection,
+    account: AccountId,
+    m: &SentMessage,
+    limit: usize,
+) -> Result<(), StoreError> {
+    conn.prepare_cached("DELETE FROM sent_messages WHERE account = ?1 AND id = ?2")?
+        .execute(params![account, m.id])?;
+    let seq: i64 = conn
+        .prepare_cached(
+            "INSERT INTO sent_messages(account, seq, id, recipient, kind, context, sent_unix_ms)
+             VALUES (?1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM sent_messages WHERE account = ?1),
+                     ?2, ?3, ?4, ?5, ?6)
+             RETURNING seq",
+        )?
+        .query_row(
+            params![
+                account,
+                m.id,
+                m.to.to_string(),
+                m.kind,
+                m.context.as_ref(),
+                ms(m.sent_unix_ms)?
+            ],
+            |r| r.get(0),
+        )?;
+    // A message relayed again leaves a gap in `seq`, so this keeps at most `limit`.
+    let keep = i64::try_from(limit).unwrap_or(i64::MAX);
+    conn.prepare_cached("DELETE FROM sent_messages WHERE account = ?1 AND seq <= ?2")?
+        .execute(params![account, seq.saturating_sub(keep)])?;
+    Ok(())
+}
+
+/// Drops the sent messages older than `before_unix_ms`; returns how many.
+pub(crate) fn prune_sent(
+    conn: &Connection,
+    account: AccountId,
+    before_unix_ms: u64,
+) -> Result<usize, StoreError> {
+    let before = i64::try_from(before_unix_ms).unwrap_or(i64::MAX);
+    Ok(conn
+        .prepare_cached("DELETE FROM sent_messages WHERE account = ?1 AND sent_unix_ms < ?2")?
+        .execute(params![account, before])?)
+}
+
+pub(crate) fn load_sent(
+    conn: &Connection,
+    account: AccountId,
+) -> Result<Vec<SentMessage>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, recipient, kind, context, sent_unix_ms FROM sent_messages
+         WHERE account = ?1 ORDER BY seq",
+    )?;
+    let mut rows = stmt.query([account])?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next()? {
+        let to: String = r.get(1)?;
+        let context: Vec<u8> = r.get(3)?;
+        out.push(SentMessage {
+            id: r.get(0)?,
+            to: jid(&to)?,
+            kind: r.get(2)?,
+            context: Bytes::from(context),
+            sent_unix_ms: unms(r.get(4)?)?,
+        });
+    }
+    Ok(out)
+}
+
+/// Everything of the account but its row.
+pub(crate) fn delete_account_data(conn: &Connection, account: AccountId) -> Result<(), StoreError> {
+    for table in [
+        "credentials",
+        "sent_messages",
+        "prekeys",
+        "signed_prekeys",
+        "sessions",
+        "sender_keys",
+        "identities",
+        "device_lists",
+        "lid_mappings",
+        "pending_messages",
+    ] {
+        conn.execute(
+            &format!("DELETE FROM {table} WHERE account = ?1"),
+            [account],
+        )?;
+    }
+    Ok(())
+}
+
+/// Applies one change (inside the caller's transaction).
+pub(crate) fn apply(
+    conn: &Connection,
+    account: AccountId,
+    change: &Change,
+    sent_limit: usize,
+) -> Result<(), StoreError> {
+    let exec = |sql: &str, p: &[&dyn rusqlite::ToSql]| -> Result<(), StoreError> {
+        conn.prepare_cached(sql)?.execute(p)?;
+        Ok(())
+    };
+    match change {
+        Change::Credentials(c) => save_credentials(conn, account, c)?,
+        Change::SentMessage(m) => save_sent(conn, account, m, sent_limit)?,
+        Change::PreKey { id, record } => exec(
+            "INSERT OR REPLACE INTO prekeys(account, id, record) VALUES (?1, ?2, ?3)",
+            params![account, id, record],
+        )?,
+        Change::RemovePreKey(id) => exec(
+            "DELETE FROM prekeys WHERE account = ?1 AND id = ?2",
+            params![account, id],
+        )?,
+        Change::SignedPreKey { id, record } => exec(
+            "INSERT OR REPLACE INTO signed_prekeys(account, id, record) VALUES (?1, ?2, ?3)",
+            params![account, id, record],
+        )?,
+        Change::RemoveSignedPreKey(id) => exec(
+            "DELETE FROM signed_prekeys WHERE account = ?1 AND id = ?2",
+            params![account, id],
+        )?,
+        Change::Session { address, record } => exec(
+            "INSERT OR REPLACE INTO sessions(account, address, user, record)
+             VALUES (?1, ?2, ?3, ?4)",
+            params![
+                account,
+                address.to_string(),
+                address.to_non_device().to_string(),
+                record
+            ],
+        )?,
+        Change::RemoveSession(address) => exec(
+            "DELETE FROM sessions WHERE account = ?1 AND address = ?2",
+            params![account, address.to_string()],
+        )?,
+        Change::SenderKey {
+            group,
+            sender,
+            record,
+        } => exec(
+            "INSERT OR REPLACE INTO sender_keys(account, group_jid, sender, record)
+             VALUES (?1, ?2, ?3, ?4)",
+            params![account, group.to_string(), sender.to_string(), record],
+        )?,
+        Change::Identity { address, key } => exec(
+            "INSERT OR REPLACE INTO identities(account, address, key) VALUES (?1, ?2, ?3)",
+            params![account, address.to_string(), key],
+        )?,
+        Change::DeviceList { user, list } => {
+            let devices: Vec<u8> = list.devices.iter().flat_map(|d| d.to_le_bytes()).collect();
+            exec(
+                "INSERT OR REPLACE INTO device_lists(account, user, devices, updated_unix_ms)
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![
+                    account,
+                    user.to_non_device().to_string(),
+                    devices,
+                    ms(list.updated_unix_ms)?
+                ],
+            )?;
+        }
+        Change::LidMapping { lid, phone } => {
+            let (lid, phone) = (
+                lid.to_non_device().to_string(),
+                phone.to_non_device().to_string(),
+            );
+            // A phone number moves to a new LID (or the reverse): the old pair goes.
+            exec(
+                "DELETE FROM lid_mappings WHERE account = ?1 AND (lid = ?2 OR phone = ?3)",
+                params![account, lid, phone],
+            )?;
+            exec(
+                "INSERT INTO lid_mappings(account, lid, phone) VALUES (?1, ?2, ?3)",
+                params![account, lid, phone],
+            )?;
+        }
+        Change::Pending(p) => {
+            let token = p.ack_token.map(|t| i64::from_ne_bytes(t.to_ne_bytes()));
+            exec(
+                "INSERT INTO pending_messages(account, id, node, ack_token, received_unix_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT(account, id) DO UPDATE SET node = excluded.node,
+                     ack_token = excluded.ack_token, received_unix_ms = excluded.received_unix_ms",
+                params![account, p.id, p.node, token, ms(p.received_unix_ms)?],
+            )?;
+        }
+        Change::PendingDone(id) => exec(
+            "DELETE FROM pending_messages WHERE account = ?1 AND id = ?2",
+            params![account, id],
+        )?,
+    }
+    Ok(())
+}
+
+/// One blob by key, from `sql` with parameters `p`.
+pub(crate) fn blob(
+    conn: &Connection,
+    sql: &str,
+    p: &[&dyn rusqlite::ToSql],
+) -> Result<Option<Vec<u8>>, StoreError> {
+    Ok(conn
+        .prepare_cached(sql)?
+        .query_row(p, |r| r.get(0))
+        .optional()?)
+}
+
+pub(crate) fn sessions_for(
+    conn: &Connection,
+    account: AccountId,
+    user: &Jid,
+) -> Result<Vec<(Jid, Vec<u8>)>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT address, record FROM sessions WHERE account = ?1 AND user = ?2 ORDER BY address",
+    )?;
+    let mut rows = stmt.query(params![account, user.to_non_device().to_string()])?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next()? {
+        let address: String = r.get(0)?;
+        out.push((jid(&address)?, r.get(1)?));
+    }
+    Ok(out)
+}
+
+pub(crate) fn count(conn: &Connection, table: &str, account: AccountId) -> Result<u64, StoreError> {
+    let n: i64 = conn.query_row(
+        &format!("SELECT count(*) FROM {table} WHERE account = ?1"),
+        [account],
+        |r| r.get(0),
+    )?;
+    Ok(u64::try_from(n).unwrap_or(0))
+}
+
+pub(crate) fn device_list(
+    conn: &Connection,
+    account: AccountId,
+    user: &Jid,
+) -> Result<Option<DeviceList>, StoreError> {
+    let row: Option<(Vec<u8>, i64)> = conn
+        .prepare_cached(
+            "SELECT devices, updated_unix_ms FROM device_lists WHERE account = ?1 AND user = ?2",
+        )?
+        .query_row(params![account, user.to_non_device().to_string()], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .optional()?;
+    let Some((bytes, updated)) = row else {
+        return Ok(None);
+    };
+    if bytes.len() % 2 != 0 {
+        return Err(StoreError::Corrupt("device list of odd length".into()));
+    }
+    Ok(Some(DeviceList {
+        devices: bytes
+            .chunks_exact(2)
+            .map(|p| u16::from_le_bytes([p[0], p[1]]))
+            .collect(),
+        updated_unix_ms: unms(updated)?,
+    }))
+}
+
+/// The other side of a LID mapping: `sql` selects one column by account and `key`.
+pub(crate) fn lid_mapping(
+    conn: &Connection,
+    account: AccountId,
+    sql: &str,
+    key: &Jid,
+) -> Result<Option<Jid>, StoreError> {
+    let other: Option<String> = conn
+        .prepare_cached(sql)?
+        .query_row(params![account, key.to_non_device().to_string()], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    other.as_deref().map(jid).transpose()
+}
+
+pub(crate) fn pending(
+    conn: &Connection,
+    account: AccountId,
+) -> Result<Vec<PendingMessage>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, node, ack_token, received_unix_ms FROM pending_messages
+         WHERE account = ?1 ORDER BY seq",
+    )?;
+    let mut rows = stmt.query([account])?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next()? {
+        let token: Option<i64> = r.get(2)?;
+        out.push(PendingMessage {
+            id: r.get(0)?,
+            node: r.get(1)?,
+            ack_token: token.map(|t| u64::from_ne_bytes(t.to_ne_bytes())),
+            received_unix_ms: unms(r.get(3)?)?,
+        });
+    }
+    Ok(out)
+}
