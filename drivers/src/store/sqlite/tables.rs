@@ -30,8 +30,18 @@ fn jid(s: &str) -> Result<Jid, StoreError> {
         .map_err(|e| StoreError::Corrupt(format!("stored JID `{s}`: {e}")))
 }
 
-/// The row id of account `name`, created when new.
+/// The row id of account `name`, created when new (read first: opening an existing account
+/// writes nothing, so it costs no flush).
 pub(crate) fn account(conn: &Connection, name: &str) -> Result<AccountId, StoreError> {
+    let find = |conn: &Connection| {
+        conn.query_row("SELECT id FROM accounts WHERE name = ?1", [name], |r| {
+            r.get(0)
+        })
+        .optional()
+    };
+    if let Some(id) = find(conn)? {
+        return Ok(id);
+    }
     conn.execute(
         "INSERT INTO accounts(name) VALUES (?1) ON CONFLICT(name) DO NOTHING",
         [name],
