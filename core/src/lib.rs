@@ -16,6 +16,8 @@
 //! - [`xeddsa`]: curve25519 (XEdDSA-style) signatures used by certificates and pairing.
 //! - [`credentials`] and [`pairing`]: the device's long-term keys, the ClientPayload, QR and
 //!   phone-code pairing.
+//! - [`signal`]: the Signal protocol (X3DH, Double Ratchet, sender keys) for end-to-end
+//!   encryption, as pure functions over records the caller persists.
 //! - [`machine`]: the [`machine::ConnectionMachine`], which owns a whole server conversation.
 //! - [`time`]: the injected monotonic instant and wall-clock anchor.
 //!
@@ -88,5 +90,6 @@ pub mod jid;
 pub mod machine;
 pub mod noise;
 pub mod pairing;
+pub mod signal;
 pub mod time;
 pub mod xeddsa;

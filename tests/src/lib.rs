@@ -6,9 +6,11 @@
 pub mod binary_vectors;
 pub mod expect;
 pub mod fuzz_noise;
+pub mod fuzz_signal;
 pub mod fuzz_targets;
 pub mod harness;
 pub mod noise_vectors;
 pub mod record;
 pub mod report;
+pub mod signal_vectors;
 pub mod sim;

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use amarula_tests::{fuzz_noise, fuzz_targets};
+use amarula_tests::{fuzz_noise, fuzz_signal, fuzz_targets};
 
 fn replay(target: &str, body: fn(&[u8])) {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -39,6 +39,11 @@ fn machine_corpus() {
     replay("machine", fuzz_targets::machine);
 }
 
+#[test]
+fn signal_parse_corpus() {
+    replay("signal_parse", fuzz_signal::signal_parse);
+}
+
 /// Every corpus folder has a replay test above.
 #[test]
 fn every_corpus_is_replayed() {
@@ -50,7 +55,8 @@ fn every_corpus_is_replayed() {
                 "binary_decode",
                 "frame_decoder",
                 "transport_decrypt",
-                "machine"
+                "machine",
+                "signal_parse"
             ]
             .contains(&name.as_str()),
             "corpus {name} has no replay test"

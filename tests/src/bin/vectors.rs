@@ -10,7 +10,7 @@
 use std::process::ExitCode;
 
 use amarula_tests::report::Report;
-use amarula_tests::{binary_vectors, noise_vectors, record};
+use amarula_tests::{binary_vectors, noise_vectors, record, signal_vectors};
 use serde_json::Value;
 
 fn main() -> ExitCode {
@@ -72,13 +72,8 @@ fn check_file(path: &str) -> Report {
         binary_vectors::check(&json)
     } else if is_list("transcripts") {
         noise_vectors::check(&json)
-    } else if let Some(scenarios) = json.get("scenarios").and_then(Value::as_array) {
-        // Signal vectors belong to the Signal issue; until it lands they are reported as not
-        // checked rather than passed.
-        for (i, _) in scenarios.iter().enumerate() {
-            report.skip(format!("scenario {i}: Signal vectors are not checked yet"));
-        }
-        report
+    } else if is_list("scenarios") {
+        signal_vectors::check(&json)
     } else {
         report.fail("unknown vector schema (no cases, transcripts or scenarios list)".into());
         report
