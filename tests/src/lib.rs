@@ -9,6 +9,7 @@ pub mod fuzz_noise;
 pub mod fuzz_signal;
 pub mod fuzz_targets;
 pub mod harness;
+pub mod json;
 pub mod noise_vectors;
 pub mod record;
 pub mod report;

@@ -20,6 +20,7 @@ use amarula_core::xeddsa;
 use bytes::BytesMut;
 use serde_json::Value;
 
+use crate::json::{arr, get, hex_at};
 use crate::report::Report;
 
 /// Checks every transcript of a `noise_handshake.json`-shaped file.
@@ -41,27 +42,9 @@ pub fn check(file: &Value) -> Report {
     report
 }
 
-/// Follows a path of object keys.
-fn get<'a>(v: &'a Value, path: &[&str]) -> Result<&'a Value, String> {
-    path.iter().try_fold(v, |v, k| {
-        v.get(k)
-            .ok_or_else(|| format!("missing field {}", path.join(".")))
-    })
-}
-
-/// A hex string at `path`, decoded.
-fn hex_at(v: &Value, path: &[&str]) -> Result<Vec<u8>, String> {
-    let s = get(v, path)?
-        .as_str()
-        .ok_or_else(|| format!("{} is not a string", path.join(".")))?;
-    hex::decode(s).map_err(|e| format!("{} is not hex: {e}", path.join(".")))
-}
-
 /// A 32-byte hex key at `path`.
 fn key_at(v: &Value, path: &[&str]) -> Result<[u8; 32], String> {
-    let b = hex_at(v, path)?;
-    <[u8; 32]>::try_from(b.as_slice())
-        .map_err(|_| format!("{} is {} bytes, not 32", path.join("."), b.len()))
+    arr::<32>(v, path)
 }
 
 /// A key pair from `{private, public}`, checking that the public half matches.

@@ -25,6 +25,7 @@ use amarula_core::signal::{
 use rand_core::{RngCore, SeedableRng};
 use serde_json::Value;
 
+use crate::json::{arr, get, hex_at};
 use crate::report::Report;
 
 /// A key source that hands out recorded key pairs in order (then fresh ones from a fixed seed,
@@ -90,26 +91,6 @@ pub fn check(file: &Value) -> Report {
         report.merge(sub);
     }
     report
-}
-
-fn get<'a>(v: &'a Value, path: &[&str]) -> Result<&'a Value, String> {
-    path.iter().try_fold(v, |v, k| {
-        v.get(k)
-            .ok_or_else(|| format!("missing field {}", path.join(".")))
-    })
-}
-
-fn hex_at(v: &Value, path: &[&str]) -> Result<Vec<u8>, String> {
-    let s = get(v, path)?
-        .as_str()
-        .ok_or_else(|| format!("{} is not a string", path.join(".")))?;
-    hex::decode(s).map_err(|e| format!("{} is not hex: {e}", path.join(".")))
-}
-
-fn arr<const N: usize>(v: &Value, path: &[&str]) -> Result<[u8; N], String> {
-    let b = hex_at(v, path)?;
-    b.try_into()
-        .map_err(|_| format!("{} is not {N} bytes", path.join(".")))
 }
 
 fn u32_at(v: &Value, path: &[&str]) -> Result<u32, String> {
