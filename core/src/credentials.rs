@@ -90,6 +90,9 @@ pub struct Credentials {
     pub push_name: Option<String>,
     /// Edge routing info from the server, sent in front of the next handshake.
     pub routing_info: Option<Bytes>,
+    /// The id the next generated one-time prekey gets (ids are never reused; 24 bits, so it
+    /// wraps back to 1 after 16,777,215).
+    pub next_prekey_id: u32,
 }
 
 impl Credentials {
@@ -112,6 +115,7 @@ impl Credentials {
             own_lid: None,
             push_name: None,
             routing_info: None,
+            next_prekey_id: 1,
         }
     }
 
@@ -131,6 +135,7 @@ impl fmt::Debug for Credentials {
             .field("adv_secret", &"[redacted]")
             .field("device", &self.device)
             .field("own_lid", &self.own_lid)
+            .field("next_prekey_id", &self.next_prekey_id)
             .finish_non_exhaustive()
     }
 }

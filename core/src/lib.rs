@@ -90,6 +90,7 @@ pub mod jid;
 pub mod machine;
 pub mod noise;
 pub mod pairing;
+pub mod persist;
 pub mod signal;
 pub mod time;
 pub mod xeddsa;

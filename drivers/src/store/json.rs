@@ -72,6 +72,7 @@ pub fn credentials_to_json(c: &Credentials) -> Value {
         "own_lid": c.own_lid.as_ref().map(ToString::to_string),
         "push_name": c.push_name,
         "routing_info": c.routing_info.as_ref().map(hex::encode),
+        "next_prekey_id": c.next_prekey_id,
     })
 }
 
@@ -156,6 +157,11 @@ pub fn credentials_from_json(v: &Value) -> Result<Credentials, CredentialsJsonEr
             .map(|s| unhex(s, "routing_info"))
             .transpose()?
             .map(Bytes::from),
+        // Absent in files written before prekeys were generated: start at 1.
+        next_prekey_id: match v.get("next_prekey_id") {
+            None | Some(Value::Null) => 1,
+            Some(_) => u32_field(v, "next_prekey_id")?,
+        },
     })
 }
 

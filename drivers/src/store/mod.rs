@@ -14,12 +14,10 @@
 //! The trait is async so that a store may do real IO; every future must be `Send`, as the
 //! drive task may move between threads.
 
-use std::fmt;
 use std::future::Future;
 use std::io;
 
 use amarula_core::credentials::Credentials;
-use amarula_core::jid::Jid;
 use amarula_core::machine::SentMessage;
 
 mod file;
@@ -30,6 +28,7 @@ mod sqlite;
 #[cfg(test)]
 pub(crate) mod testutil;
 
+pub use amarula_core::persist::{Change, DeviceList, LoadRequest, Loaded, PendingMessage};
 pub use file::FileStore;
 pub use json::{CredentialsJsonError, credentials_from_json, credentials_to_json};
 pub use memory::{MEMORY_SENT_LIMIT, MemoryStore};
@@ -158,159 +157,3 @@ pub enum StoreError {
     Unsupported(&'static str),
 }
 
-/// The devices of one user as last fetched, with when.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeviceList {
-    /// The device ids (0 is the phone).
-    pub devices: Vec<u16>,
-    /// Unix time in milliseconds of the fetch.
-    pub updated_unix_ms: u64,
-}
-
-/// An incoming stanza the application has not confirmed yet: kept so that it is handled after
-/// a crash, and acked to the server only once it is handled.
-#[derive(Clone, PartialEq, Eq)]
-pub struct PendingMessage {
-    /// A key unique among the pending messages, e.g. the sender and the stanza id.
-    pub id: String,
-    /// The stanza, binary-encoded.
-    pub node: Vec<u8>,
-    /// The held ack's raw token ([`AckToken::to_raw`](amarula_core::machine::AckToken)), valid
-    /// only on the connection that received it; `None` when the ack was already sent.
-    pub ack_token: Option<u64>,
-    /// Unix time in milliseconds when it arrived.
-    pub received_unix_ms: u64,
-}
-
-impl fmt::Debug for PendingMessage {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // The stanza may hold message content: only its size is shown.
-        f.debug_struct("PendingMessage")
-            .field("id", &self.id)
-            .field("node_len", &self.node.len())
-            .field("ack_token", &self.ack_token)
-            .field("received_unix_ms", &self.received_unix_ms)
-            .finish()
-    }
-}
-
-/// One persistence event. A batch of them (`&[Change]`) is stored all or nothing by
-/// [`CredentialStore::apply`]. Signal records are opaque bytes here; their format belongs to
-/// the Signal layer.
-#[derive(Clone)]
-#[non_exhaustive]
-pub enum Change {
-    /// Replace the credentials (boxed: they are large next to the other changes).
-    Credentials(Box<Credentials>),
-    /// Record a relayed message for retry receipts (see [`CredentialStore::save_sent`]).
-    SentMessage(SentMessage),
-    /// Store (or replace) a one-time prekey.
-    PreKey {
-        /// The prekey id.
-        id: u32,
-        /// The serialized prekey record.
-        record: Vec<u8>,
-    },
-    /// Forget a one-time prekey (it was used).
-    RemovePreKey(u32),
-    /// Store (or replace) a signed prekey.
-    SignedPreKey {
-        /// The signed prekey id.
-        id: u32,
-        /// The serialized signed prekey record.
-        record: Vec<u8>,
-    },
-    /// Forget a signed prekey.
-    RemoveSignedPreKey(u32),
-    /// Store (or replace) the Signal session with one device.
-    Session {
-        /// The device (a device JID).
-        address: Jid,
-        /// The serialized session record.
-        record: Vec<u8>,
-    },
-    /// Forget the Signal session with one device.
-    RemoveSession(Jid),
-    /// Store (or replace) a group sender key.
-    SenderKey {
-        /// The group.
-        group: Jid,
-        /// The sending device.
-        sender: Jid,
-        /// The serialized sender key record.
-        record: Vec<u8>,
-    },
-    /// Store (or replace) the identity key of a device.
-    Identity {
-        /// The device.
-        address: Jid,
-        /// The public identity key.
-        key: Vec<u8>,
-    },
-    /// Store (or replace) a user's device list.
-    DeviceList {
-        /// The user (a JID without device).
-        user: Jid,
-        /// The devices.
-        list: DeviceList,
-    },
-    /// Record that a LID and a phone number JID are the same user.
-    LidMapping {
-        /// The LID user.
-        lid: Jid,
-        /// The phone number user.
-        phone: Jid,
-    },
-    /// Keep an incoming message until the application confirms it.
-    Pending(PendingMessage),
-    /// The application handled this pending message (by [`PendingMessage::id`]).
-    PendingDone(String),
-}
-
-impl Change {
-    /// A short name of the kind of change, for errors and logs.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Self::Credentials(_) => "credentials",
-            Self::SentMessage(_) => "sent messages",
-            Self::PreKey { .. } | Self::RemovePreKey(_) => "prekeys",
-            Self::SignedPreKey { .. } | Self::RemoveSignedPreKey(_) => "signed prekeys",
-            Self::Session { .. } | Self::RemoveSession(_) => "sessions",
-            Self::SenderKey { .. } => "sender keys",
-            Self::Identity { .. } => "identities",
-            Self::DeviceList { .. } => "device lists",
-            Self::LidMapping { .. } => "LID mappings",
-            Self::Pending(_) | Self::PendingDone(_) => "pending messages",
-        }
-    }
-}
-
-impl fmt::Debug for Change {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Records hold private keys: only their size is shown, never their bytes.
-        match self {
-            Self::Credentials(_) => f.write_str("Credentials(..)"),
-            Self::SentMessage(m) => write!(f, "SentMessage({})", m.id),
-            Self::PreKey { id, record } => write!(f, "PreKey({id}, {} bytes)", record.len()),
-            Self::RemovePreKey(id) => write!(f, "RemovePreKey({id})"),
-            Self::SignedPreKey { id, record } => {
-                write!(f, "SignedPreKey({id}, {} bytes)", record.len())
-            }
-            Self::RemoveSignedPreKey(id) => write!(f, "RemoveSignedPreKey({id})"),
-            Self::Session { address, record } => {
-                write!(f, "Session({address}, {} bytes)", record.len())
-            }
-            Self::RemoveSession(address) => write!(f, "RemoveSession({address})"),
-            Self::SenderKey {
-                group,
-                sender,
-                record,
-            } => write!(f, "SenderKey({group}, {sender}, {} bytes)", record.len()),
-            Self::Identity { address, .. } => write!(f, "Identity({address})"),
-            Self::DeviceList { user, list } => write!(f, "DeviceList({user}, {list:?})"),
-            Self::LidMapping { lid, phone } => write!(f, "LidMapping({lid}, {phone})"),
-            Self::Pending(p) => write!(f, "Pending({p:?})"),
-            Self::PendingDone(id) => write!(f, "PendingDone({id})"),
-        }
-    }
-}

@@ -282,6 +282,7 @@ pub(crate) fn apply(
             "DELETE FROM pending_messages WHERE account = ?1 AND id = ?2",
             params![account, id],
         )?,
+        other => return Err(StoreError::Unsupported(other.kind())),
     }
     Ok(())
 }

@@ -1,0 +1,248 @@
+//! Persistence events: what the core hands out for the application's store, and what it asks
+//! the store to load.
+//!
+//! The core never calls a store. Every change to state that must outlive the process (the
+//! credentials, Signal sessions, prekeys, sender keys, device lists, sent messages, incoming
+//! messages the application has not confirmed) leaves the machine as a [`Change`], in order and
+//! before any frame that depends on it. A store applies consecutive changes as one batch.
+//!
+//! Loading is lazy: an account may hold tens of thousands of sessions, so the core keeps only
+//! what it has used and asks for the rest with a [`LoadRequest`]
+//! ([`Event::Load`](crate::machine::Event::Load)); the driver answers with [`Loaded`]
+//! ([`ConnectionMachine::provide`](crate::machine::ConnectionMachine::provide)). Work that needs
+//! the records waits meanwhile; other work goes on.
+
+use std::fmt;
+
+use crate::credentials::Credentials;
+use crate::jid::Jid;
+use crate::machine::SentMessage;
+
+/// The devices of one user as last fetched, with when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceList {
+    /// The device ids (0 is the phone).
+    pub devices: Vec<u16>,
+    /// Unix time in milliseconds of the fetch.
+    pub updated_unix_ms: u64,
+}
+
+/// An incoming stanza the application has not confirmed yet: kept so that it is handled after
+/// a crash, and acked to the server only once it is handled.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PendingMessage {
+    /// A key unique among the pending messages, e.g. the sender and the stanza id.
+    pub id: String,
+    /// The stanza, binary-encoded.
+    pub node: Vec<u8>,
+    /// The held ack's raw token ([`AckToken::to_raw`](crate::machine::AckToken)), valid
+    /// only on the connection that received it; `None` when the ack was already sent.
+    pub ack_token: Option<u64>,
+    /// Unix time in milliseconds when it arrived.
+    pub received_unix_ms: u64,
+}
+
+impl fmt::Debug for PendingMessage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The stanza may hold message content: only its size is shown.
+        f.debug_struct("PendingMessage")
+            .field("id", &self.id)
+            .field("node_len", &self.node.len())
+            .field("ack_token", &self.ack_token)
+            .field("received_unix_ms", &self.received_unix_ms)
+            .finish()
+    }
+}
+
+/// One persistence event. A batch of them (`&[Change]`) is stored all or nothing by
+/// [`CredentialStore::apply`]. Signal records are opaque bytes here; their format belongs to
+/// the Signal layer.
+#[derive(Clone)]
+#[non_exhaustive]
+pub enum Change {
+    /// Replace the credentials (boxed: they are large next to the other changes).
+    Credentials(Box<Credentials>),
+    /// Record a relayed message for retry receipts (see [`CredentialStore::save_sent`]).
+    SentMessage(SentMessage),
+    /// Store (or replace) a one-time prekey.
+    PreKey {
+        /// The prekey id.
+        id: u32,
+        /// The serialized prekey record.
+        record: Vec<u8>,
+    },
+    /// Forget a one-time prekey (it was used).
+    RemovePreKey(u32),
+    /// Store (or replace) a signed prekey.
+    SignedPreKey {
+        /// The signed prekey id.
+        id: u32,
+        /// The serialized signed prekey record.
+        record: Vec<u8>,
+    },
+    /// Forget a signed prekey.
+    RemoveSignedPreKey(u32),
+    /// Store (or replace) the Signal session with one device.
+    Session {
+        /// The device (a device JID).
+        address: Jid,
+        /// The serialized session record.
+        record: Vec<u8>,
+    },
+    /// Forget the Signal session with one device.
+    RemoveSession(Jid),
+    /// Store (or replace) a group sender key.
+    SenderKey {
+        /// The group.
+        group: Jid,
+        /// The sending device.
+        sender: Jid,
+        /// The serialized sender key record.
+        record: Vec<u8>,
+    },
+    /// Store (or replace) the identity key of a device.
+    Identity {
+        /// The device.
+        address: Jid,
+        /// The public identity key.
+        key: Vec<u8>,
+    },
+    /// Store (or replace) a user's device list.
+    DeviceList {
+        /// The user (a JID without device).
+        user: Jid,
+        /// The devices.
+        list: DeviceList,
+    },
+    /// Record that a LID and a phone number JID are the same user.
+    LidMapping {
+        /// The LID user.
+        lid: Jid,
+        /// The phone number user.
+        phone: Jid,
+    },
+    /// Keep an incoming message until the application confirms it.
+    Pending(PendingMessage),
+    /// The application handled this pending message (by [`PendingMessage::id`]).
+    PendingDone(String),
+}
+
+impl Change {
+    /// A short name of the kind of change, for errors and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Credentials(_) => "credentials",
+            Self::SentMessage(_) => "sent messages",
+            Self::PreKey { .. } | Self::RemovePreKey(_) => "prekeys",
+            Self::SignedPreKey { .. } | Self::RemoveSignedPreKey(_) => "signed prekeys",
+            Self::Session { .. } | Self::RemoveSession(_) => "sessions",
+            Self::SenderKey { .. } => "sender keys",
+            Self::Identity { .. } => "identities",
+            Self::DeviceList { .. } => "device lists",
+            Self::LidMapping { .. } => "LID mappings",
+            Self::Pending(_) | Self::PendingDone(_) => "pending messages",
+        }
+    }
+}
+
+impl fmt::Debug for Change {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Records hold private keys: only their size is shown, never their bytes.
+        match self {
+            Self::Credentials(_) => f.write_str("Credentials(..)"),
+            Self::SentMessage(m) => write!(f, "SentMessage({})", m.id),
+            Self::PreKey { id, record } => write!(f, "PreKey({id}, {} bytes)", record.len()),
+            Self::RemovePreKey(id) => write!(f, "RemovePreKey({id})"),
+            Self::SignedPreKey { id, record } => {
+                write!(f, "SignedPreKey({id}, {} bytes)", record.len())
+            }
+            Self::RemoveSignedPreKey(id) => write!(f, "RemoveSignedPreKey({id})"),
+            Self::Session { address, record } => {
+                write!(f, "Session({address}, {} bytes)", record.len())
+            }
+            Self::RemoveSession(address) => write!(f, "RemoveSession({address})"),
+            Self::SenderKey {
+                group,
+                sender,
+                record,
+            } => write!(f, "SenderKey({group}, {sender}, {} bytes)", record.len()),
+            Self::Identity { address, .. } => write!(f, "Identity({address})"),
+            Self::DeviceList { user, list } => write!(f, "DeviceList({user}, {list:?})"),
+            Self::LidMapping { lid, phone } => write!(f, "LidMapping({lid}, {phone})"),
+            Self::Pending(p) => write!(f, "Pending({p:?})"),
+            Self::PendingDone(id) => write!(f, "PendingDone({id})"),
+        }
+    }
+}
+
+/// Records the core needs and does not hold: the driver looks each up in its store and
+/// answers with [`Loaded`], giving `None` for what the store does not have.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LoadRequest {
+    /// Signal sessions, by device JID.
+    pub sessions: Vec<Jid>,
+    /// Sender keys, by (group, sending device).
+    pub sender_keys: Vec<(Jid, Jid)>,
+    /// One-time prekeys, by id.
+    pub prekeys: Vec<u32>,
+    /// Device lists, by user JID (without device).
+    pub device_lists: Vec<Jid>,
+}
+
+impl LoadRequest {
+    /// Whether nothing is asked for.
+    pub fn is_empty(&self) -> bool {
+        self.sessions.is_empty()
+            && self.sender_keys.is_empty()
+            && self.prekeys.is_empty()
+            && self.device_lists.is_empty()
+    }
+}
+
+/// The answer to a [`LoadRequest`]: one entry per record asked for, `None` when the store does
+/// not have it. Records asked for but missing from the answer count as absent.
+#[derive(Clone, Default)]
+#[non_exhaustive]
+pub struct Loaded {
+    /// Serialized session records.
+    pub sessions: Vec<(Jid, Option<Vec<u8>>)>,
+    /// Serialized sender key records.
+    pub sender_keys: Vec<((Jid, Jid), Option<Vec<u8>>)>,
+    /// Serialized prekey records.
+    pub prekeys: Vec<(u32, Option<Vec<u8>>)>,
+    /// Device lists.
+    pub device_lists: Vec<(Jid, Option<DeviceList>)>,
+}
+
+impl Loaded {
+    /// An answer with nothing found (a store that keeps no Signal state).
+    pub fn nothing_for(request: &LoadRequest) -> Self {
+        Self {
+            sessions: request.sessions.iter().map(|j| (j.clone(), None)).collect(),
+            sender_keys: request
+                .sender_keys
+                .iter()
+                .map(|k| (k.clone(), None))
+                .collect(),
+            prekeys: request.prekeys.iter().map(|id| (*id, None)).collect(),
+            device_lists: request
+                .device_lists
+                .iter()
+                .map(|j| (j.clone(), None))
+                .collect(),
+        }
+    }
+}
+
+impl fmt::Debug for Loaded {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Records hold private keys: only counts are shown.
+        f.debug_struct("Loaded")
+            .field("sessions", &self.sessions.len())
+            .field("sender_keys", &self.sender_keys.len())
+            .field("prekeys", &self.prekeys.len())
+            .field("device_lists", &self.device_lists.len())
+            .finish()
+    }
+}
