@@ -175,6 +175,9 @@ impl fmt::Debug for Change {
     }
 }
 
+/// A sender key's name: the group and the sending device.
+pub type SenderKeyName = (Jid, Jid);
+
 /// Records the core needs and does not hold: the driver looks each up in its store and
 /// answers with [`Loaded`], giving `None` for what the store does not have.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -183,7 +186,7 @@ pub struct LoadRequest {
     /// Signal sessions, by device JID.
     pub sessions: Vec<Jid>,
     /// Sender keys, by (group, sending device).
-    pub sender_keys: Vec<(Jid, Jid)>,
+    pub sender_keys: Vec<SenderKeyName>,
     /// One-time prekeys, by id.
     pub prekeys: Vec<u32>,
     /// Device lists, by user JID (without device).
@@ -208,7 +211,7 @@ pub struct Loaded {
     /// Serialized session records.
     pub sessions: Vec<(Jid, Option<Vec<u8>>)>,
     /// Serialized sender key records.
-    pub sender_keys: Vec<((Jid, Jid), Option<Vec<u8>>)>,
+    pub sender_keys: Vec<(SenderKeyName, Option<Vec<u8>>)>,
     /// Serialized prekey records.
     pub prekeys: Vec<(u32, Option<Vec<u8>>)>,
     /// Device lists.

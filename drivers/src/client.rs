@@ -6,10 +6,12 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use amarula_core::binary::Node;
+use amarula_core::jid::Jid;
 use amarula_core::machine::{
     AckToken, CloseReason, Config, Confirm, Event, IqRequest, IqResult, MessageAckResult,
-    Reconnect, SendError,
+    MessagingError, Reconnect, SendError,
 };
+use amarula_proto::wa::Message;
 use bytes::Bytes;
 use futures_channel::oneshot;
 use futures_util::Stream;
@@ -85,6 +87,13 @@ pub enum ClientError {
     /// The client has stopped.
     #[error("the client has stopped")]
     Stopped,
+    /// The message could not be encrypted or relayed (no devices, a failed query, …).
+    #[error(transparent)]
+    Messaging(#[from] MessagingError),
+    /// The server did not accept the message: its ack carried an error, or it did not come in
+    /// time, or the connection ended first (then send it again).
+    #[error("the server did not accept the message: {0:?}")]
+    NotAccepted(MessageAckResult),
 }
 
 type Reply<T> = oneshot::Sender<Result<T, ClientError>>;
@@ -93,6 +102,7 @@ type Reply<T> = oneshot::Sender<Result<T, ClientError>>;
 pub(crate) enum Command {
     Iq(IqRequest, Reply<IqResult>),
     Relay(Node, Bytes, Reply<MessageAckResult>),
+    SendMessage(Jid, Box<Message>, Reply<String>),
     Send(Node, Reply<()>),
     Confirm(AckToken, Confirm, Reply<()>),
     PairingCode(String, Reply<String>),
@@ -108,6 +118,7 @@ impl Command {
         let _ = match self {
             Self::Iq(_, tx) => tx.send(Err(error)).map_err(drop),
             Self::Relay(_, _, tx) => tx.send(Err(error)).map_err(drop),
+            Self::SendMessage(_, _, tx) => tx.send(Err(error)).map_err(drop),
             Self::Send(_, tx) | Self::Confirm(_, _, tx) => tx.send(Err(error)).map_err(drop),
             Self::PairingCode(_, tx) => tx.send(Err(error)).map_err(drop),
             Self::Disconnect(tx) | Self::Stop(tx) => tx.send(()),
@@ -153,6 +164,30 @@ impl Client {
         context: Bytes,
     ) -> Result<MessageAckResult, ClientError> {
         self.call(|tx| Command::Relay(node, context, tx)).await
+    }
+
+    /// Sends an end-to-end encrypted text message to a user (every device of theirs, and our
+    /// own other devices) or a group, and returns its id once the server has accepted it.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: amarula::Client) -> Result<(), amarula::ClientError> {
+    /// let to = "15551234567@s.whatsapp.net".parse().expect("a JID");
+    /// let id = client.send_text(&to, "hi").await?;
+    /// # let _ = id; Ok(()) }
+    /// ```
+    pub async fn send_text(&self, to: &Jid, text: &str) -> Result<String, ClientError> {
+        let message = Message {
+            conversation: Some(text.to_owned()),
+            ..Message::default()
+        };
+        self.send_message(to, message).await
+    }
+
+    /// Sends any `Message` end-to-end encrypted (see [`send_text`](Self::send_text)).
+    pub async fn send_message(&self, to: &Jid, message: Message) -> Result<String, ClientError> {
+        let to = to.clone();
+        self.call(|tx| Command::SendMessage(to, Box::new(message), tx))
+            .await
     }
 
     /// Sends a node that needs no answer (receipts, presence, …); returns once it is queued

@@ -150,6 +150,7 @@ pub(crate) async fn start<R: Runtime, S: CredentialStore>(
     };
     let mut session = Session::new(credentials, &config.machine);
     session.restore_sent(store.load_sent().await?);
+    session.restore_pending(store.load_pending().await?);
     let (command_tx, command_rx) = async_channel::unbounded();
     let (event_tx, event_rx) = async_channel::unbounded();
     let driver = Driver::<R, S> {
@@ -161,6 +162,7 @@ pub(crate) async fn start<R: Runtime, S: CredentialStore>(
         origin: std::time::Instant::now(),
         iqs: HashMap::new(),
         acks: HashMap::new(),
+        sends: HashMap::new(),
         closed: None,
         failed: false,
         stopping: false,
@@ -191,6 +193,8 @@ struct Driver<R, S> {
     iqs: HashMap<RequestId, Reply<IqResult>>,
     /// By message id; a message relayed again while pending resolves every waiter.
     acks: HashMap<String, Vec<Reply<MessageAckResult>>>,
+    /// Messages given to `send_text`, by id, until the server's ack or a failure.
+    sends: HashMap<String, Reply<String>>,
     /// Set from [`Event::Closed`] while draining.
     closed: Option<(CloseReason, Reconnect)>,
     /// A store write failed: nothing more may be sent.
@@ -393,6 +397,16 @@ impl<R: Runtime, S: CredentialStore> Driver<R, S> {
                     }
                 }
             }
+            Command::SendMessage(to, message, tx) => {
+                match machine.send_message(now, &to, *message) {
+                    Ok(id) => {
+                        self.sends.insert(id, tx);
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(e.into()));
+                    }
+                }
+            }
             Command::Send(node, tx) => {
                 let _ = tx.send(machine.send_node(now, &node).map_err(Into::into));
             }
@@ -433,6 +447,10 @@ impl<R: Runtime, S: CredentialStore> Driver<R, S> {
                     batch.push((change, Event::MessageCached(m)));
                     continue;
                 }
+                Some(Output::Event(Event::Persist(change))) if !self.failed => {
+                    batch.push((change.clone(), Event::Persist(change)));
+                    continue;
+                }
                 other => other,
             };
             if !batch.is_empty() {
@@ -469,6 +487,16 @@ impl<R: Runtime, S: CredentialStore> Driver<R, S> {
                 {
                     tracing::debug!(?event, "dropped after the store failed");
                 }
+                Output::Event(Event::Load(request)) => match self.store.load_keys(&request).await {
+                    Ok(loaded) => machine.provide(self.now(), loaded),
+                    Err(e) => {
+                        tracing::error!(error = %e, "store read failed; stopping");
+                        self.emit(ClientEvent::StoreFailed(e));
+                        self.failed = true;
+                        self.stopping = true;
+                        machine.close_locally(self.now());
+                    }
+                },
                 Output::Event(event) => self.on_event(event),
             }
         }
@@ -502,6 +530,21 @@ impl<R: Runtime, S: CredentialStore> Driver<R, S> {
                 }
                 None => self.emit(ClientEvent::Event(Event::IqResponse { id, result })),
             },
+            Event::MessageAck { id, result } if self.sends.contains_key(&id) => {
+                if let Some(tx) = self.sends.remove(&id) {
+                    let answer = match result {
+                        MessageAckResult::Delivered { .. } => Ok(id),
+                        other => Err(ClientError::NotAccepted(other)),
+                    };
+                    let _ = tx.send(answer);
+                }
+            }
+            Event::SendFailed { id, error } => match self.sends.remove(&id) {
+                Some(tx) => {
+                    let _ = tx.send(Err(error.into()));
+                }
+                None => self.emit(ClientEvent::Event(Event::SendFailed { id, error })),
+            },
             Event::MessageAck { id, result } => match self.acks.remove(&id) {
                 Some(waiters) => {
                     for tx in waiters {
@@ -521,6 +564,11 @@ impl<R: Runtime, S: CredentialStore> Driver<R, S> {
         // The machine ends every request before its close; anything left is answered anyway.
         for (_, tx) in self.iqs.drain() {
             let _ = tx.send(Ok(IqResult::Disconnected));
+        }
+        for (_, tx) in self.sends.drain() {
+            let _ = tx.send(Err(ClientError::NotAccepted(
+                MessageAckResult::Disconnected,
+            )));
         }
         for (_, waiters) in self.acks.drain() {
             for tx in waiters {

@@ -274,9 +274,14 @@ impl Pair {
         pair
     }
 
-    /// A default config for tests (held acks on).
+    /// The config of the connection-layer tests: the defaults (held acks on) with end-to-end
+    /// handling off, so the machine sends nothing unasked after login. Messaging tests turn
+    /// it on.
     pub fn config() -> Config {
-        Config::default()
+        Config {
+            end_to_end: false,
+            ..Config::default()
+        }
     }
 
     /// Fresh credentials from a seed.

@@ -233,6 +233,12 @@ pub fn replay(file: &Value) -> Result<(), String> {
             root_public: arr32(trust_v, "root_public")?,
             issuer_serial: u64_field(trust_v, "issuer_serial")? as u32,
         },
+        // Recordings are of the connection layer: end-to-end handling (which sends prekey
+        // queries unasked) is off unless the file says otherwise.
+        end_to_end: file
+            .get("end_to_end")
+            .and_then(serde_json::Value::as_bool)
+            .unwrap_or(false),
         ..Config::default()
     };
     let creds = credentials_from_json(field(file, "credentials")?)

@@ -48,6 +48,9 @@ impl Env {
         let mut machine = config_for(&self.sim);
         // Keep reconnect delays short so fault tests stay fast.
         machine.max_backoff = Duration::from_millis(100);
+        // These scenarios test the connection layer over the drivers, with a credentials-only
+        // store; end-to-end messaging has its own suite (e2e_messaging.rs).
+        machine.end_to_end = false;
         ClientConfig {
             url: self.sim.url(),
             machine,

@@ -128,10 +128,20 @@ impl RetryCache {
     }
 }
 
+/// What confirming one held stanza sends and forgets.
+#[derive(Debug, Clone)]
+pub(crate) struct Held {
+    /// Frames sent in order on confirmation (the delivery receipt, then the ack); the last is
+    /// the ack.
+    pub(crate) frames: Vec<Node>,
+    /// The stored copy of a decrypted message, forgotten on confirmation.
+    pub(crate) pending: Option<String>,
+}
+
 /// Acks held until the application confirms the stanza; bounded, oldest forgotten first.
 #[derive(Debug, Default)]
 pub(crate) struct HeldAcks {
-    acks: HashMap<u64, Node>,
+    acks: HashMap<u64, Held>,
     order: VecDeque<u64>,
     next: u64,
 }
@@ -139,7 +149,7 @@ pub(crate) struct HeldAcks {
 impl HeldAcks {
     /// Holds `ack` and returns its token number. Past `capacity`, the oldest held ack is
     /// dropped unsent: the server delivers that stanza again on the next connection.
-    pub(crate) fn hold(&mut self, ack: Node, capacity: usize) -> u64 {
+    pub(crate) fn hold(&mut self, ack: Held, capacity: usize) -> u64 {
         self.next += 1;
         let token = self.next;
         self.acks.insert(token, ack);
@@ -159,7 +169,7 @@ impl HeldAcks {
         token
     }
 
-    pub(crate) fn take(&mut self, token: u64) -> Option<Node> {
+    pub(crate) fn take(&mut self, token: u64) -> Option<Held> {
         self.acks.remove(&token)
     }
 
@@ -228,12 +238,24 @@ mod tests {
         assert!(c.order.len() <= 2 * 4 + 16);
         let mut h = HeldAcks::default();
         for _ in 0..10_000 {
-            let t = h.hold(Node::new("ack"), 3);
+            let t = h.hold(
+                Held {
+                    frames: vec![Node::new("ack")],
+                    pending: None,
+                },
+                3,
+            );
             h.take(t);
         }
         assert!(h.order.len() <= 2 * 3 + 16);
         for _ in 0..10 {
-            h.hold(Node::new("ack"), 3);
+            h.hold(
+                Held {
+                    frames: vec![Node::new("ack")],
+                    pending: None,
+                },
+                3,
+            );
         }
         assert_eq!(h.len(), 3);
     }

@@ -55,6 +55,33 @@ pub struct Config {
     pub max_inflated: usize,
     /// Upper bound of the reconnect backoff (900 s).
     pub max_backoff: Duration,
+    /// Whether the machine handles end-to-end encryption itself (on by default): it keeps the
+    /// server's prekey supply up at login, decrypts incoming `<message>` stanzas into
+    /// [`Event::Message`](super::Event::Message) and answers retry receipts for what it sent.
+    /// Off, encrypted stanzas reach the application as raw [`Event::Stanza`](super::Event)
+    /// and nothing is sent unasked (for a layer of the application's own, or to test the
+    /// connection alone). [`send_text`](super::ConnectionMachine::send_text) works either way.
+    pub end_to_end: bool,
+    /// One-time prekeys uploaded when the server has none (812, SESSION.md §10.1).
+    pub prekey_upload_count: u32,
+    /// One-time prekeys uploaded when the server's supply runs low (50, as WA Web).
+    pub prekey_refill_count: u32,
+    /// The server count below which prekeys are refilled (5, SESSION.md §10.2).
+    pub prekey_min_count: u32,
+    /// How long a fetched device list is used before it is fetched again (1 h); a `devices`
+    /// notification for the user drops it at once.
+    pub device_list_ttl: Duration,
+    /// Signal records of each kind (sessions, sender keys, device lists, prekeys) kept in
+    /// memory; past it the least recently loaded are dropped (the store has them) (4096).
+    pub max_loaded_records: usize,
+    /// Sends waiting for device lists, prekey bundles or stored records (1024).
+    pub max_pending_sends: usize,
+    /// Incoming encrypted messages waiting for stored records (1024); past it a message is
+    /// left unacked, and the server delivers it again on the next connection.
+    pub max_parked_messages: usize,
+    /// Retry receipts sent for one undecryptable message at most (SESSION.md §7.1: WA Web
+    /// stops when the count reaches 5, so 4).
+    pub max_decrypt_retries: u8,
 }
 
 impl Default for Config {
@@ -79,6 +106,15 @@ impl Default for Config {
             max_pending_iqs: 4096,
             max_inflated: crate::binary::DEFAULT_MAX_INFLATED,
             max_backoff: Duration::from_secs(900),
+            end_to_end: true,
+            prekey_upload_count: 812,
+            prekey_refill_count: 50,
+            prekey_min_count: 5,
+            device_list_ttl: Duration::from_secs(3600),
+            max_loaded_records: 4096,
+            max_pending_sends: 1024,
+            max_parked_messages: 1024,
+            max_decrypt_retries: 4,
         }
     }
 }

@@ -5,11 +5,13 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::RequestId;
+use super::messaging::{IncomingMessage, MessagingError, UndecryptableMessage};
 use crate::binary::Node;
 use crate::credentials::{Credentials, DeviceIdentity};
 use crate::jid::Jid;
 use crate::noise::{HandshakeError, TransportError};
 use crate::pairing::{PairError, PairingError};
+use crate::persist::{Change, LoadRequest};
 
 /// One output of the machine. Apply them in the order [`poll_output`] returns them: an event
 /// that must be persisted comes before any frame that depends on it.
@@ -90,8 +92,11 @@ pub enum Event {
         /// How it ended.
         result: MessageAckResult,
     },
-    /// A device could not decrypt a message we sent and asks for it again: re-encrypt it for
-    /// exactly `requester` and relay it with the same id.
+    /// A device could not decrypt a message we sent and asks for it again. Messages sent with
+    /// [`send_text`](super::ConnectionMachine::send_text) are encrypted again for exactly
+    /// `requester` and relayed with the same id by the machine itself; for others (relayed
+    /// with [`relay_message`](super::ConnectionMachine::relay_message) and a context of the
+    /// application's own), the application does it.
     RetryRequested(Box<RetryRequest>),
     /// A retry receipt that will not be answered.
     RetryRejected {
@@ -101,6 +106,31 @@ pub enum Event {
         requester: Jid,
         /// Why.
         reason: RetryRejection,
+    },
+    /// A change to state that must outlive the process (a Signal session, sender key, prekey,
+    /// device list, or an incoming message kept until confirmed). Persist it before applying
+    /// any later output; consecutive ones form one batch.
+    Persist(Change),
+    /// Records the machine needs from the store: look them up and hand them to
+    /// [`provide`](super::ConnectionMachine::provide). The work that needs them waits.
+    Load(LoadRequest),
+    /// A decrypted message. Confirm its `ack` once handled durably.
+    Message(Box<IncomingMessage>),
+    /// A message that did not decrypt (a retry receipt was sent where the protocol asks).
+    Undecryptable(Box<UndecryptableMessage>),
+    /// A message given to [`send_text`](super::ConnectionMachine::send_text) could not be
+    /// relayed; no [`Event::MessageAck`] follows for it.
+    SendFailed {
+        /// The message id.
+        id: String,
+        /// Why.
+        error: MessagingError,
+    },
+    /// A device's identity key changed (its owner reinstalled, or someone else took over the
+    /// number): the "security code changed" notice.
+    IdentityChanged {
+        /// The device.
+        device: Jid,
     },
     /// The connection ended. No further output follows except what was already queued; the
     /// driver closes the socket and, as `reconnect` says, starts a new machine from
@@ -261,6 +291,9 @@ pub enum SendError {
     /// A relayed message needs `id` and `to` attributes.
     #[error("message without id or to")]
     MissingAttribute,
+    /// The recipient is neither a user nor a group.
+    #[error("the recipient is neither a user nor a group")]
+    InvalidRecipient,
     /// The ack token is unknown: already confirmed, forgotten, or from an earlier connection
     /// (the server delivers that stanza again, so nothing is lost).
     #[error("unknown or expired ack token")]

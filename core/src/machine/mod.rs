@@ -33,6 +33,7 @@ mod cache;
 mod config;
 mod event;
 mod ids;
+mod messaging;
 mod stanza;
 mod timer;
 
@@ -49,10 +50,12 @@ pub use event::{
     Reconnect, RetryRejection, RetryRequest, SendError, SentMessage,
 };
 pub use ids::RequestId;
+pub use messaging::{DecryptError, IncomingMessage, MessagingError, UndecryptableMessage};
 
-use self::cache::{HeldAcks, RetryCache};
+use self::cache::{Held, HeldAcks, RetryCache};
 use self::event::Policy;
 use self::ids::IdGen;
+use self::messaging::Messaging;
 use self::timer::{Timer, TimerTable};
 use crate::binary::{self, AttrValue, Content, Node};
 use crate::credentials::Credentials;
@@ -116,6 +119,11 @@ pub struct Stats {
     pub buffered_input: usize,
     /// Outputs not yet taken with [`ConnectionMachine::poll_output`].
     pub queued_outputs: usize,
+    /// Signal records held in memory (each kind bounded by [`Config::max_loaded_records`]).
+    pub loaded_records: usize,
+    /// Sends and incoming messages waiting for keys or stored records (bounded by
+    /// [`Config::max_pending_sends`] and [`Config::max_parked_messages`]).
+    pub waiting_messages: usize,
 }
 
 /// What outlives one connection: handed from a machine to the next with
@@ -128,6 +136,7 @@ pub struct Session {
     attempts: u32,
     /// Connections made with this session; numbers each machine's ack tokens apart.
     connections: u64,
+    messaging: Messaging,
 }
 
 impl Session {
@@ -139,6 +148,7 @@ impl Session {
             id_counter: 0,
             attempts: 0,
             connections: 0,
+            messaging: Messaging::default(),
         }
     }
 
@@ -153,6 +163,16 @@ impl Session {
         for m in messages {
             self.retry.insert(m);
         }
+    }
+
+    /// Puts incoming messages the application had not confirmed before a restart back: they
+    /// are handed out again as [`Event::Message`] at the next login. Give them oldest first.
+    pub fn restore_pending(
+        &mut self,
+        pending: impl IntoIterator<Item = crate::persist::PendingMessage>,
+    ) {
+        self.messaging
+            .restore_pending(pending.into_iter().collect());
     }
 
     /// Consecutive failed connection attempts (the backoff position); reset at login.
@@ -188,6 +208,8 @@ enum IqKind {
     Passive,
     CompanionHello,
     CompanionFinish,
+    /// Prekeys, device lists, bundles, group metadata (the number keys the purpose).
+    Messaging(u64),
 }
 
 #[derive(Debug)]
@@ -233,6 +255,7 @@ pub struct ConnectionMachine {
     qr: Option<QrState>,
     phone: Option<PhoneCodePairing>,
     buf: Vec<u8>,
+    session_msg: Messaging,
 }
 
 impl std::fmt::Debug for ConnectionMachine {
@@ -263,6 +286,7 @@ impl ConnectionMachine {
             id_counter,
             attempts,
             connections,
+            messaging,
         } = session;
         let mut machine = Self {
             frames_in: FrameDecoder::new().with_max_len(crate::frame::MAX_PAYLOAD_LEN),
@@ -285,6 +309,7 @@ impl ConnectionMachine {
             qr: None,
             phone: None,
             buf: Vec::with_capacity(256),
+            session_msg: messaging,
             retry,
             attempts,
             creds: credentials,
@@ -352,6 +377,8 @@ impl ConnectionMachine {
             cached_messages: self.retry.len(),
             buffered_input: self.frames_in.buffered_len(),
             queued_outputs: self.outputs.len(),
+            loaded_records: self.session_msg.held_records(),
+            waiting_messages: self.session_msg.waiting(),
         }
     }
 
@@ -363,6 +390,7 @@ impl ConnectionMachine {
             id_counter: self.ids.counter(),
             attempts: self.attempts,
             connections: self.generation,
+            messaging: self.session_msg,
         }
     }
 
@@ -525,17 +553,30 @@ impl ConnectionMachine {
         if generation != self.generation || !matches!(self.phase, Phase::Open(_)) {
             return Err(SendError::UnknownAckToken);
         }
-        let mut ack = self.held.take(n).ok_or(SendError::UnknownAckToken)?;
-        let node = match how {
-            Confirm::Ack => ack,
+        let held = self.held.take(n).ok_or(SendError::UnknownAckToken)?;
+        // The stored copy is forgotten before the server hears of it: a crash in between
+        // leaves a message the server delivers again and that decrypts as already handled.
+        if let Some(key) = held.pending {
+            self.emit(Event::Persist(crate::persist::Change::PendingDone(key)));
+        }
+        let mut frames = held.frames;
+        match how {
+            Confirm::Ack => {}
             Confirm::Nack(code) => {
+                // A refused message gets no delivery receipt, only the ack with the error.
+                let Some(mut ack) = frames.pop() else {
+                    return Ok(());
+                };
                 ack.attrs
                     .push(("error".into(), AttrValue::from(code.to_string())));
-                ack
+                frames = vec![ack];
             }
-            Confirm::Replace(node) => node,
-        };
-        self.send_node(now, &node)
+            Confirm::Replace(node) => frames = vec![node],
+        }
+        for frame in &frames {
+            self.send_node(now, frame)?;
+        }
+        Ok(())
     }
 
     /// Starts phone-code pairing for `phone` (international digits) and returns the 8-char
@@ -650,7 +691,9 @@ impl ConnectionMachine {
         iqs.sort_by_key(|(_, p)| p.seq);
         self.iq_deadlines.clear();
         for (_, p) in iqs {
-            self.finish_iq(p.kind, IqResult::Disconnected);
+            if !matches!(p.kind, IqKind::Messaging(_)) {
+                self.finish_iq(now, p.kind, IqResult::Disconnected);
+            }
         }
         let mut msgs: Vec<String> = self.messages.drain().map(|(id, _)| id).collect();
         msgs.sort();
@@ -662,6 +705,7 @@ impl ConnectionMachine {
             });
         }
         self.held.clear();
+        self.messaging_closed();
         self.qr = None;
         self.phone = None;
         let reconnect = match reason.policy() {
@@ -682,8 +726,9 @@ impl ConnectionMachine {
         self.emit(Event::Closed { reason, reconnect });
     }
 
-    fn finish_iq(&mut self, kind: IqKind, result: IqResult) {
+    fn finish_iq(&mut self, now: Instant, kind: IqKind, result: IqResult) {
         match kind {
+            IqKind::Messaging(n) => self.messaging_iq_done(now, n, result),
             IqKind::App(id) => self.emit(Event::IqResponse { id, result }),
             IqKind::CompanionHello => {
                 if !matches!(result, IqResult::Ok(_)) && result != IqResult::Disconnected {
@@ -715,7 +760,7 @@ impl ConnectionMachine {
                     }
                     continue;
                 }
-                self.finish_iq(p.kind, IqResult::Timeout);
+                self.finish_iq(now, p.kind, IqResult::Timeout);
             }
         }
         self.arm_iq_timer();
@@ -815,6 +860,9 @@ impl ConnectionMachine {
         let timeout = self.config.iq_timeout;
         let _ = self.send_tracked_iq(now, active.node, timeout, |_| IqKind::Passive);
         self.arm_keepalive(now);
+        if self.config.end_to_end {
+            self.messaging_logged_in(now);
+        }
     }
 
     fn arm_keepalive(&mut self, now: Instant) {
@@ -863,8 +911,8 @@ impl ConnectionMachine {
             let result = stanza::iq_result(node);
             match p.kind {
                 IqKind::Keepalive => self.keepalive_sent = None,
-                IqKind::CompanionHello => self.on_companion_hello_reply(result),
-                other => self.finish_iq(other, result),
+                IqKind::CompanionHello => self.on_companion_hello_reply(now, result),
+                other => self.finish_iq(now, other, result),
             }
             return;
         }
@@ -923,7 +971,18 @@ impl ConnectionMachine {
         let own = self.creds.device.as_ref().map(|d| d.jid.clone());
         let ack = stanza::ack_for(&node, own.as_ref());
         if node.tag == "receipt" && node.attr_str("type") == Some("retry") {
-            self.on_retry_receipt(&node);
+            self.on_retry_receipt(now, &node);
+        }
+        if node.tag == "notification" && self.config.end_to_end {
+            self.messaging_notification(now, &node);
+        }
+        let encrypted = node.tag == "message"
+            && self.config.end_to_end
+            && self.is_logged_in()
+            && self.creds.is_paired()
+            && node.child_nodes().iter().any(|c| c.tag == "enc");
+        if encrypted {
+            return self.receive_encrypted(now, node, ack);
         }
         if node.tag == "notification" && node.attr_str("type") == Some("link_code_companion_reg") {
             self.on_link_code_notification(now, &node);
@@ -931,7 +990,11 @@ impl ConnectionMachine {
         let is_message = node.tag == "message";
         match ack {
             Some(ack) if is_message && self.config.hold_message_acks => {
-                let n = self.held.hold(ack, self.config.max_held_acks);
+                let held = Held {
+                    frames: vec![ack],
+                    pending: None,
+                };
+                let n = self.held.hold(held, self.config.max_held_acks);
                 let token = AckToken((self.generation << 40) | n);
                 self.emit(Event::Stanza {
                     node,
@@ -946,7 +1009,7 @@ impl ConnectionMachine {
         }
     }
 
-    fn on_retry_receipt(&mut self, node: &Node) {
+    fn on_retry_receipt(&mut self, now: Instant, node: &Node) {
         let retry = node.child("retry");
         let id = retry
             .and_then(|r| r.attr_str("id"))
@@ -974,13 +1037,19 @@ impl ConnectionMachine {
             .retry
             .request(&id, &requester, now_ms, self.config.max_retries)
         {
-            Ok(message) => self.emit(Event::RetryRequested(Box::new(RetryRequest {
-                id,
-                requester,
-                count,
-                message,
-                receipt: node.clone(),
-            }))),
+            Ok(message) => {
+                let context = message.context.clone();
+                self.emit(Event::RetryRequested(Box::new(RetryRequest {
+                    id: id.clone(),
+                    requester: requester.clone(),
+                    count,
+                    message,
+                    receipt: node.clone(),
+                })));
+                if self.config.end_to_end {
+                    self.queue_resend(now, &id, &requester, count, &context, node);
+                }
+            }
             Err(reason) => self.emit(Event::RetryRejected {
                 id,
                 requester,
@@ -1065,7 +1134,7 @@ impl ConnectionMachine {
         }
     }
 
-    fn on_companion_hello_reply(&mut self, result: IqResult) {
+    fn on_companion_hello_reply(&mut self, now: Instant, result: IqResult) {
         match (&result, self.phone.as_mut()) {
             (IqResult::Ok(reply), Some(phone)) => match phone.set_ref(reply) {
                 Ok(()) => self.emit(Event::PairingCodeAccepted),
@@ -1076,7 +1145,7 @@ impl ConnectionMachine {
                     });
                 }
             },
-            _ => self.finish_iq(IqKind::CompanionHello, result),
+            _ => self.finish_iq(now, IqKind::CompanionHello, result),
         }
     }
 

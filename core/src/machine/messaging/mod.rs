@@ -1,0 +1,414 @@
+//! End-to-end encrypted messaging on top of the connection (SESSION.md §7–§10, §13): prekeys,
+//! device lists, prekey bundles, group metadata, sending (1:1 fan-out and sender keys),
+//! receiving, and retry receipts both ways.
+//!
+//! The state lives in [`Messaging`], part of the [`Session`](super::Session), so it outlives a
+//! connection. It holds only the Signal records it has used ([`Records`]); the rest is asked
+//! of the store with [`Event::Load`] and arrives through
+//! [`ConnectionMachine::provide`]. Work waits for what it needs without holding up other work:
+//! a send waits for its recipient's device list and bundles, an incoming message for its
+//! sender's session; sends to other chats go on. Every record a step changes leaves as
+//! [`Event::Persist`] before the frame that depends on it.
+
+mod nodes;
+mod receive;
+mod records;
+mod send;
+mod types;
+
+use std::collections::{HashMap, HashSet, VecDeque};
+
+use amarula_proto::wa::Message;
+use prost::Message as _;
+
+pub use types::{DecryptError, IncomingMessage, MessagingError, UndecryptableMessage};
+
+use self::nodes::{device_address, user_of};
+use self::receive::Parked;
+use self::records::Records;
+use self::send::SendJob;
+use super::{ConnectionMachine, Event, IqKind, IqRequest, IqResult, SendError};
+use crate::binary::Node;
+use crate::jid::Jid;
+use crate::persist::{Change, DeviceList, LoadRequest, Loaded, PendingMessage};
+use crate::signal::{PreKey, SenderKeyRecord, SessionRecord};
+use crate::time::Instant;
+
+/// What a messaging IQ was for.
+#[derive(Debug, Clone)]
+enum MsgIq {
+    Usync(Vec<Jid>),
+    Bundles(Vec<Jid>),
+    Group(Jid),
+    PreKeyCount,
+    PreKeyUpload,
+}
+
+/// The messaging state of a session.
+#[derive(Default, Clone)]
+pub(crate) struct Messaging {
+    sessions: Records<Jid, SessionRecord>,
+    sender_keys: Records<(Jid, Jid), SenderKeyRecord>,
+    prekeys: Records<u32, PreKey>,
+    devices: Records<Jid, DeviceList>,
+    /// Group participants (user JIDs), until a `w:gp2` notification.
+    groups: HashMap<Jid, Vec<Jid>>,
+    /// Per group, the devices that have our sender key (in memory: after a restart every
+    /// device gets it again once, which is harmless).
+    sk_memory: HashMap<Jid, HashSet<Jid>>,
+    sends: VecDeque<SendJob>,
+    incoming: VecDeque<Parked>,
+    usync_inflight: HashSet<Jid>,
+    bundles_inflight: HashSet<Jid>,
+    groups_inflight: HashSet<Jid>,
+    /// Devices whose bundle could not be fetched: skipped by the sends waiting now.
+    bundle_failed: HashSet<Jid>,
+    /// Users whose device list query failed, and why: the sends waiting now fail.
+    usync_failed: HashMap<Jid, String>,
+    /// Groups whose metadata query failed, and why.
+    group_failed: HashMap<Jid, String>,
+    iqs: HashMap<u64, MsgIq>,
+    /// Retry receipts sent per (message id, sender).
+    retry_counts: HashMap<String, u8>,
+    retry_order: VecDeque<String>,
+    /// Pending messages from the store, handed out again at the next login.
+    restored: Vec<PendingMessage>,
+    prekey_upload_inflight: bool,
+}
+
+impl std::fmt::Debug for Messaging {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Messaging")
+            .field("sessions", &self.sessions.len())
+            .field("sender_keys", &self.sender_keys.len())
+            .field("sends", &self.sends.len())
+            .field("incoming", &self.incoming.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Messaging {
+    pub(crate) fn restore_pending(&mut self, pending: Vec<PendingMessage>) {
+        self.restored.extend(pending);
+    }
+
+    /// Records held in memory (for [`Stats`](super::Stats)).
+    pub(crate) fn held_records(&self) -> usize {
+        self.sessions.len() + self.sender_keys.len() + self.prekeys.len() + self.devices.len()
+    }
+
+    pub(crate) fn waiting(&self) -> usize {
+        self.sends.len() + self.incoming.len()
+    }
+}
+
+/// Loads being gathered during one step.
+#[derive(Default)]
+struct LoadBatch(LoadRequest);
+
+impl LoadBatch {
+    fn session(&mut self, m: &mut Messaging, addr: &Jid) {
+        if m.sessions.start_loading(addr) {
+            self.0.sessions.push(addr.clone());
+        }
+    }
+    fn sender_key(&mut self, m: &mut Messaging, key: &(Jid, Jid)) {
+        if m.sender_keys.start_loading(key) {
+            self.0.sender_keys.push(key.clone());
+        }
+    }
+    fn prekey(&mut self, m: &mut Messaging, id: u32) {
+        if m.prekeys.start_loading(&id) {
+            self.0.prekeys.push(id);
+        }
+    }
+    fn device_list(&mut self, m: &mut Messaging, user: &Jid) {
+        if m.devices.start_loading(user) {
+            self.0.device_lists.push(user.clone());
+        }
+    }
+}
+
+impl ConnectionMachine {
+    // ---- commands ----
+
+    /// Sends a text message to a user or a group and returns its id at once. The message is
+    /// encrypted for every device of the recipient and our own other devices (or with our
+    /// sender key for a group) as soon as the device lists and keys it needs are at hand;
+    /// then [`Event::MessageAck`] follows for the id, or [`Event::SendFailed`] if it could
+    /// not go out.
+    pub fn send_text(&mut self, now: Instant, to: &Jid, text: &str) -> Result<String, SendError> {
+        let message = Message {
+            conversation: Some(text.to_owned()),
+            ..Message::default()
+        };
+        self.send_message(now, to, message)
+    }
+
+    /// Sends any `Message` (see [`send_text`](Self::send_text)).
+    pub fn send_message(
+        &mut self,
+        now: Instant,
+        to: &Jid,
+        message: Message,
+    ) -> Result<String, SendError> {
+        if !self.is_logged_in() {
+            return Err(SendError::NotLoggedIn);
+        }
+        let Some(own) = self.own_device() else {
+            return Err(SendError::NotLoggedIn);
+        };
+        if !(to.is_group() || nodes::is_user(to)) {
+            return Err(SendError::InvalidRecipient);
+        }
+        if self.session_msg.sends.len() >= self.config.max_pending_sends {
+            return Err(SendError::TooManyPending);
+        }
+        let mut random = [0u8; 16];
+        rand_core::RngCore::fill_bytes(&mut self.rng, &mut random);
+        let id = nodes::message_id(self.clock.unix_secs(now), own.user_part(), &random);
+        let chat = if to.is_group() {
+            to.to_non_device()
+        } else {
+            user_of(to)
+        };
+        self.session_msg
+            .sends
+            .push_back(SendJob::new(id.clone(), chat, message.encode_to_vec()));
+        self.advance(now);
+        Ok(id)
+    }
+
+    /// Hands in records the machine asked for with [`Event::Load`]. Records asked for and
+    /// missing from `loaded` count as absent.
+    pub fn provide(&mut self, now: Instant, loaded: Loaded) {
+        let cap = self.config.max_loaded_records;
+        let m = &mut self.session_msg;
+        for (addr, bytes) in loaded.sessions {
+            let record = bytes.and_then(|b| match SessionRecord::from_bytes(&b) {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    tracing::warn!(%addr, error = %e, "stored session unreadable; starting anew");
+                    None
+                }
+            });
+            m.sessions.loaded(device_address(&addr), record, cap);
+        }
+        for ((group, sender), bytes) in loaded.sender_keys {
+            let record = bytes.and_then(|b| SenderKeyRecord::from_bytes(&b).ok());
+            m.sender_keys
+                .loaded((group, device_address(&sender)), record, cap);
+        }
+        for (id, bytes) in loaded.prekeys {
+            let record = bytes.and_then(|b| PreKey::from_bytes(&b).ok());
+            m.prekeys.loaded(id, record, cap);
+        }
+        for (user, list) in loaded.device_lists {
+            m.devices.loaded(user_of(&user), list, cap);
+        }
+        if !self.is_closed() {
+            self.advance(now);
+        }
+    }
+
+    // ---- hooks from the machine ----
+
+    /// After `<success>`: check the server's prekey supply, hand out restored messages.
+    pub(super) fn messaging_logged_in(&mut self, now: Instant) {
+        let count = IqRequest::iq("encrypt", "get", Jid::server(), vec![Node::new("count")]);
+        self.send_messaging_iq(now, count, MsgIq::PreKeyCount);
+        let restored = std::mem::take(&mut self.session_msg.restored);
+        for pending in restored {
+            self.redeliver_pending(pending);
+        }
+        self.advance(now);
+    }
+
+    /// A messaging IQ ended.
+    pub(super) fn messaging_iq_done(&mut self, now: Instant, n: u64, result: IqResult) {
+        let Some(purpose) = self.session_msg.iqs.remove(&n) else {
+            return;
+        };
+        match purpose {
+            MsgIq::PreKeyCount => {
+                if let IqResult::Ok(node) = &result {
+                    let count = node
+                        .child("count")
+                        .and_then(|c| c.attr_str("value"))
+                        .and_then(|v| v.parse::<u32>().ok());
+                    if let Some(count) = count {
+                        self.on_prekey_count(now, count);
+                    }
+                }
+            }
+            MsgIq::PreKeyUpload => {
+                self.session_msg.prekey_upload_inflight = false;
+                if !matches!(result, IqResult::Ok(_)) {
+                    tracing::warn!(?result, "prekey upload failed");
+                }
+            }
+            MsgIq::Usync(users) => self.on_usync(now, &users, result),
+            MsgIq::Bundles(devices) => self.on_bundles(now, &devices, result),
+            MsgIq::Group(group) => self.on_group(now, &group, result),
+        }
+    }
+
+    /// Notifications that change messaging state (§10.2, §10.4, §13). The stanza still goes to
+    /// the application and is acked as usual.
+    pub(super) fn messaging_notification(&mut self, now: Instant, node: &Node) {
+        let from = nodes::jid_attr(node, "from");
+        match (node.attr_str("type"), from) {
+            (Some("encrypt"), Some(from)) if from == Jid::server() => {
+                let count = node
+                    .child("count")
+                    .and_then(|c| c.attr_str("value"))
+                    .and_then(|v| v.parse::<u32>().ok());
+                if let Some(count) = count {
+                    self.on_prekey_count(now, count);
+                }
+            }
+            (Some("encrypt"), Some(from)) if node.child("identity").is_some() => {
+                // The user's identity changed: its sessions are useless now.
+                let user = user_of(&from);
+                let m = &mut self.session_msg;
+                let gone = m.sessions.forget_where(|a| user_of(a) == user);
+                m.devices.forget(&user);
+                for addr in gone {
+                    self.emit(Event::Persist(Change::RemoveSession(addr)));
+                }
+            }
+            (Some("devices"), Some(from)) => {
+                let user = user_of(&from);
+                self.session_msg
+                    .devices
+                    .put(user, None, self.config.max_loaded_records);
+            }
+            (Some("w:gp2"), Some(from)) => {
+                self.session_msg.groups.remove(&from.to_non_device());
+            }
+            _ => {}
+        }
+    }
+
+    /// The connection ended: sends not yet relayed fail, parked messages are dropped unacked
+    /// (the server delivers them again), requests in flight are forgotten.
+    pub(super) fn messaging_closed(&mut self) {
+        let m = &mut self.session_msg;
+        let failed: Vec<String> = m.sends.drain(..).map(|j| j.id).collect();
+        m.incoming.clear();
+        m.usync_inflight.clear();
+        m.bundles_inflight.clear();
+        m.groups_inflight.clear();
+        m.bundle_failed.clear();
+        m.iqs.clear();
+        m.prekey_upload_inflight = false;
+        m.sessions.clear_loading();
+        m.sender_keys.clear_loading();
+        m.prekeys.clear_loading();
+        m.devices.clear_loading();
+        for id in failed {
+            self.emit(Event::SendFailed {
+                id,
+                error: MessagingError::Disconnected,
+            });
+        }
+    }
+
+    // ---- internals ----
+
+    fn own_device(&self) -> Option<Jid> {
+        self.creds.device.as_ref().map(|d| device_address(&d.jid))
+    }
+
+    fn send_messaging_iq(&mut self, now: Instant, req: IqRequest, purpose: MsgIq) -> bool {
+        let timeout = self.config.iq_timeout;
+        match self.send_tracked_iq(now, req.node, timeout, IqKind::Messaging) {
+            Ok((n, _)) => {
+                self.session_msg.iqs.insert(n, purpose);
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "messaging IQ not sent");
+                false
+            }
+        }
+    }
+
+    /// Moves every waiting piece of work on as far as it goes, then asks for what is missing.
+    fn advance(&mut self, now: Instant) {
+        let mut loads = LoadBatch::default();
+        self.advance_incoming(now, &mut loads);
+        self.advance_sends(now, &mut loads);
+        if !loads.0.is_empty() {
+            self.emit(Event::Load(loads.0));
+        }
+    }
+
+    fn persist(&mut self, change: Change) {
+        self.emit(Event::Persist(change));
+    }
+
+    fn persist_session(&mut self, addr: &Jid) {
+        if let Some(record) = self.session_msg.sessions.get_mut(addr) {
+            let bytes = record.to_bytes().to_vec();
+            self.persist(Change::Session {
+                address: addr.clone(),
+                record: bytes,
+            });
+        }
+    }
+
+    fn persist_sender_key(&mut self, key: &(Jid, Jid)) {
+        if let Some(record) = self.session_msg.sender_keys.get_mut(key) {
+            let bytes = record.to_bytes().to_vec();
+            self.persist(Change::SenderKey {
+                group: key.0.clone(),
+                sender: key.1.clone(),
+                record: bytes,
+            });
+        }
+    }
+
+    // ---- prekeys (§10.1, §10.2) ----
+
+    fn on_prekey_count(&mut self, now: Instant, count: u32) {
+        if count >= self.config.prekey_min_count || self.session_msg.prekey_upload_inflight {
+            return;
+        }
+        let n = if count == 0 {
+            self.config.prekey_upload_count
+        } else {
+            self.config.prekey_refill_count
+        };
+        let prekeys = self.generate_prekeys(n);
+        let spk = &self.creds.signed_prekey;
+        let children = nodes::prekey_upload(
+            self.creds.registration_id,
+            self.creds.identity_key.public_bytes(),
+            &prekeys,
+            (spk.id, spk.key_pair.public_bytes(), &spk.signature),
+        );
+        let req = IqRequest::iq("encrypt", "set", Jid::server(), children);
+        if self.send_messaging_iq(now, req, MsgIq::PreKeyUpload) {
+            self.session_msg.prekey_upload_inflight = true;
+        }
+    }
+
+    /// New one-time prekeys, persisted (with the next id in the credentials) before anything
+    /// names them.
+    fn generate_prekeys(&mut self, n: u32) -> Vec<PreKey> {
+        let first = self.creds.next_prekey_id.clamp(1, 0x00FF_FFFF);
+        let n = n.min(0x00FF_FFFF - first + 1);
+        let prekeys = PreKey::generate_batch(first, n, &mut self.rng);
+        let next = first + n;
+        self.creds.next_prekey_id = if next > 0x00FF_FFFF { 1 } else { next };
+        for k in &prekeys {
+            self.persist(Change::PreKey {
+                id: k.id,
+                record: k.to_bytes().to_vec(),
+            });
+        }
+        self.emit(Event::CredentialsChanged(Box::new(self.creds.clone())));
+        prekeys
+    }
+}

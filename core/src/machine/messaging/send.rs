@@ -1,0 +1,724 @@
+//! Sending (SESSION.md §8): each send waits for the device lists, group participants, stored
+//! records and prekey bundles it needs, then is encrypted and relayed. Sends to one chat keep
+//! their order; a send waiting for one chat does not hold up another chat.
+
+use std::collections::{BTreeSet, HashSet};
+
+use amarula_proto::wa::Message;
+use amarula_proto::wa::message::{DeviceSentMessage, SenderKeyDistributionMessage};
+use bytes::Bytes;
+use prost::Message as _;
+use rand_core::RngCore;
+
+use super::nodes::{self, device_address, user_of};
+use super::records::Lookup;
+use super::{LoadBatch, Messaging, MessagingError, MsgIq};
+use crate::binary::Node;
+use crate::jid::Jid;
+use crate::machine::{ConnectionMachine, Event, IqRequest, IqResult};
+use crate::persist::DeviceList;
+use crate::signal::{Identity, IdentityPolicy, PreKeyBundle, SenderKeyRecord, SessionRecord};
+use crate::time::Instant;
+
+/// A retry resend: one device, one message (§7.2).
+#[derive(Clone)]
+pub(crate) struct Resend {
+    /// The device that asked.
+    pub(crate) requester: Jid,
+    /// Its retry count.
+    pub(crate) count: u8,
+    /// The keys it sent with the receipt, to start a new session from.
+    pub(crate) bundle: Option<PreKeyBundle>,
+}
+
+/// A message waiting to go out.
+#[derive(Clone)]
+pub(crate) struct SendJob {
+    pub(crate) id: String,
+    /// The user (without device) or the group.
+    pub(crate) chat: Jid,
+    /// The serialized `Message`, unpadded.
+    pub(crate) message: Vec<u8>,
+    pub(crate) resend: Option<Resend>,
+}
+
+impl SendJob {
+    pub(crate) fn new(id: String, chat: Jid, message: Vec<u8>) -> Self {
+        Self {
+            id,
+            chat,
+            message,
+            resend: None,
+        }
+    }
+}
+
+/// What the sent-message cache keeps for a message (its `context`): the chat and the plaintext,
+/// enough to encrypt it again for a retry receipt.
+pub(crate) fn encode_context(chat: &Jid, message: &[u8]) -> Bytes {
+    let chat = chat.to_string();
+    let mut out = Vec::with_capacity(2 + chat.len() + message.len());
+    out.extend_from_slice(b"m1");
+    out.push(u8::try_from(chat.len()).unwrap_or(u8::MAX));
+    out.extend_from_slice(&chat.as_bytes()[..chat.len().min(255)]);
+    out.extend_from_slice(message);
+    Bytes::from(out)
+}
+
+/// The chat and plaintext of a cached message; `None` for a context this layer did not write.
+pub(crate) fn decode_context(context: &[u8]) -> Option<(Jid, Vec<u8>)> {
+    let rest = context.strip_prefix(b"m1")?;
+    let (&len, rest) = rest.split_first()?;
+    let len = usize::from(len);
+    if rest.len() < len {
+        return None;
+    }
+    let chat = std::str::from_utf8(&rest[..len]).ok()?.parse().ok()?;
+    Some((chat, rest[len..].to_vec()))
+}
+
+/// Requests gathered while looking at the waiting sends.
+#[derive(Default)]
+struct Asks {
+    usync: BTreeSet<Jid>,
+    bundles: BTreeSet<Jid>,
+    groups: BTreeSet<Jid>,
+}
+
+/// Where a send stands.
+enum Status {
+    Waiting,
+    Failed(MessagingError),
+    /// Ready: every device to reach, and those that get a pairwise `enc` (all of them for a
+    /// 1:1 message; for a group, those lacking our sender key).
+    Ready {
+        devices: Vec<Jid>,
+        pairwise: Vec<Jid>,
+    },
+}
+
+struct Ctx<'a> {
+    own: &'a Jid,
+    now_ms: u64,
+    ttl_ms: u64,
+}
+
+/// Device lists of `users`, or what is missing.
+fn devices_of(
+    m: &mut Messaging,
+    users: &[Jid],
+    ctx: &Ctx<'_>,
+    loads: &mut LoadBatch,
+    asks: &mut Asks,
+) -> Result<Option<Vec<Jid>>, MessagingError> {
+    let mut out = Vec::new();
+    let mut waiting = false;
+    for user in users {
+        if let Some(e) = m.usync_failed.get(user) {
+            return Err(MessagingError::DeviceList(e.clone()));
+        }
+        match m.devices.lookup(user) {
+            Lookup::Held(list)
+                if ctx.now_ms.saturating_sub(list.updated_unix_ms) < ctx.ttl_ms
+                    && list.updated_unix_ms <= ctx.now_ms =>
+            {
+                out.extend(
+                    list.devices
+                        .iter()
+                        .map(|d| device_address(&user.clone().with_device(*d))),
+                );
+            }
+            Lookup::Held(_) | Lookup::Absent => {
+                if !m.usync_inflight.contains(user) {
+                    asks.usync.insert(user.clone());
+                }
+                waiting = true;
+            }
+            Lookup::Unknown => {
+                loads.device_list(m, user);
+                waiting = true;
+            }
+        }
+    }
+    if waiting {
+        return Ok(None);
+    }
+    out.retain(|d| d != ctx.own);
+    Ok(Some(out))
+}
+
+/// Whether every device of `devices` has a session (those whose bundle failed are dropped).
+fn sessions_ready(
+    m: &mut Messaging,
+    devices: &mut Vec<Jid>,
+    loads: &mut LoadBatch,
+    asks: &mut Asks,
+) -> bool {
+    let mut ready = true;
+    let mut skip = Vec::new();
+    for d in devices.iter() {
+        match m.sessions.lookup(d) {
+            Lookup::Held(r) if r.has_session() => {}
+            Lookup::Held(_) | Lookup::Absent => {
+                if m.bundle_failed.contains(d) {
+                    skip.push(d.clone());
+                } else {
+                    if !m.bundles_inflight.contains(d) {
+                        asks.bundles.insert(d.clone());
+                    }
+                    ready = false;
+                }
+            }
+            Lookup::Unknown => {
+                loads.session(m, d);
+                ready = false;
+            }
+        }
+    }
+    devices.retain(|d| !skip.contains(d));
+    ready
+}
+
+fn status(
+    m: &mut Messaging,
+    job: &SendJob,
+    ctx: &Ctx<'_>,
+    loads: &mut LoadBatch,
+    asks: &mut Asks,
+) -> Status {
+    let own_user = user_of(ctx.own);
+    let group = job.chat.is_group();
+    if let Some(resend) = &job.resend {
+        let mut waiting = false;
+        if group {
+            let key = (job.chat.clone(), ctx.own.clone());
+            if !m.sender_keys.is_known(&key) {
+                loads.sender_key(m, &key);
+                waiting = true;
+            }
+        }
+        let d = &resend.requester;
+        match m.sessions.lookup(d) {
+            Lookup::Unknown => {
+                loads.session(m, d);
+                waiting = true;
+            }
+            _ if resend.bundle.is_some() => {}
+            Lookup::Held(r) if r.has_session() => {}
+            _ => {
+                if m.bundle_failed.contains(d) {
+                    return Status::Failed(MessagingError::NoDevices);
+                }
+                if !m.bundles_inflight.contains(d) {
+                    asks.bundles.insert(d.clone());
+                }
+                waiting = true;
+            }
+        }
+        return if waiting {
+            Status::Waiting
+        } else {
+            Status::Ready {
+                devices: vec![d.clone()],
+                pairwise: vec![d.clone()],
+            }
+        };
+    }
+    let users: Vec<Jid> = if group {
+        let Some(participants) = m.groups.get(&job.chat) else {
+            if let Some(e) = m.group_failed.get(&job.chat) {
+                return Status::Failed(MessagingError::GroupMetadata(e.clone()));
+            }
+            if !m.groups_inflight.contains(&job.chat) {
+                asks.groups.insert(job.chat.clone());
+            }
+            return Status::Waiting;
+        };
+        let mut users = participants.clone();
+        if !users.contains(&own_user) {
+            users.push(own_user);
+        }
+        users
+    } else if job.chat == own_user {
+        vec![own_user]
+    } else {
+        vec![job.chat.clone(), own_user]
+    };
+    let mut devices = match devices_of(m, &users, ctx, loads, asks) {
+        Err(e) => return Status::Failed(e),
+        Ok(None) => return Status::Waiting,
+        Ok(Some(d)) => d,
+    };
+    if !group && !devices.iter().any(|d| user_of(d) == job.chat) {
+        return Status::Failed(MessagingError::NoDevices);
+    }
+    if group {
+        let key = (job.chat.clone(), ctx.own.clone());
+        if !m.sender_keys.is_known(&key) {
+            loads.sender_key(m, &key);
+            return Status::Waiting;
+        }
+        let memory = m.sk_memory.get(&job.chat);
+        let mut pairwise: Vec<Jid> = devices
+            .iter()
+            .filter(|d| memory.is_none_or(|mem| !mem.contains(*d)))
+            .cloned()
+            .collect();
+        if !sessions_ready(m, &mut pairwise, loads, asks) {
+            return Status::Waiting;
+        }
+        Status::Ready { devices, pairwise }
+    } else {
+        if !sessions_ready(m, &mut devices, loads, asks) {
+            return Status::Waiting;
+        }
+        if !devices.iter().any(|d| user_of(d) == job.chat) {
+            return Status::Failed(MessagingError::NoDevices);
+        }
+        Status::Ready {
+            pairwise: devices.clone(),
+            devices,
+        }
+    }
+}
+
+impl ConnectionMachine {
+    /// Moves the waiting sends on (see the module docs).
+    pub(super) fn advance_sends(&mut self, now: Instant, loads: &mut LoadBatch) {
+        let Some(own) = self.own_device() else {
+            return;
+        };
+        if !self.is_logged_in() {
+            return;
+        }
+        let ctx = Ctx {
+            own: &own,
+            now_ms: self.clock.unix_ms(now),
+            ttl_ms: u64::try_from(self.config.device_list_ttl.as_millis()).unwrap_or(u64::MAX),
+        };
+        let mut asks = Asks::default();
+        let mut blocked: HashSet<Jid> = HashSet::new();
+        let mut i = 0;
+        while i < self.session_msg.sends.len() {
+            let job = self.session_msg.sends[i].clone();
+            let key = match &job.resend {
+                Some(r) => r.requester.clone(),
+                None => job.chat.clone(),
+            };
+            if blocked.contains(&key) {
+                i += 1;
+                continue;
+            }
+            match status(&mut self.session_msg, &job, &ctx, loads, &mut asks) {
+                Status::Waiting => {
+                    blocked.insert(key);
+                    i += 1;
+                }
+                Status::Failed(error) => {
+                    self.session_msg.sends.remove(i);
+                    self.emit(Event::SendFailed { id: job.id, error });
+                }
+                Status::Ready { devices, pairwise } => {
+                    self.session_msg.sends.remove(i);
+                    if let Err(error) = self.encrypt_and_relay(now, &job, &own, &devices, &pairwise)
+                    {
+                        self.emit(Event::SendFailed { id: job.id, error });
+                    }
+                }
+            }
+        }
+        if self.session_msg.sends.is_empty() {
+            self.session_msg.bundle_failed.clear();
+            self.session_msg.usync_failed.clear();
+            self.session_msg.group_failed.clear();
+        }
+        self.send_asks(now, asks);
+    }
+
+    fn send_asks(&mut self, now: Instant, asks: Asks) {
+        if !asks.usync.is_empty() {
+            let users: Vec<Jid> = asks.usync.into_iter().collect();
+            let mut sid = [0u8; 8];
+            self.rng.fill_bytes(&mut sid);
+            let sid: String = sid.iter().map(|b| format!("{b:02x}")).collect();
+            let req = IqRequest::iq(
+                "usync",
+                "get",
+                Jid::server(),
+                vec![nodes::usync_query(&sid, &users)],
+            );
+            if self.send_messaging_iq(now, req, MsgIq::Usync(users.clone())) {
+                self.session_msg.usync_inflight.extend(users);
+            }
+        }
+        if !asks.bundles.is_empty() {
+            let devices: Vec<Jid> = asks.bundles.into_iter().collect();
+            let req = IqRequest::iq(
+                "encrypt",
+                "get",
+                Jid::server(),
+                vec![nodes::bundle_query(&devices)],
+            );
+            if self.send_messaging_iq(now, req, MsgIq::Bundles(devices.clone())) {
+                self.session_msg.bundles_inflight.extend(devices);
+            }
+        }
+        for group in asks.groups {
+            let req = IqRequest::iq(
+                "w:g2",
+                "get",
+                group.clone(),
+                vec![Node::new("query").attr("request", "interactive")],
+            );
+            if self.send_messaging_iq(now, req, MsgIq::Group(group.clone())) {
+                self.session_msg.groups_inflight.insert(group);
+            }
+        }
+    }
+
+    pub(super) fn on_usync(&mut self, now: Instant, users: &[Jid], result: IqResult) {
+        let m = &mut self.session_msg;
+        for u in users {
+            m.usync_inflight.remove(u);
+        }
+        match result {
+            IqResult::Ok(node) => {
+                let now_ms = self.clock.unix_ms(now);
+                let lists = nodes::parse_usync(&node, now_ms);
+                let cap = self.config.max_loaded_records;
+                for user in users {
+                    let list = lists
+                        .iter()
+                        .find(|(u, _)| u == user)
+                        .map(|(_, l)| l.clone())
+                        .unwrap_or(DeviceList {
+                            devices: Vec::new(),
+                            updated_unix_ms: now_ms,
+                        });
+                    self.session_msg
+                        .devices
+                        .put(user.clone(), Some(list.clone()), cap);
+                    self.persist(crate::persist::Change::DeviceList {
+                        user: user.clone(),
+                        list,
+                    });
+                }
+            }
+            other => {
+                let why = format!("{other:?}");
+                for u in users {
+                    self.session_msg.usync_failed.insert(u.clone(), why.clone());
+                }
+            }
+        }
+        self.advance(now);
+    }
+
+    pub(super) fn on_bundles(&mut self, now: Instant, devices: &[Jid], result: IqResult) {
+        for d in devices {
+            self.session_msg.bundles_inflight.remove(d);
+        }
+        let bundles = match &result {
+            IqResult::Ok(node) => nodes::parse_bundles(node),
+            _ => Vec::new(),
+        };
+        let identity = Identity::from_credentials(&self.creds);
+        let cap = self.config.max_loaded_records;
+        for d in devices {
+            let bundle = bundles.iter().find(|(j, _)| j == d).map(|(_, b)| b);
+            let Some(Ok(bundle)) = bundle else {
+                tracing::debug!(device = %d, "no prekey bundle");
+                self.session_msg.bundle_failed.insert(d.clone());
+                continue;
+            };
+            let mut record = match self.session_msg.sessions.get_mut(d) {
+                Some(r) => r.clone(),
+                None => SessionRecord::new(),
+            };
+            match record.process_bundle(&identity, bundle, IdentityPolicy::default(), &mut self.rng)
+            {
+                Ok(change) => {
+                    self.session_msg.sessions.put(d.clone(), Some(record), cap);
+                    self.persist_session(d);
+                    self.report_identity(d, change);
+                }
+                Err(e) => {
+                    tracing::warn!(device = %d, error = %e, "bad prekey bundle");
+                    self.session_msg.bundle_failed.insert(d.clone());
+                }
+            }
+        }
+        self.advance(now);
+    }
+
+    pub(super) fn on_group(&mut self, now: Instant, group: &Jid, result: IqResult) {
+        self.session_msg.groups_inflight.remove(group);
+        match result {
+            IqResult::Ok(node) => match nodes::parse_group(&node) {
+                Some(users) => {
+                    self.session_msg.groups.insert(group.clone(), users);
+                }
+                None => {
+                    self.session_msg
+                        .group_failed
+                        .insert(group.clone(), "no <group> in the answer".into());
+                }
+            },
+            other => {
+                let why = match other {
+                    IqResult::Error { code, text, .. } => format!("{code} {text}"),
+                    other => format!("{other:?}"),
+                };
+                self.session_msg.group_failed.insert(group.clone(), why);
+            }
+        }
+        self.advance(now);
+    }
+
+    /// Pads a plaintext with random padding.
+    fn padded(&mut self, plaintext: &[u8]) -> Vec<u8> {
+        let r = (self.rng.next_u32() & 0xFF) as u8;
+        nodes::pad(plaintext.to_vec(), r)
+    }
+
+    /// Our SKDM for `group`, creating our sender key if needed (persisted).
+    fn own_skdm(&mut self, group: &Jid, own: &Jid) -> Vec<u8> {
+        let key = (group.clone(), own.clone());
+        let cap = self.config.max_loaded_records;
+        if self.session_msg.sender_keys.get_mut(&key).is_none() {
+            self.session_msg
+                .sender_keys
+                .put(key.clone(), Some(SenderKeyRecord::new()), cap);
+        }
+        let Some(record) = self.session_msg.sender_keys.get_mut(&key) else {
+            return Vec::new();
+        };
+        let skdm = record.own_distribution_message(&mut self.rng);
+        skdm.serialized().to_vec()
+    }
+
+    fn encrypt_and_relay(
+        &mut self,
+        now: Instant,
+        job: &SendJob,
+        own: &Jid,
+        devices: &[Jid],
+        pairwise: &[Jid],
+    ) -> Result<(), MessagingError> {
+        let message =
+            Message::decode(job.message.as_slice()).map_err(|_| MessagingError::Encode)?;
+        let own_user = user_of(own);
+        let group = job.chat.is_group();
+        let cap = self.config.max_loaded_records;
+        if let Some(Resend {
+            requester,
+            bundle: Some(bundle),
+            ..
+        }) = &job.resend
+        {
+            let identity = Identity::from_credentials(&self.creds);
+            let mut record = self
+                .session_msg
+                .sessions
+                .get_mut(requester)
+                .cloned()
+                .unwrap_or_default();
+            let change = record
+                .process_bundle(&identity, bundle, IdentityPolicy::default(), &mut self.rng)
+                .map_err(MessagingError::Encrypt)?;
+            self.session_msg
+                .sessions
+                .put(requester.clone(), Some(record), cap);
+            self.report_identity(requester, change);
+        }
+        // The plaintexts: the message itself, wrapped for our own devices, and the SKDM.
+        let plain = job.message.clone();
+        let to_own = if group || job.chat == own_user {
+            plain.clone()
+        } else {
+            Message {
+                device_sent_message: Some(Box::new(DeviceSentMessage {
+                    destination_jid: Some(job.chat.to_string()),
+                    message: Some(Box::new(message.clone())),
+                    phash: None,
+                })),
+                message_context_info: message.message_context_info.clone(),
+                ..Message::default()
+            }
+            .encode_to_vec()
+        };
+        let skdm = if group {
+            let bytes = self.own_skdm(&job.chat, own);
+            let key = (job.chat.clone(), own.clone());
+            self.persist_sender_key(&key);
+            let mut with_key = if job.resend.is_some() {
+                message
+            } else {
+                Message::default()
+            };
+            with_key.sender_key_distribution_message = Some(SenderKeyDistributionMessage {
+                group_id: Some(job.chat.to_string()),
+                axolotl_sender_key_distribution_message: Some(Bytes::from(bytes)),
+            });
+            Some(with_key.encode_to_vec())
+        } else {
+            None
+        };
+        let mut participants = Vec::new();
+        let mut single_enc = None;
+        let mut any_pkmsg = false;
+        for d in pairwise {
+            let body = match (&skdm, job.resend.is_some()) {
+                (Some(s), _) => s.clone(),
+                (None, _) if user_of(d) == own_user => to_own.clone(),
+                (None, _) => plain.clone(),
+            };
+            let padded = self.padded(&body);
+            let Some(record) = self.session_msg.sessions.get_mut(d) else {
+                continue;
+            };
+            let ct = match record.encrypt(&padded) {
+                Ok(ct) => ct,
+                Err(e) => {
+                    tracing::warn!(device = %d, error = %e, "cannot encrypt for device");
+                    continue;
+                }
+            };
+            self.persist_session(d);
+            any_pkmsg |= ct.enc_type() == "pkmsg";
+            let mut enc = Node::new("enc")
+                .attr("v", "2")
+                .attr("type", ct.enc_type())
+                .bytes(ct.serialized().to_vec());
+            if let Some(r) = &job.resend {
+                enc = enc.attr("count", r.count.to_string());
+                single_enc = Some(enc);
+            } else {
+                participants.push(Node::new("to").attr("jid", d.clone()).children([enc]));
+            }
+        }
+        let mut children = Vec::new();
+        let mut node = Node::new("message").attr("id", job.id.as_str());
+        match &job.resend {
+            Some(r) => {
+                let Some(enc) = single_enc else {
+                    return Err(MessagingError::NoDevices);
+                };
+                if group {
+                    node = node
+                        .attr("to", job.chat.clone())
+                        .attr("type", "text")
+                        .attr("participant", r.requester.clone());
+                } else {
+                    node = node
+                        .attr("to", r.requester.clone())
+                        .attr("type", "text")
+                        .attr("device_fanout", "false");
+                    if user_of(&r.requester) == own_user && job.chat != own_user {
+                        node = node.attr("recipient", job.chat.clone());
+                    }
+                }
+                children.push(enc);
+            }
+            None => {
+                node = node.attr("to", job.chat.clone()).attr("type", "text");
+                if group {
+                    let padded = self.padded(&plain);
+                    let key = (job.chat.clone(), own.clone());
+                    let Some(record) = self.session_msg.sender_keys.get_mut(&key) else {
+                        return Err(MessagingError::Encrypt(
+                            crate::signal::SignalError::NoSenderKey,
+                        ));
+                    };
+                    let skmsg = record.encrypt(&padded).map_err(MessagingError::Encrypt)?;
+                    self.persist_sender_key(&key);
+                    let mut all = devices.to_vec();
+                    all.push(own.clone());
+                    node = node.attr("phash", nodes::phash(&all));
+                    if !participants.is_empty() {
+                        children.push(Node::new("participants").children(participants));
+                    }
+                    children.push(
+                        Node::new("enc")
+                            .attr("v", "2")
+                            .attr("type", "skmsg")
+                            .bytes(skmsg.serialized().to_vec()),
+                    );
+                    self.session_msg
+                        .sk_memory
+                        .entry(job.chat.clone())
+                        .or_default()
+                        .extend(pairwise.iter().cloned());
+                } else {
+                    if participants.is_empty() {
+                        return Err(MessagingError::NoDevices);
+                    }
+                    children.push(Node::new("participants").children(participants));
+                }
+            }
+        }
+        if any_pkmsg {
+            if let Some(device) = &self.creds.device {
+                children.push(Node::new("device-identity").bytes(device.account.clone()));
+            }
+        }
+        let node = node.children(children);
+        let context = encode_context(&job.chat, &job.message);
+        self.relay_message(now, node, context)
+            .map_err(|e| MessagingError::Relay(e.to_string()))
+    }
+
+    /// Queues the resend a retry receipt asks for, if this layer sent the message.
+    pub(in crate::machine) fn queue_resend(
+        &mut self,
+        now: Instant,
+        id: &str,
+        requester: &Jid,
+        count: u8,
+        context: &[u8],
+        receipt: &Node,
+    ) {
+        let Some((chat, message)) = decode_context(context) else {
+            return;
+        };
+        let bundle = receipt.child("keys").and_then(|keys| {
+            let user = Node::new("user").children(
+                keys.child_nodes()
+                    .iter()
+                    .cloned()
+                    .chain(receipt.child("registration").cloned())
+                    .collect::<Vec<_>>(),
+            );
+            nodes::parse_bundle(&user).ok()
+        });
+        let requester = device_address(requester);
+        if chat.is_group() {
+            // The device evidently lacks our sender key: it gets the SKDM with the resend.
+            if let Some(mem) = self.session_msg.sk_memory.get_mut(&chat) {
+                mem.remove(&requester);
+            }
+        }
+        if self.session_msg.sends.len() >= self.config.max_pending_sends {
+            return;
+        }
+        self.session_msg.sends.push_back(SendJob {
+            id: id.to_owned(),
+            chat,
+            message,
+            resend: Some(Resend {
+                requester,
+                count,
+                bundle,
+            }),
+        });
+        self.advance(now);
+    }
+
+    pub(super) fn report_identity(&mut self, device: &Jid, change: crate::signal::IdentityChange) {
+        if let crate::signal::IdentityChange::Changed { .. } = change {
+            self.emit(Event::IdentityChanged {
+                device: device.clone(),
+            });
+        }
+    }
+}

@@ -1,0 +1,134 @@
+//! What the messaging layer hands to the application: decrypted messages, undecryptable ones,
+//! and why a send failed.
+
+use std::fmt;
+
+use amarula_proto::wa::Message;
+
+use super::super::AckToken;
+use crate::jid::Jid;
+use crate::signal::SignalError;
+
+/// A decrypted incoming message.
+///
+/// When `ack` is set the server has not been told yet: handle the message durably, then give
+/// the token to [`confirm`](crate::machine::ConnectionMachine::confirm); the delivery receipt
+/// and the ack leave then, and the stored copy is forgotten. Until then the message is kept
+/// in the store ([`Change::Pending`](crate::persist::Change::Pending)) and comes back after a
+/// restart.
+#[derive(Clone, PartialEq)]
+#[non_exhaustive]
+pub struct IncomingMessage {
+    /// The message id (the stanza's `id`).
+    pub id: String,
+    /// The chat: the other user for a 1:1 message (also for our own messages sent from
+    /// another device), or the group.
+    pub chat: Jid,
+    /// The device that sent it.
+    pub sender: Jid,
+    /// Whether it was sent by another device of our own account.
+    pub from_me: bool,
+    /// The server's timestamp (unix seconds).
+    pub timestamp: u64,
+    /// The sender's display name, when the server gave one.
+    pub push_name: Option<String>,
+    /// The content (unwrapped from `deviceSentMessage` when it came from our own device).
+    pub message: Box<Message>,
+    /// The key of the stored copy ([`PendingMessage::id`](crate::persist::PendingMessage)).
+    pub pending_key: String,
+    /// The held confirmation.
+    pub ack: Option<AckToken>,
+}
+
+impl IncomingMessage {
+    /// The text of a text message (`conversation` or `extendedTextMessage.text`).
+    pub fn text(&self) -> Option<&str> {
+        self.message.conversation.as_deref().or_else(|| {
+            self.message
+                .extended_text_message
+                .as_ref()
+                .and_then(|e| e.text.as_deref())
+        })
+    }
+}
+
+impl fmt::Debug for IncomingMessage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The content is the user's: it stays out of logs.
+        f.debug_struct("IncomingMessage")
+            .field("id", &self.id)
+            .field("chat", &self.chat)
+            .field("sender", &self.sender)
+            .field("from_me", &self.from_me)
+            .field("timestamp", &self.timestamp)
+            .field("ack", &self.ack)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A message that could not be decrypted. A retry receipt was sent when the protocol asks for
+/// one (`retry_count` says which), and the stanza was acked.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct UndecryptableMessage {
+    /// The message id.
+    pub id: String,
+    /// The chat.
+    pub chat: Jid,
+    /// The sending device.
+    pub sender: Jid,
+    /// What went wrong.
+    pub error: DecryptError,
+    /// The count of the retry receipt sent for it, or `None` when no more are sent.
+    pub retry_count: Option<u8>,
+    /// The sender asked not to show a placeholder (`decrypt-fail="hide"`).
+    pub hide: bool,
+}
+
+/// Why an incoming message did not decrypt.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecryptError {
+    /// The Signal layer refused it (bad MAC, unknown session or sender key, …).
+    #[error(transparent)]
+    Signal(#[from] SignalError),
+    /// The plaintext padding is wrong.
+    #[error("bad plaintext padding")]
+    Padding,
+    /// The plaintext is not a `Message` protobuf.
+    #[error("plaintext is not a Message")]
+    Protobuf,
+    /// An `<enc>` of a type or version this client does not handle.
+    #[error("unsupported enc type {0}")]
+    Unsupported(String),
+    /// The stanza has no usable sender.
+    #[error("message without sender")]
+    NoSender,
+}
+
+/// Why a send did not go out.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum MessagingError {
+    /// The recipient has no device to send to.
+    #[error("the recipient has no devices")]
+    NoDevices,
+    /// The device list query failed.
+    #[error("device list query failed: {0}")]
+    DeviceList(String),
+    /// The group metadata query failed (e.g. 404 unknown group, 403 not a member).
+    #[error("group metadata query failed: {0}")]
+    GroupMetadata(String),
+    /// Encrypting failed.
+    #[error("encryption failed: {0}")]
+    Encrypt(SignalError),
+    /// The connection ended before the message could be relayed.
+    #[error("disconnected before the message was relayed")]
+    Disconnected,
+    /// The machine could not relay it.
+    #[error("relay refused: {0}")]
+    Relay(String),
+    /// The message cannot be encoded.
+    #[error("message cannot be encoded")]
+    Encode,
+}
