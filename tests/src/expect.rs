@@ -86,8 +86,14 @@ pub fn log_in(pair: &mut Pair) {
         "not logged in: {:?}",
         pair.events
     );
-    let active = pair.server.last("iq").expect("the active IQ").clone();
-    assert_eq!(active.attr_str("xmlns"), Some("passive"));
+    let active = pair
+        .server
+        .received
+        .iter()
+        .rev()
+        .find(|n| n.tag == "iq" && n.attr_str("xmlns") == Some("passive"))
+        .expect("the active IQ")
+        .clone();
     pair.server_send(&result_for(&active));
 }
 

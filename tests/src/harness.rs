@@ -26,6 +26,7 @@ use bytes::Bytes;
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 
+use crate::keystore::TestStore;
 use crate::record::{Recorder, Step};
 
 /// Unix time (ms) of virtual time zero in every harness run: inside the test chain's validity.
@@ -219,6 +220,9 @@ pub struct Pair {
     pub now: Instant,
     /// Every event the client emitted, in order.
     pub events: Vec<Event>,
+    /// The client's store: persistence events are applied to it and load requests answered
+    /// from it, as a driver does (answers to loads are not recorded).
+    pub store: TestStore,
     /// What was fed to and taken from the client, for recorded sessions.
     pub recorder: Recorder,
     seeds: Seeds,
@@ -252,7 +256,18 @@ impl Pair {
     }
 
     /// Like [`Pair::new`], starting at `now`.
-    pub fn at(mut config: Config, session: Session, seeds: Seeds, now: Instant) -> Self {
+    pub fn at(config: Config, session: Session, seeds: Seeds, now: Instant) -> Self {
+        Self::at_with_store(config, session, seeds, now, TestStore::default())
+    }
+
+    /// Like [`Pair::at`], with a store that already holds records (a restart).
+    pub fn at_with_store(
+        mut config: Config,
+        session: Session,
+        seeds: Seeds,
+        now: Instant,
+        store: TestStore,
+    ) -> Self {
         let pki = TestPki::new(seeds.pki);
         config.trust = pki.trust;
         let clock = Clock {
@@ -267,6 +282,7 @@ impl Pair {
             server,
             now,
             events: Vec::new(),
+            store,
             recorder,
             seeds,
         };
@@ -316,7 +332,15 @@ impl Pair {
             self.recorder.output(&out);
             match out {
                 Output::Transmit(bytes) => self.server.handle_client_bytes(&bytes),
-                Output::Event(e) => self.events.push(e),
+                Output::Event(Event::Load(request)) => {
+                    let loaded = self.store.answer(&request);
+                    self.events.push(Event::Load(request));
+                    self.client.provide(self.now, loaded);
+                }
+                Output::Event(e) => {
+                    self.store.apply_event(&e);
+                    self.events.push(e);
+                }
             }
         }
         any
@@ -427,7 +451,7 @@ impl Pair {
             server: self.seeds.server.wrapping_add(1),
             pki: self.seeds.pki,
         };
-        let mut next = Self::at(config, session, seeds, self.now);
+        let mut next = Self::at_with_store(config, session, seeds, self.now, self.store);
         let mut events = self.events;
         events.append(&mut next.events);
         next.events = events;

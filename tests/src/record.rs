@@ -237,7 +237,7 @@ pub fn replay(file: &Value) -> Result<(), String> {
         // queries unasked) is off unless the file says otherwise.
         end_to_end: file
             .get("end_to_end")
-            .and_then(serde_json::Value::as_bool)
+            .and_then(Value::as_bool)
             .unwrap_or(false),
         ..Config::default()
     };
