@@ -20,6 +20,8 @@ use std::io;
 use amarula_core::credentials::Credentials;
 use amarula_core::machine::SentMessage;
 
+#[cfg(test)]
+mod conformance;
 mod file;
 mod json;
 mod memory;
@@ -116,6 +118,33 @@ pub trait CredentialStore: Send + Sync + 'static {
         }
     }
 
+    /// The records of `request` that the store holds: one entry per key asked for, in the
+    /// order of the request, `None` for a key the store does not have. The drive task calls it
+    /// on the machine's `Event::Load` and hands the answer back to the
+    /// machine; work that needs the records waits until then.
+    ///
+    /// Keys compare by equality as given: a session asked for `15551234567:0@s.whatsapp.net`
+    /// is not the one stored for `15551234567@s.whatsapp.net` (the core always names devices
+    /// with an explicit device number). Device lists are by user: the device part of their key
+    /// is ignored.
+    ///
+    /// The default answers `None` for every key: such a store keeps no Signal state (its
+    /// [`apply`](Self::apply) refuses it), so the core starts every session afresh.
+    fn load_keys(
+        &self,
+        request: &LoadRequest,
+    ) -> impl Future<Output = Result<Loaded, StoreError>> + Send {
+        let nothing = Loaded::nothing_for(request);
+        async move { Ok(nothing) }
+    }
+
+    /// The incoming messages kept by [`Change::Pending`] and not yet confirmed by
+    /// [`Change::PendingDone`], oldest first: what the application must handle (again) after a
+    /// restart. The default returns none (a store that keeps no pending messages).
+    fn load_pending(&self) -> impl Future<Output = Result<Vec<PendingMessage>, StoreError>> + Send {
+        async { Ok(Vec::new()) }
+    }
+
     /// Forgets everything: called when the server logged the device out
     /// ([`CloseReason::is_logged_out`](amarula_core::machine::CloseReason::is_logged_out)).
     /// Deleting what does not exist is not an error.
@@ -156,4 +185,3 @@ pub enum StoreError {
     #[error("this store cannot keep {0}")]
     Unsupported(&'static str),
 }
-
