@@ -11,9 +11,9 @@
 //! [`ClientEvent::StoreFailed`](crate::ClientEvent::StoreFailed)): going on would send frames
 //! whose state could be lost.
 //!
-//! Reads are lazy: at start the drive task loads the credentials, the sent messages and the
-//! pending incoming messages ([`CredentialStore::load_pending`]); Signal records are read by
-//! key when the core asks for them ([`CredentialStore::load_keys`]).
+//! Reads are lazy: only what a restart needs at once is read whole (the credentials, the sent
+//! messages, the pending incoming messages of [`CredentialStore::load_pending`]); Signal
+//! records are read by key when the core asks for them ([`CredentialStore::load_keys`]).
 //!
 //! The trait is async so that a store may do real IO; every future must be `Send`, as the
 //! drive task may move between threads.
