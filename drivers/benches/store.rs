@@ -1,7 +1,8 @@
 //! The SQLite store's speed: persistence events per second for a send/receive workload
-//! (batches of a few changes, as the drive task hands them over), and start-up time (open,
+//! (batches of a few changes, as the drive task hands them over), start-up time (open,
 //! load the credentials, restore the sent-message cache) of an account with 50,000 stored
-//! Signal sessions.
+//! Signal sessions, and the answer to one lazy-load request (20 sessions out of those 50,000,
+//! as a send to a few users asks for).
 //!
 //! `cargo bench -p amarula --bench store`
 
@@ -12,8 +13,8 @@ use amarula::core::credentials::Credentials;
 use amarula::core::jid::Jid;
 use amarula::core::machine::SentMessage;
 use amarula::store::{
-    Change, CredentialStore, PendingMessage, SqliteDatabase, SqliteOptions, SqliteStore,
-    Synchronous,
+    Change, CredentialStore, LoadRequest, PendingMessage, SqliteDatabase, SqliteOptions,
+    SqliteStore, Synchronous,
 };
 use bytes::Bytes;
 use divan::counter::ItemsCount;
@@ -144,5 +145,22 @@ fn start_up_50k_sessions(bencher: divan::Bencher<'_, '_>) {
         });
         // Returned, so closing (a WAL checkpoint) is not part of the start-up time.
         store
+    });
+}
+
+/// `load_keys` of 20 sessions spread over the 50,000 of `big_database`, on an open store: the
+/// cost the drive task pays when the core asks for records it does not hold.
+#[divan::bench(sample_count = 50, sample_size = 20)]
+fn load_keys_20_of_50k_sessions(bencher: divan::Bencher<'_, '_>) {
+    let store = SqliteStore::open(big_database()).expect("open");
+    let mut request = LoadRequest::default();
+    // Spread over the file, so each key is a separate index descent.
+    request.sessions = (0..20u32).map(|i| peer(i * 2_477 + 13)).collect();
+    // Warm: the statements are prepared and cached once, as in a running client.
+    smol::block_on(store.load_keys(&request)).expect("load_keys");
+    bencher.counter(ItemsCount::new(20usize)).bench_local(|| {
+        let loaded = smol::block_on(store.load_keys(&request)).expect("load_keys");
+        assert!(loaded.sessions.iter().all(|(_, r)| r.is_some()));
+        loaded
     });
 }

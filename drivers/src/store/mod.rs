@@ -11,6 +11,10 @@
 //! [`ClientEvent::StoreFailed`](crate::ClientEvent::StoreFailed)): going on would send frames
 //! whose state could be lost.
 //!
+//! Reads are lazy: only what a restart needs at once is read whole (the credentials, the sent
+//! messages, the pending incoming messages of [`CredentialStore::load_pending`]); Signal
+//! records are read by key when the core asks for them ([`CredentialStore::load_keys`]).
+//!
 //! The trait is async so that a store may do real IO; every future must be `Send`, as the
 //! drive task may move between threads.
 
@@ -20,6 +24,8 @@ use std::io;
 use amarula_core::credentials::Credentials;
 use amarula_core::machine::SentMessage;
 
+#[cfg(test)]
+mod conformance;
 mod file;
 mod json;
 mod memory;
@@ -131,6 +137,33 @@ pub trait CredentialStore: Send + Sync + 'static {
             }
             Ok(())
         }
+    }
+
+    /// The records of `request` that the store holds: one entry per key asked for, in the
+    /// order of the request, `None` for a key the store does not have. The drive task calls it
+    /// on the machine's `Event::Load` and hands the answer back to the
+    /// machine; work that needs the records waits until then.
+    ///
+    /// Keys compare by equality as given: a session asked for `15551234567:0@s.whatsapp.net`
+    /// is not the one stored for `15551234567@s.whatsapp.net` (the core always names devices
+    /// with an explicit device number). Device lists are by user: the device part of their key
+    /// is ignored.
+    ///
+    /// The default answers `None` for every key: such a store keeps no Signal state (its
+    /// [`apply`](Self::apply) refuses it), so the core starts every session afresh.
+    fn load_keys(
+        &self,
+        request: &LoadRequest,
+    ) -> impl Future<Output = Result<Loaded, StoreError>> + Send {
+        let nothing = Loaded::nothing_for(request);
+        async move { Ok(nothing) }
+    }
+
+    /// The incoming messages kept by [`Change::Pending`] and not yet confirmed by
+    /// [`Change::PendingDone`], oldest first: what the application must handle (again) after a
+    /// restart. The default returns none (a store that keeps no pending messages).
+    fn load_pending(&self) -> impl Future<Output = Result<Vec<PendingMessage>, StoreError>> + Send {
+        async { Ok(Vec::new()) }
     }
 
     /// Forgets everything: called when the server logged the device out

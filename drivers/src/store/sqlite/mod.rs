@@ -10,9 +10,10 @@
 //!
 //! # Laziness
 //! Nothing but the credentials and the sent-message cache is read at start. Signal sessions,
-//! sender keys, identities and device lists are read by key when needed ([`SqliteStore::session`],
-//! [`SqliteStore::sessions_for`]), so an account with 50,000 contacts starts as fast as one
-//! with none (see `benches/store.rs`).
+//! sender keys, prekeys and device lists are read by key when the core asks for them
+//! ([`CredentialStore::load_keys`], one read transaction per request) or through the typed
+//! getters ([`SqliteStore::session`], [`SqliteStore::sessions_for`]), so an account with
+//! 50,000 contacts starts as fast as one with none (see `benches/store.rs`).
 //!
 //! # Threads
 //! SQLite calls block, so every async method runs on the `blocking` thread pool, with the one
@@ -27,7 +28,7 @@ use amarula_core::jid::Jid;
 use amarula_core::machine::SentMessage;
 use rusqlite::{Connection, ErrorCode, OpenFlags, params};
 
-use super::{Change, CredentialStore, DeviceList, PendingMessage, StoreError};
+use super::{Change, CredentialStore, DeviceList, LoadRequest, Loaded, PendingMessage, StoreError};
 
 mod schema;
 mod tables;
@@ -81,6 +82,17 @@ impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
         match e.sqlite_error_code() {
             Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) => {
+                Self::Corrupt(e.to_string())
+            }
+            // A stored value of the wrong type or range (a text where a record belongs, …):
+            // the file holds something this build cannot read.
+            _ if matches!(
+                e,
+                rusqlite::Error::InvalidColumnType(..)
+                    | rusqlite::Error::FromSqlConversionFailure(..)
+                    | rusqlite::Error::IntegralValueOutOfRange(..)
+            ) =>
+            {
                 Self::Corrupt(e.to_string())
             }
             _ => Self::Sqlite(e),
@@ -554,6 +566,25 @@ impl CredentialStore for SqliteStore {
             Ok(())
         })
         .await
+    }
+
+    async fn load_keys(&self, request: &LoadRequest) -> Result<Loaded, StoreError> {
+        if request.is_empty() {
+            return Ok(Loaded::nothing_for(request));
+        }
+        let request = request.clone();
+        self.run(move |c, a, _| {
+            // One read transaction: the answer is a snapshot, not a mix of two batches.
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Deferred)?;
+            let loaded = tables::load_keys(&tx, a, &request)?;
+            tx.commit()?;
+            Ok(loaded)
+        })
+        .await
+    }
+
+    async fn load_pending(&self) -> Result<Vec<PendingMessage>, StoreError> {
+        self.pending().await
     }
 
     async fn delete(&self) -> Result<(), StoreError> {

@@ -10,7 +10,8 @@ use serde_json::Value;
 use zeroize::Zeroizing;
 
 use crate::store::{
-    Change, DeviceList, PendingMessage, StoreError, credentials_from_json, credentials_to_json,
+    Change, DeviceList, LoadRequest, Loaded, PendingMessage, StoreError, credentials_from_json,
+    credentials_to_json,
 };
 
 /// An account's row id.
@@ -338,19 +339,79 @@ pub(crate) fn device_list(
             Ok((r.get(0)?, r.get(1)?))
         })
         .optional()?;
-    let Some((bytes, updated)) = row else {
-        return Ok(None);
-    };
-    if bytes.len() % 2 != 0 {
+    row.map(|(bytes, updated)| decode_device_list(&bytes, updated))
+        .transpose()
+}
+
+/// A stored device list: the ids as little-endian u16s, and the time of the fetch.
+fn decode_device_list(bytes: &[u8], updated: i64) -> Result<DeviceList, StoreError> {
+    let pairs = bytes.chunks_exact(2);
+    if !pairs.remainder().is_empty() {
         return Err(StoreError::Corrupt("device list of odd length".into()));
     }
-    Ok(Some(DeviceList {
-        devices: bytes
-            .chunks_exact(2)
-            .map(|p| u16::from_le_bytes([p[0], p[1]]))
-            .collect(),
+    Ok(DeviceList {
+        devices: pairs.map(|p| u16::from_le_bytes([p[0], p[1]])).collect(),
         updated_unix_ms: unms(updated)?,
-    }))
+    })
+}
+
+/// The records of `request`, one entry per key in request order (`None` when absent), read
+/// on `conn` (the caller's read transaction, so the answer is one consistent snapshot).
+pub(crate) fn load_keys(
+    conn: &Connection,
+    account: AccountId,
+    request: &LoadRequest,
+) -> Result<Loaded, StoreError> {
+    let mut loaded = Loaded::nothing_for(request);
+    // Keys are the JIDs' text exactly as given (`:0` stays apart from no device), as `apply`
+    // wrote them.
+    if !loaded.sessions.is_empty() {
+        let mut stmt =
+            conn.prepare_cached("SELECT record FROM sessions WHERE account = ?1 AND address = ?2")?;
+        for (address, record) in &mut loaded.sessions {
+            *record = stmt
+                .query_row(params![account, address.to_string()], |r| r.get(0))
+                .optional()?;
+        }
+    }
+    if !loaded.sender_keys.is_empty() {
+        let mut stmt = conn.prepare_cached(
+            "SELECT record FROM sender_keys WHERE account = ?1 AND group_jid = ?2 AND sender = ?3",
+        )?;
+        for ((group, sender), record) in &mut loaded.sender_keys {
+            *record = stmt
+                .query_row(
+                    params![account, group.to_string(), sender.to_string()],
+                    |r| r.get(0),
+                )
+                .optional()?;
+        }
+    }
+    if !loaded.prekeys.is_empty() {
+        let mut stmt =
+            conn.prepare_cached("SELECT record FROM prekeys WHERE account = ?1 AND id = ?2")?;
+        for (id, record) in &mut loaded.prekeys {
+            *record = stmt
+                .query_row(params![account, *id], |r| r.get(0))
+                .optional()?;
+        }
+    }
+    if !loaded.device_lists.is_empty() {
+        let mut stmt = conn.prepare_cached(
+            "SELECT devices, updated_unix_ms FROM device_lists WHERE account = ?1 AND user = ?2",
+        )?;
+        for (user, list) in &mut loaded.device_lists {
+            let row: Option<(Vec<u8>, i64)> = stmt
+                .query_row(params![account, user.to_non_device().to_string()], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
+                .optional()?;
+            *list = row
+                .map(|(bytes, updated)| decode_device_list(&bytes, updated))
+                .transpose()?;
+        }
+    }
+    Ok(loaded)
 }
 
 /// The other side of a LID mapping: `sql` selects one column by account and `key`.

@@ -559,3 +559,111 @@ fn migrates_from_every_earlier_version() {
         SqliteDatabase::open(&path).expect("reopened");
     }
 }
+
+/// A store whose rows were written by something else: `sql` (with the account as `?1`) puts
+/// in one damaged row.
+fn damaged(sql: &str) -> SqliteStore {
+    let store = memory();
+    store.db.with_conn(|c| {
+        c.execute(sql, [store.account]).expect("damage");
+    });
+    store
+}
+
+#[test]
+fn an_unreadable_record_is_corrupt_not_a_panic() {
+    let peer = "15550001111:0@s.whatsapp.net";
+    let mut sessions = LoadRequest::default();
+    sessions.sessions = vec![jid("15550002222:0@s.whatsapp.net"), jid(peer)];
+    let mut lists = LoadRequest::default();
+    lists.device_lists = vec![jid("15550001111@s.whatsapp.net")];
+    let mut sender_keys = LoadRequest::default();
+    sender_keys.sender_keys = vec![(jid("1@g.us"), jid(peer))];
+    let mut prekeys = LoadRequest::default();
+    prekeys.prekeys = vec![5];
+    let cases: [(&str, &LoadRequest); 5] = [
+        // A session record stored as text.
+        (
+            "INSERT INTO sessions(account, address, user, record)
+             VALUES (?1, '15550001111:0@s.whatsapp.net', '15550001111@s.whatsapp.net', 'text')",
+            &sessions,
+        ),
+        // A device list of an odd number of bytes.
+        (
+            "INSERT INTO device_lists(account, user, devices, updated_unix_ms)
+             VALUES (?1, '15550001111@s.whatsapp.net', x'010203', 1)",
+            &lists,
+        ),
+        // A device list fetched before 1970.
+        (
+            "INSERT INTO device_lists(account, user, devices, updated_unix_ms)
+             VALUES (?1, '15550001111@s.whatsapp.net', x'0100', -5)",
+            &lists,
+        ),
+        // A sender key stored as a number.
+        (
+            "INSERT INTO sender_keys(account, group_jid, sender, record)
+             VALUES (?1, '1@g.us', '15550001111:0@s.whatsapp.net', 42)",
+            &sender_keys,
+        ),
+        // A prekey stored as a real.
+        (
+            "INSERT INTO prekeys(account, id, record) VALUES (?1, 5, 1.5)",
+            &prekeys,
+        ),
+    ];
+    for (i, (sql, request)) in cases.into_iter().enumerate() {
+        let store = damaged(sql);
+        match smol::block_on(store.load_keys(request)) {
+            Err(StoreError::Corrupt(_)) => {}
+            other => panic!("case {i}: expected Corrupt, got {other:?}"),
+        }
+    }
+    // Pending messages: a negative arrival time, a stanza stored as text.
+    for (i, sql) in [
+        "INSERT INTO pending_messages(account, id, node, ack_token, received_unix_ms)
+         VALUES (?1, 'a', x'f8', NULL, -1)",
+        "INSERT INTO pending_messages(account, id, node, ack_token, received_unix_ms)
+         VALUES (?1, 'a', 'stanza', NULL, 1)",
+        "INSERT INTO pending_messages(account, id, node, ack_token, received_unix_ms)
+         VALUES (?1, 'a', x'f8', 'token', 1)",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let store = damaged(sql);
+        match smol::block_on(store.load_pending()) {
+            Err(StoreError::Corrupt(_)) => {}
+            other => panic!("pending case {i}: expected Corrupt, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn load_keys_answers_in_request_order() {
+    let store = memory();
+    let peers: Vec<Jid> = (0..50)
+        .map(|n| jid(&format!("1555{n:07}:{}@s.whatsapp.net", n % 3)))
+        .collect();
+    smol::block_on(async {
+        let batch: Vec<Change> = peers
+            .iter()
+            .enumerate()
+            .filter(|(n, _)| n % 2 == 0)
+            .map(|(n, p)| Change::Session {
+                address: p.clone(),
+                record: vec![n as u8],
+            })
+            .collect();
+        store.apply(&batch).await.expect("apply");
+        let mut request = LoadRequest::default();
+        request.sessions = peers.iter().rev().cloned().collect();
+        let loaded = store.load_keys(&request).await.expect("load_keys");
+        assert_eq!(loaded.sessions.len(), 50);
+        for ((address, record), n) in loaded.sessions.iter().zip((0..50usize).rev()) {
+            assert_eq!(address, &peers[n]);
+            let expected = (n % 2 == 0).then(|| vec![n as u8]);
+            assert_eq!(record, &expected, "peer {n}");
+        }
+    });
+}
