@@ -622,7 +622,7 @@ fn a_group_message_distributes_the_sender_key_once() {
         .unwrap();
     pair.server_send(
         &Node::new("message")
-            .attr("from", bob_group.clone())
+            .attr("from", bob_group)
             .attr("participant", jid(BOB))
             .attr("id", "G2")
             .attr("t", "1700000000")

@@ -96,23 +96,6 @@ pub trait CredentialStore: Send + Sync + 'static {
         async { Ok(Vec::new()) }
     }
 
-    /// Looks up the records the machine asked for ([`Event::Load`](amarula_core::machine::Event::Load)),
-    /// one answer entry per key, `None` where the store has nothing. The default finds nothing:
-    /// such a store keeps no Signal state.
-    fn load_keys(
-        &self,
-        request: &LoadRequest,
-    ) -> impl Future<Output = Result<Loaded, StoreError>> + Send {
-        let loaded = Loaded::nothing_for(request);
-        async move { Ok(loaded) }
-    }
-
-    /// Incoming messages the application had not confirmed, oldest first; handed out again
-    /// after a restart. The default returns none.
-    fn load_pending(&self) -> impl Future<Output = Result<Vec<PendingMessage>, StoreError>> + Send {
-        async { Ok(Vec::new()) }
-    }
-
     /// Stores a batch of persistence events, all or nothing where the store can (the SQLite
     /// store commits one transaction per batch). The drive task calls it with the consecutive
     /// persistence events of the machine and waits for it before applying anything after them.
