@@ -22,6 +22,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use amarula::core::credentials::Credentials;
 use amarula::core::machine::{Config, ConnectionMachine, Event, Output, Reconnect, Session};
 use amarula::core::noise::TrustAnchor;
+use amarula::core::persist::Loaded;
 use amarula::core::time::{Clock, Instant};
 use amarula::store::{credentials_from_json, credentials_to_json};
 use rand_core::{OsRng, RngCore, SeedableRng};
@@ -100,6 +101,11 @@ fn main() -> Result<(), Box<dyn Error>> {
                             // Plain write for brevity; amarula::FileStore replaces atomically.
                             std::fs::write(path, credentials_to_json(&creds).to_string())?;
                         }
+                    }
+                    // This example keeps no Signal state; a real loop answers from its store
+                    // (e.g. `SqliteStore::load_keys`) and persists every `Event::Persist`.
+                    Output::Event(Event::Load(request)) => {
+                        machine.provide(now(), Loaded::nothing_for(&request));
                     }
                     Output::Event(Event::PairingQr { qr, index, .. }) => {
                         println!("QR #{index} (scan with the phone): {qr}");

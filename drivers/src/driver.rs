@@ -92,6 +92,14 @@ pub enum Error {
     /// The TLS configuration could not be built.
     #[error("tls setup: {0}")]
     Tls(#[from] rustls::Error),
+    /// End-to-end messaging is on ([`Config::end_to_end`](amarula_core::machine::Config)) but
+    /// the store keeps no Signal state (e.g. [`FileStore`](crate::FileStore), which keeps
+    /// only the credentials): use [`SqliteStore`](crate::store::SqliteStore) or
+    /// [`MemoryStore`](crate::MemoryStore), or turn end-to-end handling off.
+    #[error(
+        "the store keeps no Signal state; use SqliteStore or MemoryStore, or turn end_to_end off"
+    )]
+    NoSignalState,
     /// The OS random source failed.
     #[error("os randomness unavailable: {0}")]
     Random(#[from] rand_core::Error),
@@ -135,6 +143,9 @@ pub(crate) async fn start<R: Runtime, S: CredentialStore>(
         reason: e.to_string(),
     })?;
     let tls = tls_config()?;
+    if config.machine.end_to_end && !store.keeps_signal_state() {
+        return Err(Error::NoSignalState);
+    }
     let credentials = match store.load().await? {
         Some(c) => {
             tracing::debug!(paired = c.is_paired(), "loaded stored credentials");

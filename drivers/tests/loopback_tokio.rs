@@ -235,6 +235,9 @@ async fn logged_out_deletes_the_credentials_and_stops() {
 struct FailingStore;
 
 impl CredentialStore for FailingStore {
+    fn keeps_signal_state(&self) -> bool {
+        true
+    }
     async fn load(&self) -> Result<Option<Credentials>, StoreError> {
         Ok(Some(paired_credentials()))
     }

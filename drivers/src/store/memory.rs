@@ -322,6 +322,10 @@ fn known(change: &Change) -> bool {
 }
 
 impl CredentialStore for MemoryStore {
+    fn keeps_signal_state(&self) -> bool {
+        true
+    }
+
     async fn load(&self) -> Result<Option<Credentials>, StoreError> {
         Ok(self.credentials())
     }

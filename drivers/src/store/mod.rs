@@ -149,6 +149,15 @@ pub trait CredentialStore: Send + Sync + 'static {
         async { Ok(Vec::new()) }
     }
 
+    /// Whether the store keeps Signal state (sessions, prekeys, sender keys, pending
+    /// messages): [`apply`](Self::apply) takes every [`Change`] and
+    /// [`load_keys`](Self::load_keys) answers from them. The client refuses to start end-to-end
+    /// messaging ([`Config::end_to_end`](amarula_core::machine::Config)) on a store that does
+    /// not, rather than fail at the first prekey upload. The default says no.
+    fn keeps_signal_state(&self) -> bool {
+        false
+    }
+
     /// Forgets everything: called when the server logged the device out
     /// ([`CloseReason::is_logged_out`](amarula_core::machine::CloseReason::is_logged_out)).
     /// Deleting what does not exist is not an error.

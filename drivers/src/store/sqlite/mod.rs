@@ -523,6 +523,10 @@ impl SqliteStore {
 }
 
 impl CredentialStore for SqliteStore {
+    fn keeps_signal_state(&self) -> bool {
+        true
+    }
+
     async fn load(&self) -> Result<Option<Credentials>, StoreError> {
         self.run(|c, a, _| tables::load_credentials(c, a)).await
     }
