@@ -64,6 +64,10 @@ pub enum Change {
     Credentials(Box<Credentials>),
     /// Record a relayed message for retry receipts (see [`CredentialStore::save_sent`]).
     SentMessage(SentMessage),
+    /// The server acknowledged a relayed message (with or without an error): it is not sent
+    /// again after a restart. Sent messages without it are resent, with the same id, at the
+    /// next login ([`Session::restore_outbox`](crate::machine::Session::restore_outbox)).
+    SentAcked(String),
     /// Store (or replace) a one-time prekey.
     PreKey {
         /// The prekey id.
@@ -132,7 +136,7 @@ impl Change {
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Credentials(_) => "credentials",
-            Self::SentMessage(_) => "sent messages",
+            Self::SentMessage(_) | Self::SentAcked(_) => "sent messages",
             Self::PreKey { .. } | Self::RemovePreKey(_) => "prekeys",
             Self::SignedPreKey { .. } | Self::RemoveSignedPreKey(_) => "signed prekeys",
             Self::Session { .. } | Self::RemoveSession(_) => "sessions",
@@ -151,6 +155,7 @@ impl fmt::Debug for Change {
         match self {
             Self::Credentials(_) => f.write_str("Credentials(..)"),
             Self::SentMessage(m) => write!(f, "SentMessage({})", m.id),
+            Self::SentAcked(id) => write!(f, "SentAcked({id})"),
             Self::PreKey { id, record } => write!(f, "PreKey({id}, {} bytes)", record.len()),
             Self::RemovePreKey(id) => write!(f, "RemovePreKey({id})"),
             Self::SignedPreKey { id, record } => {

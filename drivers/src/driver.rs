@@ -162,6 +162,7 @@ pub(crate) async fn start<R: Runtime, S: CredentialStore>(
     let mut session = Session::new(credentials, &config.machine);
     session.restore_sent(store.load_sent().await?);
     session.restore_pending(store.load_pending().await?);
+    session.restore_outbox(store.load_unacked_sent().await?);
     let (command_tx, command_rx) = async_channel::unbounded();
     let (event_tx, event_rx) = async_channel::unbounded();
     let driver = Driver::<R, S> {

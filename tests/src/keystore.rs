@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use amarula_core::jid::Jid;
-use amarula_core::machine::Event;
+use amarula_core::machine::{Event, SentMessage};
 use amarula_core::persist::{Change, DeviceList, LoadRequest, Loaded, PendingMessage};
 
 /// Everything the machine handed out for persistence, by kind.
@@ -20,6 +20,10 @@ pub struct TestStore {
     pub device_lists: HashMap<Jid, DeviceList>,
     /// Pending incoming messages by key, in arrival order.
     pub pending: Vec<PendingMessage>,
+    /// Sent messages (the cache for retry receipts), oldest first.
+    pub sent: Vec<SentMessage>,
+    /// Ids of sent messages the server acknowledged.
+    pub acked: Vec<String>,
     /// How many load requests were answered.
     pub loads: usize,
 }
@@ -27,8 +31,14 @@ pub struct TestStore {
 impl TestStore {
     /// Applies a persistence event (other events are ignored).
     pub fn apply_event(&mut self, event: &Event) {
-        if let Event::Persist(change) = event {
-            self.apply(change);
+        match event {
+            Event::Persist(change) => self.apply(change),
+            Event::MessageCached(m) => {
+                self.sent.retain(|s| s.id != m.id);
+                self.acked.retain(|a| *a != m.id);
+                self.sent.push(m.clone());
+            }
+            _ => {}
         }
     }
 
@@ -63,8 +73,18 @@ impl TestStore {
                 self.pending.push(p.clone());
             }
             Change::PendingDone(id) => self.pending.retain(|q| q.id != *id),
+            Change::SentAcked(id) => self.acked.push(id.clone()),
             _ => {}
         }
+    }
+
+    /// The sent messages without a server ack, oldest first.
+    pub fn unacked(&self) -> Vec<SentMessage> {
+        self.sent
+            .iter()
+            .filter(|m| !self.acked.contains(&m.id))
+            .cloned()
+            .collect()
     }
 
     /// The answer to `request`.

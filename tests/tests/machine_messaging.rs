@@ -659,3 +659,67 @@ fn a_send_to_nobody_fails_and_other_chats_go_on() {
     )));
     let _ = paired_credentials(1);
 }
+
+#[test]
+fn an_unacknowledged_send_goes_again_with_the_same_id_after_a_crash() {
+    let (mut pair, _) = logged_in();
+    let (mut bob, mut phone) = (Peer::new(BOB, 34), Peer::new(OWN_PHONE, 35));
+    let (acked, _) = send_to_bob(&mut pair, &mut bob, &mut phone);
+    pair.server_send(
+        &Node::new("ack")
+            .attr("class", "message")
+            .attr("id", acked.as_str())
+            .attr("from", jid(BOB_USER)),
+    );
+    let lost = pair
+        .client
+        .send_text(pair.now, &jid(BOB_USER), "lost in the crash")
+        .unwrap();
+    pair.drive();
+    assert_eq!(
+        pair.server.last("message").unwrap().attr_str("id"),
+        Some(lost.as_str())
+    );
+    // Crash before the server's ack: the store has the message, not acknowledged.
+    let store = pair.store.clone();
+    let unacked = store.unacked();
+    assert_eq!(
+        unacked.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(),
+        [lost.as_str()]
+    );
+    let mut session = Session::new(pair.client.credentials().clone(), &config());
+    session.restore_outbox(unacked);
+    let mut next = Pair::at_with_store(config(), session, expect::seeds(8), pair.now, store);
+    expect::log_in(&mut next);
+    // Device lists and sessions come from the store: no query, the same id again.
+    let again = next.server.last("message").expect("sent again").clone();
+    assert_eq!(again.attr_str("id"), Some(lost.as_str()));
+    let got = bob.decrypt(&jid(OWN), enc_for(&again, BOB)).unwrap();
+    assert_eq!(got.conversation.as_deref(), Some("lost in the crash"));
+    assert!(
+        next.server
+            .received
+            .iter()
+            .all(|n| n.attr_str("xmlns") != Some("usync")),
+        "the device list was loaded, not fetched"
+    );
+}
+
+#[test]
+fn a_message_sent_again_with_the_same_id_is_handed_out_once() {
+    let (mut pair, bundle) = logged_in();
+    let mut bob = Peer::new(BOB, 36);
+    let enc = bob.encrypt_text(&jid(OWN), Some(&bundle), "once");
+    pair.server_send(&incoming(&bob.jid, "M1", enc));
+    // Bob crashed before the server's ack and sends it again: new ciphertext, same id.
+    let enc = bob.encrypt_text(&jid(OWN), None, "once");
+    let before = pair.server.received.len();
+    pair.server_send(&incoming(&bob.jid, "M1", enc));
+    assert_eq!(messages(&pair.events).len(), 1);
+    let sent = pair.server.received_since(before);
+    assert!(sent.iter().any(|n| n.tag == "ack"));
+    assert!(
+        sent.iter()
+            .any(|n| n.tag == "receipt" && n.attr_str("type").is_none())
+    );
+}

@@ -175,6 +175,13 @@ impl Session {
             .restore_pending(pending.into_iter().collect());
     }
 
+    /// Puts messages sent with [`send_text`](ConnectionMachine::send_text) whose server ack
+    /// never arrived back (the store's unacknowledged sent messages): they are encrypted again
+    /// and relayed with the same id at the next login. Give them oldest first.
+    pub fn restore_outbox(&mut self, unacked: impl IntoIterator<Item = SentMessage>) {
+        self.messaging.restore_outbox(unacked.into_iter().collect());
+    }
+
     /// Consecutive failed connection attempts (the backoff position); reset at login.
     pub fn reconnect_attempts(&self) -> u32 {
         self.attempts
@@ -943,6 +950,10 @@ impl ConnectionMachine {
                 self.message_deadlines.remove(&(deadline, id.clone()));
                 self.arm_message_timer();
                 let result = stanza::message_ack_result(&node);
+                // The server has it (or refused it for good): not to be resent after a restart.
+                self.emit(Event::Persist(crate::persist::Change::SentAcked(
+                    id.clone(),
+                )));
                 self.emit(Event::MessageAck { id, result });
             }
         }

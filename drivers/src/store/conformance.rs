@@ -10,6 +10,7 @@ use super::{
     Change, CredentialStore, DeviceList, LoadRequest, Loaded, MemoryStore, PendingMessage,
     StoreError,
 };
+use amarula_core::machine::SentMessage;
 
 /// The getters both stores have (the memory store's are synchronous and infallible, the
 /// SQLite store's async), in one form for the suite.
@@ -318,6 +319,7 @@ fn assert_loaded(
 /// The suite: every kind of change in, read back by key and through the getters, removals,
 /// replacements, and `delete`.
 pub(crate) async fn conformance(store: &impl Inspect) {
+    unacked_sent(store).await;
     let n = names();
     // Empty: every key absent, nothing pending.
     let request = request(&n);
@@ -577,6 +579,49 @@ pub(crate) async fn conformance(store: &impl Inspect) {
 }
 
 /// Two stores (two accounts of one file, or two memory stores) share nothing.
+/// Sent messages without [`Change::SentAcked`] are the outbox; a message relayed again is
+/// unacknowledged again.
+async fn unacked_sent(store: &impl Inspect) {
+    let sent = |id: &str, t: u64| SentMessage {
+        id: id.to_owned(),
+        to: "15550001111@s.whatsapp.net".parse().expect("jid"),
+        kind: "text".into(),
+        context: bytes::Bytes::from_static(b"m1"),
+        sent_unix_ms: t,
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    store
+        .apply(&[
+            Change::SentMessage(sent("s1", now)),
+            Change::SentMessage(sent("s2", now + 1)),
+            Change::SentMessage(sent("s3", now + 2)),
+            Change::SentAcked("s2".into()),
+            Change::SentAcked("never-sent".into()),
+        ])
+        .await
+        .expect("apply");
+    let ids = |v: Vec<SentMessage>| v.into_iter().map(|m| m.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(store.load_unacked_sent().await.expect("unacked")),
+        ["s1", "s3"]
+    );
+    store
+        .apply(&[
+            Change::SentAcked("s1".into()),
+            Change::SentMessage(sent("s2", now + 3)),
+        ])
+        .await
+        .expect("apply");
+    assert_eq!(
+        ids(store.load_unacked_sent().await.expect("unacked")),
+        ["s3", "s2"]
+    );
+    assert_eq!(ids(store.load_sent().await.expect("sent")).len(), 3);
+    store.delete().await.expect("delete");
+}
+
 pub(crate) async fn kept_apart(a: &impl Inspect, b: &impl Inspect) {
     let n = names();
     a.apply(&every_kind(&n)).await.expect("apply a");

@@ -33,6 +33,8 @@ type Secret = Zeroizing<Vec<u8>>;
 struct MemoryInner {
     credentials: Option<Credentials>,
     sent: VecDeque<SentMessage>,
+    /// Ids of sent messages the server acknowledged.
+    acked: std::collections::HashSet<String>,
     prekeys: BTreeMap<u32, Secret>,
     signed_prekeys: BTreeMap<u32, Secret>,
     /// Sessions by user (the address without device), then by device address: what
@@ -186,9 +188,12 @@ impl MemoryInner {
 
     fn save_sent(&mut self, message: &SentMessage) {
         self.sent.retain(|m| m.id != message.id);
+        self.acked.remove(&message.id);
         self.sent.push_back(message.clone());
         while self.sent.len() > MEMORY_SENT_LIMIT {
-            self.sent.pop_front();
+            if let Some(old) = self.sent.pop_front() {
+                self.acked.remove(&old.id);
+            }
         }
     }
 
@@ -197,6 +202,9 @@ impl MemoryInner {
         match change {
             Change::Credentials(c) => self.credentials = Some(c.as_ref().clone()),
             Change::SentMessage(m) => self.save_sent(m),
+            Change::SentAcked(id) if self.sent.iter().any(|m| m.id == *id) => {
+                self.acked.insert(id.clone());
+            }
             Change::PreKey { id, record } => {
                 self.prekeys.insert(*id, Zeroizing::new(record.clone()));
             }
@@ -306,6 +314,7 @@ fn known(change: &Change) -> bool {
         change,
         Change::Credentials(_)
             | Change::SentMessage(_)
+            | Change::SentAcked(_)
             | Change::PreKey { .. }
             | Change::RemovePreKey(_)
             | Change::SignedPreKey { .. }
@@ -342,6 +351,16 @@ impl CredentialStore for MemoryStore {
 
     async fn load_sent(&self) -> Result<Vec<SentMessage>, StoreError> {
         Ok(self.sent())
+    }
+
+    async fn load_unacked_sent(&self) -> Result<Vec<SentMessage>, StoreError> {
+        let inner = self.lock();
+        Ok(inner
+            .sent
+            .iter()
+            .filter(|m| !inner.acked.contains(&m.id))
+            .cloned()
+            .collect())
     }
 
     /// Applies the whole batch under one lock, or nothing: a change of a kind this store does

@@ -149,6 +149,14 @@ pub trait CredentialStore: Send + Sync + 'static {
         async { Ok(Vec::new()) }
     }
 
+    /// The sent messages the server never acknowledged ([`Change::SentAcked`]), oldest first:
+    /// sent again with the same id after a restart. The default returns none.
+    fn load_unacked_sent(
+        &self,
+    ) -> impl Future<Output = Result<Vec<SentMessage>, StoreError>> + Send {
+        async { Ok(Vec::new()) }
+    }
+
     /// Whether the store keeps Signal state (sessions, prekeys, sender keys, pending
     /// messages): [`apply`](Self::apply) takes every [`Change`] and
     /// [`load_keys`](Self::load_keys) answers from them. The client refuses to start end-to-end

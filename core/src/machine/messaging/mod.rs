@@ -73,6 +73,12 @@ pub(crate) struct Messaging {
     retry_order: VecDeque<String>,
     /// Pending messages from the store, handed out again at the next login.
     restored: Vec<PendingMessage>,
+    /// Sent messages the server never acknowledged, sent again at the next login.
+    outbox: Vec<super::SentMessage>,
+    /// Recently delivered messages (chat, sender, id), so a copy sent again (same id) is not
+    /// handed out twice.
+    delivered: HashSet<String>,
+    delivered_order: VecDeque<String>,
     prekey_upload_inflight: bool,
 }
 
@@ -89,7 +95,29 @@ impl std::fmt::Debug for Messaging {
 
 impl Messaging {
     pub(crate) fn restore_pending(&mut self, pending: Vec<PendingMessage>) {
+        for p in &pending {
+            self.remember_delivered(p.id.clone());
+        }
         self.restored.extend(pending);
+    }
+
+    pub(crate) fn restore_outbox(&mut self, unacked: Vec<super::SentMessage>) {
+        self.outbox.extend(unacked);
+    }
+
+    /// Remembers a delivered message key; false when it was already delivered.
+    pub(crate) fn remember_delivered(&mut self, key: String) -> bool {
+        if self.delivered.contains(&key) {
+            return false;
+        }
+        self.delivered.insert(key.clone());
+        self.delivered_order.push_back(key);
+        while self.delivered_order.len() > 4096 {
+            if let Some(old) = self.delivered_order.pop_front() {
+                self.delivered.remove(&old);
+            }
+        }
+        true
     }
 
     /// Records held in memory (for [`Stats`](super::Stats)).
@@ -220,6 +248,18 @@ impl ConnectionMachine {
         let restored = std::mem::take(&mut self.session_msg.restored);
         for pending in restored {
             self.redeliver_pending(pending);
+        }
+        let outbox = std::mem::take(&mut self.session_msg.outbox);
+        for sent in outbox {
+            match send::decode_context(&sent.context) {
+                Some((chat, message)) => {
+                    tracing::debug!(id = %sent.id, "sending an unacknowledged message again");
+                    self.session_msg
+                        .sends
+                        .push_back(SendJob::new(sent.id, chat, message));
+                }
+                None => tracing::debug!(id = %sent.id, "unacknowledged message not ours to resend"),
+            }
         }
         self.advance(now);
     }

@@ -418,6 +418,16 @@ impl ConnectionMachine {
         ack: Option<Node>,
     ) {
         let pending_key = format!("{}|{}|{}", o.chat, o.sender, o.id);
+        if !self.session_msg.remember_delivered(pending_key.clone()) {
+            // The sender sent it again with the same id (after a crash of its own): it was
+            // handed out already.
+            tracing::debug!(id = %o.id, "duplicate message id; acked without an event");
+            self.send_internal(now, &receipt);
+            if let Some(ack) = ack {
+                self.send_internal(now, &ack);
+            }
+            return;
+        }
         let mut incoming = IncomingMessage {
             id: o.id,
             chat: o.chat,

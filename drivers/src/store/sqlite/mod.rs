@@ -550,9 +550,13 @@ impl CredentialStore for SqliteStore {
             if pruned > 0 {
                 tracing::debug!(pruned, "dropped expired sent messages");
             }
-            tables::load_sent(c, a)
+            tables::load_sent(c, a, false)
         })
         .await
+    }
+
+    async fn load_unacked_sent(&self) -> Result<Vec<SentMessage>, StoreError> {
+        self.run(|c, a, _| tables::load_sent(c, a, true)).await
     }
 
     async fn apply(&self, changes: &[Change]) -> Result<(), StoreError> {

@@ -108,8 +108,14 @@ CREATE TABLE pending_messages (
 );
 ";
 
+/// Version 3: whether the server acknowledged each sent message (unacknowledged ones are sent
+/// again after a restart).
+const V3: &str = "
+ALTER TABLE sent_messages ADD COLUMN acked INTEGER NOT NULL DEFAULT 0;
+";
+
 /// The migration steps; step `i` takes the schema from version `i` to `i + 1`.
-pub(crate) const MIGRATIONS: &[&str] = &[V1, V2];
+pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;

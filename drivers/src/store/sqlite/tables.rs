@@ -141,12 +141,13 @@ pub(crate) fn prune_sent(
 pub(crate) fn load_sent(
     conn: &Connection,
     account: AccountId,
+    unacked_only: bool,
 ) -> Result<Vec<SentMessage>, StoreError> {
     let mut stmt = conn.prepare_cached(
         "SELECT id, recipient, kind, context, sent_unix_ms FROM sent_messages
-         WHERE account = ?1 ORDER BY seq",
+         WHERE account = ?1 AND (acked = 0 OR ?2 = 0) ORDER BY seq",
     )?;
-    let mut rows = stmt.query([account])?;
+    let mut rows = stmt.query(params![account, unacked_only])?;
     let mut out = Vec::new();
     while let Some(r) = rows.next()? {
         let to: String = r.get(1)?;
@@ -279,6 +280,10 @@ pub(crate) fn apply(
                 params![account, p.id, p.node, token, ms(p.received_unix_ms)?],
             )?;
         }
+        Change::SentAcked(id) => exec(
+            "UPDATE sent_messages SET acked = 1 WHERE account = ?1 AND id = ?2",
+            params![account, id],
+        )?,
         Change::PendingDone(id) => exec(
             "DELETE FROM pending_messages WHERE account = ?1 AND id = ?2",
             params![account, id],
