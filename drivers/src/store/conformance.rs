@@ -742,7 +742,7 @@ fn a_store_without_signal_state_answers_nothing() {
         }
         async fn save_sent(
             &self,
-            _: &amarula_core::machine::SentMessage,
+            _: &SentMessage,
         ) -> Result<(), StoreError> {
             Ok(())
         }
