@@ -1,8 +1,12 @@
 //! The demo: a WhatsApp-server simulator in this process, and a real amarula client (tokio
-//! driver, real loopback sockets) that pairs by QR code, logs in, asks the server something,
-//! and messages a second account.
+//! driver, real loopback sockets, a SQLite store) that pairs by QR code, logs in, asks the
+//! server something, exchanges end-to-end encrypted messages with a second account, then
+//! restarts from its database (no pairing) and gets what arrived while it was away.
 //!
-//! `cargo run --release -p amarula-tests --bin demo`
+//! `cargo run --release -p amarula-tests --bin demo [-- --db PATH]`
+//!
+//! `--db` names Alice's database (default: `amarula-demo.db` in the system's temp dir). The
+//! simulator starts empty each run, so the demo starts the file afresh too.
 //!
 //! The QR code is drawn in the terminal as a user would see it; the simulator's virtual phone
 //! "scans" it a moment later. Everything ends by itself within a minute.
@@ -12,11 +16,10 @@ use std::time::Duration;
 use amarula::core::binary::Node;
 use amarula::core::jid::Jid;
 use amarula::core::machine::{Confirm, Event, IqRequest, IqResult};
-use amarula::store::MemoryStore;
+use amarula::store::{MemoryStore, SqliteStore};
 use amarula::{Client, ClientConfig, ClientEvent, Events};
 use amarula_tests::sim::client::{config_for, fresh_credentials};
 use amarula_tests::sim::{SimConfig, Simulator};
-use bytes::Bytes;
 use qrcode::QrCode;
 use qrcode::render::unicode::Dense1x2;
 
@@ -62,11 +65,16 @@ async fn run() -> Result<(), String> {
     .await
     .map_err(|e| e.to_string())?;
 
-    // Alice's new computer: fresh credentials, so it pairs first.
-    let (client, mut events) =
-        amarula::tokio::connect(config(config_for(&sim)), MemoryStore::new())
-            .await
-            .map_err(|e| e.to_string())?;
+    // Alice's new computer: an empty database, so it pairs first.
+    let db = db_path()?;
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+    }
+    println!("[alice] database: {}", db.display());
+    let store = SqliteStore::open(&db).map_err(|e| e.to_string())?;
+    let (client, mut events) = amarula::tokio::connect(config(config_for(&sim)), store)
+        .await
+        .map_err(|e| e.to_string())?;
     println!("[alice] connecting to the (simulated) WhatsApp server…");
     loop {
         let event = next(&mut events, "alice").await?;
@@ -125,41 +133,46 @@ async fn run() -> Result<(), String> {
         other => println!("[alice] usync: {other:?}"),
     }
 
-    // A message to Bob (end-to-end encryption is the next milestone: the payload is opaque).
+    // End-to-end encrypted messages: Alice's client fetches Bob's devices and prekey bundles,
+    // encrypts for each (and for her own other devices), and Bob's client decrypts.
     wait_logged_in(&mut bob_events).await?;
-    let message = Node::new("message")
-        .attr("id", "3EB0DE000000000001")
-        .attr(
-            "to",
-            format!("{BOB}@s.whatsapp.net")
-                .parse::<Jid>()
-                .map_err(|e| e.to_string())?,
-        )
-        .attr("type", "text")
-        .children([Node::new("enc")
-            .attr("v", "2")
-            .attr("type", "msg")
-            .bytes(vec![0x42; 48])]);
-    let ack = client
-        .relay_stanza(message, Bytes::from_static(b"hello bob"))
+    let bob_jid: Jid = format!("{BOB}@s.whatsapp.net")
+        .parse()
+        .map_err(|e: amarula::core::jid::JidParseError| e.to_string())?;
+    let alice_jid: Jid = format!("{ALICE}@s.whatsapp.net")
+        .parse()
+        .map_err(|e: amarula::core::jid::JidParseError| e.to_string())?;
+    let id = client
+        .send_text(&bob_jid, "hello bob")
         .await
         .map_err(|e| e.to_string())?;
-    println!("[alice] message to bob: server says {ack:?}");
-    loop {
-        if let ClientEvent::Event(Event::Stanza {
-            node,
-            ack: Some(token),
-        }) = next(&mut bob_events, "bob").await?
-        {
-            println!("[bob] received {node}");
-            bob_client
-                .confirm(token, Confirm::Ack)
-                .await
-                .map_err(|e| e.to_string())?;
-            println!("[bob] handled it durably, acked");
-            break;
-        }
-    }
+    println!("[alice] sent \"hello bob\" (id {id}); the server acknowledged it");
+    let text = receive_text(&bob_client, &mut bob_events, "bob").await?;
+    println!("[bob] decrypted: \"{text}\"; stored, then confirmed (receipt and ack sent)");
+    bob_client
+        .send_text(&alice_jid, "hi alice!")
+        .await
+        .map_err(|e| e.to_string())?;
+    let text = receive_text(&client, &mut events, "alice").await?;
+    println!("[alice] decrypted: \"{text}\"");
+
+    // Alice's computer goes away; Bob writes meanwhile; Alice comes back from the database.
+    stop(&client, &mut events, "alice").await?;
+    bob_client
+        .send_text(&alice_jid, "did you get this while you were away?")
+        .await
+        .map_err(|e| e.to_string())?;
+    println!("[bob] sent a message while alice is offline (the server queues it)");
+    let store = SqliteStore::open(&db).map_err(|e| e.to_string())?;
+    let (client, mut events) = amarula::tokio::connect(config(config_for(&sim)), store)
+        .await
+        .map_err(|e| e.to_string())?;
+    println!(
+        "[alice] restarted from {}: no QR code this time",
+        db.display()
+    );
+    let text = receive_text(&client, &mut events, "alice").await?;
+    println!("[alice] decrypted: \"{text}\"");
 
     stop(&client, &mut events, "alice").await?;
     stop(&bob_client, &mut bob_events, "bob").await?;
@@ -178,6 +191,39 @@ fn print_qr(text: &str) {
                 .build()
         ),
         Err(e) => println!("(cannot draw the QR code: {e})"),
+    }
+}
+
+/// The database path: `--db PATH`, or `amarula-demo.db` in the temp dir.
+fn db_path() -> Result<std::path::PathBuf, String> {
+    let mut args = std::env::args().skip(1);
+    match (args.next().as_deref(), args.next()) {
+        (None, _) => Ok(std::env::temp_dir().join("amarula-demo.db")),
+        (Some("--db"), Some(path)) => Ok(path.into()),
+        _ => Err("usage: demo [--db PATH]".into()),
+    }
+}
+
+/// Waits for the next decrypted text message, confirms it, and returns its text.
+async fn receive_text(client: &Client, events: &mut Events, who: &str) -> Result<String, String> {
+    loop {
+        match next(events, who).await? {
+            ClientEvent::Event(Event::Message(m)) => {
+                let text = m.text().unwrap_or_default().to_owned();
+                if let Some(token) = m.ack {
+                    client
+                        .confirm(token, Confirm::Ack)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
+                return Ok(text);
+            }
+            ClientEvent::Event(Event::Undecryptable(u)) => {
+                return Err(format!("{who}: a message did not decrypt: {}", u.error));
+            }
+            ClientEvent::Event(Event::LoggedIn { .. }) => println!("[{who}] logged in"),
+            _ => {}
+        }
     }
 }
 
