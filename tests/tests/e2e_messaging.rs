@@ -1,0 +1,456 @@
+//! End-to-end encrypted messaging through the real drivers (tokio and smol) over loopback
+//! sockets against the simulator: two accounts with two linked devices each and their phones,
+//! a group of three with a member added later, the retry path, and bad input. Every scenario
+//! runs once per runtime; every wait is bounded.
+
+use std::future::Future;
+use std::time::Duration;
+
+use amarula::core::binary::Node;
+use amarula::core::jid::Jid;
+use amarula::core::machine::{Confirm, DecryptError, Event, IncomingMessage};
+use amarula::store::{CredentialStore, MemoryStore};
+use amarula::{Client, ClientConfig, ClientEvent, Events};
+use amarula_tests::sim::client::{config_for, fresh_credentials};
+use amarula_tests::sim::{Action, SimConfig, SimEvent, Simulator, Target};
+
+const WAIT: Duration = Duration::from_secs(15);
+
+/// The simulator on its own tokio runtime.
+struct Env {
+    sim: Simulator,
+    rt: tokio::runtime::Runtime,
+}
+
+impl Env {
+    fn new() -> Self {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let sim = rt.block_on(Simulator::start(SimConfig::default())).unwrap();
+        Self { sim, rt }
+    }
+
+    fn config(&self) -> ClientConfig {
+        let mut machine = config_for(&self.sim);
+        machine.max_backoff = Duration::from_millis(100);
+        // Small uploads keep the suite fast; the supply is refilled as the server asks.
+        machine.prekey_upload_count = 30;
+        ClientConfig {
+            url: self.sim.url(),
+            machine,
+            close_timeout: Duration::from_millis(200),
+        }
+    }
+
+    /// A linked device of `phone`'s account (created on first use) with a memory store.
+    fn linked(&self, phone: &str, seed: u8) -> MemoryStore {
+        let account = self
+            .sim
+            .account(phone)
+            .unwrap_or_else(|| self.sim.add_account(phone));
+        let mut creds = fresh_credentials(seed);
+        creds.device = Some(account.link_device(&creds));
+        MemoryStore::with_credentials(creds)
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        self.sim.shutdown();
+    }
+}
+
+trait Rt {
+    fn connect<S: CredentialStore>(
+        config: ClientConfig,
+        store: S,
+    ) -> impl Future<Output = Result<(Client, Events), amarula::Error>>;
+    fn block_on<F: Future>(env: &Env, f: F) -> F::Output;
+}
+
+struct Tokio;
+struct Smol;
+
+impl Rt for Tokio {
+    fn connect<S: CredentialStore>(
+        config: ClientConfig,
+        store: S,
+    ) -> impl Future<Output = Result<(Client, Events), amarula::Error>> {
+        amarula::tokio::connect(config, store)
+    }
+    fn block_on<F: Future>(env: &Env, f: F) -> F::Output {
+        env.rt.block_on(f)
+    }
+}
+
+impl Rt for Smol {
+    fn connect<S: CredentialStore>(
+        config: ClientConfig,
+        store: S,
+    ) -> impl Future<Output = Result<(Client, Events), amarula::Error>> {
+        amarula::smol::connect(config, store)
+    }
+    fn block_on<F: Future>(_env: &Env, f: F) -> F::Output {
+        smol::block_on(f)
+    }
+}
+
+/// One running client and what it saw.
+struct Device {
+    name: String,
+    jid: Jid,
+    client: Client,
+    events: Events,
+    seen: Vec<String>,
+    /// Decrypted messages, in arrival order.
+    messages: Vec<IncomingMessage>,
+    undecryptable: Vec<DecryptError>,
+}
+
+impl Device {
+    async fn start<R: Rt>(env: &Env, name: &str, phone: &str, seed: u8) -> Self {
+        let store = env.linked(phone, seed);
+        let creds = store.credentials().expect("linked");
+        let jid = creds.device.expect("paired").jid;
+        let (client, events) = R::connect(env.config(), store).await.unwrap();
+        let mut d = Self {
+            name: name.to_owned(),
+            jid,
+            client,
+            events,
+            seen: Vec::new(),
+            messages: Vec::new(),
+            undecryptable: Vec::new(),
+        };
+        d.until("LoggedIn", |_, e| {
+            matches!(e, ClientEvent::Event(Event::LoggedIn { .. })).then_some(())
+        })
+        .await;
+        d
+    }
+
+    /// Handles events (confirming every message) until `pred` matches one.
+    async fn until<T>(
+        &mut self,
+        what: &str,
+        mut pred: impl FnMut(&Self, &ClientEvent) -> Option<T>,
+    ) -> T {
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let next = smol::future::or(async { self.events.recv().await.map(Some) }, async {
+                smol::Timer::after(left).await;
+                Some(None)
+            })
+            .await;
+            let event = match next {
+                Some(Some(e)) => e,
+                Some(None) | None => panic!(
+                    "[{}] no {what} within {WAIT:?}; saw:\n{}",
+                    self.name,
+                    self.seen.join("\n")
+                ),
+            };
+            self.seen.push(format!("{event:?}"));
+            match &event {
+                ClientEvent::Event(Event::Message(m)) => {
+                    if let Some(token) = m.ack {
+                        self.client.confirm(token, Confirm::Ack).await.unwrap();
+                    }
+                    self.messages.push((**m).clone());
+                }
+                ClientEvent::Event(Event::Undecryptable(u)) => {
+                    self.undecryptable.push(u.error.clone());
+                }
+                _ => {}
+            }
+            if let Some(t) = pred(self, &event) {
+                return t;
+            }
+        }
+    }
+
+    /// Waits until a message with `text` has arrived; returns it.
+    async fn receive(&mut self, text: &str) -> IncomingMessage {
+        if let Some(m) = self.messages.iter().find(|m| m.text() == Some(text)) {
+            return m.clone();
+        }
+        let want = text.to_owned();
+        self.until(&format!("message {text:?}"), move |_, e| match e {
+            ClientEvent::Event(Event::Message(m)) if m.text() == Some(want.as_str()) => {
+                Some((**m).clone())
+            }
+            _ => None,
+        })
+        .await
+    }
+
+    /// Lets queued events in for a short while (to see that nothing more comes).
+    async fn settle(&mut self, d: Duration) {
+        let until = std::time::Instant::now() + d;
+        loop {
+            let left = until.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            let got = smol::future::or(async { self.events.recv().await }, async {
+                smol::Timer::after(left).await;
+                None
+            })
+            .await;
+            let Some(event) = got else { return };
+            self.seen.push(format!("{event:?}"));
+            match &event {
+                ClientEvent::Event(Event::Message(m)) => {
+                    if let Some(token) = m.ack {
+                        self.client.confirm(token, Confirm::Ack).await.unwrap();
+                    }
+                    self.messages.push((**m).clone());
+                }
+                ClientEvent::Event(Event::Undecryptable(u)) => {
+                    self.undecryptable.push(u.error.clone())
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn count(&self, text: &str) -> usize {
+        self.messages.iter().filter(|m| m.text() == Some(text)).count()
+    }
+
+    async fn stop(mut self) {
+        self.client.stop().await;
+        self.until("Stopped", |_, e| {
+            matches!(e, ClientEvent::Stopped).then_some(())
+        })
+        .await;
+    }
+}
+
+fn user(phone: &str) -> Jid {
+    format!("{phone}@s.whatsapp.net").parse().unwrap()
+}
+
+/// Waits for the simulated phone of `account` to decrypt `text`.
+async fn phone_receives(rx: &mut tokio::sync::broadcast::Receiver<SimEvent>, account: &str, text: &str) {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let got = smol::future::or(async { rx.recv().await.ok() }, async {
+            smol::Timer::after(left).await;
+            None
+        })
+        .await;
+        match got {
+            Some(SimEvent::PhoneMessage {
+                account: a,
+                message,
+                ..
+            }) if a == account => {
+                let body = message
+                    .conversation
+                    .clone()
+                    .or_else(|| {
+                        message
+                            .device_sent_message
+                            .as_ref()
+                            .and_then(|d| d.message.as_ref())
+                            .and_then(|m| m.conversation.clone())
+                    })
+                    .unwrap_or_default();
+                if body == text {
+                    return;
+                }
+            }
+            Some(SimEvent::PhoneUndecryptable { account: a, error, .. }) if a == account => {
+                panic!("the phone of {account} could not decrypt: {error}")
+            }
+            Some(_) => {}
+            None => panic!("the phone of {account} did not get {text:?} within {WAIT:?}"),
+        }
+    }
+}
+
+async fn two_accounts_with_two_devices<R: Rt>(env: &Env) {
+    let (a, b) = ("15550002001", "15550002002");
+    let mut phones = env.sim.subscribe();
+    let mut a1 = Device::start::<R>(env, "a1", a, 1).await;
+    let mut a2 = Device::start::<R>(env, "a2", a, 2).await;
+    let mut b1 = Device::start::<R>(env, "b1", b, 3).await;
+    let mut b2 = Device::start::<R>(env, "b2", b, 4).await;
+
+    let id = a1.client.send_text(&user(b), "hello b").await.unwrap();
+    for d in [&mut b1, &mut b2] {
+        let m = d.receive("hello b").await;
+        assert_eq!(m.id, id);
+        assert_eq!(m.chat, user(b));
+        assert_eq!(m.sender.user_part(), a);
+        assert!(!m.from_me);
+    }
+    // A's other device gets its own copy, as sent by A.
+    let m = a2.receive("hello b").await;
+    assert!(m.from_me, "{m:?}");
+    assert_eq!(m.chat, user(b));
+    phone_receives(&mut phones, b, "hello b").await;
+    phone_receives(&mut phones, a, "hello b").await;
+
+    // B answers from its first device.
+    b1.client.send_text(&user(a), "hi a").await.unwrap();
+    for d in [&mut a1, &mut a2] {
+        let m = d.receive("hi a").await;
+        assert_eq!(m.chat, user(b));
+        assert!(!m.from_me);
+    }
+    let m = b2.receive("hi a").await;
+    assert!(m.from_me);
+    phone_receives(&mut phones, a, "hi a").await;
+
+    // A conversation on established sessions.
+    for n in 0..5 {
+        let text = format!("again {n}");
+        a2.client.send_text(&user(b), &text).await.unwrap();
+        b2.receive(&text).await;
+        b1.receive(&text).await;
+        a1.receive(&text).await;
+    }
+    for d in [&a1, &a2, &b1, &b2] {
+        assert!(d.undecryptable.is_empty(), "[{}] {:?}", d.name, d.undecryptable);
+    }
+    for d in [a1, a2, b1, b2] {
+        d.stop().await;
+    }
+}
+
+async fn group_of_three_and_a_late_member<R: Rt>(env: &Env) {
+    let (a, b, c, d) = ("15550003001", "15550003002", "15550003003", "15550003004");
+    let mut a1 = Device::start::<R>(env, "a1", a, 11).await;
+    let mut b1 = Device::start::<R>(env, "b1", b, 12).await;
+    let mut c1 = Device::start::<R>(env, "c1", c, 13).await;
+    let group = env
+        .sim
+        .account(a)
+        .unwrap()
+        .create_group("three", &[b, c]);
+    for (n, sender) in ["a", "b", "c"].iter().enumerate() {
+        let text = format!("from {sender}");
+        let from = match n {
+            0 => &a1,
+            1 => &b1,
+            _ => &c1,
+        };
+        from.client.send_text(&group, &text).await.unwrap();
+        for (m, dev) in [&mut a1, &mut b1, &mut c1].into_iter().enumerate() {
+            if m != n {
+                let got = dev.receive(&text).await;
+                assert_eq!(got.chat, group);
+            }
+        }
+    }
+    // D joins; the next message reaches D's device with the sender key before it.
+    let mut d1 = Device::start::<R>(env, "d1", d, 14).await;
+    env.sim
+        .account(a)
+        .unwrap()
+        .add_to_group(&group, d)
+        .expect("added");
+    // Let the w:gp2 notification reach A before it sends.
+    a1.settle(Duration::from_millis(300)).await;
+    a1.client.send_text(&group, "welcome d").await.unwrap();
+    for dev in [&mut b1, &mut c1, &mut d1] {
+        let got = dev.receive("welcome d").await;
+        assert_eq!(got.chat, group);
+    }
+    for dev in [&a1, &b1, &c1, &d1] {
+        assert!(dev.undecryptable.is_empty(), "[{}] {:?}", dev.name, dev.undecryptable);
+    }
+    for dev in [a1, b1, c1, d1] {
+        dev.stop().await;
+    }
+}
+
+async fn a_corrupted_delivery_is_retried_for_that_device_only<R: Rt>(env: &Env) {
+    let (a, b) = ("15550004001", "15550004002");
+    let mut a1 = Device::start::<R>(env, "a1", a, 21).await;
+    let mut b1 = Device::start::<R>(env, "b1", b, 22).await;
+    let mut b2 = Device::start::<R>(env, "b2", b, 23).await;
+    // Sessions first, so the corrupted copy is a plain `msg`.
+    a1.client.send_text(&user(b), "warm up").await.unwrap();
+    b1.receive("warm up").await;
+    b2.receive("warm up").await;
+    env.sim.faults().corrupt_next_delivery(b1.jid.clone());
+    a1.client.send_text(&user(b), "second try").await.unwrap();
+    let got = b1.receive("second try").await;
+    assert_eq!(got.text(), Some("second try"));
+    b2.receive("second try").await;
+    // B1 failed once (the retry receipt), then decrypted the resend; nobody got it twice.
+    assert_eq!(b1.undecryptable.len(), 1, "{:?}", b1.undecryptable);
+    b1.settle(Duration::from_millis(300)).await;
+    b2.settle(Duration::from_millis(300)).await;
+    assert_eq!(b1.count("second try"), 1);
+    assert_eq!(b2.count("second try"), 1);
+    assert!(b2.undecryptable.is_empty());
+    for dev in [a1, b1, b2] {
+        dev.stop().await;
+    }
+}
+
+async fn bad_input_is_a_typed_error_and_the_session_goes_on<R: Rt>(env: &Env) {
+    let (a, b) = ("15550005001", "15550005002");
+    let mut a1 = Device::start::<R>(env, "a1", a, 31).await;
+    let mut b1 = Device::start::<R>(env, "b1", b, 32).await;
+    a1.client.send_text(&user(b), "before").await.unwrap();
+    b1.receive("before").await;
+    let garbage = |id: &str, kind: &str, bytes: Vec<u8>| {
+        Node::new("message")
+            .attr("id", id)
+            .attr("from", a1.jid.clone())
+            .attr("type", "text")
+            .attr("t", "1700000000")
+            .children([Node::new("enc").attr("v", "2").attr("type", kind).bytes(bytes)])
+    };
+    for (id, kind, bytes) in [
+        ("BAD1", "msg", vec![0x33; 60]),
+        ("BAD2", "msg", vec![0x33]),
+        ("BAD3", "pkmsg", vec![]),
+        ("BAD4", "skmsg", vec![0x33; 100]),
+        ("BAD5", "frob", vec![1, 2, 3]),
+    ] {
+        env.sim
+            .faults()
+            .inject(Target::Device(b1.jid.clone()), Action::Send(garbage(id, kind, bytes)));
+    }
+    b1.until("five undecryptable", |d, _| (d.undecryptable.len() >= 5).then_some(()))
+        .await;
+    // The session with A still works both ways.
+    a1.client.send_text(&user(b), "after").await.unwrap();
+    b1.receive("after").await;
+    b1.client.send_text(&user(a), "still here").await.unwrap();
+    a1.receive("still here").await;
+    for dev in [a1, b1] {
+        dev.stop().await;
+    }
+}
+
+macro_rules! scenarios {
+    ($($name:ident),* $(,)?) => {
+        mod tokio_driver {
+            use super::*;
+            $(#[test] fn $name() { let env = Env::new(); Tokio::block_on(&env, super::$name::<Tokio>(&env)); })*
+        }
+        mod smol_driver {
+            use super::*;
+            $(#[test] fn $name() { let env = Env::new(); Smol::block_on(&env, super::$name::<Smol>(&env)); })*
+        }
+    };
+}
+
+scenarios!(
+    two_accounts_with_two_devices,
+    group_of_three_and_a_late_member,
+    a_corrupted_delivery_is_retried_for_that_device_only,
+    bad_input_is_a_typed_error_and_the_session_goes_on,
+);
