@@ -36,7 +36,10 @@ pub mod client;
 mod conn;
 mod events;
 mod faults;
+mod group;
 mod iq;
+mod phone;
+mod route;
 mod state;
 
 use std::io;
@@ -53,9 +56,13 @@ use tokio::sync::{broadcast, watch};
 pub use account::{Account, PairingError};
 pub use events::{ConnKind, SimEvent, Subscription, WaitError};
 pub use faults::{Action, Direction, Faults, Rule, RuleId, Target};
+pub use group::GroupError;
 
 use crate::harness::TestPki;
 use state::{Shared, State};
+
+/// How many (device, message id) pairs of encrypted copies are remembered for the ack rule.
+const ENCRYPTED_COPIES: usize = 4096;
 
 /// The number of a connection, in accept order from 1.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -137,6 +144,8 @@ impl Simulator {
                 qr_refs: Default::default(),
                 code_requests: Default::default(),
                 next_conn: 0,
+                groups: Default::default(),
+                encrypted: state::BoundedSet::new(ENCRYPTED_COPIES),
             }),
             config,
             rules: Mutex::default(),
