@@ -24,6 +24,7 @@
 //! - Faults: [`Simulator::faults`] adds [`Rule`]s (drop at frame N, delays, withheld IQ replies
 //!   or acks, login failures) and injects [`Action`]s into one connection (stream errors,
 //!   `<failure>`, garbled or oversized frames, retry receipts, raw bytes, drops).
+//! - [`peer`]: Signal helpers for tests that encrypt by hand (bundles, padding, `<enc>`).
 //! - [`client::TestClient`]: a minimal client, the sans-IO `ConnectionMachine` over a real
 //!   WebSocket, for the simulator's own tests.
 //!
@@ -33,6 +34,7 @@
 
 mod account;
 pub mod client;
+pub mod peer;
 mod conn;
 mod events;
 mod faults;

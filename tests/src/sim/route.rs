@@ -7,6 +7,8 @@
 use amarula_core::binary::{AttrValue, Content, Node};
 use amarula_core::jid::Jid;
 use amarula_core::signal::{PreKeySignalMessage, SenderKeyMessage, SignalMessage};
+use amarula_proto::Message as _;
+use amarula_proto::wa;
 
 use super::state::{State, is_user_jid, jid_attr};
 
@@ -287,8 +289,10 @@ pub(crate) fn is_encrypted(node: &Node) -> bool {
         })
 }
 
-/// Flips every bit of the last byte of the first `<enc>` (its MAC or signature, so the
-/// receiver fails to decrypt). False when there is no `<enc>` with content.
+/// Flips every bit of the last byte of the first `<enc>`: the MAC of a `msg`, the signature
+/// of a `skmsg`, and for a `pkmsg` the last byte of the inner `msg` (its MAC; the outer
+/// protobuf is re-encoded around it), so the receiver fails the check. False when there is no
+/// `<enc>` with content.
 pub(crate) fn corrupt_first_enc(node: &mut Node) -> bool {
     let Content::Nodes(children) = &mut node.content else {
         return false;
@@ -296,15 +300,38 @@ pub(crate) fn corrupt_first_enc(node: &mut Node) -> bool {
     let Some(enc) = children.iter_mut().find(|c| c.tag == "enc") else {
         return false;
     };
-    let Some(mut bytes) = enc.content_bytes().map(<[u8]>::to_vec) else {
+    let Some(bytes) = enc.content_bytes() else {
         return false;
     };
-    let Some(last) = bytes.last_mut() else {
-        return false;
+    let inner = match enc.attr_str("type") {
+        Some("pkmsg") => corrupt_inner_mac(bytes),
+        _ => None,
     };
-    *last ^= 0xFF;
+    let bytes = match inner {
+        Some(b) => b,
+        None => {
+            let mut b = bytes.to_vec();
+            let Some(last) = b.last_mut() else {
+                return false;
+            };
+            *last ^= 0xFF;
+            b
+        }
+    };
     enc.content = Content::Bytes(bytes.into());
     true
+}
+
+/// A `pkmsg` whose inner `msg` has its last byte flipped, or `None` when it does not parse.
+fn corrupt_inner_mac(pkmsg: &[u8]) -> Option<Vec<u8>> {
+    let (version, rest) = pkmsg.split_first()?;
+    let mut proto = wa::PreKeySignalMessage::decode(rest).ok()?;
+    let mut inner = proto.message.as_deref()?.to_vec();
+    *inner.last_mut()? ^= 0xFF;
+    proto.message = Some(inner.into());
+    let mut out = vec![*version];
+    out.extend_from_slice(&proto.encode_to_vec());
+    Some(out)
 }
 
 /// Forwards a receipt (or the receipt synthesized from an ack) of device `me`, addressed `to`
