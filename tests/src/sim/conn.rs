@@ -24,8 +24,8 @@ use super::account::pair_success;
 use super::events::{ConnKind, SimEvent};
 use super::faults::{Action, ConnView, Direction};
 use super::state::{Command, ConnEntry, PendingPair, Shared, jid_attr};
-use super::{iq, route};
 use super::{ConnId, unix_now};
+use super::{iq, route};
 use crate::harness::TestPki;
 
 /// Accepts connections until shutdown, one task each.

@@ -116,8 +116,7 @@ impl State {
             "w:gp2",
             from,
             vec![
-                Node::new("add")
-                    .children([Node::new("participant").attr("jid", Jid::user(phone))]),
+                Node::new("add").children([Node::new("participant").attr("jid", Jid::user(phone))]),
             ],
         );
         for member in &members {

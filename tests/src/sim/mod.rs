@@ -34,12 +34,12 @@
 
 mod account;
 pub mod client;
-pub mod peer;
 mod conn;
 mod events;
 mod faults;
 mod group;
 mod iq;
+pub mod peer;
 mod phone;
 mod route;
 mod state;

@@ -1,6 +1,6 @@
 //! Signal helpers for tests that play an encrypting client by hand against the simulator:
 //! fetch a device's prekey bundle with the `encrypt` IQ (SESSION.md §10.3), pad and encrypt a
-//! [`wa::Message`](amarula_proto::wa::Message), and build the `<enc>` nodes of §8.1.
+//! [`wa::Message`], and build the `<enc>` nodes of §8.1.
 //!
 //! ```no_run
 //! # async fn f(c: &mut amarula_tests::sim::client::TestClient,
@@ -90,9 +90,7 @@ pub fn parse_bundle(user: &Node) -> Result<PreKeyBundle, BundleError> {
     }
     // WM accepts the parts nested in a `<keys>` child too.
     let user = user.child("keys").unwrap_or(user);
-    let skey = user
-        .child("skey")
-        .ok_or(BundleError::Malformed("skey"))?;
+    let skey = user.child("skey").ok_or(BundleError::Malformed("skey"))?;
     let signature: [u8; 64] = bytes(skey, "signature")?
         .try_into()
         .map_err(|_| BundleError::Malformed("signature"))?;

@@ -97,7 +97,7 @@ fn known_device(st: &State, jid: &Jid) -> Option<(String, u16)> {
 
 fn sender_phone(st: &State, sender: &Jid) -> String {
     st.phone_of(sender.user_part())
-        .unwrap_or(sender.user_part())
+        .unwrap_or_else(|| sender.user_part())
         .to_owned()
 }
 
@@ -362,7 +362,13 @@ pub(crate) fn receipt(
         return;
     };
     let mut fwd = Node::new("receipt")
-        .attr("id", receipt.get_attr("id").cloned().unwrap_or(AttrValue::from("")))
+        .attr(
+            "id",
+            receipt
+                .get_attr("id")
+                .cloned()
+                .unwrap_or_else(|| AttrValue::from("")),
+        )
         .attr("from", from);
     if let Some(p) = about {
         fwd = fwd.attr("participant", p);
