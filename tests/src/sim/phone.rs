@@ -60,8 +60,11 @@ impl<K: PartialEq, V: Default> Lru<K, V> {
                 self.entries.push((key, V::default()));
             }
         }
-        let last = self.entries.len() - 1;
-        &mut self.entries[last].1
+        &mut self
+            .entries
+            .last_mut()
+            .expect("the entry was just moved or pushed to the back")
+            .1
     }
 }
 
