@@ -2,29 +2,32 @@
 //!
 //! ```text
 //! cargo run -p amarula-tests --bin simulator -- --listen 127.0.0.1:PORT [--account PHONE]...
-//!     [--link-device PHONE FILE]... [--seed HEX32]
+//!     [--link-device PHONE FILE]... [--group SUBJECT PHONE,PHONE...]... [--seed HEX32]
 //! ```
 //!
 //! Prints the URL and the trust anchor's root key (hex) that a client must trust, then serves
 //! until Ctrl-C. `--link-device` links a new device to the account `PHONE` (created if needed)
 //! and writes its credentials to `FILE` in the `amarula::FileStore` format, so a client can log
-//! in without pairing.
+//! in without pairing. `--group` creates a group of the listed accounts (the first is the
+//! creator) and prints its JID. What the accounts' phones decrypt is printed as it arrives.
 
 #![forbid(unsafe_code)]
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
-use amarula_tests::sim::{SimConfig, Simulator};
+use amarula_tests::sim::{SimConfig, SimEvent, Simulator};
 
 const USAGE: &str = "usage: simulator [--listen ADDR:PORT] [--account PHONE]... \
-                     [--link-device PHONE FILE]... [--seed HEX32]";
+                     [--link-device PHONE FILE]... [--group SUBJECT PHONE,PHONE...]... \
+                     [--seed HEX32]";
 
 /// What the command line asks for.
 struct Args {
     config: SimConfig,
     accounts: Vec<String>,
     devices: Vec<(String, String)>,
+    groups: Vec<(String, Vec<String>)>,
 }
 
 fn phone(v: &str, flag: &str) -> Result<String, String> {
@@ -38,6 +41,7 @@ fn parse(args: impl Iterator<Item = String>) -> Result<Args, String> {
     let mut config = SimConfig::default();
     let mut accounts = Vec::new();
     let mut devices = Vec::new();
+    let mut groups = Vec::new();
     let mut args = args;
     while let Some(arg) = args.next() {
         let mut value = || args.next().ok_or_else(|| format!("{arg} needs a value"));
@@ -55,6 +59,14 @@ fn parse(args: impl Iterator<Item = String>) -> Result<Args, String> {
                 let file = value()?;
                 devices.push((p, file));
             }
+            "--group" => {
+                let subject = value()?;
+                let members = value()?
+                    .split(',')
+                    .map(|p| phone(p, "--group"))
+                    .collect::<Result<Vec<_>, _>>()?;
+                groups.push((subject, members));
+            }
             "--seed" => {
                 let v = value()?;
                 let bytes = hex::decode(&v).map_err(|e| format!("--seed: {e}"))?;
@@ -70,6 +82,7 @@ fn parse(args: impl Iterator<Item = String>) -> Result<Args, String> {
         config,
         accounts,
         devices,
+        groups,
     })
 }
 
@@ -79,6 +92,7 @@ async fn main() -> ExitCode {
         config,
         accounts,
         devices,
+        groups,
     } = match parse(std::env::args().skip(1)) {
         Ok(x) => x,
         Err(e) => {
@@ -109,6 +123,35 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
+    for (subject, members) in &groups {
+        let Some((creator, rest)) = members.split_first() else {
+            continue;
+        };
+        let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
+        let group = sim.add_account(creator).create_group(subject, &rest);
+        println!("group {group} {subject:?} members {}", members.join(","));
+    }
+    let mut events = sim.subscribe();
+    tokio::spawn(async move {
+        while let Some(e) = events.next().await {
+            match e {
+                SimEvent::PhoneMessage {
+                    account,
+                    from,
+                    chat,
+                    id,
+                    message,
+                } => println!("phone {account}: {id} from {from} in {chat}: {message:?}"),
+                SimEvent::PhoneUndecryptable {
+                    account,
+                    from,
+                    id,
+                    error,
+                } => println!("phone {account}: {id} from {from} undecryptable: {error}"),
+                _ => {}
+            }
+        }
+    });
     let anchor = sim.trust_anchor();
     println!("url {}", sim.url());
     println!("trust-root {}", hex::encode(anchor.root_public));

@@ -10,6 +10,7 @@ use amarula_proto::Message as _;
 use bytes::Bytes;
 use rand_core::RngCore;
 
+use super::group::GroupError;
 use super::state::{Command, DeviceState, PendingPair, Shared};
 
 /// Why the virtual phone could not pair.
@@ -132,13 +133,54 @@ impl Account {
                 ..DeviceState::default()
             },
         );
-        DeviceIdentity {
+        let identity = DeviceIdentity {
             jid: account.pn(n),
             lid: Some(account.lid_jid(n)),
             account: Bytes::from(signed.encode_to_vec()),
             platform: self.shared.config.platform.clone(),
             business_name: None,
-        }
+        };
+        st.announce_device(&self.phone, n);
+        identity
+    }
+
+    /// Creates a group with this account as creator (superadmin) and `members` (phone numbers;
+    /// accounts are created for unknown ones). Returns its JID, `ID@g.us`. No notification is
+    /// sent; members learn of it from the messages and the metadata IQ.
+    pub fn create_group(&self, subject: &str, members: &[&str]) -> Jid {
+        self.shared
+            .lock()
+            .create_group(&self.phone, subject, members)
+    }
+
+    /// This account adds `phone` (created when unknown) to `group`: every device of every
+    /// member, the new one included, gets `<notification type="w:gp2" from=GROUP><add>
+    /// <participant jid="PHONE@s.whatsapp.net"/></add></notification>` (queued while offline).
+    ///
+    /// # Errors
+    /// An unknown group, or `phone` already a member.
+    pub fn add_to_group(&self, group: &Jid, phone: &str) -> Result<(), GroupError> {
+        self.shared.lock().add_to_group(group, phone)
+    }
+
+    /// The members of `group` (phone numbers, in joining order), or `None` for an unknown
+    /// group.
+    pub fn group_members(&self, group: &Jid) -> Option<Vec<String>> {
+        self.shared
+            .lock()
+            .groups
+            .get(group.user_part())
+            .map(|g| g.participants.clone())
+    }
+
+    /// How many one-time prekeys the phone (device 0) still holds: one is deleted each time a
+    /// `pkmsg` uses it.
+    pub fn phone_prekeys_left(&self) -> usize {
+        self.shared
+            .lock()
+            .accounts
+            .get(&self.phone)
+            .map_or(0, |a| a.signal.one_time_left())
     }
 
     /// The phone scans `qr`: the connection showing its ref gets a valid pair-success for a

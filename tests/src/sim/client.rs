@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use amarula_core::binary::Node;
 use amarula_core::machine::{
-    AckToken, Config, Confirm, ConnectionMachine, Event, IqRequest, Output, RequestId, SendError,
-    Session,
+    AckToken, Config, Confirm, ConnectionMachine, Event, IqRequest, IqResult, Output, RequestId,
+    SendError, Session,
 };
 use amarula_core::time::{Clock, Instant};
 use async_tungstenite::tungstenite::Message;
@@ -25,6 +25,7 @@ use super::WaitError;
 enum Cmd {
     Iq(IqRequest, oneshot::Sender<Result<RequestId, SendError>>),
     Relay(Node, oneshot::Sender<Result<(), SendError>>),
+    Send(Node, oneshot::Sender<Result<(), SendError>>),
     Confirm(AckToken, Confirm, oneshot::Sender<Result<(), SendError>>),
     PairingCode(String, oneshot::Sender<Result<String, SendError>>),
     Close,
@@ -130,12 +131,33 @@ impl TestClient {
         self.ask(|tx| Cmd::Iq(req, tx)).await
     }
 
+    /// Sends an IQ and waits at most `within` for its answer (events before it are consumed).
+    ///
+    /// # Errors
+    /// [`WaitError::Closed`] when the task ended or the machine refused, [`WaitError::Timeout`].
+    pub async fn query(&mut self, req: IqRequest, within: Duration) -> Result<IqResult, WaitError> {
+        let id = self.send_iq(req).await.map_err(|_| WaitError::Closed)?;
+        self.wait_for(within, |e| match e {
+            Event::IqResponse { id: got, result } if *got == id => Some(result.clone()),
+            _ => None,
+        })
+        .await
+    }
+
     /// Relays a `<message>`; the server's ack comes as [`Event::MessageAck`].
     ///
     /// # Errors
     /// When the task ended or the machine refused.
     pub async fn relay(&self, node: Node) -> Result<(), ClientError> {
         self.ask(|tx| Cmd::Relay(node, tx)).await
+    }
+
+    /// Sends a stanza the machine does not track (a receipt, presence, …).
+    ///
+    /// # Errors
+    /// When the task ended or the machine refused.
+    pub async fn send(&self, node: Node) -> Result<(), ClientError> {
+        self.ask(|tx| Cmd::Send(node, tx)).await
     }
 
     /// Confirms a held ack.
@@ -249,6 +271,9 @@ fn run_cmd(machine: &mut ConnectionMachine, now: Instant, cmd: Cmd) {
         }
         Cmd::Relay(node, tx) => {
             let _ = tx.send(machine.relay_message(now, node, Bytes::new()));
+        }
+        Cmd::Send(node, tx) => {
+            let _ = tx.send(machine.send_node(now, &node));
         }
         Cmd::Confirm(token, how, tx) => {
             let _ = tx.send(machine.confirm(now, token, how));

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use amarula_core::binary::{self, AttrValue, Content, Node};
+use amarula_core::binary::{self, AttrValue, Node};
 use amarula_core::frame::{FrameDecoder, encode_len};
 use amarula_core::jid::Jid;
 use amarula_core::noise::{AwaitClientFinish, NoiseHandshake, NoiseTransport, Responder};
@@ -23,9 +23,9 @@ use tokio::sync::mpsc;
 use super::account::pair_success;
 use super::events::{ConnKind, SimEvent};
 use super::faults::{Action, ConnView, Direction};
-use super::iq;
-use super::state::{Command, ConnEntry, PendingPair, Shared, is_user_jid};
+use super::state::{Command, ConnEntry, PendingPair, Shared, jid_attr};
 use super::{ConnId, unix_now};
+use super::{iq, route};
 use crate::harness::TestPki;
 
 /// Accepts connections until shutdown, one task each.
@@ -516,7 +516,9 @@ impl Conn {
                     ..Default::default()
                 },
             );
-            account.pn(pending.device)
+            let jid = account.pn(pending.device);
+            st.announce_device(&pending.phone, pending.device);
+            jid
         };
         self.shared.emit(SimEvent::Paired {
             conn: self.id,
@@ -599,43 +601,51 @@ impl Conn {
         }
     }
 
-    /// Routes a `<message>` (SESSION.md §8) and acks it to the sender (§5.5).
+    /// Routes a `<message>` (SESSION.md §8, §13) and acks it to the sender (§5.5). Copies
+    /// for the phone are decrypted at once; copies with Signal ciphertexts are remembered so
+    /// their acks are not turned into receipts.
     async fn on_message(&mut self, node: Node) -> Flow {
         let (Some(sender), Some(id)) = (self.device.clone(), node.attr_str("id")) else {
             return Ok(());
         };
         let id = id.to_owned();
-        let Some(to) = node.attr_jid("to").cloned() else {
+        let Some(to) = jid_attr(&node, "to") else {
             return Ok(());
         };
         let t = unix_now().to_string();
+        let mut plan = route::plan(&mut self.shared.lock(), &sender, &to, &node, &t);
+        for copy in &mut plan.copies {
+            let corrupt = self.shared.rules().corrupt(self.view(), &id, &copy.jid);
+            if corrupt && route::corrupt_first_enc(&mut copy.node) {
+                self.fault(format!("corrupted the copy of {id} for {}", copy.jid));
+            }
+        }
         let mut delivered = Vec::new();
         let mut queued = Vec::new();
-        let mut error = None;
-        if is_user_jid(&to) {
+        let mut phone_events = Vec::new();
+        {
             let mut st = self.shared.lock();
-            let targets: Vec<u16> = match to.explicit_device() {
-                Some(d) => vec![d],
-                None => st.companion_devices(to.user_part()),
-            };
-            if st.account_by_user(to.user_part()).is_none() {
-                error = Some("479");
-            }
-            for device in targets {
-                let dev_jid = Jid::user(to.user_part()).with_device(device);
-                if dev_jid.same_device(&sender) {
+            for copy in plan.copies {
+                if copy.device == 0 {
+                    phone_events.extend(super::phone::receive(
+                        &mut st,
+                        &copy.phone,
+                        &copy.node,
+                        &sender,
+                        plan.group.as_ref(),
+                    ));
+                    delivered.push(copy.jid);
                     continue;
                 }
-                let out = for_device(&node, &sender, &dev_jid, &t);
-                match st.deliver(to.user_part(), device, out) {
+                if route::is_encrypted(&copy.node) {
+                    st.encrypted.insert((copy.jid.clone(), id.clone()));
+                }
+                match st.deliver(&copy.phone, copy.device, copy.node) {
                     Some((jid, true)) => delivered.push(jid),
                     Some((jid, false)) => queued.push(jid),
                     None => {}
                 }
             }
-        } else {
-            // Groups, broadcasts and other servers are not simulated: refused as bad addressing.
-            error = Some("479");
         }
         self.shared.emit(SimEvent::MessageRouted {
             id: id.clone(),
@@ -643,6 +653,9 @@ impl Conn {
             delivered,
             queued,
         });
+        for e in phone_events {
+            self.shared.emit(e);
+        }
         if self.shared.rules().withhold_ack(self.view(), &id) {
             self.fault(format!("withheld ack of message {id}"));
             return Ok(());
@@ -652,32 +665,31 @@ impl Conn {
             .attr("id", id)
             .attr("from", to)
             .attr("t", t);
-        if let Some(code) = error {
+        if let Some(code) = plan.error {
             ack = ack.attr("error", code);
         }
         self.send(&ack).await
     }
 
-    /// A receipt from a client: forwarded to the device it names, and acked.
+    /// A receipt from a client: forwarded (a group receipt to the original sender device its
+    /// `participant` names; otherwise to the device, or the companions of the user, `to`
+    /// names), and acked.
     async fn on_receipt(&mut self, node: Node) -> Flow {
         let (Some(me), Some(id), Some(to)) = (
             self.device.clone(),
             node.attr_str("id"),
-            node.attr_jid("to").cloned(),
+            jid_attr(&node, "to"),
         ) else {
             return Ok(());
         };
-        let mut fwd = Node::new("receipt")
-            .attr("id", id)
-            .attr("from", me)
-            .attr("t", unix_now().to_string());
-        if let Some(kind) = node.get_attr("type") {
-            fwd = fwd.attr("type", kind.clone());
-        }
-        if let Content::Nodes(children) = &node.content {
-            fwd = fwd.children(children.clone());
-        }
-        self.route_to(&to, fwd);
+        route::receipt(
+            &mut self.shared.lock(),
+            &me,
+            &to,
+            jid_attr(&node, "participant"),
+            &node,
+            &unix_now().to_string(),
+        );
         let mut ack = Node::new("ack")
             .attr("class", "receipt")
             .attr("id", id)
@@ -688,8 +700,9 @@ impl Conn {
         self.send(&ack).await
     }
 
-    /// A client's ack: for a message it is the delivery confirmation, sent back to the
-    /// message's sender as a receipt; other acks are consumed.
+    /// A client's ack. For a plaintext test message it stands for the delivery: sent back to
+    /// the message's sender as a receipt. A client that decrypted a Signal message sends its
+    /// own receipt, so acks of encrypted copies (and every other ack) are consumed.
     fn on_ack(&mut self, node: &Node) -> Flow {
         if node.attr_str("class") != Some("message") || node.attr_str("error").is_some() {
             return Ok(());
@@ -697,31 +710,24 @@ impl Conn {
         let (Some(me), Some(id), Some(to)) = (
             self.device.clone(),
             node.attr_str("id"),
-            node.attr_jid("to").cloned(),
+            jid_attr(node, "to"),
         ) else {
             return Ok(());
         };
-        let receipt = Node::new("receipt")
-            .attr("id", id)
-            .attr("from", me)
-            .attr("t", unix_now().to_string());
-        self.route_to(&to, receipt);
-        Ok(())
-    }
-
-    /// Hands `node` to the device `to` names, or to every companion of its user.
-    fn route_to(&self, to: &Jid, node: Node) {
-        if !is_user_jid(to) {
-            return;
-        }
         let mut st = self.shared.lock();
-        let targets: Vec<u16> = match to.explicit_device() {
-            Some(d) => vec![d],
-            None => st.companion_devices(to.user_part()),
-        };
-        for d in targets {
-            st.deliver(to.user_part(), d, node.clone());
+        if st.encrypted.contains(&(me.clone(), id.to_owned())) {
+            return Ok(());
         }
+        let receipt = Node::new("receipt").attr("id", id);
+        route::receipt(
+            &mut st,
+            &me,
+            &to,
+            jid_attr(node, "participant"),
+            &receipt,
+            &unix_now().to_string(),
+        );
+        Ok(())
     }
 
     async fn server_ping(&mut self) -> Flow {
@@ -818,34 +824,5 @@ impl Conn {
             Action::Raw(bytes) => self.write(bytes).await,
             Action::Drop => Err(Stop::drop("fault: dropped")),
         }
-    }
-}
-
-/// The copy of `msg` that device `device` receives: `from` the sender, the `<enc>` addressed
-/// to it taken out of `<participants>` (or the children as sent), other attributes kept.
-fn for_device(msg: &Node, sender: &Jid, device: &Jid, t: &str) -> Node {
-    let mut out = Node::new("message").attr("from", sender.clone());
-    for (k, v) in &msg.attrs {
-        if !matches!(&**k, "to" | "from" | "device_fanout" | "phash" | "t") {
-            out = out.attr(k.clone(), v.clone());
-        }
-    }
-    out = out.attr("t", t);
-    let mut children = Vec::new();
-    for child in msg.child_nodes() {
-        if child.tag == "participants" {
-            for to in child.child_nodes() {
-                if to.attr_jid("jid").is_some_and(|j| j.same_device(device)) {
-                    children.extend(to.child_nodes().iter().cloned());
-                }
-            }
-        } else {
-            children.push(child.clone());
-        }
-    }
-    if children.is_empty() {
-        out
-    } else {
-        out.children(children)
     }
 }

@@ -73,6 +73,34 @@ pub enum SimEvent {
         /// Devices it was queued for (offline).
         queued: Vec<Jid>,
     },
+    /// A copy routed to an account's phone (device 0) decrypted to a message with content
+    /// (one event per such `<enc>`; a message carrying only a sender-key distribution gives
+    /// none).
+    PhoneMessage {
+        /// The phone number of the account.
+        account: String,
+        /// The sending device.
+        from: Jid,
+        /// The chat: the group, the sender's user, or (for a message from another device of
+        /// the same account) the chat it was sent in.
+        chat: Jid,
+        /// The message id.
+        id: String,
+        /// The decrypted message (unpadded, `deviceSentMessage` unwrapped).
+        message: Box<amarula_proto::wa::Message>,
+    },
+    /// An `<enc>` of a copy routed to an account's phone did not decrypt (or its plaintext did
+    /// not unpad or decode).
+    PhoneUndecryptable {
+        /// The phone number of the account.
+        account: String,
+        /// The sending device.
+        from: Jid,
+        /// The message id.
+        id: String,
+        /// What went wrong, in words.
+        error: String,
+    },
     /// A fault rule or an injected action fired.
     FaultFired {
         /// The connection.

@@ -83,6 +83,15 @@ pub enum Rule {
         /// The message id.
         id: Option<String>,
     },
+    /// Corrupt the copy of message `id` routed to `device`: the last byte of its first `<enc>`
+    /// is flipped (a MAC or signature failure at the receiver). Added one-shot by
+    /// [`Faults::corrupt_delivery`]; matched against the sender's connection.
+    CorruptDelivery {
+        /// The message id.
+        id: String,
+        /// The receiving device.
+        device: Jid,
+    },
     /// At login, do this instead of sending `<success>` (e.g. [`Action::Failure`] or
     /// [`Action::StreamError`]); the device is not marked online.
     AtLogin(Action),
@@ -236,6 +245,17 @@ impl RuleSet {
         .is_some()
     }
 
+    /// Whether to corrupt the copy of message `id` for `device`.
+    pub(crate) fn corrupt(&mut self, c: ConnView<'_>, id: &str, device: &Jid) -> bool {
+        self.fire(c, |r| match r {
+            Rule::CorruptDelivery { id: i, device: d } if i == id && d.same_device(device) => {
+                Some(())
+            }
+            _ => None,
+        })
+        .is_some()
+    }
+
     /// What replaces `<success>`, if anything.
     pub(crate) fn at_login(&mut self, c: ConnView<'_>) -> Option<Action> {
         self.fire(c, |r| match r {
@@ -294,6 +314,22 @@ impl Faults {
             remaining,
         });
         id
+    }
+
+    /// Corrupts, once, the copy of message `id` that `device` receives: the last byte of its
+    /// first `<enc>` is flipped, so the receiver's MAC (or sender-key signature) check fails.
+    /// A [`SimEvent::FaultFired`](super::SimEvent::FaultFired) on the sender's connection
+    /// reports it. Works for the phone (device 0) too, which then reports
+    /// [`SimEvent::PhoneUndecryptable`](super::SimEvent::PhoneUndecryptable).
+    pub fn corrupt_delivery(&self, id: &str, device: Jid) -> RuleId {
+        self.add_times(
+            Target::Any,
+            Rule::CorruptDelivery {
+                id: id.to_owned(),
+                device,
+            },
+            1,
+        )
     }
 
     /// Removes a rule (no effect when it already ran out).

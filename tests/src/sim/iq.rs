@@ -40,6 +40,10 @@ pub(crate) fn answer(shared: &Shared, device: Option<&Jid>, iq: &Node) -> Node {
         ("passive", "set", Some("active" | "passive")) => result(iq, Vec::new()),
         ("encrypt", _, _) => encrypt(&mut shared.lock(), device, iq, kind, first),
         ("usync", "get", Some("usync")) => usync(&mut shared.lock(), iq),
+        ("w:g2", _, _) => match device {
+            Some(d) => super::group::answer(&shared.lock(), d, iq),
+            None => error(iq, 401, "not-authorized"),
+        },
         ("w:m", "set", Some("media_conn")) => result(
             iq,
             vec![

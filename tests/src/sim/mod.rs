@@ -9,11 +9,25 @@
 //! device and Noise key, `<failure reason="401">` otherwise).
 //!
 //! After login the simulator answers the IQs a client sends (ping, passive, prekey upload and
-//! count, prekey bundles, usync device lists, media_conn; `501 feature-not-implemented` for the
-//! rest) and routes `<message>` stanzas between devices: acked to the sender, delivered to
-//! every device of the recipient account that is online, queued for the others and delivered
-//! with `offline` on their next login, followed by `<ib><offline count=N/></ib>`. A recipient's
-//! ack or receipt goes back to the sender as a receipt.
+//! count, prekey bundles, usync device lists, group metadata, media_conn; `501
+//! feature-not-implemented` for the rest) and routes `<message>` stanzas between devices, acked
+//! to the sender:
+//! - a 1:1 message with `<participants>` goes to each listed device of the recipient and of the
+//!   sender's own account, with only that device's `<enc>` (own devices also get `recipient`);
+//!   one without goes to the device `to` names, or to every companion of the user;
+//! - a group message (`to` = `ID@g.us`) goes to every device of every member, `from` the group
+//!   with `participant` = the sender: the device's pairwise `<enc>` (the SKDM), then the `skmsg`;
+//!   a non-member is refused with 403, an unknown group with 404.
+//!
+//! Online devices get their copy at once; the others get it with `offline` on their next
+//! login, followed by `<ib><offline count=N/></ib>`. Each account's phone (device 0) never
+//! connects but is a real Signal endpoint: its keys are served like any device's, and the copies
+//! routed to it are decrypted at once ([`SimEvent::PhoneMessage`],
+//! [`SimEvent::PhoneUndecryptable`]). Receipts are forwarded to the device they name (a group
+//! receipt to the original sender named by `participant`); a recipient's plain ack of a
+//! plaintext test message (one without a Signal ciphertext) is turned into a receipt too.
+//! Linking a companion sends the account's other companions a `devices` notification; adding
+//! a group member ([`Account::add_to_group`]) sends members a `w:gp2` one.
 //!
 //! # Use
 //! - Accounts: [`Simulator::add_account`] gives an [`Account`], whose virtual phone scans a QR
@@ -21,9 +35,11 @@
 //!   device directly ([`Account::link_device`]).
 //! - Observation: [`Simulator::subscribe`] yields [`SimEvent`]s; wait on them with
 //!   [`Subscription::wait_for`] and a time bound instead of sleeping.
+//! - Groups: [`Account::create_group`], [`Account::add_to_group`].
 //! - Faults: [`Simulator::faults`] adds [`Rule`]s (drop at frame N, delays, withheld IQ replies
-//!   or acks, login failures) and injects [`Action`]s into one connection (stream errors,
-//!   `<failure>`, garbled or oversized frames, retry receipts, raw bytes, drops).
+//!   or acks, corrupted deliveries, login failures) and injects [`Action`]s into one connection
+//!   (stream errors, `<failure>`, garbled or oversized frames, retry receipts, raw bytes, drops).
+//! - [`peer`]: Signal helpers for tests that encrypt by hand (bundles, padding, `<enc>`).
 //! - [`client::TestClient`]: a minimal client, the sans-IO `ConnectionMachine` over a real
 //!   WebSocket, for the simulator's own tests.
 //!
@@ -36,7 +52,11 @@ pub mod client;
 mod conn;
 mod events;
 mod faults;
+mod group;
 mod iq;
+pub mod peer;
+mod phone;
+mod route;
 mod state;
 
 use std::io;
@@ -53,9 +73,13 @@ use tokio::sync::{broadcast, watch};
 pub use account::{Account, PairingError};
 pub use events::{ConnKind, SimEvent, Subscription, WaitError};
 pub use faults::{Action, Direction, Faults, Rule, RuleId, Target};
+pub use group::GroupError;
 
 use crate::harness::TestPki;
 use state::{Shared, State};
+
+/// How many (device, message id) pairs of encrypted copies are remembered for the ack rule.
+const ENCRYPTED_COPIES: usize = 4096;
 
 /// The number of a connection, in accept order from 1.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -137,6 +161,8 @@ impl Simulator {
                 qr_refs: Default::default(),
                 code_requests: Default::default(),
                 next_conn: 0,
+                groups: Default::default(),
+                encrypted: state::BoundedSet::new(ENCRYPTED_COPIES),
             }),
             config,
             rules: Mutex::default(),

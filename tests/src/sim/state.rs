@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use amarula_core::binary::Node;
+use amarula_core::binary::{AttrValue, Node};
 use amarula_core::jid::{Jid, Server};
 use amarula_core::noise::KeyPair;
 use amarula_core::pairing::phone::PhoneCodeState;
@@ -15,7 +15,9 @@ use rand_core::RngCore;
 use tokio::sync::{broadcast, mpsc, watch};
 
 use super::faults::{Action, RuleSet};
-use super::{ConnId, SimConfig, SimEvent};
+use super::group::GroupState;
+use super::phone::PhoneSignal;
+use super::{ConnId, SimConfig, SimEvent, unix_now};
 
 /// What other parts of the simulator ask a connection task to do.
 #[derive(Debug)]
@@ -82,6 +84,8 @@ pub(crate) struct AccountState {
     pub(crate) key: KeyPair,
     pub(crate) next_device: u16,
     pub(crate) devices: BTreeMap<u16, DeviceState>,
+    /// The phone's Signal keys and sessions (device 0 decrypts what is routed to it).
+    pub(crate) signal: Box<PhoneSignal>,
 }
 
 impl AccountState {
@@ -119,6 +123,44 @@ pub(crate) struct State {
     /// Phone number → its pending phone-code request.
     pub(crate) code_requests: HashMap<String, CodeRequest>,
     pub(crate) next_conn: u64,
+    /// Group id (the user part of `ID@g.us`) → the group.
+    pub(crate) groups: BTreeMap<String, GroupState>,
+    /// Copies of Signal-encrypted messages handed to devices, as (device, message id): their
+    /// acks are not turned into receipts, because the client sends real ones.
+    pub(crate) encrypted: BoundedSet<(Jid, String)>,
+}
+
+/// A set that forgets its oldest members past a capacity.
+#[derive(Debug)]
+pub(crate) struct BoundedSet<T> {
+    order: VecDeque<T>,
+    members: std::collections::HashSet<T>,
+    cap: usize,
+}
+
+impl<T: std::hash::Hash + Eq + Clone> BoundedSet<T> {
+    pub(crate) fn new(cap: usize) -> Self {
+        Self {
+            order: VecDeque::new(),
+            members: std::collections::HashSet::new(),
+            cap,
+        }
+    }
+
+    pub(crate) fn insert(&mut self, value: T) {
+        if self.members.insert(value.clone()) {
+            self.order.push_back(value);
+            while self.order.len() > self.cap {
+                if let Some(old) = self.order.pop_front() {
+                    self.members.remove(&old);
+                }
+            }
+        }
+    }
+
+    pub(crate) fn contains(&self, value: &T) -> bool {
+        self.members.contains(value)
+    }
 }
 
 /// Shared by the accept loop, every connection task and the handles.
@@ -163,32 +205,60 @@ impl State {
         self.accounts.values_mut().find(|a| a.lid == user)
     }
 
-    /// A new account with a random LID and account key.
-    pub(crate) fn new_account(&mut self, phone: &str) -> &mut AccountState {
-        let lid = format!(
-            "{}",
-            100_000_000_000_000 + self.rng.next_u64() % 900_000_000_000_000
-        );
-        let key = KeyPair::generate(&mut self.rng);
-        let mut devices = BTreeMap::new();
-        devices.insert(0, DeviceState::default());
+    /// The phone number of the account whose phone number or LID is `user`.
+    pub(crate) fn phone_of(&self, user: &str) -> Option<&str> {
+        if let Some((phone, _)) = self.accounts.get_key_value(user) {
+            return Some(phone);
+        }
         self.accounts
-            .entry(phone.to_owned())
-            .or_insert(AccountState {
-                phone: phone.to_owned(),
-                lid,
-                key,
-                next_device: 1,
-                devices,
-            })
+            .values()
+            .find(|a| a.lid == user)
+            .map(|a| a.phone.as_str())
+    }
+
+    /// The account of `phone`, created when missing with a random LID and account key, and
+    /// the phone's Signal keys published for device 0.
+    pub(crate) fn new_account(&mut self, phone: &str) -> &mut AccountState {
+        if !self.accounts.contains_key(phone) {
+            let lid = format!(
+                "{}",
+                100_000_000_000_000 + self.rng.next_u64() % 900_000_000_000_000
+            );
+            let key = KeyPair::generate(&mut self.rng);
+            let (signal, keys) = PhoneSignal::generate(&key, &mut self.rng);
+            let mut devices = BTreeMap::new();
+            devices.insert(
+                0,
+                DeviceState {
+                    keys,
+                    ..DeviceState::default()
+                },
+            );
+            self.accounts.insert(
+                phone.to_owned(),
+                AccountState {
+                    phone: phone.to_owned(),
+                    lid,
+                    key,
+                    next_device: 1,
+                    devices,
+                    signal: Box::new(signal),
+                },
+            );
+        }
+        self.accounts
+            .get_mut(phone)
+            .expect("the account exists or was inserted above")
     }
 
     /// Hands `node` to device `device` of the account of `user`: sends it on the device's live
-    /// connection, or queues it. Returns the device JID and whether it went out at once.
+    /// connection, or queues it. Returns the device JID and whether it went out at once; `None`
+    /// for an unknown device or the phone (which never connects, so nothing is queued for it).
     pub(crate) fn deliver(&mut self, user: &str, device: u16, node: Node) -> Option<(Jid, bool)> {
         let account = self.account_by_user(user)?;
         let jid = account.pn(device);
         let dev = account.devices.get_mut(&device)?;
+        dev.noise_pub?;
         let live = dev
             .conn
             .and_then(|c| self.conns.get(&c))
@@ -200,6 +270,34 @@ impl State {
                 dev.offline.push_back(node);
                 Some((jid, false))
             }
+        }
+    }
+
+    /// Tells the other companions of `phone`'s account that device `device` was linked
+    /// (SESSION.md §10.4: `<notification type="devices"><add><device jid/></add>`), queued for
+    /// the offline ones.
+    pub(crate) fn announce_device(&mut self, phone: &str, device: u16) {
+        let Some(account) = self.accounts.get(phone) else {
+            return;
+        };
+        let user = Jid::user(phone);
+        let added = account.pn(device);
+        let others: Vec<u16> = self
+            .companion_devices(phone)
+            .into_iter()
+            .filter(|d| *d != device)
+            .collect();
+        if others.is_empty() {
+            return;
+        }
+        let node = notification(
+            self,
+            "devices",
+            user,
+            vec![Node::new("add").children([Node::new("device").attr("jid", added)])],
+        );
+        for d in others {
+            self.deliver(phone, d, node.clone());
         }
     }
 
@@ -216,6 +314,26 @@ impl State {
             })
             .unwrap_or_default()
     }
+}
+
+/// The JID in attribute `key`, whether it came as a JID or as a string.
+pub(crate) fn jid_attr(node: &Node, key: &str) -> Option<Jid> {
+    match node.get_attr(key)? {
+        AttrValue::Jid(j) => Some(j.clone()),
+        AttrValue::Str(s) => s.parse().ok(),
+    }
+}
+
+/// A `<notification type=kind from=from id t>children</notification>` with a fresh id.
+pub(crate) fn notification(st: &mut State, kind: &str, from: Jid, children: Vec<Node>) -> Node {
+    let mut id = [0u8; 8];
+    st.rng.fill_bytes(&mut id);
+    Node::new("notification")
+        .attr("type", kind)
+        .attr("from", from)
+        .attr("id", hex::encode_upper(id))
+        .attr("t", unix_now().to_string())
+        .children(children)
 }
 
 /// Whether `jid` names a user of the phone-number or LID server.
