@@ -12,7 +12,7 @@ use amarula::core::machine::{Confirm, DecryptError, Event, IncomingMessage};
 use amarula::store::{CredentialStore, MemoryStore};
 use amarula::{Client, ClientConfig, ClientEvent, Events};
 use amarula_tests::sim::client::{config_for, fresh_credentials};
-use amarula_tests::sim::{Action, SimConfig, SimEvent, Simulator, Target};
+use amarula_tests::sim::{Action, SimConfig, SimEvent, Simulator, Subscription};
 
 const WAIT: Duration = Duration::from_secs(15);
 
@@ -125,8 +125,9 @@ impl Device {
             messages: Vec::new(),
             undecryptable: Vec::new(),
         };
-        d.until("LoggedIn", |_, e| {
-            matches!(e, ClientEvent::Event(Event::LoggedIn { .. })).then_some(())
+        // A new device can receive once its prekeys are on the server.
+        d.until("PreKeysUploaded", |_, e| {
+            matches!(e, ClientEvent::Event(Event::PreKeysUploaded { .. })).then_some(())
         })
         .await;
         d
@@ -146,13 +147,12 @@ impl Device {
                 Some(None)
             })
             .await;
-            let event = match next {
-                Some(Some(e)) => e,
-                Some(None) | None => panic!(
+            let Some(Some(event)) = next else {
+                panic!(
                     "[{}] no {what} within {WAIT:?}; saw:\n{}",
                     self.name,
                     self.seen.join("\n")
-                ),
+                )
             };
             self.seen.push(format!("{event:?}"));
             match &event {
@@ -219,7 +219,10 @@ impl Device {
     }
 
     fn count(&self, text: &str) -> usize {
-        self.messages.iter().filter(|m| m.text() == Some(text)).count()
+        self.messages
+            .iter()
+            .filter(|m| m.text() == Some(text))
+            .count()
     }
 
     async fn stop(mut self) {
@@ -236,11 +239,11 @@ fn user(phone: &str) -> Jid {
 }
 
 /// Waits for the simulated phone of `account` to decrypt `text`.
-async fn phone_receives(rx: &mut tokio::sync::broadcast::Receiver<SimEvent>, account: &str, text: &str) {
+async fn phone_receives(rx: &mut Subscription, account: &str, text: &str) {
     let deadline = std::time::Instant::now() + WAIT;
     loop {
         let left = deadline.saturating_duration_since(std::time::Instant::now());
-        let got = smol::future::or(async { rx.recv().await.ok() }, async {
+        let got = smol::future::or(async { rx.next().await }, async {
             smol::Timer::after(left).await;
             None
         })
@@ -266,7 +269,9 @@ async fn phone_receives(rx: &mut tokio::sync::broadcast::Receiver<SimEvent>, acc
                     return;
                 }
             }
-            Some(SimEvent::PhoneUndecryptable { account: a, error, .. }) if a == account => {
+            Some(SimEvent::PhoneUndecryptable {
+                account: a, error, ..
+            }) if a == account => {
                 panic!("the phone of {account} could not decrypt: {error}")
             }
             Some(_) => {}
@@ -287,7 +292,7 @@ async fn two_accounts_with_two_devices<R: Rt>(env: &Env) {
     for d in [&mut b1, &mut b2] {
         let m = d.receive("hello b").await;
         assert_eq!(m.id, id);
-        assert_eq!(m.chat, user(b));
+        assert_eq!(m.chat, user(a));
         assert_eq!(m.sender.user_part(), a);
         assert!(!m.from_me);
     }
@@ -307,6 +312,7 @@ async fn two_accounts_with_two_devices<R: Rt>(env: &Env) {
     }
     let m = b2.receive("hi a").await;
     assert!(m.from_me);
+    assert_eq!(m.chat, user(a));
     phone_receives(&mut phones, a, "hi a").await;
 
     // A conversation on established sessions.
@@ -318,7 +324,12 @@ async fn two_accounts_with_two_devices<R: Rt>(env: &Env) {
         a1.receive(&text).await;
     }
     for d in [&a1, &a2, &b1, &b2] {
-        assert!(d.undecryptable.is_empty(), "[{}] {:?}", d.name, d.undecryptable);
+        assert!(
+            d.undecryptable.is_empty(),
+            "[{}] {:?}",
+            d.name,
+            d.undecryptable
+        );
     }
     for d in [a1, a2, b1, b2] {
         d.stop().await;
@@ -330,11 +341,7 @@ async fn group_of_three_and_a_late_member<R: Rt>(env: &Env) {
     let mut a1 = Device::start::<R>(env, "a1", a, 11).await;
     let mut b1 = Device::start::<R>(env, "b1", b, 12).await;
     let mut c1 = Device::start::<R>(env, "c1", c, 13).await;
-    let group = env
-        .sim
-        .account(a)
-        .unwrap()
-        .create_group("three", &[b, c]);
+    let group = env.sim.account(a).unwrap().create_group("three", &[b, c]);
     for (n, sender) in ["a", "b", "c"].iter().enumerate() {
         let text = format!("from {sender}");
         let from = match n {
@@ -365,7 +372,12 @@ async fn group_of_three_and_a_late_member<R: Rt>(env: &Env) {
         assert_eq!(got.chat, group);
     }
     for dev in [&a1, &b1, &c1, &d1] {
-        assert!(dev.undecryptable.is_empty(), "[{}] {:?}", dev.name, dev.undecryptable);
+        assert!(
+            dev.undecryptable.is_empty(),
+            "[{}] {:?}",
+            dev.name,
+            dev.undecryptable
+        );
     }
     for dev in [a1, b1, c1, d1] {
         dev.stop().await;
@@ -374,7 +386,7 @@ async fn group_of_three_and_a_late_member<R: Rt>(env: &Env) {
 
 async fn a_corrupted_delivery_is_retried_for_that_device_only<R: Rt>(env: &Env) {
     let (a, b) = ("15550004001", "15550004002");
-    let mut a1 = Device::start::<R>(env, "a1", a, 21).await;
+    let a1 = Device::start::<R>(env, "a1", a, 21).await;
     let mut b1 = Device::start::<R>(env, "b1", b, 22).await;
     let mut b2 = Device::start::<R>(env, "b2", b, 23).await;
     // Sessions first, so the corrupted copy is a plain `msg`.
@@ -410,7 +422,10 @@ async fn bad_input_is_a_typed_error_and_the_session_goes_on<R: Rt>(env: &Env) {
             .attr("from", a1.jid.clone())
             .attr("type", "text")
             .attr("t", "1700000000")
-            .children([Node::new("enc").attr("v", "2").attr("type", kind).bytes(bytes)])
+            .children([Node::new("enc")
+                .attr("v", "2")
+                .attr("type", kind)
+                .bytes(bytes)])
     };
     for (id, kind, bytes) in [
         ("BAD1", "msg", vec![0x33; 60]),
@@ -419,12 +434,16 @@ async fn bad_input_is_a_typed_error_and_the_session_goes_on<R: Rt>(env: &Env) {
         ("BAD4", "skmsg", vec![0x33; 100]),
         ("BAD5", "frob", vec![1, 2, 3]),
     ] {
-        env.sim
-            .faults()
-            .inject(Target::Device(b1.jid.clone()), Action::Send(garbage(id, kind, bytes)));
+        assert!(
+            env.sim
+                .faults()
+                .inject_device(&b1.jid, Action::Send(garbage(id, kind, bytes)))
+        );
     }
-    b1.until("five undecryptable", |d, _| (d.undecryptable.len() >= 5).then_some(()))
-        .await;
+    b1.until("five undecryptable", |d, _| {
+        (d.undecryptable.len() >= 5).then_some(())
+    })
+    .await;
     // The session with A still works both ways.
     a1.client.send_text(&user(b), "after").await.unwrap();
     b1.receive("after").await;

@@ -126,6 +126,12 @@ pub enum Event {
         /// Why.
         error: MessagingError,
     },
+    /// The server took a batch of our one-time prekeys: other devices can now start sessions
+    /// with this one (after the first login, it can receive messages from here on).
+    PreKeysUploaded {
+        /// How many were uploaded.
+        count: u32,
+    },
     /// A device's identity key changed (its owner reinstalled, or someone else took over the
     /// number): the "security code changed" notice.
     IdentityChanged {

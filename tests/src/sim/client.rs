@@ -59,15 +59,18 @@ pub enum ClientError {
 
 impl TestClient {
     /// Connects to `url` and starts the machine with `session`; `seed` seeds the machine.
+    /// The test client works at the stanza level: end-to-end handling is turned off
+    /// ([`Config::end_to_end`]), so encrypted stanzas arrive as they are.
     ///
     /// # Errors
     /// When the WebSocket cannot be opened.
     pub async fn connect(
         url: &str,
-        config: Config,
+        mut config: Config,
         session: Session,
         seed: [u8; 32],
     ) -> Result<Self, async_tungstenite::tungstenite::Error> {
+        config.end_to_end = false;
         let (ws, _) = async_tungstenite::tokio::connect_async(url).await?;
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
         let (ev_tx, ev_rx) = mpsc::unbounded_channel();

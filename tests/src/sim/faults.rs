@@ -248,7 +248,9 @@ impl RuleSet {
     /// Whether to corrupt the copy of message `id` for `device`.
     pub(crate) fn corrupt(&mut self, c: ConnView<'_>, id: &str, device: &Jid) -> bool {
         self.fire(c, |r| match r {
-            Rule::CorruptDelivery { id: i, device: d } if i == id && d.same_device(device) => {
+            Rule::CorruptDelivery { id: i, device: d }
+                if (i.is_empty() || i == id) && d.same_device(device) =>
+            {
                 Some(())
             }
             _ => None,
@@ -330,6 +332,23 @@ impl Faults {
             },
             1,
         )
+    }
+
+    /// Like [`corrupt_delivery`](Self::corrupt_delivery) for the next encrypted message that
+    /// reaches `device`, whatever its id.
+    pub fn corrupt_next_delivery(&self, device: Jid) -> RuleId {
+        self.corrupt_delivery("", device)
+    }
+
+    /// Does `action` on the live connection of `device`; false when it is not connected.
+    pub fn inject_device(&self, device: &Jid, action: Action) -> bool {
+        let conn = {
+            let mut st = self.shared.lock();
+            st.account_by_user(device.user_part())
+                .and_then(|a| a.devices.get(&device.device()))
+                .and_then(|d| d.conn)
+        };
+        conn.is_some_and(|c| self.inject(c, action))
     }
 
     /// Removes a rule (no effect when it already ran out).

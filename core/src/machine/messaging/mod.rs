@@ -41,7 +41,7 @@ enum MsgIq {
     Bundles(Vec<Jid>),
     Group(Jid),
     PreKeyCount,
-    PreKeyUpload,
+    PreKeyUpload(u32),
 }
 
 /// The messaging state of a session.
@@ -281,9 +281,11 @@ impl ConnectionMachine {
                     }
                 }
             }
-            MsgIq::PreKeyUpload => {
+            MsgIq::PreKeyUpload(count) => {
                 self.session_msg.prekey_upload_inflight = false;
-                if !matches!(result, IqResult::Ok(_)) {
+                if matches!(result, IqResult::Ok(_)) {
+                    self.emit(Event::PreKeysUploaded { count });
+                } else {
                     tracing::warn!(?result, "prekey upload failed");
                 }
             }
@@ -429,7 +431,7 @@ impl ConnectionMachine {
             (spk.id, spk.key_pair.public_bytes(), &spk.signature),
         );
         let req = IqRequest::iq("encrypt", "set", Jid::server(), children);
-        if self.send_messaging_iq(now, req, MsgIq::PreKeyUpload) {
+        if self.send_messaging_iq(now, req, MsgIq::PreKeyUpload(n)) {
             self.session_msg.prekey_upload_inflight = true;
         }
     }
