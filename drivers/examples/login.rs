@@ -6,9 +6,11 @@
 //! (Settings > Linked devices > Link a device). The device's state is stored in the SQLite
 //! file `DATABASE_FILE` (default `amarula.db` in the current directory; it holds private keys,
 //! keep it private) under the account name `ACCOUNT` (default `default`), so later runs log
-//! in directly. It prints the events until Ctrl-C.
+//! in directly. It prints the messages it receives (decrypted, and confirmed once printed) and
+//! the other events until Ctrl-C. With `AMARULA_SEND_TO=15551234567@s.whatsapp.net` and
+//! `AMARULA_SEND_TEXT=hello` in the environment it also sends that text once logged in.
 
-use amarula::core::machine::Event;
+use amarula::core::machine::{Confirm, Event};
 use amarula::store::{DEFAULT_ACCOUNT, SqliteDatabase};
 use amarula::{ClientConfig, ClientEvent};
 use qrcode::QrCode;
@@ -41,7 +43,28 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 }
                 Some(ClientEvent::Event(Event::LoggedIn { own_lid, .. })) => {
                     println!("logged in (own LID {own_lid:?}); Ctrl-C to stop");
+                    if let (Ok(to), Ok(text)) =
+                        (std::env::var("AMARULA_SEND_TO"), std::env::var("AMARULA_SEND_TEXT"))
+                    {
+                        let to = to.parse()?;
+                        match client.send_text(&to, &text).await {
+                            Ok(id) => println!("sent {id} to {to}"),
+                            Err(e) => println!("send to {to} failed: {e}"),
+                        }
+                    }
                 }
+                Some(ClientEvent::Event(Event::Message(m))) => {
+                    let who = if m.from_me { "me".to_owned() } else { m.sender.to_string() };
+                    match m.text() {
+                        Some(text) => println!("[{}] {who}: {text}", m.chat),
+                        None => println!("[{}] {who}: (a message without text)", m.chat),
+                    }
+                    if let Some(token) = m.ack {
+                        client.confirm(token, Confirm::Ack).await?;
+                    }
+                }
+                // Persistence and loads are the store's business; not shown.
+                Some(ClientEvent::Event(Event::Persist(_) | Event::Load(_))) => {}
                 Some(ClientEvent::Stopped) | None => break,
                 Some(other) => println!("{other:?}"),
             },

@@ -5,6 +5,7 @@
 
 pub mod binary_vectors;
 pub mod expect;
+pub mod fuzz_messaging;
 pub mod fuzz_noise;
 pub mod fuzz_signal;
 pub mod fuzz_targets;

@@ -40,6 +40,11 @@ fn machine_corpus() {
 }
 
 #[test]
+fn messaging_corpus() {
+    replay("messaging", amarula_tests::fuzz_messaging::messaging);
+}
+
+#[test]
 fn signal_parse_corpus() {
     replay("signal_parse", fuzz_signal::signal_parse);
 }
@@ -56,7 +61,8 @@ fn every_corpus_is_replayed() {
                 "frame_decoder",
                 "transport_decrypt",
                 "machine",
-                "signal_parse"
+                "signal_parse",
+                "messaging"
             ]
             .contains(&name.as_str()),
             "corpus {name} has no replay test"

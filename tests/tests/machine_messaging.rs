@@ -300,8 +300,13 @@ fn a_text_fans_out_to_every_device_and_our_own() {
     let dsm = got.device_sent_message.expect("wrapped for our own device");
     assert_eq!(dsm.destination_jid.as_deref(), Some(BOB_USER));
     assert_eq!(dsm.message.unwrap().conversation.as_deref(), Some("hi"));
-    // Sessions are in the store; the server's ack completes the send.
+    // Sessions and identities are in the store; the server's ack completes the send.
     assert!(pair.store.sessions.contains_key(&jid(BOB)));
+    assert!(pair.events.iter().any(|e| matches!(
+        e,
+        Event::Persist(Change::Identity { address, key })
+            if *address == jid(BOB) && key[..] == bob.identity.public().0[..]
+    )));
     assert!(pair.store.device_lists.contains_key(&jid(BOB_USER)));
     pair.server_send(
         &Node::new("ack")
@@ -578,10 +583,29 @@ fn a_group_message_distributes_the_sender_key_once() {
             .contains_key(&(group.clone(), jid(OWN)))
     );
     // The next message goes with the sender key alone.
-    pair.client.send_text(pair.now, &group, "second").unwrap();
+    let second = pair.client.send_text(pair.now, &group, "second").unwrap();
     pair.drive();
     let msg = pair.server.last("message").unwrap().clone();
     assert!(msg.child("participants").is_none());
+    // The server's participant hash differs from ours: the group is fetched again next time.
+    let metas = |pair: &Pair| {
+        pair.server
+            .received
+            .iter()
+            .filter(|n| n.attr_str("xmlns") == Some("w:g2"))
+            .count()
+    };
+    let before = metas(&pair);
+    pair.server_send(
+        &Node::new("ack")
+            .attr("class", "message")
+            .attr("id", second.as_str())
+            .attr("from", group.clone())
+            .attr("phash", "2:AAAAAAAA"),
+    );
+    pair.client.send_text(pair.now, &group, "third").unwrap();
+    pair.drive();
+    assert_eq!(metas(&pair), before + 1, "group metadata asked again");
     let got = bob
         .decrypt_group(&group, &jid(OWN), msg.child("enc").unwrap())
         .unwrap();

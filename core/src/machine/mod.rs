@@ -950,6 +950,7 @@ impl ConnectionMachine {
                 self.message_deadlines.remove(&(deadline, id.clone()));
                 self.arm_message_timer();
                 let result = stanza::message_ack_result(&node);
+                self.messaging_acked(&id, &result);
                 // The server has it (or refused it for good): not to be resent after a restart.
                 self.emit(Event::Persist(crate::persist::Change::SentAcked(
                     id.clone(),

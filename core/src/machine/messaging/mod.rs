@@ -80,6 +80,9 @@ pub(crate) struct Messaging {
     delivered: HashSet<String>,
     delivered_order: VecDeque<String>,
     prekey_upload_inflight: bool,
+    /// The phash of recent group sends, by message id, to compare with the server's ack.
+    group_phash: HashMap<String, (Jid, String)>,
+    group_phash_order: VecDeque<String>,
 }
 
 impl std::fmt::Debug for Messaging {
@@ -329,6 +332,44 @@ impl ConnectionMachine {
                 self.session_msg.groups.remove(&from.to_non_device());
             }
             _ => {}
+        }
+    }
+
+    /// The server acked a message: when it names a different participant hash for a group
+    /// send (SESSION.md §5.5), our view of the group is stale and is fetched again.
+    pub(super) fn messaging_acked(&mut self, id: &str, result: &super::MessageAckResult) {
+        let Some((group, ours)) = self.session_msg.group_phash.remove(id) else {
+            return;
+        };
+        if let super::MessageAckResult::Delivered {
+            phash: Some(theirs),
+            ..
+        } = result
+        {
+            if *theirs != ours {
+                tracing::debug!(%group, "participant hash mismatch; refreshing the group");
+                let m = &mut self.session_msg;
+                if let Some(users) = m.groups.remove(&group) {
+                    for u in users {
+                        m.devices.forget(&u);
+                    }
+                }
+            }
+        }
+    }
+
+    pub(super) fn remember_group_phash(&mut self, id: &str, group: &Jid, phash: String) {
+        let m = &mut self.session_msg;
+        if m.group_phash
+            .insert(id.to_owned(), (group.clone(), phash))
+            .is_none()
+        {
+            m.group_phash_order.push_back(id.to_owned());
+        }
+        while m.group_phash_order.len() > 256 {
+            if let Some(old) = m.group_phash_order.pop_front() {
+                m.group_phash.remove(&old);
+            }
         }
     }
 

@@ -152,6 +152,24 @@ pub(crate) fn parse_usync(result: &Node, now_ms: u64) -> Vec<(Jid, DeviceList)> 
     out
 }
 
+/// The (phone number user, LID user) pairs of a usync answer's `<lid val>` children.
+pub(crate) fn parse_usync_lids(result: &Node) -> Vec<(Jid, Jid)> {
+    let Some(list) = result.child("usync").and_then(|u| u.child("list")) else {
+        return Vec::new();
+    };
+    list.child_nodes()
+        .iter()
+        .filter(|u| u.tag == "user")
+        .take(MAX_LIST)
+        .filter_map(|u| {
+            let jid = user_of(&jid_attr(u, "jid")?);
+            let lid = user_of(&jid_attr(u.child("lid")?, "val")?);
+            (matches!(jid.server_part(), Server::User) && matches!(lid.server_part(), Server::Lid))
+                .then_some((jid, lid))
+        })
+        .collect()
+}
+
 /// `<key>` bundle query for `devices` (§10.3).
 pub(crate) fn bundle_query(devices: &[Jid]) -> Node {
     Node::new("key").children(

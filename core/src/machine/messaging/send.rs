@@ -385,6 +385,9 @@ impl ConnectionMachine {
             IqResult::Ok(node) => {
                 let now_ms = self.clock.unix_ms(now);
                 let lists = nodes::parse_usync(&node, now_ms);
+                for (phone, lid) in nodes::parse_usync_lids(&node) {
+                    self.persist(crate::persist::Change::LidMapping { lid, phone });
+                }
                 let cap = self.config.max_loaded_records;
                 for user in users {
                     let list = lists
@@ -634,7 +637,9 @@ impl ConnectionMachine {
                     self.persist_sender_key(&key);
                     let mut all = devices.to_vec();
                     all.push(own.clone());
-                    node = node.attr("phash", nodes::phash(&all));
+                    let phash = nodes::phash(&all);
+                    self.remember_group_phash(&job.id, &job.chat, phash.clone());
+                    node = node.attr("phash", phash);
                     if !participants.is_empty() {
                         children.push(Node::new("participants").children(participants));
                     }
@@ -714,8 +719,25 @@ impl ConnectionMachine {
         self.advance(now);
     }
 
+    /// Stores a new or changed identity of `device` (from its session record) and reports a
+    /// change.
     pub(super) fn report_identity(&mut self, device: &Jid, change: crate::signal::IdentityChange) {
-        if let crate::signal::IdentityChange::Changed { .. } = change {
+        use crate::signal::IdentityChange;
+        if matches!(change, IdentityChange::Unchanged) {
+            return;
+        }
+        let key = self
+            .session_msg
+            .sessions
+            .get_mut(device)
+            .and_then(|r| r.remote_identity());
+        if let Some(key) = key {
+            self.persist(crate::persist::Change::Identity {
+                address: device.clone(),
+                key: key.0.to_vec(),
+            });
+        }
+        if let IdentityChange::Changed { .. } = change {
             self.emit(Event::IdentityChanged {
                 device: device.clone(),
             });
