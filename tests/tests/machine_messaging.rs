@@ -747,3 +747,43 @@ fn a_message_sent_again_with_the_same_id_is_handed_out_once() {
             .any(|n| n.tag == "receipt" && n.attr_str("type").is_none())
     );
 }
+
+#[test]
+fn a_send_needing_more_records_than_the_cap_completes() {
+    let (mut pair, _) = logged_in();
+    let (mut bob, mut phone) = (Peer::new(BOB, 37), Peer::new(OWN_PHONE, 38));
+    send_to_bob(&mut pair, &mut bob, &mut phone);
+    // A restart with room for one record of each kind: the send needs two device lists and
+    // two sessions, all in the store.
+    let small = Config {
+        max_loaded_records: 1,
+        ..config()
+    };
+    let session = Session::new(pair.client.credentials().clone(), &small);
+    let mut next = Pair::at_with_store(
+        small.clone(),
+        session,
+        expect::seeds(9),
+        pair.now,
+        pair.store.clone(),
+    );
+    expect::log_in(&mut next);
+    let id = next
+        .client
+        .send_text(next.now, &jid(BOB_USER), "tight")
+        .unwrap();
+    next.drive();
+    let loads = next
+        .events
+        .iter()
+        .filter(|e| matches!(e, Event::Load(_)))
+        .count();
+    assert!(
+        loads <= 3,
+        "{loads} loads: the records must not push each other out"
+    );
+    let msg = next.server.last("message").expect("relayed");
+    assert_eq!(msg.attr_str("id"), Some(id.as_str()));
+    let got = bob.decrypt(&jid(OWN), enc_for(msg, BOB)).unwrap();
+    assert_eq!(got.conversation.as_deref(), Some("tight"));
+}

@@ -419,6 +419,11 @@ impl ConnectionMachine {
 
     /// Moves every waiting piece of work on as far as it goes, then asks for what is missing.
     fn advance(&mut self, now: Instant) {
+        let m = &self.session_msg;
+        m.sessions.next_pass();
+        m.sender_keys.next_pass();
+        m.prekeys.next_pass();
+        m.devices.next_pass();
         let mut loads = LoadBatch::default();
         self.advance_incoming(now, &mut loads);
         self.advance_sends(now, &mut loads);
