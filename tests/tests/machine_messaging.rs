@@ -761,7 +761,7 @@ fn a_send_needing_more_records_than_the_cap_completes() {
     };
     let session = Session::new(pair.client.credentials().clone(), &small);
     let mut next = Pair::at_with_store(
-        small.clone(),
+        small,
         session,
         expect::seeds(9),
         pair.now,
