@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod binary_vectors;
+pub mod crash;
 pub mod expect;
 pub mod fuzz_noise;
 pub mod fuzz_signal;
