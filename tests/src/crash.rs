@@ -505,7 +505,9 @@ fn handle(t: &mut Tracker, o: &mut Observed, faults: &Faults, watched: &str, eve
             o.redelivered += inject(faults, t, conn) as u64;
         }
         SimEvent::ConnectionOpened {
-            kind: ConnKind::LoginRefused { device: Some(device) },
+            kind: ConnKind::LoginRefused {
+                device: Some(device),
+            },
             ..
         } if device.user_part() == watched => o.refused_logins += 1,
         SimEvent::StanzaReceived {
@@ -647,7 +649,10 @@ mod tests {
     fn a_torn_last_line_is_ended_before_the_next() {
         let path = std::env::temp_dir().join(format!("amarula-crash-log-{}", std::process::id()));
         std::fs::write(&path, b"LOGGEDIN\nRECV X1 B-").unwrap();
-        AppLog::open(&path).unwrap().append(&LogLine::Quiet).unwrap();
+        AppLog::open(&path)
+            .unwrap()
+            .append(&LogLine::Quiet)
+            .unwrap();
         let (parsed, bad) = read_log(&path).unwrap();
         std::fs::remove_file(&path).unwrap();
         assert_eq!(

@@ -205,12 +205,7 @@ impl Peer {
     fn start(client: Client, events: Events) -> Self {
         let state = Arc::new(Mutex::new(PeerState::default()));
         let (tx, changes) = watch::channel(0u64);
-        tokio::spawn(peer_events(
-            client.clone(),
-            events,
-            Arc::clone(&state),
-            tx,
-        ));
+        tokio::spawn(peer_events(client.clone(), events, Arc::clone(&state), tx));
         Self {
             client,
             state,
@@ -234,7 +229,10 @@ async fn peer_events(
     while let Some(event) = events.recv().await {
         let token = match event {
             ClientEvent::Event(Event::LoggedIn { .. }) => {
-                state.lock().unwrap_or_else(PoisonError::into_inner).logged_in = true;
+                state
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .logged_in = true;
                 None
             }
             ClientEvent::Event(Event::Message(m)) => {
@@ -299,14 +297,27 @@ struct Waiter {
 }
 
 impl Waiter {
-    /// Waits until `cond` (given the lines of `child`, if any) holds, at most until `deadline`.
+    /// Waits until `cond` (given the lines of `child`, if any) holds; panics after [`WAIT`].
     async fn until(
         &mut self,
         what: &str,
-        deadline: Instant,
+        child: Option<&mut ChildRun>,
+        cond: impl FnMut(&[LogLine]) -> bool,
+    ) {
+        if !self.wait(what, child, cond).await {
+            panic!("no {what} within {WAIT:?}");
+        }
+    }
+
+    /// Waits until `cond` (given the lines of `child`, if any) holds, at most [`WAIT`]; false
+    /// when it did not. Panics when the child exits first.
+    async fn wait(
+        &mut self,
+        what: &str,
         mut child: Option<&mut ChildRun>,
         mut cond: impl FnMut(&[LogLine]) -> bool,
-    ) {
+    ) -> bool {
+        let deadline = Instant::now() + WAIT;
         enum Wake {
             Line(Option<String>),
             Changed,
@@ -315,7 +326,7 @@ impl Waiter {
         loop {
             let lines = child.as_deref().map_or(&[][..], |c| &c.seen);
             if cond(lines) {
-                return;
+                return true;
             }
             assert!(
                 !child.as_deref().is_some_and(|c| c.ended),
@@ -348,7 +359,8 @@ impl Waiter {
                 Wake::Changed => {}
                 Wake::Timeout => {
                     let lines = child.as_deref().map_or(&[][..], |c| &c.seen);
-                    panic!("no {what} within the time bound; child lines: {lines:?}");
+                    eprintln!("no {what} within {WAIT:?}; the child's lines: {lines:?}");
+                    return false;
                 }
             }
         }
@@ -379,6 +391,8 @@ impl Drop for Scratch {
 /// Everything the checks look at.
 struct Outcome {
     kills: u32,
+    /// Whether everything settled in the last life within [`WAIT`].
+    settled: bool,
     elapsed: Duration,
     /// The whole log, by process life.
     runs: Vec<Vec<LogLine>>,
@@ -396,7 +410,10 @@ struct Outcome {
     pending: Vec<String>,
 }
 
-fn ids_of<'a>(lines: impl IntoIterator<Item = &'a LogLine>, f: fn(&LogLine) -> Option<&str>) -> Vec<String> {
+fn ids_of<'a>(
+    lines: impl IntoIterator<Item = &'a LogLine>,
+    f: fn(&LogLine) -> Option<&str>,
+) -> Vec<String> {
     lines.into_iter().filter_map(f).map(str::to_owned).collect()
 }
 
@@ -426,6 +443,11 @@ fn check(o: &Outcome) -> Vec<String> {
     let mut failures = Vec::new();
     let all: Vec<&LogLine> = o.runs.iter().flatten().collect();
 
+    if !o.settled {
+        failures.push(format!(
+            "the last life did not settle within {WAIT:?} (see the failures below)"
+        ));
+    }
     // The log itself.
     if !o.unparsed.is_empty() {
         failures.push(format!("unparsable log lines: {:?}", o.unparsed));
@@ -444,7 +466,11 @@ fn check(o: &Outcome) -> Vec<String> {
             failures.push(format!("life {n} was asked to pair: {run:?}"));
         }
     }
-    if !o.runs.last().is_some_and(|r| r.contains(&LogLine::LoggedIn)) {
+    if !o
+        .runs
+        .last()
+        .is_some_and(|r| r.contains(&LogLine::LoggedIn))
+    {
         failures.push("the last life did not log in".to_owned());
     }
     if o.refused_logins > 0 {
@@ -536,7 +562,9 @@ fn check(o: &Outcome) -> Vec<String> {
     }
     for id in acked_text.keys() {
         if !routed_from_a.contains(id) {
-            failures.push(format!("{id} logged as acked but never routed by the server"));
+            failures.push(format!(
+                "{id} logged as acked but never routed by the server"
+            ));
         }
     }
     for l in &all {
@@ -583,7 +611,9 @@ fn check(o: &Outcome) -> Vec<String> {
     }
     for (text, ids) in &ids_by_text {
         if ids.len() > 1 {
-            failures.push(format!("{text} reached the peer under several ids: {ids:?}"));
+            failures.push(format!(
+                "{text} reached the peer under several ids: {ids:?}"
+            ));
         }
     }
     for id in &routed_from_a {
@@ -598,7 +628,9 @@ fn check(o: &Outcome) -> Vec<String> {
     if o.sent_cache.len() < 1000 {
         for id in &routed_from_a {
             if !o.sent_cache.contains(*id) {
-                failures.push(format!("{id} was routed from A but is not in A's sent cache"));
+                failures.push(format!(
+                    "{id} was routed from A but is not in A's sent cache"
+                ));
             }
         }
     }
@@ -610,7 +642,9 @@ fn check(o: &Outcome) -> Vec<String> {
         .count();
 
     for key in &o.pending {
-        failures.push(format!("{key} is still pending (unconfirmed) in the store at the end"));
+        failures.push(format!(
+            "{key} is still pending (unconfirmed) in the store at the end"
+        ));
     }
 
     let count = |f: fn(&LogLine) -> bool| all.iter().filter(|l| f(l)).count();
@@ -711,34 +745,31 @@ async fn crash_run(settings: &Settings, dir: &Path) -> Outcome {
         observer: observer.changes(),
         peer: peer.changes.clone(),
     };
-    let deadline = Instant::now() + WAIT;
     waiter
-        .until("peer login and prekeys", deadline, None, |_| {
+        .until("peer login and prekeys", None, |_| {
             peer.with(|p| p.logged_in) && observer.with(|o| o.prekey_uploads.contains(B_PHONE))
         })
         .await;
 
     // The first life: log in, upload prekeys, and receive a first message.
     let mut run = ChildRun::spawn(&setup);
-    let deadline = Instant::now() + WAIT;
     waiter
-        .until("A's first login", deadline, Some(&mut run), |l| {
+        .until("A's first login", Some(&mut run), |l| {
             l.contains(&LogLine::LoggedIn)
         })
         .await;
     waiter
-        .until("A's prekeys", deadline, Some(&mut run), |_| {
+        .until("A's prekeys", Some(&mut run), |_| {
             observer.with(|o| o.prekey_uploads.contains(A_PHONE))
         })
         .await;
-    let first = peer
-        .client
-        .send_text(&Jid::user(A_PHONE), "B-0")
+    let first = tokio::time::timeout(WAIT, peer.client.send_text(&Jid::user(A_PHONE), "B-0"))
         .await
+        .expect("the peer's first send returns")
         .expect("the peer's first message");
     peer.with(|p| p.sent.push((first.clone(), "B-0".to_owned())));
     waiter
-        .until("the first message at A", deadline, Some(&mut run), |l| {
+        .until("the first message at A", Some(&mut run), |l| {
             ids_of(l, recv_id).contains(&first)
         })
         .await;
@@ -771,16 +802,13 @@ async fn crash_run(settings: &Settings, dir: &Path) -> Outcome {
         run = ChildRun::spawn(&setup);
     }
     let elapsed = started.elapsed();
-    let (base, _) = match base {
-        Some(b) => b,
-        None => read_log(&setup.log).expect("read A's log"),
-    };
+    // No kill: the first life is the last, and nothing came before it.
+    let (base, _) = base.unwrap_or_default();
     let base_recv: HashSet<String> = ids_of(&base, recv_id).into_iter().collect();
 
     // The last life: log in, let the peer stop, then settle everything.
-    let deadline = Instant::now() + WAIT;
     waiter
-        .until("the last login", deadline, Some(&mut run), |l| {
+        .until("the last login", Some(&mut run), |l| {
             l.contains(&LogLine::LoggedIn)
         })
         .await;
@@ -791,20 +819,23 @@ async fn crash_run(settings: &Settings, dir: &Path) -> Outcome {
         .expect("the peer's sender does not panic");
     let peer_sent: Vec<String> = peer.with(|p| p.sent.iter().map(|(id, _)| id.clone()).collect());
     waiter
-        .until("the routing of the peer's messages", deadline, None, |_| {
+        .until("the routing of the peer's messages", None, |_| {
             observer.with(|o| {
                 let routed: HashSet<&String> = o.routed_to_watched.iter().collect();
                 peer_sent.iter().all(|id| routed.contains(id))
             })
         })
         .await;
-    observer.redeliver_now().await;
+    tokio::time::timeout(WAIT, observer.redeliver_now())
+        .await
+        .expect("the observer answers");
     run.tell("quiet");
     waiter
-        .until("QUIET", deadline, Some(&mut run), |l| l.contains(&LogLine::Quiet))
+        .until("QUIET", Some(&mut run), |l| l.contains(&LogLine::Quiet))
         .await;
-    waiter
-        .until("everything delivered", deadline, Some(&mut run), |l| {
+    // Not met in time: the checks below say what is missing.
+    let settled = waiter
+        .wait("everything delivered", Some(&mut run), |l| {
             let recv: HashSet<String> = ids_of(l, recv_id).into_iter().collect();
             let all_received = peer_sent
                 .iter()
@@ -825,7 +856,8 @@ async fn crash_run(settings: &Settings, dir: &Path) -> Outcome {
             });
             let got: HashSet<String> =
                 peer.with(|p| p.received.iter().map(|(id, _)| id.clone()).collect());
-            let peer_has_all = observer.with(|o| o.routed_from_watched.iter().all(|id| got.contains(id)));
+            let peer_has_all =
+                observer.with(|o| o.routed_from_watched.iter().all(|id| got.contains(id)));
             all_received && outbox_done && peer_has_all
         })
         .await;
@@ -833,9 +865,7 @@ async fn crash_run(settings: &Settings, dir: &Path) -> Outcome {
     // Stop it the clean way: the end of stdin.
     drop(run.stdin.take());
     waiter
-        .until("STOPPED", deadline, Some(&mut run), |l| {
-            l.contains(&LogLine::Stopped)
-        })
+        .until("STOPPED", Some(&mut run), |l| l.contains(&LogLine::Stopped))
         .await;
     let status = run.child.wait().expect("reap the last life");
     assert!(status.success(), "the last life exited with {status}");
@@ -846,7 +876,9 @@ async fn crash_run(settings: &Settings, dir: &Path) -> Outcome {
     let sent_cache = store.load_sent().await.expect("load sent");
     let pending = store.load_pending().await.expect("load pending");
     drop(store);
-    peer.client.stop().await;
+    tokio::time::timeout(WAIT, peer.client.stop())
+        .await
+        .expect("the peer stops");
 
     let text = std::fs::read_to_string(&setup.log).expect("read A's log");
     let (lines, unparsed) = parse_log(&text);
@@ -856,6 +888,7 @@ async fn crash_run(settings: &Settings, dir: &Path) -> Outcome {
     let peer = std::mem::take(&mut *peer.state.lock().unwrap_or_else(PoisonError::into_inner));
     let outcome = observer.with(|o| Outcome {
         kills: settings.kills,
+        settled,
         elapsed,
         runs: lives(lines),
         unparsed,
@@ -887,9 +920,10 @@ fn sigkill_at_random_points_loses_nothing() {
         .expect("a runtime");
     let outcome = rt.block_on(crash_run(&settings, &scratch.0));
     let failures = check(&outcome);
+    let stderr = std::fs::read_to_string(scratch.0.join("a.stderr")).unwrap_or_default();
     assert!(
         failures.is_empty(),
-        "seed {}: {} invariant failures:\n{}",
+        "seed {}: {} invariant failures:\n{}\ncrash_client stderr:\n{stderr}",
         settings.seed,
         failures.len(),
         failures.join("\n")

@@ -740,10 +740,7 @@ fn a_store_without_signal_state_answers_nothing() {
         async fn save(&self, _: &amarula_core::credentials::Credentials) -> Result<(), StoreError> {
             Ok(())
         }
-        async fn save_sent(
-            &self,
-            _: &SentMessage,
-        ) -> Result<(), StoreError> {
+        async fn save_sent(&self, _: &SentMessage) -> Result<(), StoreError> {
             Ok(())
         }
         async fn delete(&self) -> Result<(), StoreError> {

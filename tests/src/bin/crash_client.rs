@@ -201,11 +201,9 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                 log.write(LogLine::LoggedIn);
                 let _ = logged_in_tx.send(true);
             }
-            ClientEvent::Event(Event::PairingQr { .. }) => {
-                if !pairing_logged {
-                    pairing_logged = true;
-                    log.write(LogLine::Pairing);
-                }
+            ClientEvent::Event(Event::PairingQr { .. }) if !pairing_logged => {
+                pairing_logged = true;
+                log.write(LogLine::Pairing);
             }
             ClientEvent::Event(Event::Message(m)) => {
                 if recorded.contains(&m.id) {
