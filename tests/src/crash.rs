@@ -340,6 +340,10 @@ pub struct Observed {
     pub routed_to_watched: Vec<String>,
     /// Users (phone numbers) a device of which uploaded prekeys.
     pub prekey_uploads: HashSet<String>,
+    /// Users whose device sent another stanza on the connection of its prekey upload after
+    /// it: the simulator handles a connection's stanzas in order, so it has stored the keys
+    /// and hands out bundles.
+    pub prekeys_stored: HashSet<String>,
     /// The connections the watched device logged in on, in order.
     pub logins: Vec<ConnId>,
     /// Logins of the watched device the simulator refused.
@@ -363,6 +367,8 @@ struct Tracker {
     next_seq: u64,
     /// The watched device's newest login.
     conn: Option<ConnId>,
+    /// The connection of each user's prekey upload.
+    upload_conn: HashMap<String, ConnId>,
 }
 
 /// Records what the simulator routes from and to one device (the "watched" one, given by its
@@ -511,12 +517,17 @@ fn handle(t: &mut Tracker, o: &mut Observed, faults: &Faults, watched: &str, eve
             ..
         } if device.user_part() == watched => o.refused_logins += 1,
         SimEvent::StanzaReceived {
+            conn,
             device: Some(device),
             node,
-            ..
         } => {
+            let user = device.user_part();
+            if t.upload_conn.get(user) == Some(&conn) {
+                o.prekeys_stored.insert(user.to_owned());
+            }
             if is_prekey_upload(&node) {
-                o.prekey_uploads.insert(device.user_part().to_owned());
+                o.prekey_uploads.insert(user.to_owned());
+                t.upload_conn.insert(user.to_owned(), conn);
             }
             let from_watched = device.user_part() == watched;
             if from_watched
