@@ -1,9 +1,11 @@
 //! Support code of amarula's integration tests: the vector checkers behind the `vectors` runner,
-//! and the bodies of the fuzz targets (shared by `cargo fuzz` and the corpus replay test).
+//! the bodies of the fuzz targets (shared by `cargo fuzz` and the corpus replay test), and the
+//! crash test's client log and simulator observer (`crash`).
 
 #![forbid(unsafe_code)]
 
 pub mod binary_vectors;
+pub mod crash;
 pub mod expect;
 pub mod fuzz_messaging;
 pub mod fuzz_noise;
