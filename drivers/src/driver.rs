@@ -542,6 +542,12 @@ impl<R: Runtime, S: CredentialStore> Driver<R, S> {
                 }
                 None => self.emit(ClientEvent::Event(Event::IqResponse { id, result })),
             },
+            // A send the connection lost before the server's ack goes again, with the same id,
+            // at the next login: its caller waits for that ack.
+            Event::MessageAck {
+                result: MessageAckResult::Disconnected,
+                ref id,
+            } if self.sends.contains_key(id) => {}
             Event::MessageAck { id, result } if self.sends.contains_key(&id) => {
                 if let Some(tx) = self.sends.remove(&id) {
                     let answer = match result {
@@ -577,11 +583,6 @@ impl<R: Runtime, S: CredentialStore> Driver<R, S> {
         for (_, tx) in self.iqs.drain() {
             let _ = tx.send(Ok(IqResult::Disconnected));
         }
-        for (_, tx) in self.sends.drain() {
-            let _ = tx.send(Err(ClientError::NotAccepted(
-                MessageAckResult::Disconnected,
-            )));
-        }
         for (_, waiters) in self.acks.drain() {
             for tx in waiters {
                 let _ = tx.send(Ok(MessageAckResult::Disconnected));
@@ -612,6 +613,14 @@ impl<R: Runtime, S: CredentialStore> Driver<R, S> {
         self.emit(ClientEvent::Disconnected { reason, reconnect });
         for waiter in self.disconnect_waiters.drain(..) {
             let _ = waiter.send(());
+        }
+        if matches!(reconnect, Reconnect::Never) {
+            // No next login to send them again: their callers learn it now.
+            for (_, tx) in self.sends.drain() {
+                let _ = tx.send(Err(ClientError::NotAccepted(
+                    MessageAckResult::Disconnected,
+                )));
+            }
         }
         match reconnect {
             Reconnect::Now => Next::Reconnect(Duration::ZERO),

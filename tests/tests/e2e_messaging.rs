@@ -12,7 +12,7 @@ use amarula::core::machine::{Confirm, DecryptError, Event, IncomingMessage};
 use amarula::store::{CredentialStore, MemoryStore};
 use amarula::{Client, ClientConfig, ClientEvent, Events};
 use amarula_tests::sim::client::{config_for, fresh_credentials};
-use amarula_tests::sim::{Action, SimConfig, SimEvent, Simulator, Subscription};
+use amarula_tests::sim::{Action, Rule, SimConfig, SimEvent, Simulator, Subscription, Target};
 
 const WAIT: Duration = Duration::from_secs(15);
 
@@ -454,6 +454,37 @@ async fn bad_input_is_a_typed_error_and_the_session_goes_on<R: Rt>(env: &Env) {
     }
 }
 
+async fn a_send_survives_a_dropped_connection<R: Rt>(env: &Env) {
+    let (a, b) = ("15550006001", "15550006002");
+    let a1 = Device::start::<R>(env, "a1", a, 41).await;
+    let mut b1 = Device::start::<R>(env, "b1", b, 42).await;
+    // The server routes A's next message but does not ack it; then A's connection drops.
+    env.sim.faults().add_times(
+        Target::Device(a1.jid.clone()),
+        Rule::WithholdMessageAck { id: None },
+        1,
+    );
+    let to = user(b);
+    let send = a1.client.send_text(&to, "survives");
+    let meanwhile = async {
+        let got = b1.receive("survives").await;
+        assert!(env.sim.faults().inject_device(&a1.jid, Action::Drop));
+        got.id
+    };
+    let (sent, routed) = smol::future::zip(send, meanwhile).await;
+    // The caller's send ends with the ack of the copy sent again, under the same id.
+    assert_eq!(sent.unwrap(), routed);
+    b1.settle(Duration::from_millis(300)).await;
+    assert_eq!(
+        b1.count("survives"),
+        1,
+        "the copy sent again is not handed out twice"
+    );
+    for dev in [a1, b1] {
+        dev.stop().await;
+    }
+}
+
 macro_rules! scenarios {
     ($($name:ident),* $(,)?) => {
         mod tokio_driver {
@@ -472,4 +503,5 @@ scenarios!(
     group_of_three_and_a_late_member,
     a_corrupted_delivery_is_retried_for_that_device_only,
     bad_input_is_a_typed_error_and_the_session_goes_on,
+    a_send_survives_a_dropped_connection,
 );

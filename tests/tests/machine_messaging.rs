@@ -787,3 +787,52 @@ fn a_send_needing_more_records_than_the_cap_completes() {
     let got = bob.decrypt(&jid(OWN), enc_for(msg, BOB)).unwrap();
     assert_eq!(got.conversation.as_deref(), Some("tight"));
 }
+
+#[test]
+fn sends_cut_off_by_a_disconnect_go_at_the_next_login_with_the_same_id() {
+    let (mut pair, _) = logged_in();
+    let (mut bob, mut phone) = (Peer::new(BOB, 39), Peer::new(OWN_PHONE, 40));
+    let (relayed, _) = send_to_bob(&mut pair, &mut bob, &mut phone);
+    // A second send is cut off before it is relayed: a user Bob's server has not answered for.
+    let waiting = pair
+        .client
+        .send_text(pair.now, &jid("15550000001@s.whatsapp.net"), "later")
+        .unwrap();
+    pair.drive();
+    pair.socket_closed();
+    assert!(pair.events.iter().any(|e| matches!(
+        e,
+        Event::MessageAck { id, result: MessageAckResult::Disconnected } if *id == relayed
+    )));
+    assert!(
+        !pair
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::SendFailed { id, .. } if *id == waiting)),
+        "a send is not failed by a disconnect"
+    );
+    // The next connection of the same session.
+    let mut next = pair.reconnect(config(), [12; 32]);
+    let before = next.server.received.len();
+    expect::log_in(&mut next);
+    let again = next
+        .server
+        .received_since(before)
+        .iter()
+        .find(|n| n.tag == "message")
+        .expect("sent again")
+        .clone();
+    assert_eq!(again.attr_str("id"), Some(relayed.as_str()));
+    let got = bob.decrypt(&jid(OWN), enc_for(&again, BOB)).unwrap();
+    assert_eq!(got.conversation.as_deref(), Some("hi"));
+    // The cut-off send asks for its device list again.
+    let usync = next
+        .server
+        .received_since(before)
+        .iter()
+        .rev()
+        .find(|n| n.attr_str("xmlns") == Some("usync"))
+        .expect("the device list is asked for")
+        .clone();
+    assert!(usync.to_string().contains("15550000001"));
+}

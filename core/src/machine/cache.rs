@@ -81,6 +81,11 @@ impl RetryCache {
         }
     }
 
+    /// The cached message of `id`.
+    pub(crate) fn get(&self, id: &str) -> Option<&SentMessage> {
+        self.entries.get(id).map(|e| &e.message)
+    }
+
     fn evict_oldest(&mut self) {
         while let Some((id, seq)) = self.order.pop_front() {
             if self.entries.get(&id).is_some_and(|e| e.seq == seq) {

@@ -705,6 +705,14 @@ impl ConnectionMachine {
         let mut msgs: Vec<String> = self.messages.drain().map(|(id, _)| id).collect();
         msgs.sort();
         self.message_deadlines.clear();
+        if self.config.end_to_end {
+            // Our own sends the server never acked go again, same id, at the next login.
+            let unacked: Vec<SentMessage> = msgs
+                .iter()
+                .filter_map(|id| self.retry.get(id).cloned())
+                .collect();
+            self.session_msg.restore_outbox(unacked);
+        }
         for id in msgs {
             self.emit(Event::MessageAck {
                 id,

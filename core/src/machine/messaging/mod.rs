@@ -75,6 +75,8 @@ pub(crate) struct Messaging {
     restored: Vec<PendingMessage>,
     /// Sent messages the server never acknowledged, sent again at the next login.
     outbox: Vec<super::SentMessage>,
+    /// Sends not relayed yet when the connection ended, taken up again at the next login.
+    carried: Vec<SendJob>,
     /// Recently delivered messages (chat, sender, id), so a copy sent again (same id) is not
     /// handed out twice.
     delivered: HashSet<String>,
@@ -105,7 +107,11 @@ impl Messaging {
     }
 
     pub(crate) fn restore_outbox(&mut self, unacked: Vec<super::SentMessage>) {
-        self.outbox.extend(unacked);
+        for m in unacked {
+            if !self.outbox.iter().any(|o| o.id == m.id) {
+                self.outbox.push(m);
+            }
+        }
     }
 
     /// Remembers a delivered message key; false when it was already delivered.
@@ -129,7 +135,7 @@ impl Messaging {
     }
 
     pub(crate) fn waiting(&self) -> usize {
-        self.sends.len() + self.incoming.len()
+        self.sends.len() + self.incoming.len() + self.carried.len() + self.outbox.len()
     }
 }
 
@@ -253,6 +259,7 @@ impl ConnectionMachine {
             self.redeliver_pending(pending);
         }
         let outbox = std::mem::take(&mut self.session_msg.outbox);
+        let carried = std::mem::take(&mut self.session_msg.carried);
         for sent in outbox {
             match send::decode_context(&sent.context) {
                 Some((chat, message)) => {
@@ -262,6 +269,11 @@ impl ConnectionMachine {
                         .push_back(SendJob::new(sent.id, chat, message));
                 }
                 None => tracing::debug!(id = %sent.id, "unacknowledged message not ours to resend"),
+            }
+        }
+        for job in carried {
+            if !self.session_msg.sends.iter().any(|j| j.id == job.id) {
+                self.session_msg.sends.push_back(job);
             }
         }
         self.advance(now);
@@ -373,11 +385,17 @@ impl ConnectionMachine {
         }
     }
 
-    /// The connection ended: sends not yet relayed fail, parked messages are dropped unacked
-    /// (the server delivers them again), requests in flight are forgotten.
+    /// The connection ended: sends not yet relayed wait for the next login (retry resends are
+    /// dropped: the device asks again), parked messages are dropped unacked (the server
+    /// delivers them again), requests in flight are forgotten.
     pub(super) fn messaging_closed(&mut self) {
         let m = &mut self.session_msg;
-        let failed: Vec<String> = m.sends.drain(..).map(|j| j.id).collect();
+        let jobs: Vec<SendJob> = m.sends.drain(..).collect();
+        for job in jobs {
+            if job.resend.is_none() && !m.carried.iter().any(|j| j.id == job.id) {
+                m.carried.push(job);
+            }
+        }
         m.incoming.clear();
         m.usync_inflight.clear();
         m.bundles_inflight.clear();
@@ -389,12 +407,6 @@ impl ConnectionMachine {
         m.sender_keys.clear_loading();
         m.prekeys.clear_loading();
         m.devices.clear_loading();
-        for id in failed {
-            self.emit(Event::SendFailed {
-                id,
-                error: MessagingError::Disconnected,
-            });
-        }
     }
 
     // ---- internals ----

@@ -122,9 +122,6 @@ pub enum MessagingError {
     /// Encrypting failed.
     #[error("encryption failed: {0}")]
     Encrypt(SignalError),
-    /// The connection ended before the message could be relayed.
-    #[error("disconnected before the message was relayed")]
-    Disconnected,
     /// The machine could not relay it.
     #[error("relay refused: {0}")]
     Relay(String),
