@@ -836,3 +836,29 @@ fn sends_cut_off_by_a_disconnect_go_at_the_next_login_with_the_same_id() {
         .clone();
     assert!(usync.to_string().contains("15550000001"));
 }
+
+#[test]
+fn a_redelivered_prekey_message_after_both_sides_started_sessions_is_a_duplicate() {
+    let (mut pair, bundle) = logged_in();
+    let (mut bob, mut phone) = (Peer::new(BOB, 41), Peer::new(OWN_PHONE, 42));
+    // We start a session with Bob (he has not read it yet) and he one with us.
+    send_to_bob(&mut pair, &mut bob, &mut phone);
+    let enc = bob.encrypt_text(&jid(OWN), Some(&bundle), "crossing");
+    let stanza = incoming(&bob.jid, "X1", enc);
+    pair.server_send(&stanza);
+    assert_eq!(messages(&pair.events).last().unwrap().text(), Some("crossing"));
+    // A crash before confirming; the server delivers the stanza again after the restart.
+    let store = pair.store.clone();
+    let mut session = Session::new(pair.client.credentials().clone(), &config());
+    session.restore_pending(store.pending.clone());
+    session.restore_outbox(store.unacked());
+    let mut next = Pair::at_with_store(config(), session, expect::seeds(13), pair.now, store);
+    expect::log_in(&mut next);
+    next.server_send(&stanza);
+    let undecryptable: Vec<_> = next
+        .events
+        .iter()
+        .filter(|e| matches!(e, Event::Undecryptable(_)))
+        .collect();
+    assert!(undecryptable.is_empty(), "{undecryptable:?}");
+}
