@@ -1,6 +1,5 @@
 //! Support of the crash test (`tests/tests/crash.rs` and the `crash_client` binary): the
-//! client's append-only log, and an [`Observer`] of the simulator that records what it routed
-//! and plays the part of the server that redelivers unacknowledged messages.
+//! client's append-only log, and an [`Observer`] of the simulator that records what it routed.
 //!
 //! # The log
 //! The `crash_client` process is killed with SIGKILL at random points, so whatever it wants
@@ -10,26 +9,22 @@
 //!
 //! # Redelivery
 //! A real server keeps a message for a device until the device acks it, and delivers it again
-//! on the next connection when it did not. The simulator forgets a message once it has written
-//! it to a live connection, so a message written to a process that is killed before it stored
-//! the message would be lost by the simulator, not by the client. The [`Observer`] closes that
-//! gap from the outside: it keeps the copy of every message routed to the watched device until
-//! that device's `<ack class="message">` arrives, and injects the copies still unacked into
-//! each new login of the device ([`Action::Send`]), as the server would. A copy may so arrive
-//! twice (once from the simulator's offline queue, once injected), which the server is free
-//! to do as well: delivery is at least once, and the client must hand each message out once.
+//! on the next login when it did not; the simulator does the same (see [`crate::sim`]). A
+//! message written to a process that is killed before it stored the message comes again to
+//! the next life, possibly twice over several lives and possibly after the client already
+//! stored it: delivery is at least once, and the client must hand each message out once. The
+//! [`Observer`] only counts these redeliveries ([`SimEvent::Redelivered`]).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use amarula_core::binary::Node;
-use amarula_core::jid::Jid;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::watch;
 
-use crate::sim::{Action, ConnId, ConnKind, Faults, SimEvent, Simulator, Subscription};
+use crate::sim::{ConnId, ConnKind, SimEvent, Simulator, Subscription};
 
 /// One line of the crash client's log. Identifiers never contain spaces; free text (message
 /// text, errors) comes last on its line, with line breaks replaced by spaces.
@@ -300,36 +295,6 @@ impl AppLog {
     }
 }
 
-/// The copy of `msg` (as the sending device `sender` relayed it) that the server hands to
-/// `device`: the sender's attributes but the server-only ones, `from` and `t`, and of a
-/// `<participants>` fan-out only the `<enc>` addressed to `device`.
-pub fn copy_for_device(msg: &Node, sender: &Jid, device: &Jid, t: &str) -> Node {
-    let mut out = Node::new("message").attr("from", sender.clone());
-    for (k, v) in &msg.attrs {
-        if !matches!(&**k, "to" | "from" | "device_fanout" | "phash" | "t") {
-            out = out.attr(k.clone(), v.clone());
-        }
-    }
-    out = out.attr("t", t);
-    let mut children = Vec::new();
-    for child in msg.child_nodes() {
-        if child.tag == "participants" {
-            for to in child.child_nodes() {
-                if to.attr_jid("jid").is_some_and(|j| j.same_device(device)) {
-                    children.extend(to.child_nodes().iter().cloned());
-                }
-            }
-        } else {
-            children.push(child.clone());
-        }
-    }
-    if children.is_empty() {
-        out
-    } else {
-        out.children(children)
-    }
-}
-
 /// What the [`Observer`] has seen so far.
 #[derive(Debug, Default)]
 pub struct Observed {
@@ -350,7 +315,8 @@ pub struct Observed {
     pub refused_logins: u32,
     /// Ids of messages the watched device acked.
     pub acked_by_watched: HashSet<String>,
-    /// Copies injected into a new login (or by [`Observer::redeliver_now`]).
+    /// Messages the simulator handed again to a new login of the watched device, because an
+    /// earlier connection was given them and they were never acked.
     pub redelivered: u64,
     /// Messages routed to the watched device that it has not acked yet.
     pub outstanding: usize,
@@ -359,26 +325,19 @@ pub struct Observed {
 /// Private state of the observer task.
 #[derive(Default)]
 struct Tracker {
-    /// Messages the other devices sent, by id, until they are routed.
-    sent: HashMap<String, (Jid, Node)>,
-    /// Unacked copies for the watched device: routing order → (id, copy).
-    outstanding: BTreeMap<u64, (String, Node)>,
-    outstanding_seq: HashMap<String, u64>,
-    next_seq: u64,
-    /// The watched device's newest login.
-    conn: Option<ConnId>,
+    /// Ids of the messages routed to the watched device and not acked yet.
+    outstanding: HashSet<String>,
     /// The connection of each user's prekey upload.
     upload_conn: HashMap<String, ConnId>,
 }
 
 /// Records what the simulator routes from and to one device (the "watched" one, given by its
-/// phone number), and redelivers to it what it has not acked (see the module docs). Runs as a
-/// task on the current tokio runtime until dropped.
+/// phone number), its logins, acks and the simulator's redeliveries to it. Runs as a task on
+/// the current tokio runtime until dropped.
 #[derive(Debug)]
 pub struct Observer {
     observed: Arc<Mutex<Observed>>,
     version: watch::Receiver<u64>,
-    flush: mpsc::UnboundedSender<oneshot::Sender<usize>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -397,19 +356,15 @@ impl Observer {
     pub fn start(sim: &Simulator, watched: &str) -> Self {
         let observed = Arc::new(Mutex::new(Observed::default()));
         let (version_tx, version) = watch::channel(0u64);
-        let (flush, flush_rx) = mpsc::unbounded_channel();
         let task = tokio::spawn(run_observer(
             sim.subscribe(),
-            sim.faults(),
             watched.to_owned(),
             Arc::clone(&observed),
             version_tx,
-            flush_rx,
         ));
         Self {
             observed,
             version,
-            flush,
             task,
         }
     }
@@ -424,18 +379,6 @@ impl Observer {
     pub fn changes(&self) -> watch::Receiver<u64> {
         self.version.clone()
     }
-
-    /// Injects every copy the watched device has not acked into its newest connection now,
-    /// after handling every event the simulator emitted before this call; returns how many.
-    /// For the end of a test: a copy written to a connection that was already dead when the
-    /// device logged in for the last time is only found this way.
-    pub async fn redeliver_now(&self) -> usize {
-        let (tx, rx) = oneshot::channel();
-        if self.flush.send(tx).is_err() {
-            return 0;
-        }
-        rx.await.unwrap_or(0)
-    }
 }
 
 /// Whether `node` is a prekey upload (`<iq xmlns="encrypt" type="set"><list>…`).
@@ -446,76 +389,37 @@ fn is_prekey_upload(node: &Node) -> bool {
         && node.child("list").is_some()
 }
 
-/// Unix seconds, for the `t` of injected copies.
-fn unix_secs() -> String {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-        .to_string()
-}
-
 async fn run_observer(
     mut events: Subscription,
-    faults: Faults,
     watched: String,
     observed: Arc<Mutex<Observed>>,
     version: watch::Sender<u64>,
-    mut flush: mpsc::UnboundedReceiver<oneshot::Sender<usize>>,
 ) {
     let mut t = Tracker::default();
-    loop {
-        // Events first: a flush asked after an event was emitted sees that event handled.
-        let event = tokio::select! {
-            biased;
-            e = events.next() => match e {
-                Some(e) => e,
-                None => return,
-            },
-            Some(reply) = flush.recv() => {
-                let n = t.conn.map_or(0, |c| inject(&faults, &t, c));
-                let mut o = observed.lock().unwrap_or_else(PoisonError::into_inner);
-                o.redelivered += n as u64;
-                drop(o);
-                let _ = reply.send(n);
-                continue;
-            }
-        };
+    while let Some(event) = events.next().await {
         let mut o = observed.lock().unwrap_or_else(PoisonError::into_inner);
-        handle(&mut t, &mut o, &faults, &watched, event);
+        handle(&mut t, &mut o, &watched, event);
         o.outstanding = t.outstanding.len();
         drop(o);
         version.send_modify(|v| *v += 1);
     }
 }
 
-/// Injects the outstanding copies into `conn`, in routing order; returns how many.
-fn inject(faults: &Faults, t: &Tracker, conn: ConnId) -> usize {
-    let mut n = 0;
-    for (_, node) in t.outstanding.values() {
-        // A dead connection refuses; the copy stays outstanding for the next login.
-        if faults.inject(conn, Action::Send(node.clone().attr("offline", "1"))) {
-            n += 1;
-        }
-    }
-    n
-}
-
-fn handle(t: &mut Tracker, o: &mut Observed, faults: &Faults, watched: &str, event: SimEvent) {
+fn handle(t: &mut Tracker, o: &mut Observed, watched: &str, event: SimEvent) {
     match event {
         SimEvent::ConnectionOpened {
             conn,
             kind: ConnKind::Login { device },
-        } if device.user_part() == watched => {
-            t.conn = Some(conn);
-            o.logins.push(conn);
-            o.redelivered += inject(faults, t, conn) as u64;
-        }
+        } if device.user_part() == watched => o.logins.push(conn),
         SimEvent::ConnectionOpened {
             kind: ConnKind::LoginRefused {
                 device: Some(device),
             },
             ..
         } if device.user_part() == watched => o.refused_logins += 1,
+        SimEvent::Redelivered { device, ids, .. } if device.user_part() == watched => {
+            o.redelivered += ids.len() as u64;
+        }
         SimEvent::StanzaReceived {
             conn,
             device: Some(device),
@@ -529,21 +433,14 @@ fn handle(t: &mut Tracker, o: &mut Observed, faults: &Faults, watched: &str, eve
                 o.prekey_uploads.insert(user.to_owned());
                 t.upload_conn.insert(user.to_owned(), conn);
             }
-            let from_watched = device.user_part() == watched;
-            if from_watched
+            if user == watched
                 && node.tag == "ack"
                 && node.attr_str("class") == Some("message")
                 && node.attr_str("error").is_none()
             {
                 if let Some(id) = node.attr_str("id") {
                     o.acked_by_watched.insert(id.to_owned());
-                    if let Some(seq) = t.outstanding_seq.remove(id) {
-                        t.outstanding.remove(&seq);
-                    }
-                }
-            } else if !from_watched && node.tag == "message" {
-                if let Some(id) = node.attr_str("id") {
-                    t.sent.insert(id.to_owned(), (device, node.clone()));
+                    t.outstanding.remove(id);
                 }
             }
         }
@@ -557,27 +454,17 @@ fn handle(t: &mut Tracker, o: &mut Observed, faults: &Faults, watched: &str, eve
                 o.routed_from_watched.push(id);
                 return;
             }
-            let sent = t.sent.remove(&id);
-            let target = delivered
+            if !delivered
                 .iter()
                 .chain(&queued)
-                .find(|d| d.user_part() == watched);
-            let Some(target) = target else {
-                return;
-            };
-            o.routed_to_watched.push(id.clone());
-            // An ack seen before the routing event (the events of two connections race).
-            if o.acked_by_watched.contains(&id) {
+                .any(|d| d.user_part() == watched)
+            {
                 return;
             }
-            if let Some((sender, node)) = sent {
-                let copy = copy_for_device(&node, &sender, target, &unix_secs());
-                let seq = t.next_seq;
-                t.next_seq += 1;
-                if let Some(old) = t.outstanding_seq.insert(id.clone(), seq) {
-                    t.outstanding.remove(&old);
-                }
-                t.outstanding.insert(seq, (id, copy));
+            o.routed_to_watched.push(id.clone());
+            // An ack seen before the routing event (the events of two connections race).
+            if !o.acked_by_watched.contains(&id) {
+                t.outstanding.insert(id);
             }
         }
         _ => {}

@@ -1,15 +1,16 @@
 //! The simulator end to end with the sans-IO machine over a loopback WebSocket: QR and
-//! phone-code pairing, login and refusal, IQs, message routing and offline delivery.
+//! phone-code pairing, login and refusal, IQs, message routing, offline delivery and the
+//! redelivery of unacked messages at the next login.
 
 use std::time::Duration;
 
 use amarula_core::binary::Node;
 use amarula_core::jid::Jid;
 use amarula_core::machine::{
-    CloseReason, Confirm, Event, IqRequest, IqResult, MessageAckResult, Session,
+    AckToken, CloseReason, Confirm, Event, IqRequest, IqResult, MessageAckResult, Session,
 };
 use amarula_tests::sim::client::{TestClient, config_for, fresh_credentials, linked_session};
-use amarula_tests::sim::{ConnKind, SimConfig, SimEvent, Simulator};
+use amarula_tests::sim::{ConnId, ConnKind, SimConfig, SimEvent, Simulator, Subscription};
 
 const T: Duration = Duration::from_secs(10);
 
@@ -364,4 +365,132 @@ async fn same_seed_same_refs() {
     }
     assert_eq!(qrs[0], qrs[1]);
     let _ = CloseReason::Local;
+}
+
+/// The `<message>` stanzas `c` gets up to the `<ib><offline>` that ends a login's backlog,
+/// with their held acks, and the count that `<ib>` announces.
+async fn backlog(c: &mut TestClient) -> (Vec<(Node, Option<AckToken>)>, String) {
+    let mut messages = Vec::new();
+    loop {
+        let (node, ack) = c
+            .wait_for(T, |e| match e {
+                Event::Stanza { node, ack } if matches!(&*node.tag, "message" | "ib") => {
+                    Some((node.clone(), *ack))
+                }
+                _ => None,
+            })
+            .await
+            .expect("the backlog ends with <ib>");
+        if node.tag == "ib" {
+            let count = node
+                .child("offline")
+                .and_then(|o| o.attr_str("count"))
+                .expect("<ib><offline count>")
+                .to_owned();
+            return (messages, count);
+        }
+        messages.push((node, ack));
+    }
+}
+
+/// Closes `c` from the client side and waits until the simulator has handled everything the
+/// connection `conn` sent (its task ends after the last frame), so a later login sees its acks.
+async fn drop_conn(c: TestClient, conn: ConnId, events: &mut Subscription) -> Session {
+    c.close();
+    let session = c.finish(T).await.expect("the client ends");
+    events
+        .wait_for(T, |e| {
+            matches!(e, SimEvent::ConnectionClosed { conn: got, .. } if *got == conn).then_some(())
+        })
+        .await
+        .expect("the simulator closed the connection");
+    session
+}
+
+async fn login_conn(events: &mut Subscription) -> ConnId {
+    events
+        .wait_for(T, |e| match e {
+            SimEvent::ConnectionOpened {
+                conn,
+                kind: ConnKind::Login { .. },
+            } => Some(*conn),
+            _ => None,
+        })
+        .await
+        .expect("a login")
+}
+
+fn id_of(node: &Node) -> &str {
+    node.attr_str("id").unwrap_or_default()
+}
+
+#[tokio::test]
+async fn unacked_message_comes_again_at_the_next_login_until_acked() {
+    let sim = sim().await;
+    let alice = sim.add_account("15550009001");
+    let bob = sim.add_account("15550009002");
+    let config = config_for(&sim);
+    let a = login(&sim, linked_session(&alice, 12, &config), 12).await;
+    let mut events = sim.subscribe();
+    let mut b = login(&sim, linked_session(&bob, 13, &config), 13).await;
+    let conn = login_conn(&mut events).await;
+    assert_eq!(backlog(&mut b).await.1, "0");
+
+    // Written to B's live connection: one left unacked, one acked, one refused (NACK).
+    for id in ["KEEP1", "ACK1", "NACK1"] {
+        a.relay(text_message(id, &bob.jid())).await.unwrap();
+    }
+    let mut tokens = Vec::new();
+    for id in ["KEEP1", "ACK1", "NACK1"] {
+        let (node, token) = b
+            .wait_for(T, |e| match e {
+                Event::Stanza { node, ack } if node.tag == "message" => Some((node.clone(), *ack)),
+                _ => None,
+            })
+            .await
+            .unwrap();
+        assert_eq!(id_of(&node), id);
+        assert_eq!(node.attr_str("offline"), None, "{node}");
+        tokens.push(token.expect("held ack"));
+    }
+    b.confirm(tokens[1], Confirm::Ack).await.unwrap();
+    b.confirm(tokens[2], Confirm::Nack(491)).await.unwrap();
+    let session = drop_conn(b, conn, &mut events).await;
+
+    // The next login gets the unacked one again, once, before the end of its backlog.
+    let mut b = TestClient::connect(&sim.url(), config.clone(), session, [14; 32])
+        .await
+        .unwrap();
+    let conn = login_conn(&mut events).await;
+    let ids = events
+        .wait_for(T, |e| match e {
+            SimEvent::Redelivered { conn: got, ids, .. } if *got == conn => Some(ids.clone()),
+            _ => None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(ids, ["KEEP1"]);
+    let (again, count) = backlog(&mut b).await;
+    let got: Vec<&str> = again.iter().map(|(n, _)| id_of(n)).collect();
+    assert_eq!(got, ["KEEP1"]);
+    assert_eq!(count, "1");
+    let (node, token) = &again[0];
+    assert_eq!(node.attr_str("offline"), Some("1"));
+    assert_eq!(
+        node.attr_jid("from").map(Jid::to_non_device),
+        Some(alice.jid())
+    );
+    assert!(node.child("enc").is_some());
+    b.confirm(token.expect("held ack"), Confirm::Ack)
+        .await
+        .unwrap();
+    let session = drop_conn(b, conn, &mut events).await;
+
+    // Acked: the login after that gets nothing.
+    let mut b = TestClient::connect(&sim.url(), config, session, [15; 32])
+        .await
+        .unwrap();
+    let (again, count) = backlog(&mut b).await;
+    assert!(again.is_empty(), "{:?}", again);
+    assert_eq!(count, "0");
 }

@@ -1,15 +1,20 @@
 //! Groups in the simulator: metadata IQ, message routing with sender keys (SKDM pairwise, then
 //! the `skmsg`), the phone decrypting group messages, refusals, retry resends to one device,
-//! group receipts and the `w:gp2` notification on add.
+//! group receipts, the `w:gp2` notification on add, and the redelivery of an unacked group
+//! message.
 
 use std::time::Duration;
 
 use amarula_core::binary::Node;
 use amarula_core::jid::Jid;
-use amarula_core::machine::{Confirm, Event, IqRequest, IqResult, MessageAckResult, Session};
+use amarula_core::machine::{
+    AckToken, Confirm, Event, IqRequest, IqResult, MessageAckResult, Session,
+};
 use amarula_core::signal::{Identity, IdentityPolicy, SenderKeyRecord, SessionRecord};
 use amarula_tests::sim::client::{TestClient, config_for, fresh_credentials};
-use amarula_tests::sim::{Account, GroupError, SimConfig, SimEvent, Simulator, Subscription, peer};
+use amarula_tests::sim::{
+    Account, ConnId, GroupError, SimConfig, SimEvent, Simulator, Subscription, peer,
+};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 
@@ -63,10 +68,7 @@ async fn acked(c: &mut TestClient, id: &str) -> MessageAckResult {
     .expect("ack")
 }
 
-async fn next_stanza(
-    c: &mut TestClient,
-    tag: &str,
-) -> (Node, Option<amarula_core::machine::AckToken>) {
+async fn next_stanza(c: &mut TestClient, tag: &str) -> (Node, Option<AckToken>) {
     c.wait_for(T, |e| match e {
         Event::Stanza { node, ack } if node.tag == tag => Some((node.clone(), *ack)),
         _ => None,
@@ -461,4 +463,95 @@ async fn adding_a_member_notifies_every_member_device() {
         matches!(&r, IqResult::Ok(n) if n.child("group").and_then(|g| g.attr_str("size")) == Some("3")),
         "{r:?}"
     );
+}
+
+/// Closes `c` from the client side, waits until the simulator has handled everything its
+/// connection `conn` sent, then logs the session in again (seeded `seed`); returns the new
+/// client and its connection.
+async fn reconnect(
+    sim: &Simulator,
+    c: TestClient,
+    conn: ConnId,
+    events: &mut Subscription,
+    seed: u8,
+) -> (TestClient, ConnId) {
+    c.close();
+    let session = c.finish(T).await.unwrap();
+    events
+        .wait_for(T, |e| {
+            matches!(e, SimEvent::ConnectionClosed { conn: got, .. } if *got == conn).then_some(())
+        })
+        .await
+        .unwrap();
+    let c = login(sim, session, seed).await;
+    (c, login_conn(events).await)
+}
+
+async fn login_conn(events: &mut Subscription) -> ConnId {
+    events
+        .wait_for(T, |e| match e {
+            SimEvent::ConnectionOpened { conn, .. } => Some(*conn),
+            _ => None,
+        })
+        .await
+        .unwrap()
+}
+
+/// The first `<message>` or `<ib>` (the end of a login's backlog) a client gets.
+async fn message_or_ib(c: &mut TestClient) -> (Node, Option<AckToken>) {
+    c.wait_for(T, |e| match e {
+        Event::Stanza { node, ack } if matches!(&*node.tag, "message" | "ib") => {
+            Some((node.clone(), *ack))
+        }
+        _ => None,
+    })
+    .await
+    .expect("a message or the end of the backlog")
+}
+
+fn offline_count(ib: &Node) -> Option<&str> {
+    ib.child("offline").and_then(|o| o.attr_str("count"))
+}
+
+#[tokio::test]
+async fn unacked_group_message_comes_again_at_the_next_login_until_acked() {
+    let sim = sim().await;
+    let alice = sim.add_account("15550200051");
+    let bob = sim.add_account("15550200052");
+    let group = alice.create_group("Again", &[bob.phone()]);
+    let (a1, _, a1_jid) = companion(&sim, &alice, 51).await;
+    let (b1_session, ..) = linked(&sim, &bob, 52);
+    let mut events = sim.subscribe();
+    let mut b1 = login(&sim, b1_session, 52).await;
+    let conn = login_conn(&mut events).await;
+    let (ib, _) = message_or_ib(&mut b1).await;
+    assert_eq!(offline_count(&ib), Some("0"), "{ib}");
+    a1.relay(group_message(
+        "3EB0A1",
+        &group,
+        vec![peer::enc("skmsg", &[5; 80])],
+    ))
+    .await
+    .unwrap();
+    let (copy, _) = message_or_ib(&mut b1).await;
+    assert_eq!(copy.attr_str("id"), Some("3EB0A1"), "{copy}");
+    assert_eq!(copy.attr_str("offline"), None);
+
+    // Dropped unacked: the next login gets it again, from the group, naming the sender.
+    let (mut b1, conn) = reconnect(&sim, b1, conn, &mut events, 53).await;
+    let (copy, token) = message_or_ib(&mut b1).await;
+    assert_eq!(copy.attr_str("id"), Some("3EB0A1"), "{copy}");
+    assert_eq!(copy.attr_str("offline"), Some("1"));
+    assert_eq!(copy.attr_jid("from"), Some(&group));
+    assert_eq!(copy.attr_jid("participant"), Some(&a1_jid));
+    let (ib, _) = message_or_ib(&mut b1).await;
+    assert_eq!(offline_count(&ib), Some("1"), "{ib}");
+
+    // Its ack names the group and the participant: the login after that gets nothing.
+    b1.confirm(token.expect("held ack"), Confirm::Ack)
+        .await
+        .unwrap();
+    let (mut b1, _) = reconnect(&sim, b1, conn, &mut events, 54).await;
+    let (ib, _) = message_or_ib(&mut b1).await;
+    assert_eq!(offline_count(&ib), Some("0"), "{ib}");
 }

@@ -1,6 +1,7 @@
 //! One connection: WebSocket, Noise responder, then registration or login and the stanza
 //! exchange, with the fault rules consulted at every frame.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,7 +24,8 @@ use tokio::sync::mpsc;
 use super::account::pair_success;
 use super::events::{ConnKind, SimEvent};
 use super::faults::{Action, ConnView, Direction};
-use super::state::{Command, ConnEntry, PendingPair, Shared, jid_attr};
+use super::state::{Command, ConnEntry, DeviceState, PendingPair, Shared, jid_attr};
+use super::unacked::AckKey;
 use super::{ConnId, unix_now};
 use super::{iq, route};
 use crate::harness::TestPki;
@@ -105,6 +107,33 @@ struct Conn {
     client_static: [u8; 32],
     pending_pair: Option<PendingPair>,
     code: Option<(Box<PhoneCodeState>, String)>,
+}
+
+/// What a new login of a device is sent before `<ib><offline>`, in this order.
+#[derive(Debug, Default)]
+struct Redelivery {
+    /// The messages written to earlier connections and never acked (still kept).
+    unacked: Vec<Node>,
+    /// The offline queue (now empty); its messages are kept from here on until acked.
+    queued: Vec<Node>,
+}
+
+/// Takes what a new login of `d` is sent: the unacked messages in delivery order, then the
+/// offline queue. A message in both (a sender's resend of the same id while the device was
+/// offline) is sent once, as the queued copy, so nothing comes twice on one connection.
+fn redelivery(d: &mut DeviceState) -> Redelivery {
+    let queued: Vec<Node> = d.offline.drain(..).collect();
+    let queued_keys: HashSet<AckKey> = queued.iter().filter_map(AckKey::of_message).collect();
+    let unacked = d
+        .unacked
+        .copies()
+        .filter(|(k, _)| !queued_keys.contains(k))
+        .map(|(_, n)| n.clone())
+        .collect();
+    for node in &queued {
+        d.unacked.insert(node);
+    }
+    Redelivery { unacked, queued }
 }
 
 async fn run(tcp: TcpStream, id: ConnId, shared: Arc<Shared>, pki: Arc<TestPki>) {
@@ -362,32 +391,44 @@ impl Conn {
             self.fault(format!("at login: {action:?}"));
             return self.act(action).await;
         }
-        // Online and the offline queue taken under one lock, so nothing routed meanwhile is lost.
-        let (lid, queued) = {
+        // Online, the unacked messages and the offline queue taken under one lock, so nothing
+        // routed meanwhile is lost or sent twice on this connection.
+        let (lid, again) = {
             let mut st = self.shared.lock();
             match st.account_by_user(jid.user_part()) {
                 Some(a) => {
                     let lid = a.lid.clone();
-                    let queued: Vec<Node> = a
+                    let again = a
                         .devices
                         .get_mut(&device)
                         .map(|d| {
                             d.conn = Some(self.id);
-                            d.offline.drain(..).collect()
+                            redelivery(d)
                         })
                         .unwrap_or_default();
-                    (lid, queued)
+                    (lid, again)
                 }
                 None => return Err(Stop::drop("account vanished")),
             }
         };
+        if !again.unacked.is_empty() {
+            self.shared.emit(SimEvent::Redelivered {
+                conn: self.id,
+                device: jid.clone(),
+                ids: again
+                    .unacked
+                    .iter()
+                    .filter_map(|n| n.attr_str("id").map(str::to_owned))
+                    .collect(),
+            });
+        }
         let success = Node::new("success")
             .attr("t", unix_now().to_string())
             .attr("lid", Jid::lid(lid))
             .attr("props", "0");
         self.send(&success).await?;
-        let count = queued.len();
-        for node in queued {
+        let count = again.unacked.len() + again.queued.len();
+        for node in again.unacked.into_iter().chain(again.queued) {
             self.send(&node.attr("offline", "1")).await?;
         }
         self.send(
@@ -510,7 +551,7 @@ impl Conn {
                 .ok_or_else(|| Stop::drop("account vanished"))?;
             account.devices.insert(
                 pending.device,
-                super::state::DeviceState {
+                DeviceState {
                     noise_pub: Some(pending.noise_pub),
                     key_index: u32::from(pending.device),
                     ..Default::default()
@@ -700,21 +741,30 @@ impl Conn {
         self.send(&ack).await
     }
 
-    /// A client's ack. For a plaintext test message it stands for the delivery: sent back to
-    /// the message's sender as a receipt. A client that decrypted a Signal message sends its
-    /// own receipt, so acks of encrypted copies (and every other ack) are consumed.
+    /// A client's ack. An ack of a message (with or without `error`) ends the server's copy of
+    /// it: it is not delivered again. For a plaintext test message it also stands for the
+    /// delivery: sent back to the message's sender as a receipt. A client that decrypted a
+    /// Signal message sends its own receipt, so acks of encrypted copies (and every other ack)
+    /// are consumed.
     fn on_ack(&mut self, node: &Node) -> Flow {
-        if node.attr_str("class") != Some("message") || node.attr_str("error").is_some() {
-            return Ok(());
-        }
-        let (Some(me), Some(id), Some(to)) = (
-            self.device.clone(),
-            node.attr_str("id"),
-            jid_attr(node, "to"),
-        ) else {
+        let Some(me) = self.device.clone() else {
             return Ok(());
         };
         let mut st = self.shared.lock();
+        if let Some(key) = AckKey::of_ack(node) {
+            if let Some(d) = st
+                .account_by_user(me.user_part())
+                .and_then(|a| a.devices.get_mut(&me.device()))
+            {
+                d.unacked.remove(&key);
+            }
+        }
+        if node.attr_str("class") != Some("message") || node.attr_str("error").is_some() {
+            return Ok(());
+        }
+        let (Some(id), Some(to)) = (node.attr_str("id"), jid_attr(node, "to")) else {
+            return Ok(());
+        };
         if st.encrypted.contains(&(me.clone(), id.to_owned())) {
             return Ok(());
         }

@@ -73,6 +73,16 @@ pub enum SimEvent {
         /// Devices it was queued for (offline).
         queued: Vec<Jid>,
     },
+    /// A new login of a device was handed again, with `offline="1"` before its offline queue,
+    /// the messages earlier connections of the device were given and never acked.
+    Redelivered {
+        /// The new connection.
+        conn: ConnId,
+        /// The device that logged in.
+        device: Jid,
+        /// The ids of the messages, in the order they are sent.
+        ids: Vec<String>,
+    },
     /// A copy routed to an account's phone (device 0) decrypted to a message with content
     /// (one event per such `<enc>`; a message carrying only a sender-key distribution gives
     /// none).

@@ -20,10 +20,17 @@
 //!   a non-member is refused with 403, an unknown group with 404.
 //!
 //! Online devices get their copy at once; the others get it with `offline` on their next
-//! login, followed by `<ib><offline count=N/></ib>`. Each account's phone (device 0) never
-//! connects but is a real Signal endpoint: its keys are served like any device's, and the copies
-//! routed to it are decrypted at once ([`SimEvent::PhoneMessage`],
-//! [`SimEvent::PhoneUndecryptable`]). Receipts are forwarded to the device they name (a group
+//! login, followed by `<ib><offline count=N/></ib>`. As a real server, the simulator keeps
+//! each `<message>` it hands to a live connection until the device acks it (`<ack
+//! class="message" id to participant?>`, with or without `error`), and hands the unacked ones
+//! (at most 4096 a device, the oldest forgotten past that) to the device's next login again,
+//! with `offline`, before the offline queue and each once ([`SimEvent::Redelivered`]): a
+//! message written to a client that dies before acking it is not lost. A connection never
+//! gets the same message twice from this; receipts and notifications are not kept.
+//!
+//! Each account's phone (device 0) never connects but is a real Signal endpoint: its keys are
+//! served like any device's, and the copies routed to it are decrypted at once
+//! ([`SimEvent::PhoneMessage`], [`SimEvent::PhoneUndecryptable`]). Receipts are forwarded to the device they name (a group
 //! receipt to the original sender named by `participant`); a recipient's plain ack of a
 //! plaintext test message (one without a Signal ciphertext) is turned into a receipt too.
 //! Linking a companion sends the account's other companions a `devices` notification; adding
@@ -58,6 +65,7 @@ pub mod peer;
 mod phone;
 mod route;
 mod state;
+mod unacked;
 
 use std::io;
 use std::net::SocketAddr;

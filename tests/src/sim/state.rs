@@ -17,6 +17,7 @@ use tokio::sync::{broadcast, mpsc, watch};
 use super::faults::{Action, RuleSet};
 use super::group::GroupState;
 use super::phone::PhoneSignal;
+use super::unacked::Unacked;
 use super::{ConnId, SimConfig, SimEvent, unix_now};
 
 /// What other parts of the simulator ask a connection task to do.
@@ -72,6 +73,9 @@ pub(crate) struct DeviceState {
     pub(crate) keys: KeyStore,
     /// Stanzas for this device while it is offline.
     pub(crate) offline: VecDeque<Node>,
+    /// Messages handed to a live connection of this device and not acked yet: sent again at
+    /// its next login.
+    pub(crate) unacked: Unacked,
     /// Its live connection.
     pub(crate) conn: Option<ConnId>,
 }
@@ -252,8 +256,9 @@ impl State {
     }
 
     /// Hands `node` to device `device` of the account of `user`: sends it on the device's live
-    /// connection, or queues it. Returns the device JID and whether it went out at once; `None`
-    /// for an unknown device or the phone (which never connects, so nothing is queued for it).
+    /// connection (a `<message>` is then kept until the device acks it), or queues it. Returns
+    /// the device JID and whether it went out at once; `None` for an unknown device or the
+    /// phone (which never connects, so nothing is queued for it).
     pub(crate) fn deliver(&mut self, user: &str, device: u16, node: Node) -> Option<(Jid, bool)> {
         let account = self.account_by_user(user)?;
         let jid = account.pn(device);
@@ -264,8 +269,13 @@ impl State {
             .and_then(|c| self.conns.get(&c))
             .map(|c| c.tx.clone());
         let dev = self.account_by_user(user)?.devices.get_mut(&device)?;
+        // Kept from the moment it is handed to the connection task: a connection that dies
+        // before writing it (or right after) leaves it for the next login.
         match live {
-            Some(tx) if tx.send(Command::Send(node.clone())).is_ok() => Some((jid, true)),
+            Some(tx) if tx.send(Command::Send(node.clone())).is_ok() => {
+                dev.unacked.insert(&node);
+                Some((jid, true))
+            }
             _ => {
                 dev.offline.push_back(node);
                 Some((jid, false))
