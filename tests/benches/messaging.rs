@@ -46,14 +46,20 @@ fn established() -> (Pair, Vec<Peer>) {
     pair.drive();
     let usync = pair.server.last("iq").expect("usync").clone();
     let user = |u: &str, devices: &[u16]| {
-        Node::new("user").attr("jid", jid(u)).children([Node::new("devices").children([
-            Node::new("device-list").children(
-                devices
-                    .iter()
-                    .map(|d| Node::new("device").attr("id", d.to_string()).attr("key-index", "1"))
-                    .collect::<Vec<_>>(),
-            ),
-        ])])
+        Node::new("user")
+            .attr("jid", jid(u))
+            .children([
+                Node::new("devices").children([Node::new("device-list").children(
+                    devices
+                        .iter()
+                        .map(|d| {
+                            Node::new("device")
+                                .attr("id", d.to_string())
+                                .attr("key-index", "1")
+                        })
+                        .collect::<Vec<_>>(),
+                )]),
+            ])
     };
     pair.server_send(&result_for(&usync).children([Node::new("usync").children([
         Node::new("list").children([
@@ -64,7 +70,10 @@ fn established() -> (Pair, Vec<Peer>) {
     let key = pair.server.last("iq").expect("bundles").clone();
     let bundles: Vec<Node> = peers.iter_mut().map(Peer::bundle_node).collect();
     pair.server_send(&result_for(&key).children([Node::new("list").children(bundles)]));
-    assert!(pair.server.last("message").is_some(), "the first send went out");
+    assert!(
+        pair.server.last("message").is_some(),
+        "the first send went out"
+    );
     (pair, peers)
 }
 
@@ -75,7 +84,9 @@ fn send_text_to_4_devices(bencher: divan::Bencher<'_, '_>) {
     let (mut pair, _) = established();
     let to = jid(&format!("{BOB}@s.whatsapp.net"));
     bencher.bench_local(|| {
-        pair.client.send_text(pair.now, &to, "hello there").expect("send");
+        pair.client
+            .send_text(pair.now, &to, "hello there")
+            .expect("send");
         while let Some(o) = pair.client.poll_output() {
             divan::black_box(&o);
         }

@@ -846,7 +846,10 @@ fn a_redelivered_prekey_message_after_both_sides_started_sessions_is_a_duplicate
     let enc = bob.encrypt_text(&jid(OWN), Some(&bundle), "crossing");
     let stanza = incoming(&bob.jid, "X1", enc);
     pair.server_send(&stanza);
-    assert_eq!(messages(&pair.events).last().unwrap().text(), Some("crossing"));
+    assert_eq!(
+        messages(&pair.events).last().unwrap().text(),
+        Some("crossing")
+    );
     // A crash before confirming; the server delivers the stanza again after the restart.
     let store = pair.store.clone();
     let mut session = Session::new(pair.client.credentials().clone(), &config());
