@@ -865,3 +865,61 @@ fn a_redelivered_prekey_message_after_both_sides_started_sessions_is_a_duplicate
         .collect();
     assert!(undecryptable.is_empty(), "{undecryptable:?}");
 }
+
+#[test]
+fn a_sender_key_for_another_group_is_not_taken() {
+    let (mut pair, bundle) = logged_in();
+    let mut bob = Peer::new(BOB, 43);
+    let mut key = amarula_core::signal::SenderKeyRecord::new();
+    let mut rng = <rand_chacha::ChaCha20Rng as rand_core::SeedableRng>::from_seed([5; 32]);
+    let skdm = key.own_distribution_message(&mut rng);
+    let other = "120363000000000077@g.us";
+    // In group GROUP's stanza, Bob hands over a key naming another group.
+    let planted = amarula_proto::wa::Message {
+        sender_key_distribution_message: Some(
+            amarula_proto::wa::message::SenderKeyDistributionMessage {
+                group_id: Some(other.into()),
+                axolotl_sender_key_distribution_message: Some(skdm.serialized().to_vec().into()),
+            },
+        ),
+        ..Default::default()
+    };
+    let pairwise = bob.encrypt(&jid(OWN), Some(&bundle), &planted.encode_to_vec());
+    pair.server_send(
+        &Node::new("message")
+            .attr("from", jid(GROUP))
+            .attr("participant", jid(BOB))
+            .attr("id", "P1")
+            .attr("t", "1700000000")
+            .children([pairwise]),
+    );
+    // Then a message "in" the other group with that key: not decryptable.
+    let text = amarula_proto::wa::Message {
+        conversation: Some("spoofed".into()),
+        ..Default::default()
+    };
+    let sk = key
+        .encrypt(&amarula_tests::peer::pad(text.encode_to_vec()))
+        .unwrap();
+    pair.server_send(
+        &Node::new("message")
+            .attr("from", jid(other))
+            .attr("participant", jid(BOB))
+            .attr("id", "P2")
+            .attr("t", "1700000000")
+            .children([Node::new("enc")
+                .attr("v", "2")
+                .attr("type", "skmsg")
+                .bytes(sk.serialized().to_vec())]),
+    );
+    assert!(
+        messages(&pair.events)
+            .iter()
+            .all(|m| m.text() != Some("spoofed"))
+    );
+    assert!(pair.events.iter().any(|e| matches!(
+        e,
+        Event::Undecryptable(u) if u.id == "P2"
+            && u.error == DecryptError::Signal(SignalError::UnknownSenderKey { key_id: skdm.key_id })
+    )));
+}

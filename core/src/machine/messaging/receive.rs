@@ -246,12 +246,28 @@ impl ConnectionMachine {
         sender: &Jid,
         skdm: &amarula_proto::wa::message::SenderKeyDistributionMessage,
     ) {
-        let group = skdm
+        let named = skdm
             .group_id
             .as_deref()
             .and_then(|g| g.parse::<Jid>().ok())
-            .filter(Jid::is_group)
-            .unwrap_or_else(|| chat.clone());
+            .filter(Jid::is_group);
+        // A key arriving in a group's stanza is for that group, whatever it names: a member
+        // must not plant keys for groups the server did not route it from.
+        let group = if chat.is_group() {
+            if named
+                .as_ref()
+                .is_some_and(|g| g.to_non_device() != chat.to_non_device())
+            {
+                tracing::debug!(%chat, "sender key for another group ignored");
+                return;
+            }
+            chat.clone()
+        } else {
+            match named {
+                Some(g) => g,
+                None => return,
+            }
+        };
         let Some(bytes) = skdm.axolotl_sender_key_distribution_message.as_deref() else {
             return;
         };
