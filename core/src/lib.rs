@@ -18,7 +18,10 @@
 //!   phone-code pairing.
 //! - [`signal`]: the Signal protocol (X3DH, Double Ratchet, sender keys) for end-to-end
 //!   encryption, as pure functions over records the caller persists.
-//! - [`machine`]: the [`machine::ConnectionMachine`], which owns a whole server conversation.
+//! - [`machine`]: the [`machine::ConnectionMachine`], which owns a whole server conversation,
+//!   end-to-end messaging included (prekeys, device lists, fan-out, groups, receive, retries).
+//! - [`persist`]: what the machine hands out for the store ([`persist::Change`]) and asks it to
+//!   load ([`persist::LoadRequest`]).
 //! - [`time`]: the injected monotonic instant and wall-clock anchor.
 //!
 //! # Run loop
@@ -35,6 +38,9 @@
 //! # fn socket_read() -> Vec<u8> { Vec::new() }
 //! # fn socket_write(_: &[u8]) {}
 //! # fn persist(_: &Credentials) {}
+//! # fn store(_: &amarula_core::persist::Change) {}
+//! # fn lookup(r: &amarula_core::persist::LoadRequest) -> amarula_core::persist::Loaded {
+//! #     amarula_core::persist::Loaded::nothing_for(r) }
 //! # fn now() -> Instant { Instant::ZERO }
 //! # fn unix_ms() -> u64 { 0 }
 //! # fn seed() -> [u8; 32] { [0; 32] }
@@ -53,6 +59,16 @@
 //!                 Output::Transmit(frame) => socket_write(&frame),
 //!                 // Persist before applying any later output.
 //!                 Output::Event(Event::CredentialsChanged(creds)) => persist(&creds),
+//!                 Output::Event(Event::Persist(change)) => store(&change),
+//!                 // Records the machine needs: answer from the store (work waits until then).
+//!                 Output::Event(Event::Load(request)) => machine.provide(now(), lookup(&request)),
+//!                 Output::Event(Event::Message(m)) => {
+//!                     println!("{}: {:?}", m.sender, m.text());
+//!                     // Once handled durably: the delivery receipt and the ack leave.
+//!                     if let Some(token) = m.ack {
+//!                         let _ = machine.confirm(now(), token, amarula_core::machine::Confirm::Ack);
+//!                     }
+//!                 }
 //!                 Output::Event(Event::Closed { reconnect: r, .. }) => {
 //!                     reconnect = r;
 //!                     break 'conn;

@@ -18,7 +18,10 @@
 //!   [`relay_message`](ConnectionMachine::relay_message),
 //!   [`send_node`](ConnectionMachine::send_node), [`confirm`](ConnectionMachine::confirm),
 //!   [`request_pairing_code`](ConnectionMachine::request_pairing_code),
-//!   [`close`](ConnectionMachine::close).
+//!   [`close_locally`](ConnectionMachine::close_locally); end-to-end messaging:
+//!   [`send_text`](ConnectionMachine::send_text),
+//!   [`send_message`](ConnectionMachine::send_message), and
+//!   [`provide`](ConnectionMachine::provide) to answer [`Event::Load`].
 //! - **Hand-over**: [`into_session`](ConnectionMachine::into_session) keeps what outlives one
 //!   socket (credentials, the sent-message cache, id counters, the backoff state) for the next
 //!   machine.
