@@ -54,15 +54,16 @@ impl fmt::Debug for PendingMessage {
     }
 }
 
-/// One persistence event. A batch of them (`&[Change]`) is stored all or nothing by
-/// the store (in the `amarula` crate, `CredentialStore::apply`). Signal records are opaque bytes here; their format belongs to
-/// the Signal layer.
+/// One persistence event. A batch of them (`&[Change]`) is stored all or nothing by the store
+/// (`CredentialStore::apply` in the `amarula` crate). Signal records are opaque bytes here;
+/// their format belongs to the Signal layer.
 #[derive(Clone)]
 #[non_exhaustive]
 pub enum Change {
     /// Replace the credentials (boxed: they are large next to the other changes).
     Credentials(Box<Credentials>),
-    /// Record a relayed message for retry receipts (`CredentialStore::save_sent` in the `amarula` crate).
+    /// Record a relayed message for retry receipts (`CredentialStore::save_sent` in the
+    /// `amarula` crate).
     SentMessage(SentMessage),
     /// The server acknowledged a relayed message (with or without an error): it is not sent
     /// again after a restart. Sent messages without it are resent, with the same id, at the
