@@ -18,5 +18,6 @@ pub mod noise_vectors;
 pub mod peer;
 pub mod record;
 pub mod report;
+pub mod runtimes;
 pub mod signal_vectors;
 pub mod sim;

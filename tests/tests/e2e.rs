@@ -2,7 +2,6 @@
 //! simulator. Every scenario runs once per runtime; every wait is bounded and the tests stop by
 //! themselves.
 
-use std::future::Future;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -71,40 +70,7 @@ impl Drop for Env {
 }
 
 /// A runtime: how to connect a client and how to run a test body.
-trait Rt {
-    fn connect<S: CredentialStore>(
-        config: ClientConfig,
-        store: S,
-    ) -> impl Future<Output = Result<(Client, Events), amarula::Error>>;
-    fn block_on<F: Future>(env: &Env, f: F) -> F::Output;
-}
-
-struct Tokio;
-struct Smol;
-
-impl Rt for Tokio {
-    fn connect<S: CredentialStore>(
-        config: ClientConfig,
-        store: S,
-    ) -> impl Future<Output = Result<(Client, Events), amarula::Error>> {
-        amarula::tokio::connect(config, store)
-    }
-    fn block_on<F: Future>(env: &Env, f: F) -> F::Output {
-        env.rt.block_on(f)
-    }
-}
-
-impl Rt for Smol {
-    fn connect<S: CredentialStore>(
-        config: ClientConfig,
-        store: S,
-    ) -> impl Future<Output = Result<(Client, Events), amarula::Error>> {
-        amarula::smol::connect(config, store)
-    }
-    fn block_on<F: Future>(_env: &Env, f: F) -> F::Output {
-        smol::block_on(f)
-    }
-}
+use amarula_tests::runtimes::{Runtime as Rt, Smol, Tokio};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -403,25 +369,25 @@ macro_rules! suite {
             #[test]
             fn qr_pairing_then_login_then_restart() {
                 let env = Env::new();
-                <$rt>::block_on(&env, qr_pairing_then_login::<$rt>(&env));
+                <$rt>::block_on(&env.rt, qr_pairing_then_login::<$rt>(&env));
             }
 
             #[test]
             fn phone_code() {
                 let env = Env::new();
-                <$rt>::block_on(&env, phone_code_pairing::<$rt>(&env));
+                <$rt>::block_on(&env.rt, phone_code_pairing::<$rt>(&env));
             }
 
             #[test]
             fn iq() {
                 let env = Env::new();
-                <$rt>::block_on(&env, iq_round_trips_and_timeout::<$rt>(&env));
+                <$rt>::block_on(&env.rt, iq_round_trips_and_timeout::<$rt>(&env));
             }
 
             #[test]
             fn messages() {
                 let env = Env::new();
-                <$rt>::block_on(&env, message_between_two_clients::<$rt>(&env));
+                <$rt>::block_on(&env.rt, message_between_two_clients::<$rt>(&env));
             }
 
             #[test]
@@ -429,7 +395,7 @@ macro_rules! suite {
                 // A fresh simulator per case: no rule can be taken by an earlier connection.
                 for (dir, frame) in drop_points() {
                     let env = Env::new();
-                    <$rt>::block_on(&env, drop_then_reconnect::<$rt>(&env, dir, frame));
+                    <$rt>::block_on(&env.rt, drop_then_reconnect::<$rt>(&env, dir, frame));
                 }
             }
 
@@ -437,7 +403,7 @@ macro_rules! suite {
             fn close_reasons() {
                 for case in close_cases() {
                     let env = Env::new();
-                    <$rt>::block_on(&env, close_case::<$rt>(&env, case));
+                    <$rt>::block_on(&env.rt, close_case::<$rt>(&env, case));
                 }
             }
         }

@@ -3,13 +3,12 @@
 //! a group of three with a member added later, the retry path, and bad input. Every scenario
 //! runs once per runtime; every wait is bounded.
 
-use std::future::Future;
 use std::time::Duration;
 
 use amarula::core::binary::Node;
 use amarula::core::jid::Jid;
 use amarula::core::machine::{Confirm, DecryptError, Event, IncomingMessage};
-use amarula::store::{CredentialStore, MemoryStore};
+use amarula::store::MemoryStore;
 use amarula::{Client, ClientConfig, ClientEvent, Events};
 use amarula_tests::sim::client::{config_for, fresh_credentials};
 use amarula_tests::sim::{Action, Rule, SimConfig, SimEvent, Simulator, Subscription, Target};
@@ -63,40 +62,7 @@ impl Drop for Env {
     }
 }
 
-trait Rt {
-    fn connect<S: CredentialStore>(
-        config: ClientConfig,
-        store: S,
-    ) -> impl Future<Output = Result<(Client, Events), amarula::Error>>;
-    fn block_on<F: Future>(env: &Env, f: F) -> F::Output;
-}
-
-struct Tokio;
-struct Smol;
-
-impl Rt for Tokio {
-    fn connect<S: CredentialStore>(
-        config: ClientConfig,
-        store: S,
-    ) -> impl Future<Output = Result<(Client, Events), amarula::Error>> {
-        amarula::tokio::connect(config, store)
-    }
-    fn block_on<F: Future>(env: &Env, f: F) -> F::Output {
-        env.rt.block_on(f)
-    }
-}
-
-impl Rt for Smol {
-    fn connect<S: CredentialStore>(
-        config: ClientConfig,
-        store: S,
-    ) -> impl Future<Output = Result<(Client, Events), amarula::Error>> {
-        amarula::smol::connect(config, store)
-    }
-    fn block_on<F: Future>(_env: &Env, f: F) -> F::Output {
-        smol::block_on(f)
-    }
-}
+use amarula_tests::runtimes::{Runtime as Rt, Smol, Tokio};
 
 /// One running client and what it saw.
 struct Device {
@@ -489,11 +455,11 @@ macro_rules! scenarios {
     ($($name:ident),* $(,)?) => {
         mod tokio_driver {
             use super::*;
-            $(#[test] fn $name() { let env = Env::new(); Tokio::block_on(&env, super::$name::<Tokio>(&env)); })*
+            $(#[test] fn $name() { let env = Env::new(); Tokio::block_on(&env.rt, super::$name::<Tokio>(&env)); })*
         }
         mod smol_driver {
             use super::*;
-            $(#[test] fn $name() { let env = Env::new(); Smol::block_on(&env, super::$name::<Smol>(&env)); })*
+            $(#[test] fn $name() { let env = Env::new(); Smol::block_on(&env.rt, super::$name::<Smol>(&env)); })*
         }
     };
 }
