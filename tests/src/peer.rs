@@ -40,11 +40,7 @@ fn unpad(p: &[u8]) -> Option<&[u8]> {
     (n >= 1 && n <= p.len()).then(|| &p[..p.len() - n])
 }
 
-/// Appends 3 bytes of value 3 (the padding of SESSION.md §8.4).
-pub fn pad(mut p: Vec<u8>) -> Vec<u8> {
-    p.extend_from_slice(&[3, 3, 3]);
-    p
-}
+pub use crate::sim::peer::pad;
 
 impl Peer {
     /// A device with fresh keys drawn from `seed`.
@@ -166,7 +162,7 @@ impl Peer {
                 .process_bundle(&self.identity, b, IdentityPolicy::default(), &mut self.rng)
                 .expect("a valid bundle");
         }
-        let ct = record.encrypt(&pad(message.to_vec())).expect("a session");
+        let ct = record.encrypt(&pad(message)).expect("a session");
         Node::new("enc")
             .attr("v", "2")
             .attr("type", ct.enc_type())

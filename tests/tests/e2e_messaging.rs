@@ -120,22 +120,27 @@ impl Device {
                     self.seen.join("\n")
                 )
             };
-            self.seen.push(format!("{event:?}"));
-            match &event {
-                ClientEvent::Event(Event::Message(m)) => {
-                    if let Some(token) = m.ack {
-                        self.client.confirm(token, Confirm::Ack).await.unwrap();
-                    }
-                    self.messages.push((**m).clone());
-                }
-                ClientEvent::Event(Event::Undecryptable(u)) => {
-                    self.undecryptable.push(u.error.clone());
-                }
-                _ => {}
-            }
+            self.record(&event).await;
             if let Some(t) = pred(self, &event) {
                 return t;
             }
+        }
+    }
+
+    /// Keeps what `event` says: messages (confirmed at once) and decryption failures.
+    async fn record(&mut self, event: &ClientEvent) {
+        self.seen.push(format!("{event:?}"));
+        match event {
+            ClientEvent::Event(Event::Message(m)) => {
+                if let Some(token) = m.ack {
+                    self.client.confirm(token, Confirm::Ack).await.unwrap();
+                }
+                self.messages.push((**m).clone());
+            }
+            ClientEvent::Event(Event::Undecryptable(u)) => {
+                self.undecryptable.push(u.error.clone());
+            }
+            _ => {}
         }
     }
 
@@ -168,19 +173,7 @@ impl Device {
             })
             .await;
             let Some(event) = got else { return };
-            self.seen.push(format!("{event:?}"));
-            match &event {
-                ClientEvent::Event(Event::Message(m)) => {
-                    if let Some(token) = m.ack {
-                        self.client.confirm(token, Confirm::Ack).await.unwrap();
-                    }
-                    self.messages.push((**m).clone());
-                }
-                ClientEvent::Event(Event::Undecryptable(u)) => {
-                    self.undecryptable.push(u.error.clone())
-                }
-                _ => {}
-            }
+            self.record(&event).await;
         }
     }
 

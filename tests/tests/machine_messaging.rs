@@ -642,7 +642,7 @@ fn a_group_message_distributes_the_sender_key_once() {
         ..Default::default()
     };
     let sk = bob_key
-        .encrypt(&amarula_tests::peer::pad(text.encode_to_vec()))
+        .encrypt(&amarula_tests::peer::pad(&text.encode_to_vec()))
         .unwrap();
     pair.server_send(
         &Node::new("message")
@@ -899,7 +899,7 @@ fn a_sender_key_for_another_group_is_not_taken() {
         ..Default::default()
     };
     let sk = key
-        .encrypt(&amarula_tests::peer::pad(text.encode_to_vec()))
+        .encrypt(&amarula_tests::peer::pad(&text.encode_to_vec()))
         .unwrap();
     pair.server_send(
         &Node::new("message")

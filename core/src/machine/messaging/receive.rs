@@ -372,10 +372,7 @@ impl ConnectionMachine {
             | (None, Some(DecryptError::Signal(SignalError::DuplicateMessage { .. }))) => {
                 // Key distribution only, or a message we already handled (delivered again
                 // after a restart): confirm it to the server.
-                self.send_internal(now, &receipt);
-                if let Some(ack) = ack {
-                    self.send_internal(now, &ack);
-                }
+                self.send_all(now, std::iter::once(receipt).chain(ack));
             }
             (None, Some(error)) => {
                 let force_keys = matches!(
@@ -403,6 +400,13 @@ impl ConnectionMachine {
                     hide,
                 })));
             }
+        }
+    }
+
+    /// Sends machine-built frames in order (a receipt, then the ack).
+    fn send_all(&mut self, now: Instant, frames: impl IntoIterator<Item = Node>) {
+        for frame in frames {
+            self.send_internal(now, &frame);
         }
     }
 
@@ -438,10 +442,7 @@ impl ConnectionMachine {
             // The sender sent it again with the same id (after a crash of its own): it was
             // handed out already.
             tracing::debug!(id = %o.id, "duplicate message id; acked without an event");
-            self.send_internal(now, &receipt);
-            if let Some(ack) = ack {
-                self.send_internal(now, &ack);
-            }
+            self.send_all(now, std::iter::once(receipt).chain(ack));
             return;
         }
         let mut incoming = IncomingMessage {
@@ -458,13 +459,10 @@ impl ConnectionMachine {
             pending_key: pending_key.clone(),
             ack: None,
         };
-        let mut frames = vec![receipt];
-        frames.extend(ack);
+        let frames: Vec<Node> = std::iter::once(receipt).chain(ack).collect();
         if !self.config.hold_message_acks {
             self.emit(Event::Message(Box::new(incoming)));
-            for f in &frames {
-                self.send_internal(now, f);
-            }
+            self.send_all(now, frames);
             return;
         }
         let n = self.held.hold(
