@@ -100,6 +100,7 @@
 #![forbid(unsafe_code)]
 
 pub mod binary;
+pub mod content;
 pub mod credentials;
 pub mod frame;
 pub mod jid;

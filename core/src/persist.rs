@@ -130,6 +130,14 @@ pub enum Change {
     Pending(PendingMessage),
     /// The application handled this pending message (by [`PendingMessage::id`]).
     PendingDone(String),
+    /// Store (or replace) a message's secret and what its add-ons need with it (a poll's
+    /// option names), so that votes decrypt after a restart.
+    MessageSecret {
+        /// The message.
+        key: SecretKey,
+        /// The serialized record ([`SecretRecord`](crate::content::SecretRecord)).
+        record: Vec<u8>,
+    },
 }
 
 impl Change {
@@ -146,6 +154,7 @@ impl Change {
             Self::DeviceList { .. } => "device lists",
             Self::LidMapping { .. } => "LID mappings",
             Self::Pending(_) | Self::PendingDone(_) => "pending messages",
+            Self::MessageSecret { .. } => "message secrets",
         }
     }
 }
@@ -177,12 +186,28 @@ impl fmt::Debug for Change {
             Self::LidMapping { lid, phone } => write!(f, "LidMapping({lid}, {phone})"),
             Self::Pending(p) => write!(f, "Pending({p:?})"),
             Self::PendingDone(id) => write!(f, "PendingDone({id})"),
+            Self::MessageSecret { key, .. } => {
+                write!(f, "MessageSecret({}, {}, {})", key.chat, key.author, key.id)
+            }
         }
     }
 }
 
 /// A sender key's name: the group and the sending device.
 pub type SenderKeyName = (Jid, Jid);
+
+/// Names a message whose secret (`messageContextInfo.messageSecret`) is kept: the chat, the
+/// author (a user JID without device) and the message id. Polls and events have one; the
+/// votes and responses that refer to them are encrypted with it (MESSAGES.md §5).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SecretKey {
+    /// The chat (a user or a group).
+    pub chat: Jid,
+    /// The message's author, without device.
+    pub author: Jid,
+    /// The message id.
+    pub id: String,
+}
 
 /// Records the core needs and does not hold: the driver looks each up in its store and
 /// answers with [`Loaded`], giving `None` for what the store does not have.
@@ -197,6 +222,8 @@ pub struct LoadRequest {
     pub prekeys: Vec<u32>,
     /// Device lists, by user JID (without device).
     pub device_lists: Vec<Jid>,
+    /// Message secrets, by message.
+    pub message_secrets: Vec<SecretKey>,
 }
 
 impl LoadRequest {
@@ -206,6 +233,7 @@ impl LoadRequest {
             && self.sender_keys.is_empty()
             && self.prekeys.is_empty()
             && self.device_lists.is_empty()
+            && self.message_secrets.is_empty()
     }
 }
 
@@ -222,6 +250,8 @@ pub struct Loaded {
     pub prekeys: Vec<(u32, Option<Vec<u8>>)>,
     /// Device lists.
     pub device_lists: Vec<(Jid, Option<DeviceList>)>,
+    /// Serialized message secret records.
+    pub message_secrets: Vec<(SecretKey, Option<Vec<u8>>)>,
 }
 
 impl Loaded {
@@ -240,6 +270,11 @@ impl Loaded {
                 .iter()
                 .map(|j| (j.clone(), None))
                 .collect(),
+            message_secrets: request
+                .message_secrets
+                .iter()
+                .map(|k| (k.clone(), None))
+                .collect(),
         }
     }
 }
@@ -252,6 +287,7 @@ impl fmt::Debug for Loaded {
             .field("sender_keys", &self.sender_keys.len())
             .field("prekeys", &self.prekeys.len())
             .field("device_lists", &self.device_lists.len())
+            .field("message_secrets", &self.message_secrets.len())
             .finish()
     }
 }

@@ -11,7 +11,7 @@ use amarula_core::machine::{
     AckToken, CloseReason, Config, Confirm, Event, IqRequest, IqResult, MessageAckResult,
     MessagingError, Reconnect, SendError,
 };
-use amarula_proto::wa::Message;
+use amarula_proto::e2e::Message;
 use bytes::Bytes;
 use futures_channel::oneshot;
 use futures_util::Stream;

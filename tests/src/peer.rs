@@ -11,7 +11,7 @@ use amarula_core::signal::{
     Identity, IdentityPolicy, PreKey, PreKeyBundle, PreKeySignalMessage, PublicKey,
     SenderKeyDistributionMessage, SenderKeyRecord, SessionRecord, SignalError,
 };
-use amarula_proto::wa::Message;
+use amarula_proto::e2e::Message;
 use prost::Message as _;
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;

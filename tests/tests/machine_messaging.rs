@@ -615,13 +615,11 @@ fn a_group_message_distributes_the_sender_key_once() {
     let mut bob_key = amarula_core::signal::SenderKeyRecord::new();
     let mut rng = <rand_chacha::ChaCha20Rng as rand_core::SeedableRng>::from_seed([9; 32]);
     let skdm = bob_key.own_distribution_message(&mut rng);
-    let with_key = amarula_proto::wa::Message {
-        sender_key_distribution_message: Some(
-            amarula_proto::wa::message::SenderKeyDistributionMessage {
-                group_id: Some(GROUP.into()),
-                axolotl_sender_key_distribution_message: Some(skdm.serialized().to_vec().into()),
-            },
-        ),
+    let with_key = amarula_proto::e2e::Message {
+        sender_key_distribution_message: Some(amarula_proto::e2e::SenderKeyDistributionMessage {
+            group_id: Some(GROUP.into()),
+            axolotl_sender_key_distribution_message: Some(skdm.serialized().to_vec().into()),
+        }),
         ..Default::default()
     };
     // Bob needs a session with us: he uses the bundle of our upload.
@@ -637,7 +635,7 @@ fn a_group_message_distributes_the_sender_key_once() {
         Some(&bundle_from_upload(&upload)),
         &with_key.encode_to_vec(),
     );
-    let text = amarula_proto::wa::Message {
+    let text = amarula_proto::e2e::Message {
         conversation: Some("from bob".into()),
         ..Default::default()
     };
@@ -875,13 +873,11 @@ fn a_sender_key_for_another_group_is_not_taken() {
     let skdm = key.own_distribution_message(&mut rng);
     let other = "120363000000000077@g.us";
     // In group GROUP's stanza, Bob hands over a key naming another group.
-    let planted = amarula_proto::wa::Message {
-        sender_key_distribution_message: Some(
-            amarula_proto::wa::message::SenderKeyDistributionMessage {
-                group_id: Some(other.into()),
-                axolotl_sender_key_distribution_message: Some(skdm.serialized().to_vec().into()),
-            },
-        ),
+    let planted = amarula_proto::e2e::Message {
+        sender_key_distribution_message: Some(amarula_proto::e2e::SenderKeyDistributionMessage {
+            group_id: Some(other.into()),
+            axolotl_sender_key_distribution_message: Some(skdm.serialized().to_vec().into()),
+        }),
         ..Default::default()
     };
     let pairwise = bob.encrypt(&jid(OWN), Some(&bundle), &planted.encode_to_vec());
@@ -894,7 +890,7 @@ fn a_sender_key_for_another_group_is_not_taken() {
             .children([pairwise]),
     );
     // Then a message "in" the other group with that key: not decryptable.
-    let text = amarula_proto::wa::Message {
+    let text = amarula_proto::e2e::Message {
         conversation: Some("spoofed".into()),
         ..Default::default()
     };

@@ -8,7 +8,7 @@ use amarula_core::binary::Node;
 use amarula_core::jid::Jid;
 use amarula_core::machine::{Confirm, Event, MessageAckResult, Session};
 use amarula_core::signal::{Identity, IdentityPolicy, SessionRecord};
-use amarula_proto::wa;
+use amarula_proto::e2e;
 use amarula_tests::sim::client::{TestClient, config_for, fresh_credentials};
 use amarula_tests::sim::{Account, SimConfig, SimEvent, Simulator, Subscription, peer};
 use rand_chacha::ChaCha20Rng;
@@ -56,7 +56,7 @@ async fn session_with(
     s
 }
 
-fn encrypt(s: &mut SessionRecord, m: &wa::Message) -> Node {
+fn encrypt(s: &mut SessionRecord, m: &e2e::Message) -> Node {
     let ct = s.encrypt(&peer::pad_message(m)).expect("encrypt");
     peer::enc(ct.enc_type(), ct.serialized())
 }
@@ -89,7 +89,7 @@ async fn next_message(c: &mut TestClient) -> (Node, Option<amarula_core::machine
 }
 
 /// (account, from, chat, id, text) of the next phone message.
-async fn phone_message(events: &mut Subscription) -> (String, Jid, Jid, String, wa::Message) {
+async fn phone_message(events: &mut Subscription) -> (String, Jid, Jid, String, e2e::Message) {
     events
         .wait_for(T, |e| match e {
             SimEvent::PhoneMessage {
@@ -201,13 +201,13 @@ async fn fan_out_by_participants_reaches_each_listed_device() {
 
     let for_bob = encrypt(&mut to_bob, &peer::text("hi"));
     // Our own phone gets the message wrapped for the chat it was sent in (§8.2).
-    let dsm = wa::Message {
-        device_sent_message: Some(Box::new(wa::message::DeviceSentMessage {
+    let dsm = e2e::Message {
+        device_sent_message: Some(Box::new(e2e::DeviceSentMessage {
             destination_jid: Some(bob.jid().to_string()),
             message: Some(Box::new(peer::text("hi"))),
             phash: None,
         })),
-        ..wa::Message::default()
+        ..e2e::Message::default()
     };
     let for_own = encrypt(&mut to_own, &dsm);
     let opaque = |b: u8| peer::enc("msg", &[b; 40]);

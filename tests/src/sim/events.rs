@@ -97,7 +97,7 @@ pub enum SimEvent {
         /// The message id.
         id: String,
         /// The decrypted message (unpadded, `deviceSentMessage` unwrapped).
-        message: Box<amarula_proto::wa::Message>,
+        message: Box<amarula_proto::e2e::Message>,
     },
     /// An `<enc>` of a copy routed to an account's phone did not decrypt (or its plaintext did
     /// not unpad or decode).

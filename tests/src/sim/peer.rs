@@ -1,6 +1,6 @@
 //! Signal helpers for tests that play an encrypting client by hand against the simulator:
 //! fetch a device's prekey bundle with the `encrypt` IQ (SESSION.md §10.3), pad and encrypt a
-//! [`wa::Message`], and build the `<enc>` nodes of §8.1.
+//! [`e2e::Message`], and build the `<enc>` nodes of §8.1.
 //!
 //! ```no_run
 //! # async fn f(c: &mut amarula_tests::sim::client::TestClient,
@@ -26,7 +26,7 @@ use amarula_core::jid::Jid;
 use amarula_core::machine::{IqRequest, IqResult};
 use amarula_core::signal::{PreKeyBundle, PublicKey};
 use amarula_proto::Message as _;
-use amarula_proto::wa;
+use amarula_proto::e2e;
 
 use super::client::TestClient;
 
@@ -144,27 +144,27 @@ pub fn pad(plain: &[u8]) -> Vec<u8> {
 }
 
 /// The padded serialization of `message`, ready to encrypt.
-pub fn pad_message(message: &wa::Message) -> Vec<u8> {
+pub fn pad_message(message: &e2e::Message) -> Vec<u8> {
     pad(&message.encode_to_vec())
 }
 
 /// A text message (`conversation`).
-pub fn text(s: &str) -> wa::Message {
-    wa::Message {
+pub fn text(s: &str) -> e2e::Message {
+    e2e::Message {
         conversation: Some(s.to_owned()),
-        ..wa::Message::default()
+        ..e2e::Message::default()
     }
 }
 
 /// A message carrying only the sender-key distribution `skdm` (its serialized bytes) for
 /// `group`.
-pub fn skdm_message(group: &Jid, skdm: &[u8]) -> wa::Message {
-    wa::Message {
-        sender_key_distribution_message: Some(wa::message::SenderKeyDistributionMessage {
+pub fn skdm_message(group: &Jid, skdm: &[u8]) -> e2e::Message {
+    e2e::Message {
+        sender_key_distribution_message: Some(e2e::SenderKeyDistributionMessage {
             group_id: Some(group.to_string()),
             axolotl_sender_key_distribution_message: Some(skdm.to_vec().into()),
         }),
-        ..wa::Message::default()
+        ..e2e::Message::default()
     }
 }
 

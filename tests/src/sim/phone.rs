@@ -18,7 +18,7 @@ use amarula_core::signal::{
     SenderKeyRecord, SessionRecord, SignalError, generate_registration_id,
 };
 use amarula_proto::Message as _;
-use amarula_proto::wa;
+use amarula_proto::e2e;
 use rand_chacha::ChaCha20Rng;
 
 use super::SimEvent;
@@ -196,7 +196,7 @@ impl PhoneSignal {
     /// Takes in the SKDM a message carries: the sender key of (its group, `sender`).
     fn process_skdm(
         &mut self,
-        skdm: &wa::message::SenderKeyDistributionMessage,
+        skdm: &e2e::SenderKeyDistributionMessage,
         sender: &Jid,
     ) -> Result<(), String> {
         let group = skdm.group_id.as_deref().ok_or("skdm without group id")?;
@@ -237,11 +237,11 @@ pub(crate) fn unpad(plain: &[u8]) -> Result<&[u8], String> {
 }
 
 /// Whether `msg` has content besides a sender-key distribution (and its context info).
-fn has_content(msg: &wa::Message) -> bool {
+fn has_content(msg: &e2e::Message) -> bool {
     let mut rest = msg.clone();
     rest.sender_key_distribution_message = None;
     rest.message_context_info = None;
-    rest != wa::Message::default()
+    rest != e2e::Message::default()
 }
 
 /// What the copy of a message addressed to device 0 of `account` tells the phone: `sender` is
@@ -275,7 +275,7 @@ pub(crate) fn receive(
         let decoded = phone
             .decrypt_enc(enc, sender, group, published, rng)
             .and_then(|plain| {
-                wa::Message::decode(&plain[..]).map_err(|e| format!("message protobuf: {e}"))
+                e2e::Message::decode(&plain[..]).map_err(|e| format!("message protobuf: {e}"))
             });
         let mut message = match decoded {
             Ok(m) => m,

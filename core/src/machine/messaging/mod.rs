@@ -18,7 +18,7 @@ mod types;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
-use amarula_proto::wa::Message;
+use amarula_proto::e2e::Message;
 use prost::Message as _;
 
 pub use types::{DecryptError, IncomingMessage, MessagingError, UndecryptableMessage};

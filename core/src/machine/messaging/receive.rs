@@ -2,7 +2,7 @@
 //! records it needs are loaded, is decrypted enc by enc, and becomes an
 //! [`IncomingMessage`] held for the application's confirmation, or a retry receipt (§7.1).
 
-use amarula_proto::wa::Message;
+use amarula_proto::e2e::Message;
 use bytes::Bytes;
 use prost::Message as _;
 
@@ -244,7 +244,7 @@ impl ConnectionMachine {
         &mut self,
         chat: &Jid,
         sender: &Jid,
-        skdm: &amarula_proto::wa::message::SenderKeyDistributionMessage,
+        skdm: &amarula_proto::e2e::SenderKeyDistributionMessage,
     ) {
         let named = skdm
             .group_id

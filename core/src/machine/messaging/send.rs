@@ -4,8 +4,8 @@
 
 use std::collections::{BTreeSet, HashSet};
 
-use amarula_proto::wa::Message;
-use amarula_proto::wa::message::{DeviceSentMessage, SenderKeyDistributionMessage};
+use amarula_proto::e2e::Message;
+use amarula_proto::e2e::{DeviceSentMessage, SenderKeyDistributionMessage};
 use bytes::Bytes;
 use prost::Message as _;
 use rand_core::RngCore;

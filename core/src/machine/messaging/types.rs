@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use amarula_proto::wa::Message;
+use amarula_proto::e2e::Message;
 
 use super::super::AckToken;
 use crate::jid::Jid;
