@@ -320,6 +320,7 @@ fn assert_loaded(
 /// replacements, and `delete`.
 pub(crate) async fn conformance(store: &impl Inspect) {
     unacked_sent(store).await;
+    message_secrets(store).await;
     let n = names();
     // Empty: every key absent, nothing pending.
     let request = request(&n);
@@ -579,6 +580,57 @@ pub(crate) async fn conformance(store: &impl Inspect) {
 }
 
 /// Two stores (two accounts of one file, or two memory stores) share nothing.
+/// Message secrets are kept by (chat, author, id), replaced in place, answered in request order
+/// (absent ones as `None`).
+async fn message_secrets(store: &impl Inspect) {
+    use amarula_core::persist::SecretKey;
+    let key = |chat: &str, author: &str, id: &str| SecretKey {
+        chat: jid(chat),
+        author: jid(author),
+        id: id.to_owned(),
+    };
+    let poll = key(
+        "120363041234567890@g.us",
+        "15551234567@s.whatsapp.net",
+        "P1",
+    );
+    let dm = key(
+        "15557654321@s.whatsapp.net",
+        "15557654321@s.whatsapp.net",
+        "P2",
+    );
+    let lid = key("120363041234567890@g.us", "123456789012345@lid", "P1");
+    store
+        .apply(&[
+            Change::MessageSecret {
+                key: poll.clone(),
+                record: vec![1; 40],
+            },
+            Change::MessageSecret {
+                key: dm.clone(),
+                record: vec![2; 40],
+            },
+            Change::MessageSecret {
+                key: poll.clone(),
+                record: vec![3; 41],
+            },
+        ])
+        .await
+        .expect("apply secrets");
+    let mut request = LoadRequest::default();
+    request.message_secrets = vec![lid.clone(), dm.clone(), poll.clone()];
+    let loaded = store.load_keys(&request).await.expect("load secrets");
+    assert_eq!(
+        loaded.message_secrets,
+        vec![
+            (lid, None),
+            (dm, Some(vec![2; 40])),
+            (poll, Some(vec![3; 41]))
+        ],
+        "message secrets"
+    );
+}
+
 /// Sent messages without [`Change::SentAcked`] are the outbox; a message relayed again is
 /// unacknowledged again.
 async fn unacked_sent(store: &impl Inspect) {

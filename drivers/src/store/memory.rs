@@ -9,6 +9,8 @@ use amarula_core::jid::Jid;
 use amarula_core::machine::SentMessage;
 use zeroize::Zeroizing;
 
+use amarula_core::persist::SecretKey;
+
 use super::{Change, CredentialStore, DeviceList, LoadRequest, Loaded, PendingMessage, StoreError};
 
 /// Most sent messages a [`MemoryStore`] keeps (the oldest go first).
@@ -53,6 +55,8 @@ struct MemoryInner {
     pending: BTreeMap<u64, PendingMessage>,
     pending_seq: HashMap<String, u64>,
     next_pending: u64,
+    /// Message secrets (polls, events) by message.
+    secrets: HashMap<SecretKey, Secret>,
 }
 
 impl fmt::Debug for MemoryStore {
@@ -284,6 +288,10 @@ impl MemoryInner {
                     self.pending.remove(&seq);
                 }
             }
+            Change::MessageSecret { key, record } => {
+                self.secrets
+                    .insert(key.clone(), Zeroizing::new(record.clone()));
+            }
             // `known` refused every other kind before the batch began.
             _ => {}
         }
@@ -302,6 +310,9 @@ impl MemoryInner {
         }
         for (user, list) in &mut loaded.device_lists {
             *list = self.device_lists.get(&user.to_non_device()).cloned();
+        }
+        for (key, record) in &mut loaded.message_secrets {
+            *record = self.secrets.get(key).map(|r| r.to_vec());
         }
         loaded
     }
@@ -327,6 +338,7 @@ fn known(change: &Change) -> bool {
             | Change::LidMapping { .. }
             | Change::Pending(_)
             | Change::PendingDone(_)
+            | Change::MessageSecret { .. }
     )
 }
 

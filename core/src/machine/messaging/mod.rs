@@ -29,8 +29,9 @@ use self::records::Records;
 use self::send::SendJob;
 use super::{ConnectionMachine, Event, IqKind, IqRequest, IqResult, SendError};
 use crate::binary::Node;
+use crate::content::SecretRecord;
 use crate::jid::Jid;
-use crate::persist::{Change, DeviceList, LoadRequest, Loaded, PendingMessage};
+use crate::persist::{Change, DeviceList, LoadRequest, Loaded, PendingMessage, SecretKey};
 use crate::signal::{PreKey, SenderKeyRecord, SessionRecord};
 use crate::time::Instant;
 
@@ -51,6 +52,11 @@ pub(crate) struct Messaging {
     sender_keys: Records<(Jid, Jid), SenderKeyRecord>,
     prekeys: Records<u32, PreKey>,
     devices: Records<Jid, DeviceList>,
+    /// Message secrets (polls, events) by message, for the add-ons that refer to them.
+    secrets: Records<SecretKey, SecretRecord>,
+    /// Decrypted poll votes waiting for their poll's secret to be loaded (already stored as
+    /// pending, their acks held).
+    votes: VecDeque<IncomingMessage>,
     /// Group participants (user JIDs), until a `w:gp2` notification.
     groups: HashMap<Jid, Vec<Jid>>,
     /// Per group, the devices that have our sender key (in memory: after a restart every
@@ -131,11 +137,19 @@ impl Messaging {
 
     /// Records held in memory (for [`Stats`](super::Stats)).
     pub(crate) fn held_records(&self) -> usize {
-        self.sessions.len() + self.sender_keys.len() + self.prekeys.len() + self.devices.len()
+        self.sessions.len()
+            + self.sender_keys.len()
+            + self.prekeys.len()
+            + self.devices.len()
+            + self.secrets.len()
     }
 
     pub(crate) fn waiting(&self) -> usize {
-        self.sends.len() + self.incoming.len() + self.carried.len() + self.outbox.len()
+        self.sends.len()
+            + self.incoming.len()
+            + self.carried.len()
+            + self.outbox.len()
+            + self.votes.len()
     }
 }
 
@@ -162,6 +176,11 @@ impl LoadBatch {
     fn device_list(&mut self, m: &mut Messaging, user: &Jid) {
         if m.devices.start_loading(user) {
             self.0.device_lists.push(user.clone());
+        }
+    }
+    fn secret(&mut self, m: &mut Messaging, key: &SecretKey) {
+        if m.secrets.start_loading(key) {
+            self.0.message_secrets.push(key.clone());
         }
     }
 }
@@ -242,6 +261,10 @@ impl ConnectionMachine {
         }
         for (user, list) in loaded.device_lists {
             m.devices.loaded(user_of(&user), list, cap);
+        }
+        for (key, bytes) in loaded.message_secrets {
+            let record = bytes.and_then(|b| SecretRecord::from_bytes(&b));
+            m.secrets.loaded(key, record, cap);
         }
         if !self.is_closed() {
             self.advance(now);
@@ -397,6 +420,11 @@ impl ConnectionMachine {
             }
         }
         m.incoming.clear();
+        // Votes waiting for a secret stay (the server's copy is a duplicate now); their held
+        // acks were for this connection, so they get new tokens when handed out.
+        for vote in &mut m.votes {
+            vote.ack = None;
+        }
         m.usync_inflight.clear();
         m.bundles_inflight.clear();
         m.groups_inflight.clear();
@@ -407,6 +435,7 @@ impl ConnectionMachine {
         m.sender_keys.clear_loading();
         m.prekeys.clear_loading();
         m.devices.clear_loading();
+        m.secrets.clear_loading();
     }
 
     // ---- internals ----
@@ -436,8 +465,10 @@ impl ConnectionMachine {
         m.sender_keys.next_pass();
         m.prekeys.next_pass();
         m.devices.next_pass();
+        m.secrets.next_pass();
         let mut loads = LoadBatch::default();
         self.advance_incoming(now, &mut loads);
+        self.advance_votes(&mut loads);
         self.advance_sends(now, &mut loads);
         if !loads.0.is_empty() {
             self.emit(Event::Load(loads.0));

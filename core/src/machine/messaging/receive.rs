@@ -7,12 +7,14 @@ use bytes::Bytes;
 use prost::Message as _;
 
 use super::nodes::{self, device_address, jid_attr, user_of};
+use super::records::Lookup;
 use super::{DecryptError, IncomingMessage, LoadBatch, UndecryptableMessage};
 use crate::binary::{self, Node};
+use crate::content::{self, Content, SecretError, SecretRecord, VoteState};
 use crate::jid::Jid;
 use crate::machine::cache::Held;
 use crate::machine::{AckToken, ConnectionMachine, Event};
-use crate::persist::{Change, PendingMessage};
+use crate::persist::{Change, PendingMessage, SecretKey};
 use crate::signal::{
     Identity, IdentityPolicy, PreKeySignalMessage, SenderKeyDistributionMessage, SessionRecord,
     SignalError,
@@ -60,15 +62,24 @@ fn origin(node: &Node, own: &Jid) -> Option<Origin> {
     })
 }
 
-/// Whether a decoded message carries anything besides key distribution and metadata.
-fn has_content(message: &Message) -> bool {
-    let mut rest = message.clone();
-    rest.sender_key_distribution_message = None;
-    rest.message_context_info = None;
-    rest != Message::default()
+/// The content of a decrypted plaintext: the `Message`, taken out of `deviceSentMessage` when
+/// it came from our own device (the outer message context is kept when the inner has none).
+fn content_message(raw: &[u8], from_me: bool) -> Option<Message> {
+    let mut message = Message::decode(raw).ok()?;
+    if from_me {
+        if let Some(inner) = message.device_sent_message.take().and_then(|d| d.message) {
+            let context = message.message_context_info.take();
+            message = *inner;
+            if message.message_context_info.is_none() {
+                message.message_context_info = context;
+            }
+        }
+    }
+    Some(message)
 }
 
-/// The stored form of a pending message: a node with the metadata and the `Message` bytes.
+/// The stored form of a pending message: a node with the metadata and the plaintext bytes as
+/// received (so that fields no schema knows survive a restart too).
 fn pending_record(msg: &IncomingMessage) -> Vec<u8> {
     let mut node = Node::new("pending")
         .attr("id", msg.id.as_str())
@@ -81,24 +92,97 @@ fn pending_record(msg: &IncomingMessage) -> Vec<u8> {
     if let Some(name) = &msg.push_name {
         node = node.attr("notify", name.as_str());
     }
-    let node = node.children([Node::new("plaintext").bytes(msg.message.encode_to_vec())]);
+    let node = node.children([Node::new("plaintext").bytes(msg.raw.clone())]);
     binary::to_vec(&node).unwrap_or_default()
 }
 
-fn from_pending_record(p: &PendingMessage) -> Option<IncomingMessage> {
+fn from_pending_record(p: &PendingMessage, own: &[Jid]) -> Option<IncomingMessage> {
     let node = binary::decode_owned(&p.node).ok()?;
-    let message = Message::decode(node.child("plaintext")?.content_bytes()?).ok()?;
-    Some(IncomingMessage {
-        id: node.attr_str("id")?.to_owned(),
-        chat: jid_attr(&node, "chat")?,
-        sender: jid_attr(&node, "sender")?,
-        from_me: node.attr_str("from_me") == Some("1"),
-        timestamp: node.attr_str("t")?.parse().ok()?,
-        push_name: node.attr_str("notify").map(str::to_owned),
+    let raw = Bytes::copy_from_slice(node.child("plaintext")?.content_bytes()?);
+    let from_me = node.attr_str("from_me") == Some("1");
+    let message = content_message(&raw, from_me)?;
+    Some(incoming(
+        node.attr_str("id")?.to_owned(),
+        jid_attr(&node, "chat")?,
+        jid_attr(&node, "sender")?,
+        from_me,
+        node.attr_str("t")?.parse().ok()?,
+        node.attr_str("notify").map(str::to_owned),
+        message,
+        raw,
+        p.id.clone(),
+        own,
+    ))
+}
+
+/// An incoming message with its content classified.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one call per field of the message"
+)]
+fn incoming(
+    id: String,
+    chat: Jid,
+    sender: Jid,
+    from_me: bool,
+    timestamp: u64,
+    push_name: Option<String>,
+    message: Message,
+    raw: Bytes,
+    pending_key: String,
+    own: &[Jid],
+) -> IncomingMessage {
+    let classified = content::classify(
+        &message,
+        &content::Origin {
+            chat: &chat,
+            sender: &sender,
+            own,
+        },
+    );
+    IncomingMessage {
+        id,
+        chat,
+        sender,
+        from_me,
+        timestamp,
+        push_name,
         message: Box::new(message),
-        pending_key: p.id.clone(),
+        raw,
+        content: classified.content,
+        wrappers: classified.wrappers,
+        context: classified.context,
+        pending_key,
         ack: None,
-    })
+    }
+}
+
+/// Decrypts a vote, trying our other identity where the creator or the voter is us (the
+/// sender may have keyed it by our phone number or our LID).
+fn decrypt_vote(
+    vote: &mut content::PollVote,
+    record: &SecretRecord,
+    creator: &Jid,
+    voter: &Jid,
+    own: &[Jid],
+) {
+    let alternates = |j: &Jid| -> Vec<Jid> {
+        let mut out = vec![j.clone()];
+        if own.contains(j) {
+            out.extend(own.iter().filter(|o| *o != j).cloned());
+        }
+        out
+    };
+    let mut last = SecretError::Decrypt;
+    for c in alternates(creator) {
+        for v in alternates(voter) {
+            match vote.decrypt(&record.secret, &record.options, &c, &v) {
+                Ok(()) => return,
+                Err(e) => last = e,
+            }
+        }
+    }
+    vote.state = VoteState::Undecrypted(last);
 }
 
 impl ConnectionMachine {
@@ -302,7 +386,7 @@ impl ConnectionMachine {
             }
             return;
         };
-        let mut content: Option<Message> = None;
+        let mut content: Option<(Message, Bytes)> = None;
         let mut error: Option<DecryptError> = None;
         let mut pairwise_ok = false;
         let mut hide = false;
@@ -345,29 +429,22 @@ impl ConnectionMachine {
                 error.get_or_insert(DecryptError::Padding);
                 continue;
             };
-            let Ok(mut message) = Message::decode(body) else {
+            let Some(message) = content_message(body, o.from_me) else {
                 error.get_or_insert(DecryptError::Protobuf);
                 continue;
             };
-            if o.from_me {
-                if let Some(inner) = message.device_sent_message.take().and_then(|d| d.message) {
-                    let context = message.message_context_info.take();
-                    message = *inner;
-                    if message.message_context_info.is_none() {
-                        message.message_context_info = context;
-                    }
-                }
+            if let Some(skdm) = &message.sender_key_distribution_message {
+                self.process_skdm(&o.chat, &o.sender, skdm);
             }
-            if let Some(skdm) = message.sender_key_distribution_message.clone() {
-                self.process_skdm(&o.chat, &o.sender, &skdm);
-            }
-            if has_content(&message) && content.is_none() {
-                content = Some(message);
+            // Only pure key distribution is the machine's own to consume. The check is on the
+            // bytes, not the decoded message: a field our schema lacks is content too.
+            if content.is_none() && !content::is_key_distribution_only(body) {
+                content = Some((message, Bytes::copy_from_slice(body)));
             }
         }
         let receipt = self.delivery_receipt(&node, &o);
         match (content, error) {
-            (Some(message), _) => self.deliver(now, &node, o, message, receipt, ack),
+            (Some((message, raw)), _) => self.deliver(now, &node, o, message, raw, receipt, ack),
             (None, None)
             | (None, Some(DecryptError::Signal(SignalError::DuplicateMessage { .. }))) => {
                 // Key distribution only, or a message we already handled (delivered again
@@ -428,12 +505,17 @@ impl ConnectionMachine {
         receipt
     }
 
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the parts of one decrypted stanza"
+    )]
     fn deliver(
         &mut self,
         now: Instant,
         node: &Node,
         o: Origin,
         message: Message,
+        raw: Bytes,
         receipt: Node,
         ack: Option<Node>,
     ) {
@@ -445,23 +527,25 @@ impl ConnectionMachine {
             self.send_all(now, std::iter::once(receipt).chain(ack));
             return;
         }
-        let mut incoming = IncomingMessage {
-            id: o.id,
-            chat: o.chat,
-            sender: o.sender,
-            from_me: o.from_me,
-            timestamp: node
-                .attr_str("t")
+        let own = self.own_identities();
+        let mut incoming = incoming(
+            o.id,
+            o.chat,
+            o.sender,
+            o.from_me,
+            node.attr_str("t")
                 .and_then(|t| t.parse().ok())
                 .unwrap_or_else(|| self.clock.unix_secs(now)),
-            push_name: node.attr_str("notify").map(str::to_owned),
-            message: Box::new(message),
-            pending_key: pending_key.clone(),
-            ack: None,
-        };
+            node.attr_str("notify").map(str::to_owned),
+            message,
+            raw,
+            pending_key.clone(),
+            &own,
+        );
+        self.keep_secret(&incoming);
         let frames: Vec<Node> = std::iter::once(receipt).chain(ack).collect();
         if !self.config.hold_message_acks {
-            self.emit(Event::Message(Box::new(incoming)));
+            self.hand_out(incoming);
             self.send_all(now, frames);
             return;
         }
@@ -482,12 +566,124 @@ impl ConnectionMachine {
             ack_token: Some(token.to_raw()),
             received_unix_ms: self.clock.unix_ms(now),
         }));
-        self.emit(Event::Message(Box::new(incoming)));
+        self.hand_out(incoming);
+    }
+
+    /// Our own users: the phone number one and, once known, the LID.
+    pub(super) fn own_identities(&self) -> Vec<Jid> {
+        let mut own = Vec::with_capacity(2);
+        if let Some(d) = &self.creds.device {
+            own.push(user_of(&d.jid));
+        }
+        if let Some(lid) = &self.creds.own_lid {
+            own.push(user_of(lid));
+        }
+        own
+    }
+
+    /// Keeps the secret of a message that has one (a poll, an event), with a poll's options,
+    /// before the application sees the message: votes that arrive later decrypt with it,
+    /// after a restart too.
+    fn keep_secret(&mut self, msg: &IncomingMessage) {
+        let secret = match &msg.content {
+            Content::Poll(p) => p.secret.clone(),
+            _ => msg
+                .message
+                .message_context_info
+                .as_ref()
+                .and_then(|c| c.message_secret.clone()),
+        };
+        let Some(secret) = secret.filter(|s| s.len() == 32) else {
+            return;
+        };
+        let options = match &msg.content {
+            Content::Poll(p) => p.options.clone(),
+            _ => Vec::new(),
+        };
+        let key = SecretKey {
+            chat: msg.chat.to_non_device(),
+            author: user_of(&msg.sender),
+            id: msg.id.clone(),
+        };
+        let record = SecretRecord::new(secret, options);
+        self.persist(Change::MessageSecret {
+            key: key.clone(),
+            record: record.to_bytes(),
+        });
+        let cap = self.config.max_loaded_records;
+        self.session_msg.secrets.put(key, Some(record), cap);
+    }
+
+    /// Gives a message to the application, or queues a poll vote until its poll's secret is
+    /// at hand.
+    fn hand_out(&mut self, msg: IncomingMessage) {
+        // Bounded like the messages waiting for records: past the cap a vote goes out
+        // undecrypted rather than memory growing without end.
+        if matches!(msg.content, Content::PollVote(_))
+            && self.session_msg.votes.len() < self.config.max_parked_messages
+        {
+            self.session_msg.votes.push_back(msg);
+        } else {
+            self.emit(Event::Message(Box::new(msg)));
+        }
+    }
+
+    /// Decrypts the waiting votes in order while their polls' secrets are known (or known to
+    /// be missing); asks the store for the first one that is not.
+    pub(super) fn advance_votes(&mut self, loads: &mut LoadBatch) {
+        let own = self.own_identities();
+        while let Some(front) = self.session_msg.votes.front() {
+            let Content::PollVote(vote) = &front.content else {
+                if let Some(msg) = self.session_msg.votes.pop_front() {
+                    self.emit(Event::Message(Box::new(msg)));
+                }
+                continue;
+            };
+            let key = vote.poll.author.as_ref().map(|author| SecretKey {
+                chat: front.chat.to_non_device(),
+                author: author.clone(),
+                id: vote.poll.id.clone(),
+            });
+            let record = match &key {
+                None => None,
+                Some(key) => match self.session_msg.secrets.lookup(key) {
+                    Lookup::Held(r) => Some(r.clone()),
+                    Lookup::Absent => None,
+                    Lookup::Unknown => {
+                        let key = key.clone();
+                        loads.secret(&mut self.session_msg, &key);
+                        break;
+                    }
+                },
+            };
+            let Some(mut msg) = self.session_msg.votes.pop_front() else {
+                break;
+            };
+            if let (Content::PollVote(vote), Some(record), Some(key)) =
+                (&mut msg.content, record, key)
+            {
+                decrypt_vote(vote, &record, &key.author, &user_of(&msg.sender), &own);
+            }
+            if msg.ack.is_none() && self.config.hold_message_acks {
+                // Its token went with an earlier connection: confirming the new one forgets
+                // the stored copy (the server's copy was acked as a duplicate).
+                let n = self.held.hold(
+                    Held {
+                        frames: Vec::new(),
+                        pending: Some(msg.pending_key.clone()),
+                    },
+                    self.config.max_held_acks,
+                );
+                msg.ack = Some(AckToken((self.generation << 40) | n));
+            }
+            self.emit(Event::Message(Box::new(msg)));
+        }
     }
 
     /// A stored pending message, handed out again after a restart; confirming it forgets it.
     pub(super) fn redeliver_pending(&mut self, pending: PendingMessage) {
-        let Some(mut incoming) = from_pending_record(&pending) else {
+        let own = self.own_identities();
+        let Some(mut incoming) = from_pending_record(&pending, &own) else {
             tracing::warn!(id = %pending.id, "unreadable pending message dropped");
             self.persist(Change::PendingDone(pending.id));
             return;
@@ -500,7 +696,7 @@ impl ConnectionMachine {
             self.config.max_held_acks,
         );
         incoming.ack = Some(AckToken((self.generation << 40) | n));
-        self.emit(Event::Message(Box::new(incoming)));
+        self.hand_out(incoming);
     }
 
     /// Sends the retry receipt of §7.1 unless the limit is reached; returns its count.

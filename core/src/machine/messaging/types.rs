@@ -4,12 +4,20 @@
 use std::fmt;
 
 use amarula_proto::e2e::Message;
+use bytes::Bytes;
 
 use super::super::AckToken;
+use crate::content::{Content, Context, Wrappers};
 use crate::jid::Jid;
 use crate::signal::SignalError;
 
-/// A decrypted incoming message.
+/// A decrypted incoming message: the content typed ([`content`](Self::content)), decoded
+/// ([`message`](Self::message)) and as received ([`raw`](Self::raw)).
+///
+/// Every decrypted message that carries anything besides key distribution reaches the
+/// application this way, whatever its kind, even one whose fields no schema knows
+/// ([`Content::Unknown`]): nothing is acknowledged to the sender that the application did not
+/// get.
 ///
 /// When `ack` is set the server has not been told yet: handle the message durably, then give
 /// the token to [`confirm`](crate::machine::ConnectionMachine::confirm); the delivery receipt
@@ -32,8 +40,19 @@ pub struct IncomingMessage {
     pub timestamp: u64,
     /// The sender's display name, when the server gave one.
     pub push_name: Option<String>,
-    /// The content (unwrapped from `deviceSentMessage` when it came from our own device).
+    /// The content (unwrapped from `deviceSentMessage` when it came from our own device), as
+    /// decoded with the full upstream schema; fields the schema lacks are only in
+    /// [`raw`](Self::raw).
     pub message: Box<Message>,
+    /// The decrypted plaintext (padding removed) exactly as the sender encoded it, with the
+    /// `deviceSentMessage` wrapper when it came from our own device.
+    pub raw: Bytes,
+    /// What the message is, wrappers peeled off.
+    pub content: Content,
+    /// The wrappers that were peeled off (ephemeral, view once, …).
+    pub wrappers: Wrappers,
+    /// Reply, mentions, forwarding and timer of the content.
+    pub context: Option<Context>,
     /// The key of the stored copy ([`PendingMessage::id`](crate::persist::PendingMessage)).
     pub pending_key: String,
     /// The held confirmation.
@@ -41,14 +60,14 @@ pub struct IncomingMessage {
 }
 
 impl IncomingMessage {
-    /// The text of a text message (`conversation` or `extendedTextMessage.text`).
+    /// The text of a text message (`conversation` or `extendedTextMessage.text`, inside any
+    /// wrapper), or the caption of a media message.
     pub fn text(&self) -> Option<&str> {
-        self.message.conversation.as_deref().or_else(|| {
-            self.message
-                .extended_text_message
-                .as_ref()
-                .and_then(|e| e.text.as_deref())
-        })
+        match &self.content {
+            Content::Text { text, .. } => Some(text),
+            Content::Media(m) => m.caption.as_deref(),
+            _ => None,
+        }
     }
 }
 
@@ -61,6 +80,8 @@ impl fmt::Debug for IncomingMessage {
             .field("sender", &self.sender)
             .field("from_me", &self.from_me)
             .field("timestamp", &self.timestamp)
+            .field("wrappers", &self.wrappers)
+            .field("raw_len", &self.raw.len())
             .field("ack", &self.ack)
             .finish_non_exhaustive()
     }

@@ -114,8 +114,21 @@ const V3: &str = "
 ALTER TABLE sent_messages ADD COLUMN acked INTEGER NOT NULL DEFAULT 0;
 ";
 
+/// Version 4: message secrets (polls, events) with a poll's option names, so that votes
+/// decrypt after a restart.
+const V4: &str = "
+CREATE TABLE message_secrets (
+    account INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    chat TEXT NOT NULL,
+    author TEXT NOT NULL,
+    id TEXT NOT NULL,
+    record BLOB NOT NULL,
+    PRIMARY KEY (account, chat, author, id)
+) WITHOUT ROWID;
+";
+
 /// The migration steps; step `i` takes the schema from version `i` to `i + 1`.
-pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3];
+pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;

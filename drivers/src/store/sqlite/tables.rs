@@ -176,6 +176,7 @@ pub(crate) fn delete_account_data(conn: &Connection, account: AccountId) -> Resu
         "device_lists",
         "lid_mappings",
         "pending_messages",
+        "message_secrets",
     ] {
         conn.execute(
             &format!("DELETE FROM {table} WHERE account = ?1"),
@@ -287,6 +288,17 @@ pub(crate) fn apply(
         Change::PendingDone(id) => exec(
             "DELETE FROM pending_messages WHERE account = ?1 AND id = ?2",
             params![account, id],
+        )?,
+        Change::MessageSecret { key, record } => exec(
+            "INSERT OR REPLACE INTO message_secrets(account, chat, author, id, record)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![
+                account,
+                key.chat.to_non_device().to_string(),
+                key.author.to_non_device().to_string(),
+                key.id,
+                record
+            ],
         )?,
         other => return Err(StoreError::Unsupported(other.kind())),
     }
@@ -414,6 +426,25 @@ pub(crate) fn load_keys(
             *list = row
                 .map(|(bytes, updated)| decode_device_list(&bytes, updated))
                 .transpose()?;
+        }
+    }
+    if !loaded.message_secrets.is_empty() {
+        let mut stmt = conn.prepare_cached(
+            "SELECT record FROM message_secrets
+             WHERE account = ?1 AND chat = ?2 AND author = ?3 AND id = ?4",
+        )?;
+        for (key, record) in &mut loaded.message_secrets {
+            *record = stmt
+                .query_row(
+                    params![
+                        account,
+                        key.chat.to_non_device().to_string(),
+                        key.author.to_non_device().to_string(),
+                        key.id
+                    ],
+                    |r| r.get(0),
+                )
+                .optional()?;
         }
     }
     Ok(loaded)

@@ -549,6 +549,14 @@ fn migrates_from_every_earlier_version() {
                         record: vec![1],
                     },
                     Change::SentMessage(sent(7)),
+                    Change::MessageSecret {
+                        key: amarula_core::persist::SecretKey {
+                            chat: peer.to_non_device(),
+                            author: peer.to_non_device(),
+                            id: "P".into(),
+                        },
+                        record: vec![9],
+                    },
                 ])
                 .await
                 .expect("apply");
