@@ -25,6 +25,7 @@
 )]
 #[allow(unreachable_pub, reason = "generated code")]
 #[allow(clippy::all, reason = "generated code")]
+#[allow(clippy::use_self, reason = "generated code")]
 #[allow(unused_qualifications, reason = "generated code")]
 pub mod generated {
     include!(concat!(env!("OUT_DIR"), "/_includes.rs"));

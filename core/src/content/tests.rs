@@ -371,7 +371,7 @@ fn poll_and_vote() {
         v.state,
         VoteState::Undecrypted(SecretError::UnknownSecret)
     ));
-    let options = p.options.clone();
+    let options = p.options;
     assert_eq!(
         v.decrypt(&[1u8; 32], &options, &creator, &voter),
         Err(SecretError::Decrypt)
