@@ -105,6 +105,7 @@ pub mod credentials;
 pub mod frame;
 pub mod jid;
 pub mod machine;
+pub mod media;
 pub mod noise;
 pub mod pairing;
 pub mod persist;
