@@ -118,6 +118,9 @@ pub enum Event {
     Message(Box<IncomingMessage>),
     /// A message that did not decrypt (a retry receipt was sent where the protocol asks).
     Undecryptable(Box<UndecryptableMessage>),
+    /// The answer to [`media_conn`](super::ConnectionMachine::media_conn): the media hosts and
+    /// upload token, or why they could not be had.
+    MediaConn(Result<crate::media::MediaConn, String>),
     /// A message given to [`send_text`](super::ConnectionMachine::send_text) could not be
     /// relayed; no [`Event::MessageAck`] follows for it.
     SendFailed {
