@@ -61,6 +61,7 @@ mod events;
 mod faults;
 mod group;
 mod iq;
+pub mod media;
 pub mod peer;
 mod phone;
 mod route;
@@ -112,7 +113,8 @@ pub struct SimConfig {
     pub qr_refs: usize,
     /// When set, the server pings each logged-in client (`urn:xmpp:ping`) at this interval.
     pub server_ping_interval: Option<Duration>,
-    /// Host name given in `media_conn` answers.
+    /// Host name given in `media_conn` answers; the default is replaced by the simulator's
+    /// own media host ([`Simulator::media`]).
     pub media_host: String,
     /// Platform named in pair-success (`<platform name=…>`).
     pub platform: String,
@@ -141,6 +143,7 @@ pub struct Simulator {
     shared: Arc<Shared>,
     addr: SocketAddr,
     trust: TrustAnchor,
+    media: media::MediaServer,
 }
 
 impl Simulator {
@@ -151,7 +154,11 @@ impl Simulator {
     ///
     /// # Panics
     /// Outside a tokio runtime.
-    pub async fn start(config: SimConfig) -> io::Result<Self> {
+    pub async fn start(mut config: SimConfig) -> io::Result<Self> {
+        let media = media::MediaServer::start().await?;
+        if config.media_host == SimConfig::default().media_host {
+            config.media_host = media.host();
+        }
         let listen = config
             .listen
             .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
@@ -187,7 +194,13 @@ impl Simulator {
             shared,
             addr,
             trust,
+            media,
         })
+    }
+
+    /// The media host (plain HTTP on loopback; clients use the `http` media scheme).
+    pub fn media(&self) -> &media::MediaServer {
+        &self.media
     }
 
     /// The address it listens on.
