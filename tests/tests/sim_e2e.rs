@@ -81,6 +81,43 @@ async fn qr_pairing_then_515_then_login() {
     assert!(account.is_online(&device));
 }
 
+/// The phone reads the older QR form too (PAIRING.md §2.2): `REF,NOISE,IDENTITY,ADV`, no link
+/// prefix and no TYPE, as Baileys 6.x shows it.
+#[tokio::test]
+async fn the_phone_reads_the_older_four_part_qr() {
+    let sim = sim().await;
+    let account = sim.add_account("15550001112");
+    let mut events = sim.subscribe();
+    let config = config_for(&sim);
+    let session = Session::new(fresh_credentials(4), &config);
+    let mut c = TestClient::connect(&sim.url(), config, session, [4; 32])
+        .await
+        .unwrap();
+    let qr = c
+        .wait_for(T, |e| match e {
+            Event::PairingQr { qr, .. } => Some(qr.clone()),
+            _ => None,
+        })
+        .await
+        .unwrap();
+    let body = qr
+        .strip_prefix(amarula_core::pairing::QR_PREFIX)
+        .expect("current form");
+    let (older, _type) = body.rsplit_once(',').expect("five parts");
+    assert_eq!(older.split(',').count(), 4, "{older}");
+    let device = account.scan_qr(older).unwrap();
+    let paired = events
+        .wait_for(T, |e| match e {
+            SimEvent::Paired { device, .. } => Some(device.clone()),
+            _ => None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(paired, device);
+    let reason = c.wait_for(T, closed).await.unwrap();
+    assert!(reason.contains("RestartRequired"), "{reason}");
+}
+
 #[tokio::test]
 async fn phone_code_pairing() {
     let sim = sim().await;
