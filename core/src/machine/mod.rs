@@ -574,7 +574,7 @@ impl ConnectionMachine {
             Confirm::Ack => {}
             Confirm::Nack(code) => {
                 // A refused message gets no delivery receipt, only the ack with the error.
-                let Some(mut ack) = frames.pop() else {
+                let Some(mut ack) = held.nack else {
                     return Ok(());
                 };
                 ack.attrs
@@ -1014,7 +1014,8 @@ impl ConnectionMachine {
         match ack {
             Some(ack) if is_message && self.config.hold_message_acks => {
                 let held = Held {
-                    frames: vec![ack],
+                    frames: vec![ack.clone()],
+                    nack: Some(ack),
                     pending: None,
                 };
                 let n = self.held.hold(held, self.config.max_held_acks);
