@@ -724,24 +724,25 @@ impl Conn {
         ) else {
             return Ok(());
         };
-        let mut st = self.shared.lock();
-        if let Some(d) = st
-            .account_by_user(me.user_part())
-            .and_then(|a| a.devices.get_mut(&me.device()))
         {
-            for key in AckKey::of_receipt(&node) {
-                d.unacked.remove(&key);
+            let mut st = self.shared.lock();
+            if let Some(d) = st
+                .account_by_user(me.user_part())
+                .and_then(|a| a.devices.get_mut(&me.device()))
+            {
+                for key in AckKey::of_receipt(&node) {
+                    d.unacked.remove(&key);
+                }
             }
+            route::receipt(
+                &mut st,
+                &me,
+                &to,
+                jid_attr(&node, "participant"),
+                &node,
+                &unix_now().to_string(),
+            );
         }
-        route::receipt(
-            &mut st,
-            &me,
-            &to,
-            jid_attr(&node, "participant"),
-            &node,
-            &unix_now().to_string(),
-        );
-        drop(st);
         let mut ack = Node::new("ack")
             .attr("class", "receipt")
             .attr("id", id)

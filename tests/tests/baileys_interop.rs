@@ -1,0 +1,1026 @@
+//! A real third-party client against the simulator, beside amarula clients: Baileys 6.7.24
+//! (npm `@whiskeysockets/baileys`, with `libsignal` 6.0.0 from npm in place of its git
+//! dependency; pinned by `tests/interop/package-lock.json`), driven by
+//! `tests/interop/baileys_client.mjs`. Both amarula and the simulator are written from one
+//! understanding of the protocol; an independent client keeps both honest.
+//!
+//! The scenario: Baileys pairs with the QR it shows (the older four-part form), follows the 515
+//! restart and logs in; it exchanges 1:1 messages both ways with an amarula device of another
+//! account, with ratchet steps, while an amarula companion of its own account gets (and sends)
+//! the own-device copies; a group message each way; a retry receipt each way (a corrupted
+//! delivery); then it reconnects twice: the messages sent while it was away come once with
+//! `offline`, and nothing it already receipted comes again.
+//!
+//! Baileys runs as `node --require tests/interop/loopback_only.cjs`, a preload that refuses every
+//! connection, name lookup, DNS query, UDP socket and subprocess that is not on the loopback
+//! interface; the test probes the guard first and asserts that Baileys was refused nothing after.
+//! Baileys 6.7.24 checks only that the server's intermediate certificate names issuer serial 0
+//! (`lib/Utils/noise-handler.js`), not the signatures, so the simulator's test chain, whose
+//! intermediate is issued by serial 0, passes as it is.
+//!
+//! Needs `node` (20 or newer) and the packages: `npm ci --prefix tests/interop` (`.ci/run` does
+//! it). Without them the test fails and says so.
+
+use std::collections::{HashSet, VecDeque};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use amarula::core::binary::Node;
+use amarula::core::jid::Jid;
+use amarula::core::machine::{Confirm, DecryptError, Event, IncomingMessage};
+use amarula::store::MemoryStore;
+use amarula::{Client, ClientConfig, ClientEvent, Events};
+use amarula_tests::sim::client::{config_for, fresh_credentials};
+use amarula_tests::sim::{ConnId, ConnKind, Direction, Rule, SimConfig, SimEvent, Simulator, Target};
+use serde_json::{Value, json};
+
+/// The bound of every wait.
+const WAIT: Duration = Duration::from_secs(30);
+/// How long "nothing more comes" is watched.
+const QUIET: Duration = Duration::from_millis(1500);
+/// The Baileys release under test (also pinned in tests/interop/package.json).
+const BAILEYS_VERSION: &str = "6.7.24";
+/// Lines of Baileys' log kept to show when a step fails.
+const LOG_TAIL: usize = 300;
+/// How long the simulator holds its first frame after the handshake of a Baileys connection
+/// (see [`first_frame_late`]).
+const ROUND_TRIP: Duration = Duration::from_millis(250);
+
+/// Baileys 6.7.24 sends its ClientFinish and then derives the transport keys without waiting
+/// (`noise.finishInit()` is not awaited in `validateConnection`, and it awaits WebCrypto's
+/// HKDF): a server frame that comes before the keys are set is taken as a handshake frame and
+/// lost. Over the internet the round trip hides this; over loopback the pair-device IQ or
+/// `<success>` can win the race. The simulator so holds its first frame after the handshake of
+/// the next connection `target` names for [`ROUND_TRIP`].
+fn first_frame_late(sim: &Simulator, target: Target) {
+    sim.faults().add_times(
+        target,
+        Rule::Delay {
+            dir: Direction::ServerToClient,
+            by: ROUND_TRIP,
+        },
+        1,
+    );
+}
+
+fn interop_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("interop")
+}
+
+/// Fails (never skips) when Baileys is not installed, saying how to install it.
+fn check_installed() {
+    let dir = interop_dir();
+    let manifest = dir.join("node_modules/@whiskeysockets/baileys/package.json");
+    let how = format!(
+        "Baileys is not installed: run `npm ci --prefix {}` (node 20+ and npm needed; .ci/run \
+         does it before the tests)",
+        dir.display()
+    );
+    let text = std::fs::read_to_string(&manifest).unwrap_or_else(|_| panic!("{how}"));
+    let v: Value = serde_json::from_str(&text).expect("baileys package.json");
+    assert_eq!(
+        v["version"], BAILEYS_VERSION,
+        "installed Baileys is not the pinned one. {how}"
+    );
+    let libsignal = dir.join("node_modules/libsignal/package.json");
+    let text = std::fs::read_to_string(libsignal).unwrap_or_else(|_| panic!("{how}"));
+    let v: Value = serde_json::from_str(&text).expect("libsignal package.json");
+    assert_eq!(
+        v["version"], "6.0.0",
+        "libsignal is not the pinned one. {how}"
+    );
+}
+
+/// The Baileys process: commands in on stdin, JSON events out on stdout, its log on stderr.
+struct Baileys {
+    child: Child,
+    stdin: ChildStdin,
+    events: smol::channel::Receiver<Value>,
+    /// Every event so far, in order.
+    seen: Vec<Value>,
+    /// Its log and the simulator's events.
+    tails: Tails,
+    auth_dir: PathBuf,
+    next_req: u64,
+}
+
+impl Baileys {
+    fn spawn(url: &str, tails: Tails) -> Self {
+        check_installed();
+        let dir = interop_dir();
+        let auth_dir = std::env::temp_dir().join(format!(
+            "amarula-baileys-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos())
+        ));
+        std::fs::create_dir_all(&auth_dir).expect("auth dir");
+        let mut child = Command::new("node")
+            .arg("--require")
+            .arg(dir.join("loopback_only.cjs"))
+            .arg(dir.join("baileys_client.mjs"))
+            .current_dir(&dir)
+            .env("SIM_URL", url)
+            .env("AUTH_DIR", &auth_dir)
+            .env("LOG_LEVEL", "debug")
+            .env_remove("NODE_OPTIONS")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start `node` (node 20+ is needed): {e}"));
+        let stdin = child.stdin.take().expect("piped");
+        let stdout = child.stdout.take().expect("piped");
+        let stderr = child.stderr.take().expect("piped");
+        let (tx, events) = smol::channel::unbounded();
+        {
+            let log = Arc::clone(&tails.baileys);
+            std::thread::spawn(move || {
+                for line in BufReader::new(stdout).lines() {
+                    let Ok(line) = line else { break };
+                    let event = serde_json::from_str(&line)
+                        .unwrap_or_else(|_| json!({"ev": "stdout", "line": line}));
+                    if tx.send_blocking(event).is_err() {
+                        break;
+                    }
+                }
+                push_log(&log, "[stdout closed]".to_owned());
+            });
+        }
+        {
+            let log = Arc::clone(&tails.baileys);
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines() {
+                    let Ok(line) = line else { break };
+                    push_log(&log, line);
+                }
+            });
+        }
+        Self {
+            child,
+            stdin,
+            events,
+            seen: Vec::new(),
+            tails,
+            auth_dir,
+            next_req: 0,
+        }
+    }
+
+    fn command(&mut self, cmd: &Value) {
+        let mut line = cmd.to_string();
+        line.push('\n');
+        if let Err(e) = self.stdin.write_all(line.as_bytes()) {
+            self.fail(&format!("command {cmd} not written: {e}"));
+        }
+    }
+
+    /// Panics with what Baileys said (its events and the end of its log) and the last events
+    /// of the simulator.
+    fn fail(&self, what: &str) -> ! {
+        let events: Vec<String> = self.seen.iter().map(Value::to_string).collect();
+        panic!(
+            "{what}\n--- Baileys' events:\n{}\n{}",
+            events.join("\n"),
+            self.tails.dump()
+        );
+    }
+
+    /// The next event within `left`, recorded; `None` on time out.
+    async fn next(&mut self, left: Duration) -> Option<Value> {
+        let got = smol::future::or(async { self.events.recv().await.ok().map(Some) }, async {
+            smol::Timer::after(left).await;
+            Some(None)
+        })
+        .await;
+        match got {
+            Some(Some(e)) => {
+                if e["ev"] == "fatal" {
+                    self.seen.push(e.clone());
+                    self.fail("Baileys reported an uncaught error");
+                }
+                self.seen.push(e.clone());
+                Some(e)
+            }
+            Some(None) => None,
+            None => self.fail("the Baileys process ended"),
+        }
+    }
+
+    /// Like [`wait`](Self::wait), but first looks at the events already seen from index
+    /// `from` on.
+    async fn wait_from<T>(
+        &mut self,
+        what: &str,
+        from: usize,
+        mut pred: impl FnMut(&Value) -> Option<T>,
+    ) -> T {
+        if let Some(t) = self.seen.iter().skip(from).find_map(&mut pred) {
+            return t;
+        }
+        self.wait(what, pred).await
+    }
+
+    /// Waits (bounded) for the next event `pred` maps to `Some`.
+    async fn wait<T>(&mut self, what: &str, mut pred: impl FnMut(&Value) -> Option<T>) -> T {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.next(left).await {
+                Some(e) => {
+                    if let Some(t) = pred(&e) {
+                        return t;
+                    }
+                }
+                None => self.fail(&format!("Baileys: no {what} within {WAIT:?}")),
+            }
+        }
+    }
+
+    /// Lets events in for `d` and returns them.
+    async fn settle(&mut self, d: Duration) -> Vec<Value> {
+        let until = Instant::now() + d;
+        let mut got = Vec::new();
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return got;
+            }
+            match self.next(left).await {
+                Some(e) => got.push(e),
+                None => return got,
+            }
+        }
+    }
+
+    /// Sends a text and returns its message id.
+    async fn send_text(&mut self, to: &Jid, text: &str) -> String {
+        self.next_req += 1;
+        let req = self.next_req;
+        self.command(&json!({"cmd": "send", "req": req, "to": to.to_string(), "text": text}));
+        let outcome = self
+            .wait(&format!("send result of {text:?}"), |e| {
+                (e["req"] == req && (e["ev"] == "sent" || e["ev"] == "failed")).then(|| e.clone())
+            })
+            .await;
+        match outcome["id"].as_str() {
+            Some(id) if outcome["ev"] == "sent" => id.to_owned(),
+            _ => self.fail(&format!("Baileys could not send {text:?}: {outcome}")),
+        }
+    }
+
+    /// Waits for a decrypted message with `text`.
+    async fn receive(&mut self, text: &str) -> Value {
+        if let Some(m) = self
+            .seen
+            .iter()
+            .find(|e| e["ev"] == "message" && e["text"] == text)
+        {
+            return m.clone();
+        }
+        self.wait(&format!("message {text:?}"), |e| {
+            (e["ev"] == "message" && e["text"] == text).then(|| e.clone())
+        })
+        .await
+    }
+
+    /// The messages seen (decrypted or not) with `id`.
+    fn messages_with_id(&self, id: &str) -> Vec<&Value> {
+        self.seen
+            .iter()
+            .filter(|e| e["ev"] == "message" && e["id"] == id)
+            .collect()
+    }
+}
+
+fn lines(tail: &Tail) -> String {
+    tail.lock()
+        .map(|l| l.iter().cloned().collect::<Vec<_>>().join("\n"))
+        .unwrap_or_default()
+}
+
+fn push_log(log: &Mutex<VecDeque<String>>, line: String) {
+    if let Ok(mut l) = log.lock() {
+        if l.len() == LOG_TAIL {
+            l.pop_front();
+        }
+        l.push_back(line);
+    }
+}
+
+impl Drop for Baileys {
+    fn drop(&mut self) {
+        // Our own child, by its handle.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.auth_dir);
+    }
+}
+
+/// Everything the simulator reports, kept in order, with bounded waits on it.
+struct SimLog {
+    rx: smol::channel::Receiver<SimEvent>,
+    seen: Vec<SimEvent>,
+    /// The end of it in words (and Baileys' log), for failure reports.
+    tails: Tails,
+}
+
+/// The last lines of a log, shared with the thread or task that writes them.
+type Tail = Arc<Mutex<VecDeque<String>>>;
+
+/// The logs a failed step shows, whichever side it waited on.
+#[derive(Clone, Default)]
+struct Tails {
+    /// Baileys' log (stderr).
+    baileys: Tail,
+    /// The simulator's events.
+    sim: Tail,
+}
+
+impl Tails {
+    fn dump(&self) -> String {
+        format!(
+            "--- the end of Baileys' log:\n{}\n--- the simulator's last events:\n{}",
+            lines(&self.baileys),
+            lines(&self.sim)
+        )
+    }
+}
+
+/// A simulator event in one line.
+fn describe(e: &SimEvent) -> String {
+    match e {
+        SimEvent::StanzaReceived {
+            conn, device, node, ..
+        } => {
+            let mut text = node.to_string();
+            if text.len() > 300 {
+                let mut end = 300;
+                while !text.is_char_boundary(end) {
+                    end -= 1;
+                }
+                text.truncate(end);
+                text.push('…');
+            }
+            let who = device.as_ref().map_or_else(|| "-".to_owned(), ToString::to_string);
+            format!("{conn} {who} sent {text}")
+        }
+        other => format!("{other:?}"),
+    }
+}
+
+impl SimLog {
+    fn start(sim: &Simulator, rt: &tokio::runtime::Runtime, tail: Tail) -> Self {
+        let mut sub = sim.subscribe();
+        let (tx, rx) = smol::channel::unbounded();
+        let lines = Arc::clone(&tail);
+        rt.spawn(async move {
+            while let Some(e) = sub.next().await {
+                push_log(&lines, describe(&e));
+                if tx.send(e).await.is_err() {
+                    break;
+                }
+            }
+        });
+        Self {
+            rx,
+            seen: Vec::new(),
+            tails: Tails {
+                baileys: Tail::default(),
+                sim: tail,
+            },
+        }
+    }
+
+    /// Takes in what has arrived, without waiting.
+    fn drain(&mut self) {
+        while let Ok(e) = self.rx.try_recv() {
+            self.seen.push(e);
+        }
+    }
+
+    /// Waits (bounded) for an event `pred` maps to `Some`, looking at the events seen since
+    /// index `from` first. Returns the value and the index after the event.
+    async fn wait<T>(
+        &mut self,
+        what: &str,
+        from: usize,
+        mut pred: impl FnMut(&SimEvent) -> Option<T>,
+    ) -> (T, usize) {
+        self.drain();
+        if let Some((i, t)) = self
+            .seen
+            .iter()
+            .enumerate()
+            .skip(from)
+            .find_map(|(i, e)| pred(e).map(|t| (i, t)))
+        {
+            return (t, i + 1);
+        }
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let got = smol::future::or(async { self.rx.recv().await.ok().map(Some) }, async {
+                smol::Timer::after(left).await;
+                Some(None)
+            })
+            .await;
+            match got {
+                Some(Some(e)) => {
+                    let t = pred(&e);
+                    self.seen.push(e);
+                    if let Some(t) = t {
+                        return (t, self.seen.len());
+                    }
+                }
+                _ => panic!("simulator: no {what} within {WAIT:?}\n{}", self.tails.dump()),
+            }
+        }
+    }
+
+    /// The stanzas `device` sent, from index `from` on.
+    fn sent_by<'a>(&'a self, device: &'a Jid, from: usize) -> impl Iterator<Item = &'a Node> {
+        self.seen.iter().skip(from).filter_map(move |e| match e {
+            SimEvent::StanzaReceived {
+                device: Some(d),
+                node,
+                ..
+            } if d == device => Some(node),
+            _ => None,
+        })
+    }
+}
+
+/// One amarula client (tokio driver, memory store) and what it saw.
+struct Amarula {
+    name: &'static str,
+    tails: Tails,
+    jid: Jid,
+    client: Client,
+    events: Events,
+    seen: Vec<String>,
+    messages: Vec<IncomingMessage>,
+    undecryptable: Vec<(String, DecryptError)>,
+}
+
+impl Amarula {
+    async fn start(
+        sim: &Simulator,
+        name: &'static str,
+        phone: &str,
+        seed: u8,
+        tails: Tails,
+    ) -> Self {
+        let account = sim
+            .account(phone)
+            .unwrap_or_else(|| sim.add_account(phone));
+        let mut creds = fresh_credentials(seed);
+        let identity = account.link_device(&creds);
+        let jid = identity.jid.clone();
+        creds.device = Some(identity);
+        let mut machine = config_for(sim);
+        machine.max_backoff = Duration::from_millis(100);
+        machine.prekey_upload_count = 30;
+        let config = ClientConfig {
+            url: sim.url(),
+            machine,
+            close_timeout: Duration::from_millis(200),
+        };
+        let (client, events) = amarula::tokio::connect(config, MemoryStore::with_credentials(creds))
+            .await
+            .expect("amarula connects");
+        let mut a = Self {
+            name,
+            tails,
+            jid,
+            client,
+            events,
+            seen: Vec::new(),
+            messages: Vec::new(),
+            undecryptable: Vec::new(),
+        };
+        a.until("PreKeysUploaded", |e| {
+            matches!(e, ClientEvent::Event(Event::PreKeysUploaded { .. })).then_some(())
+        })
+        .await;
+        a
+    }
+
+    async fn until<T>(&mut self, what: &str, mut pred: impl FnMut(&ClientEvent) -> Option<T>) -> T {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let next = smol::future::or(async { self.events.recv().await.map(Some) }, async {
+                smol::Timer::after(left).await;
+                Some(None)
+            })
+            .await;
+            let Some(Some(event)) = next else {
+                panic!(
+                    "[{}] no {what} within {WAIT:?}; saw:\n{}\n{}",
+                    self.name,
+                    self.seen.join("\n"),
+                    self.tails.dump()
+                )
+            };
+            self.record(&event).await;
+            if let Some(t) = pred(&event) {
+                return t;
+            }
+        }
+    }
+
+    async fn record(&mut self, event: &ClientEvent) {
+        self.seen.push(format!("{event:?}"));
+        match event {
+            ClientEvent::Event(Event::Message(m)) => {
+                if let Some(token) = m.ack {
+                    let confirmed = self.client.confirm(token, Confirm::Ack).await;
+                    // While stopping, a late message is not confirmed (the server keeps it).
+                    assert!(
+                        confirmed.is_ok() || self.client.is_stopped(),
+                        "[{}] confirm: {confirmed:?}",
+                        self.name
+                    );
+                }
+                self.messages.push((**m).clone());
+            }
+            ClientEvent::Event(Event::Undecryptable(u)) => {
+                self.undecryptable.push((u.id.clone(), u.error.clone()));
+            }
+            _ => {}
+        }
+    }
+
+    async fn receive(&mut self, text: &str) -> IncomingMessage {
+        if let Some(m) = self.messages.iter().find(|m| m.text() == Some(text)) {
+            return m.clone();
+        }
+        let want = text.to_owned();
+        self.until(&format!("message {text:?}"), move |e| match e {
+            ClientEvent::Event(Event::Message(m)) if m.text() == Some(want.as_str()) => {
+                Some((**m).clone())
+            }
+            _ => None,
+        })
+        .await
+    }
+
+    async fn settle(&mut self, d: Duration) {
+        let until = Instant::now() + d;
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            let got = smol::future::or(async { self.events.recv().await }, async {
+                smol::Timer::after(left).await;
+                None
+            })
+            .await;
+            let Some(event) = got else { return };
+            self.record(&event).await;
+        }
+    }
+
+    fn count(&self, text: &str) -> usize {
+        self.messages
+            .iter()
+            .filter(|m| m.text() == Some(text))
+            .count()
+    }
+
+    async fn stop(mut self) {
+        self.client.stop().await;
+        self.until("Stopped", |e| matches!(e, ClientEvent::Stopped).then_some(()))
+            .await;
+    }
+}
+
+fn user(phone: &str) -> Jid {
+    format!("{phone}@s.whatsapp.net").parse().expect("jid")
+}
+
+fn is_message_ack(n: &Node) -> bool {
+    n.tag == "ack" && n.attr_str("class") == Some("message")
+}
+
+fn is_retry_receipt(n: &Node, id: &str) -> bool {
+    n.tag == "receipt" && n.attr_str("type") == Some("retry") && n.attr_str("id") == Some(id)
+}
+
+/// Takes Baileys offline (its own `end`) and waits until the simulator saw the connection
+/// `conn` close; returns the index of the simulator log after it.
+async fn bl_offline(
+    sim: &Simulator,
+    log: &mut SimLog,
+    bl: &mut Baileys,
+    bl_jid: &Jid,
+    conn: ConnId,
+) -> usize {
+    bl.command(&json!({"cmd": "disconnect"}));
+    bl.wait("close after disconnect", |e| (e["ev"] == "close").then_some(()))
+        .await;
+    let (_, mark) = log
+        .wait("Baileys' connection closed", 0, |e| match e {
+            SimEvent::ConnectionClosed { conn: c, .. } if *c == conn => Some(()),
+            _ => None,
+        })
+        .await;
+    assert!(!sim.account(bl_jid.user_part()).expect("account").is_online(bl_jid));
+    mark
+}
+
+/// Brings Baileys back and checks what the server queued for it: `queued` offline stanzas, and
+/// no message handed out again ([`SimEvent::Redelivered`]). Returns the new connection and
+/// the index of the simulator log after its login.
+async fn bl_online(
+    sim: &Simulator,
+    log: &mut SimLog,
+    bl: &mut Baileys,
+    bl_jid: &Jid,
+    mark: usize,
+    queued: usize,
+) -> (ConnId, usize) {
+    first_frame_late(sim, Target::Device(bl_jid.clone()));
+    let since = bl.seen.len();
+    bl.command(&json!({"cmd": "connect"}));
+    bl.wait("login after the reconnect", |e| (e["ev"] == "open").then_some(()))
+        .await;
+    let (conn, after) = log
+        .wait("Baileys' login", mark, |e| match e {
+            SimEvent::ConnectionOpened {
+                conn,
+                kind: ConnKind::Login { device },
+            } if device.same_device(bl_jid) => Some(*conn),
+            _ => None,
+        })
+        .await;
+    let count = bl
+        .wait_from("the server's offline count", since, |e| {
+            (e["ev"] == "offline_count").then(|| e["count"].as_u64())
+        })
+        .await;
+    log.drain();
+    let redelivered: Vec<&SimEvent> = log.seen[mark..]
+        .iter()
+        .filter(|e| matches!(e, SimEvent::Redelivered { conn: c, .. } if *c == conn))
+        .collect();
+    if !redelivered.is_empty() {
+        bl.fail(&format!(
+            "the simulator handed Baileys again messages it had receipted: {redelivered:?}"
+        ));
+    }
+    if count != Some(queued as u64) {
+        bl.fail(&format!(
+            "the server queued {count:?} stanzas for Baileys, not {queued}"
+        ));
+    }
+    (conn, after)
+}
+
+#[test]
+fn baileys_against_the_simulator() {
+    check_installed();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let sim = rt
+        .block_on(Simulator::start(SimConfig::default()))
+        .expect("simulator");
+    let mut log = SimLog::start(&sim, &rt, Tail::default());
+    rt.block_on(scenario(&sim, &mut log));
+    sim.shutdown();
+}
+
+async fn scenario(sim: &Simulator, log: &mut SimLog) {
+    let (a, b) = ("15550007001", "15550007002");
+    let account_a = sim.add_account(a);
+    sim.add_account(b);
+    // B's amarula device, and an amarula companion of Baileys' own account.
+    let mut b1 = Amarula::start(sim, "b1", b, 71, log.tails.clone()).await;
+    let mut a2 = Amarula::start(sim, "a2", a, 72, log.tails.clone()).await;
+
+    first_frame_late(sim, Target::Registrations);
+    let mut bl = Baileys::spawn(&sim.url(), log.tails.clone());
+    bl.wait("ready", |e| (e["ev"] == "ready").then_some(())).await;
+
+    // Step 0: the Baileys process reaches nothing but the loopback.
+    bl.command(&json!({"cmd": "probe"}));
+    let probe = bl
+        .wait("probe results", |e| (e["ev"] == "probe").then(|| e.clone()))
+        .await;
+    let results = probe["results"].as_array().cloned().unwrap_or_default();
+    assert_eq!(results.len(), 5, "{probe}");
+    for r in &results {
+        if r["code"] != "ERR_LOOPBACK_ONLY" {
+            bl.fail(&format!("reaching out was not refused by the guard: {r}"));
+        }
+    }
+    let probes_blocked = bl.seen.iter().filter(|e| e["ev"] == "blocked").count();
+
+    // Step 1: QR pairing with the QR as Baileys shows it, 515, login.
+    let qr = bl
+        .wait("QR code", |e| e["qr"].as_str().map(str::to_owned))
+        .await;
+    assert!(
+        !qr.starts_with("https://") && qr.split(',').count() == 4,
+        "Baileys 6.7 shows the older four-part QR: {qr}"
+    );
+    let bl_jid = match account_a.scan_qr(&qr) {
+        Ok(j) => j,
+        Err(e) => bl.fail(&format!("the phone refused Baileys' QR {qr:?}: {e}")),
+    };
+    first_frame_late(sim, Target::Device(bl_jid.clone()));
+    let (paired, at) = log
+        .wait("Paired", 0, |e| match e {
+            SimEvent::Paired { device, .. } => Some(device.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(paired, bl_jid);
+    bl.wait("the 515 close", |e| {
+        (e["ev"] == "close" && e["status"] == 515).then_some(())
+    })
+    .await;
+    let me = bl
+        .wait("login (connection open)", |e| {
+            (e["ev"] == "open").then(|| e["me"].as_str().unwrap_or_default().to_owned())
+        })
+        .await;
+    let me: Jid = me.parse().expect("Baileys' own JID");
+    assert!(me.same_device(&bl_jid), "{me} is not {bl_jid}");
+    let (mut bl_conn, _) = log
+        .wait("Baileys' login", at, |e| match e {
+            SimEvent::ConnectionOpened {
+                conn,
+                kind: ConnKind::Login { device },
+            } if device.same_device(&bl_jid) => Some(*conn),
+            _ => None,
+        })
+        .await;
+
+    // Step 2: 1:1 both ways with ratchet steps; A's amarula companion gets A's side too.
+    for round in 0..3 {
+        let to_bl = format!("b1 to baileys {round}");
+        let id = b1.client.send_text(&user(a), &to_bl).await.expect("b1 sends");
+        let got = bl.receive(&to_bl).await;
+        assert_eq!(got["id"], id.as_str());
+        assert_eq!(got["fromMe"], false);
+        assert_eq!(got["undecryptable"], false);
+        let copy = a2.receive(&to_bl).await;
+        assert!(!copy.from_me);
+
+        let to_b = format!("baileys to b1 {round}");
+        let id = bl.send_text(&user(b), &to_b).await;
+        let got = b1.receive(&to_b).await;
+        assert_eq!(got.id, id);
+        assert_eq!(got.chat, user(a));
+        assert!(!got.from_me);
+        // The own-device copy (DeviceSentMessage) for A's amarula companion.
+        let own = a2.receive(&to_b).await;
+        assert!(own.from_me, "{own:?}");
+        assert_eq!(own.chat, user(b));
+    }
+
+    // Step 3: A's amarula companion writes to B; Baileys gets the own-device copy.
+    let id = a2.client.send_text(&user(b), "a2 to b1").await.expect("a2 sends");
+    b1.receive("a2 to b1").await;
+    let own = bl.receive("a2 to b1").await;
+    assert_eq!(own["id"], id.as_str());
+    assert_eq!(own["fromMe"], true, "{own}");
+    assert_eq!(own["remoteJid"], user(b).to_string());
+
+    // Step 4: a group of A and B, a message each way.
+    let group = account_a.create_group("interop", &[b]);
+    let id = bl.send_text(&group, "baileys in the group").await;
+    for d in [&mut b1, &mut a2] {
+        let got = d.receive("baileys in the group").await;
+        assert_eq!(got.chat, group, "[{}]", d.name);
+        assert_eq!(got.id, id);
+    }
+    assert!(a2.receive("baileys in the group").await.from_me);
+    let id = b1
+        .client
+        .send_text(&group, "b1 in the group")
+        .await
+        .expect("b1 sends to the group");
+    let got = bl.receive("b1 in the group").await;
+    assert_eq!(got["id"], id.as_str());
+    assert_eq!(got["remoteJid"], group.to_string());
+    assert_eq!(
+        got["participant"].as_str().map(|p| p.split(['@', ':']).next()),
+        Some(Some(b))
+    );
+    a2.receive("b1 in the group").await;
+
+    // Step 5a: a retry receipt from Baileys. Its copy of b1's next message is corrupted; it
+    // asks again and decrypts the resend.
+    log.drain();
+    let mark = log.seen.len();
+    sim.faults().corrupt_next_delivery(bl_jid.clone());
+    let id = b1
+        .client
+        .send_text(&user(a), "corrupted for baileys")
+        .await
+        .expect("b1 sends");
+    let got = bl.receive("corrupted for baileys").await;
+    assert_eq!(got["id"], id.as_str());
+    log.wait("Baileys' retry receipt", mark, |e| match e {
+        SimEvent::StanzaReceived {
+            device: Some(d),
+            node,
+            ..
+        } if d.same_device(&bl_jid) && is_retry_receipt(node, &id) => Some(()),
+        _ => None,
+    })
+    .await;
+    let copies = bl.messages_with_id(&id);
+    assert!(
+        copies.iter().any(|m| m["undecryptable"] == true),
+        "Baileys did not see the corrupted copy: {copies:?}"
+    );
+    a2.receive("corrupted for baileys").await;
+
+    // Step 5b: a retry receipt from amarula; Baileys resends from its `getMessage`.
+    let mark = log.seen.len();
+    sim.faults().corrupt_next_delivery(b1.jid.clone());
+    let id = bl.send_text(&user(b), "corrupted for b1").await;
+    let got = b1.receive("corrupted for b1").await;
+    assert_eq!(got.id, id);
+    let b1_jid = b1.jid.clone();
+    log.wait("b1's retry receipt", mark, |e| match e {
+        SimEvent::StanzaReceived {
+            device: Some(d),
+            node,
+            ..
+        } if d.same_device(&b1_jid) && is_retry_receipt(node, &id) => Some(()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(
+        b1.undecryptable.iter().map(|(i, _)| i.as_str()).collect::<Vec<_>>(),
+        [id.as_str()],
+        "{:?}",
+        b1.undecryptable
+    );
+    a2.receive("corrupted for b1").await;
+    // Still on speaking terms after the retries.
+    b1.client.send_text(&user(a), "after the retries").await.expect("b1 sends");
+    bl.receive("after the retries").await;
+    let id = bl.send_text(&user(b), "baileys after the retries").await;
+    assert_eq!(b1.receive("baileys after the retries").await.id, id);
+    b1.settle(QUIET).await;
+    a2.settle(QUIET).await;
+    bl.settle(QUIET).await;
+
+    // Step 6: a reconnect with offline delivery, and no redelivery of what Baileys receipted.
+    let received_before: HashSet<String> = bl
+        .seen
+        .iter()
+        .filter(|e| e["ev"] == "message")
+        .filter_map(|e| e["id"].as_str().map(str::to_owned))
+        .collect();
+    let mark = bl_offline(sim, log, &mut bl, &bl_jid, bl_conn).await;
+    let mut away = Vec::new();
+    for n in 0..2 {
+        let text = format!("while baileys was away {n}");
+        away.push(b1.client.send_text(&user(a), &text).await.expect("b1 sends"));
+    }
+    away.push(
+        a2.client
+            .send_text(&user(b), "a2 while baileys was away")
+            .await
+            .expect("a2 sends"),
+    );
+    for id in &away {
+        log.wait("the message queued for Baileys", mark, |e| match e {
+            SimEvent::MessageRouted { id: i, queued, .. }
+                if i == id && queued.iter().any(|q| q.same_device(&bl_jid)) =>
+            {
+                Some(())
+            }
+            _ => None,
+        })
+        .await;
+    }
+    let since = bl.seen.len();
+    let (conn, mark) = bl_online(sim, log, &mut bl, &bl_jid, mark, away.len()).await;
+    bl_conn = conn;
+    // Baileys decrypted them (its receipts), but holds their events until a live stanza
+    // comes.
+    for id in &away {
+        log.wait("Baileys' receipt of an offline message", mark, |e| match e {
+            SimEvent::StanzaReceived {
+                device: Some(d),
+                node,
+                ..
+            } if d.same_device(&bl_jid)
+                && node.tag == "receipt"
+                && node.attr_str("id") == Some(id.as_str()) =>
+            {
+                Some(())
+            }
+            _ => None,
+        })
+        .await;
+    }
+    b1.client
+        .send_text(&user(a), "welcome back")
+        .await
+        .expect("b1 sends");
+    bl.receive("welcome back").await;
+    for text in [
+        "while baileys was away 0",
+        "while baileys was away 1",
+        "a2 while baileys was away",
+    ] {
+        let got = bl.receive(text).await;
+        assert_eq!(got["undecryptable"], false, "{got}");
+    }
+    bl.settle(QUIET).await;
+    let again: Vec<&Value> = bl.seen[since..]
+        .iter()
+        .filter(|e| e["ev"] == "message")
+        .filter(|e| e["id"].as_str().is_some_and(|i| received_before.contains(i)))
+        .collect();
+    if !again.is_empty() {
+        bl.fail(&format!("received again after the reconnect: {again:?}"));
+    }
+    let undecryptable: Vec<&Value> = bl.seen[since..]
+        .iter()
+        .filter(|e| e["ev"] == "message" && e["undecryptable"] == true)
+        .collect();
+    if !undecryptable.is_empty() {
+        bl.fail(&format!("undecryptable after the reconnect: {undecryptable:?}"));
+    }
+    for id in &away {
+        if bl.messages_with_id(id).len() != 1 {
+            bl.fail(&format!("{id} not received exactly once"));
+        }
+    }
+
+    // Once more: nothing at all is queued or handed out again.
+    let mark = bl_offline(sim, log, &mut bl, &bl_jid, bl_conn).await;
+    let since = bl.seen.len();
+    bl_online(sim, log, &mut bl, &bl_jid, mark, 0).await;
+    b1.client
+        .send_text(&user(a), "welcome back again")
+        .await
+        .expect("b1 sends");
+    bl.receive("welcome back again").await;
+    bl.settle(QUIET).await;
+    let messages: Vec<&Value> = bl.seen[since..]
+        .iter()
+        .filter(|e| e["ev"] == "message" && e["text"] != "welcome back again")
+        .collect();
+    if !messages.is_empty() {
+        bl.fail(&format!("messages after the second reconnect: {messages:?}"));
+    }
+    // And the conversation goes on the other way too.
+    let id = bl.send_text(&user(b), "thanks").await;
+    assert_eq!(b1.receive("thanks").await.id, id);
+
+    // How each side acknowledged what it received: the delivery receipt alone for a decrypted
+    // message (SESSION.md §5.1); an `<ack class="message">` only for the corrupted copy.
+    log.drain();
+    let acks: Vec<String> = log
+        .sent_by(&b1.jid, 0)
+        .filter(|n| is_message_ack(n))
+        .map(ToString::to_string)
+        .collect();
+    assert!(
+        acks.len() <= 1,
+        "amarula acked decrypted messages besides their receipts: {acks:?}"
+    );
+    let bl_acks: Vec<String> = log
+        .sent_by(&bl_jid, 0)
+        .filter(|n| is_message_ack(n))
+        .map(ToString::to_string)
+        .collect();
+    assert!(bl_acks.is_empty(), "Baileys sent message acks: {bl_acks:?}");
+
+    // Baileys was refused nothing beyond the probes: it needed nothing outside the loopback.
+    let blocked: Vec<&Value> = bl
+        .seen
+        .iter()
+        .filter(|e| e["ev"] == "blocked")
+        .skip(probes_blocked)
+        .collect();
+    if !blocked.is_empty() {
+        bl.fail(&format!("Baileys tried to reach outside the loopback: {blocked:?}"));
+    }
+    assert!(a2.undecryptable.is_empty(), "{:?}", a2.undecryptable);
+    for text in ["corrupted for b1", "b1 in the group", "a2 to b1"] {
+        assert!(b1.count(text) <= 1 && a2.count(text) <= 1, "{text} twice");
+    }
+    bl.command(&json!({"cmd": "exit"}));
+    b1.stop().await;
+    a2.stop().await;
+}
