@@ -18,6 +18,12 @@
 //! (`lib/Utils/noise-handler.js`), not the signatures, so the simulator's test chain, whose
 //! intermediate is issued by serial 0, passes as it is.
 //!
+//! Three things Baileys 6.7.24 does that only show over loopback are met halfway, not hidden:
+//! it loses a server frame that comes right after its ClientFinish ([`first_frame_late`]); a
+//! retry receipt can come before `sendMessage` has returned the message its `getMessage` must
+//! find (the script waits for the sends under way); and it emits the events of offline messages
+//! only with the next live stanza (the test sends one, after seeing Baileys' receipts for them).
+//!
 //! Needs `node` (20 or newer) and the packages: `npm ci --prefix tests/interop` (`.ci/run` does
 //! it). Without them the test fails and says so.
 
@@ -34,7 +40,9 @@ use amarula::core::machine::{Confirm, DecryptError, Event, IncomingMessage};
 use amarula::store::MemoryStore;
 use amarula::{Client, ClientConfig, ClientEvent, Events};
 use amarula_tests::sim::client::{config_for, fresh_credentials};
-use amarula_tests::sim::{ConnId, ConnKind, Direction, Rule, SimConfig, SimEvent, Simulator, Target};
+use amarula_tests::sim::{
+    ConnId, ConnKind, Direction, Rule, SimConfig, SimEvent, Simulator, Target,
+};
 use serde_json::{Value, json};
 
 /// The bound of every wait.
@@ -109,7 +117,6 @@ struct Baileys {
 
 impl Baileys {
     fn spawn(url: &str, tails: Tails) -> Self {
-        check_installed();
         let dir = interop_dir();
         let auth_dir = std::env::temp_dir().join(format!(
             "amarula-baileys-{}-{}",
@@ -199,11 +206,11 @@ impl Baileys {
         .await;
         match got {
             Some(Some(e)) => {
-                if e["ev"] == "fatal" {
-                    self.seen.push(e.clone());
+                let fatal = e["ev"] == "fatal";
+                self.seen.push(e.clone());
+                if fatal {
                     self.fail("Baileys reported an uncaught error");
                 }
-                self.seen.push(e.clone());
                 Some(e)
             }
             Some(None) => None,
@@ -366,7 +373,9 @@ fn describe(e: &SimEvent) -> String {
                 text.truncate(end);
                 text.push('…');
             }
-            let who = device.as_ref().map_or_else(|| "-".to_owned(), ToString::to_string);
+            let who = device
+                .as_ref()
+                .map_or_else(|| "-".to_owned(), ToString::to_string);
             format!("{conn} {who} sent {text}")
         }
         other => format!("{other:?}"),
@@ -437,7 +446,10 @@ impl SimLog {
                         return (t, self.seen.len());
                     }
                 }
-                _ => panic!("simulator: no {what} within {WAIT:?}\n{}", self.tails.dump()),
+                _ => panic!(
+                    "simulator: no {what} within {WAIT:?}\n{}",
+                    self.tails.dump()
+                ),
             }
         }
     }
@@ -475,9 +487,7 @@ impl Amarula {
         seed: u8,
         tails: Tails,
     ) -> Self {
-        let account = sim
-            .account(phone)
-            .unwrap_or_else(|| sim.add_account(phone));
+        let account = sim.account(phone).unwrap_or_else(|| sim.add_account(phone));
         let mut creds = fresh_credentials(seed);
         let identity = account.link_device(&creds);
         let jid = identity.jid.clone();
@@ -490,9 +500,10 @@ impl Amarula {
             machine,
             close_timeout: Duration::from_millis(200),
         };
-        let (client, events) = amarula::tokio::connect(config, MemoryStore::with_credentials(creds))
-            .await
-            .expect("amarula connects");
+        let (client, events) =
+            amarula::tokio::connect(config, MemoryStore::with_credentials(creds))
+                .await
+                .expect("amarula connects");
         let mut a = Self {
             name,
             tails,
@@ -589,8 +600,10 @@ impl Amarula {
 
     async fn stop(mut self) {
         self.client.stop().await;
-        self.until("Stopped", |e| matches!(e, ClientEvent::Stopped).then_some(()))
-            .await;
+        self.until("Stopped", |e| {
+            matches!(e, ClientEvent::Stopped).then_some(())
+        })
+        .await;
     }
 }
 
@@ -616,15 +629,21 @@ async fn bl_offline(
     conn: ConnId,
 ) -> usize {
     bl.command(&json!({"cmd": "disconnect"}));
-    bl.wait("close after disconnect", |e| (e["ev"] == "close").then_some(()))
-        .await;
+    bl.wait("close after disconnect", |e| {
+        (e["ev"] == "close").then_some(())
+    })
+    .await;
     let (_, mark) = log
         .wait("Baileys' connection closed", 0, |e| match e {
             SimEvent::ConnectionClosed { conn: c, .. } if *c == conn => Some(()),
             _ => None,
         })
         .await;
-    assert!(!sim.account(bl_jid.user_part()).expect("account").is_online(bl_jid));
+    assert!(
+        !sim.account(bl_jid.user_part())
+            .expect("account")
+            .is_online(bl_jid)
+    );
     mark
 }
 
@@ -642,8 +661,10 @@ async fn bl_online(
     first_frame_late(sim, Target::Device(bl_jid.clone()));
     let since = bl.seen.len();
     bl.command(&json!({"cmd": "connect"}));
-    bl.wait("login after the reconnect", |e| (e["ev"] == "open").then_some(()))
-        .await;
+    bl.wait("login after the reconnect", |e| {
+        (e["ev"] == "open").then_some(())
+    })
+    .await;
     let (conn, after) = log
         .wait("Baileys' login", mark, |e| match e {
             SimEvent::ConnectionOpened {
@@ -702,7 +723,8 @@ async fn scenario(sim: &Simulator, log: &mut SimLog) {
 
     first_frame_late(sim, Target::Registrations);
     let mut bl = Baileys::spawn(&sim.url(), log.tails.clone());
-    bl.wait("ready", |e| (e["ev"] == "ready").then_some(())).await;
+    bl.wait("ready", |e| (e["ev"] == "ready").then_some(()))
+        .await;
 
     // Step 0: the Baileys process reaches nothing but the loopback.
     bl.command(&json!({"cmd": "probe"}));
@@ -762,7 +784,11 @@ async fn scenario(sim: &Simulator, log: &mut SimLog) {
     // Step 2: 1:1 both ways with ratchet steps; A's amarula companion gets A's side too.
     for round in 0..3 {
         let to_bl = format!("b1 to baileys {round}");
-        let id = b1.client.send_text(&user(a), &to_bl).await.expect("b1 sends");
+        let id = b1
+            .client
+            .send_text(&user(a), &to_bl)
+            .await
+            .expect("b1 sends");
         let got = bl.receive(&to_bl).await;
         assert_eq!(got["id"], id.as_str());
         assert_eq!(got["fromMe"], false);
@@ -783,7 +809,11 @@ async fn scenario(sim: &Simulator, log: &mut SimLog) {
     }
 
     // Step 3: A's amarula companion writes to B; Baileys gets the own-device copy.
-    let id = a2.client.send_text(&user(b), "a2 to b1").await.expect("a2 sends");
+    let id = a2
+        .client
+        .send_text(&user(b), "a2 to b1")
+        .await
+        .expect("a2 sends");
     b1.receive("a2 to b1").await;
     let own = bl.receive("a2 to b1").await;
     assert_eq!(own["id"], id.as_str());
@@ -808,7 +838,9 @@ async fn scenario(sim: &Simulator, log: &mut SimLog) {
     assert_eq!(got["id"], id.as_str());
     assert_eq!(got["remoteJid"], group.to_string());
     assert_eq!(
-        got["participant"].as_str().map(|p| p.split(['@', ':']).next()),
+        got["participant"]
+            .as_str()
+            .map(|p| p.split(['@', ':']).next()),
         Some(Some(b))
     );
     a2.receive("b1 in the group").await;
@@ -859,14 +891,20 @@ async fn scenario(sim: &Simulator, log: &mut SimLog) {
     })
     .await;
     assert_eq!(
-        b1.undecryptable.iter().map(|(i, _)| i.as_str()).collect::<Vec<_>>(),
+        b1.undecryptable
+            .iter()
+            .map(|(i, _)| i.as_str())
+            .collect::<Vec<_>>(),
         [id.as_str()],
         "{:?}",
         b1.undecryptable
     );
     a2.receive("corrupted for b1").await;
     // Still on speaking terms after the retries.
-    b1.client.send_text(&user(a), "after the retries").await.expect("b1 sends");
+    b1.client
+        .send_text(&user(a), "after the retries")
+        .await
+        .expect("b1 sends");
     bl.receive("after the retries").await;
     let id = bl.send_text(&user(b), "baileys after the retries").await;
     assert_eq!(b1.receive("baileys after the retries").await.id, id);
@@ -885,7 +923,12 @@ async fn scenario(sim: &Simulator, log: &mut SimLog) {
     let mut away = Vec::new();
     for n in 0..2 {
         let text = format!("while baileys was away {n}");
-        away.push(b1.client.send_text(&user(a), &text).await.expect("b1 sends"));
+        away.push(
+            b1.client
+                .send_text(&user(a), &text)
+                .await
+                .expect("b1 sends"),
+        );
     }
     away.push(
         a2.client
@@ -910,19 +953,23 @@ async fn scenario(sim: &Simulator, log: &mut SimLog) {
     // Baileys decrypted them (its receipts), but holds their events until a live stanza
     // comes.
     for id in &away {
-        log.wait("Baileys' receipt of an offline message", mark, |e| match e {
-            SimEvent::StanzaReceived {
-                device: Some(d),
-                node,
-                ..
-            } if d.same_device(&bl_jid)
-                && node.tag == "receipt"
-                && node.attr_str("id") == Some(id.as_str()) =>
-            {
-                Some(())
-            }
-            _ => None,
-        })
+        log.wait(
+            "Baileys' receipt of an offline message",
+            mark,
+            |e| match e {
+                SimEvent::StanzaReceived {
+                    device: Some(d),
+                    node,
+                    ..
+                } if d.same_device(&bl_jid)
+                    && node.tag == "receipt"
+                    && node.attr_str("id") == Some(id.as_str()) =>
+                {
+                    Some(())
+                }
+                _ => None,
+            },
+        )
         .await;
     }
     b1.client
@@ -942,7 +989,11 @@ async fn scenario(sim: &Simulator, log: &mut SimLog) {
     let again: Vec<&Value> = bl.seen[since..]
         .iter()
         .filter(|e| e["ev"] == "message")
-        .filter(|e| e["id"].as_str().is_some_and(|i| received_before.contains(i)))
+        .filter(|e| {
+            e["id"]
+                .as_str()
+                .is_some_and(|i| received_before.contains(i))
+        })
         .collect();
     if !again.is_empty() {
         bl.fail(&format!("received again after the reconnect: {again:?}"));
@@ -952,7 +1003,9 @@ async fn scenario(sim: &Simulator, log: &mut SimLog) {
         .filter(|e| e["ev"] == "message" && e["undecryptable"] == true)
         .collect();
     if !undecryptable.is_empty() {
-        bl.fail(&format!("undecryptable after the reconnect: {undecryptable:?}"));
+        bl.fail(&format!(
+            "undecryptable after the reconnect: {undecryptable:?}"
+        ));
     }
     for id in &away {
         if bl.messages_with_id(id).len() != 1 {
@@ -975,7 +1028,9 @@ async fn scenario(sim: &Simulator, log: &mut SimLog) {
         .filter(|e| e["ev"] == "message" && e["text"] != "welcome back again")
         .collect();
     if !messages.is_empty() {
-        bl.fail(&format!("messages after the second reconnect: {messages:?}"));
+        bl.fail(&format!(
+            "messages after the second reconnect: {messages:?}"
+        ));
     }
     // And the conversation goes on the other way too.
     let id = bl.send_text(&user(b), "thanks").await;
@@ -998,7 +1053,11 @@ async fn scenario(sim: &Simulator, log: &mut SimLog) {
         [corrupted_for_b1],
         "b1 acks besides its receipts"
     );
-    assert_eq!(acked(&a2.jid), Vec::<String>::new(), "a2 acks besides its receipts");
+    assert_eq!(
+        acked(&a2.jid),
+        Vec::<String>::new(),
+        "a2 acks besides its receipts"
+    );
     let bl_acks = acked(&bl_jid);
     if !bl_acks.is_empty() {
         bl.fail(&format!("Baileys sent message acks: {bl_acks:?}"));
@@ -1006,8 +1065,14 @@ async fn scenario(sim: &Simulator, log: &mut SimLog) {
 
     // Everyone got each message once.
     let mut by_id: HashMap<&str, usize> = HashMap::new();
-    for e in bl.seen.iter().filter(|e| e["ev"] == "message" && !e["text"].is_null()) {
-        *by_id.entry(e["id"].as_str().unwrap_or_default()).or_default() += 1;
+    for e in bl
+        .seen
+        .iter()
+        .filter(|e| e["ev"] == "message" && !e["text"].is_null())
+    {
+        *by_id
+            .entry(e["id"].as_str().unwrap_or_default())
+            .or_default() += 1;
     }
     let twice: Vec<_> = by_id.iter().filter(|(_, n)| **n > 1).collect();
     if !twice.is_empty() {
@@ -1030,7 +1095,9 @@ async fn scenario(sim: &Simulator, log: &mut SimLog) {
         .skip(probes_blocked)
         .collect();
     if !blocked.is_empty() {
-        bl.fail(&format!("Baileys tried to reach outside the loopback: {blocked:?}"));
+        bl.fail(&format!(
+            "Baileys tried to reach outside the loopback: {blocked:?}"
+        ));
     }
     bl.command(&json!({"cmd": "exit"}));
     b1.stop().await;

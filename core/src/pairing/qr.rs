@@ -251,7 +251,10 @@ mod tests {
             (format!("r,{k},{k},{k},1"), QrError::MissingPrefix),
             (format!("r,{k},{k}"), QrError::MissingPrefix),
             (format!(",{k},{k},{k}"), QrError::EmptyRef),
-            (format!("r,{k},{short},{k}"), QrError::BadKey { what: "identity" }),
+            (
+                format!("r,{k},{short},{k}"),
+                QrError::BadKey { what: "identity" },
+            ),
             (format!("{QR_PREFIX}r,{k},{k},{k}"), QrError::PartCount),
             (format!("{QR_PREFIX}r,{k},{k},{k},1,x"), QrError::PartCount),
             (format!("{QR_PREFIX},{k},{k},{k},1"), QrError::EmptyRef),

@@ -264,13 +264,12 @@ mod tests {
         assert_eq!(ids(&t), ["A", "B", "C", "D", "E", "G", "S"]);
         // The plain receipt, `inactive` with more ids in a list, a group receipt with its
         // participant, and the `sender` receipt of our own message (`to` the author device).
-        let list = receipt("B", "1555:2@s.whatsapp.net", Some("inactive")).children([Node::new(
-            "list",
-        )
-        .children([
-            Node::new("item").attr("id", "C"),
-            Node::new("item").attr("id", "D"),
-        ])]);
+        let list =
+            receipt("B", "1555:2@s.whatsapp.net", Some("inactive")).children([Node::new("list")
+                .children([
+                    Node::new("item").attr("id", "C"),
+                    Node::new("item").attr("id", "D"),
+                ])]);
         let group = receipt("G", "g1@g.us", None).attr("participant", "1555:2@s.whatsapp.net");
         let sender = receipt("S", "1666:3@s.whatsapp.net", Some("sender"))
             .attr("recipient", "1555@s.whatsapp.net");
