@@ -462,7 +462,7 @@ fn id_of(node: &Node) -> &str {
 }
 
 #[tokio::test]
-async fn unacked_message_comes_again_at_the_next_login_until_acked() {
+async fn unacked_message_comes_again_at_the_next_login_until_acked_or_receipted() {
     let sim = sim().await;
     let alice = sim.add_account("15550009001");
     let bob = sim.add_account("15550009002");
@@ -473,12 +473,17 @@ async fn unacked_message_comes_again_at_the_next_login_until_acked() {
     let conn = login_conn(&mut events).await;
     assert_eq!(backlog(&mut b).await.1, "0");
 
-    // Written to B's live connection: one left unacked, one acked, one refused (NACK).
-    for id in ["KEEP1", "ACK1", "NACK1"] {
+    // Written to B's live connection: one left unacked, one acked, one refused (NACK), one
+    // answered with its delivery receipt alone (what Baileys and whatsmeow send for a message
+    // they decrypted, and the real server takes as the acknowledgement), one with a retry
+    // receipt alone (no acknowledgement).
+    let ids = ["KEEP1", "ACK1", "NACK1", "RCPT1", "RETRY1"];
+    for id in ids {
         a.relay(text_message(id, &bob.jid())).await.unwrap();
     }
     let mut tokens = Vec::new();
-    for id in ["KEEP1", "ACK1", "NACK1"] {
+    let mut froms = Vec::new();
+    for id in ids {
         let (node, token) = b
             .wait_for(T, |e| match e {
                 Event::Stanza { node, ack } if node.tag == "message" => Some((node.clone(), *ack)),
@@ -489,12 +494,24 @@ async fn unacked_message_comes_again_at_the_next_login_until_acked() {
         assert_eq!(id_of(&node), id);
         assert_eq!(node.attr_str("offline"), None, "{node}");
         tokens.push(token.expect("held ack"));
+        froms.push(node.attr_jid("from").expect("from").clone());
     }
     b.confirm(tokens[1], Confirm::Ack).await.unwrap();
     b.confirm(tokens[2], Confirm::Nack(491)).await.unwrap();
+    let receipt = Node::new("receipt")
+        .attr("id", "RCPT1")
+        .attr("to", froms[3].clone());
+    b.confirm(tokens[3], Confirm::Replace(receipt))
+        .await
+        .unwrap();
+    let retry = Node::new("receipt")
+        .attr("id", "RETRY1")
+        .attr("to", froms[4].clone())
+        .attr("type", "retry");
+    b.confirm(tokens[4], Confirm::Replace(retry)).await.unwrap();
     let session = drop_conn(b, conn, &mut events).await;
 
-    // The next login gets the unacked one again, once, before the end of its backlog.
+    // The next login gets the unacknowledged ones again, once, before the end of its backlog.
     let mut b = TestClient::connect(&sim.url(), config.clone(), session, [14; 32])
         .await
         .unwrap();
@@ -506,21 +523,22 @@ async fn unacked_message_comes_again_at_the_next_login_until_acked() {
         })
         .await
         .unwrap();
-    assert_eq!(ids, ["KEEP1"]);
+    assert_eq!(ids, ["KEEP1", "RETRY1"]);
     let (again, count) = backlog(&mut b).await;
     let got: Vec<&str> = again.iter().map(|(n, _)| id_of(n)).collect();
-    assert_eq!(got, ["KEEP1"]);
-    assert_eq!(count, "1");
-    let (node, token) = &again[0];
-    assert_eq!(node.attr_str("offline"), Some("1"));
-    assert_eq!(
-        node.attr_jid("from").map(Jid::to_non_device),
-        Some(alice.jid())
-    );
-    assert!(node.child("enc").is_some());
-    b.confirm(token.expect("held ack"), Confirm::Ack)
-        .await
-        .unwrap();
+    assert_eq!(got, ["KEEP1", "RETRY1"]);
+    assert_eq!(count, "2");
+    for (node, token) in &again {
+        assert_eq!(node.attr_str("offline"), Some("1"));
+        assert_eq!(
+            node.attr_jid("from").map(Jid::to_non_device),
+            Some(alice.jid())
+        );
+        assert!(node.child("enc").is_some());
+        b.confirm(token.expect("held ack"), Confirm::Ack)
+            .await
+            .unwrap();
+    }
     let session = drop_conn(b, conn, &mut events).await;
 
     // Acked: the login after that gets nothing.
