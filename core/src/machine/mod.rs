@@ -551,8 +551,10 @@ impl ConnectionMachine {
         Ok(())
     }
 
-    /// Sends the held ack of a stanza the application has handled durably (or a NACK, or a
-    /// replacement such as the delivery receipt).
+    /// Acknowledges a stanza the application has handled durably: [`Confirm::Ack`] sends the
+    /// delivery receipt of a decrypted message (the server's acknowledgement of it, SESSION.md
+    /// §5.1) or the `<ack>` of another stanza; [`Confirm::Nack`] the ack with an error and no
+    /// receipt; [`Confirm::Replace`] a node of the caller's instead.
     pub fn confirm(
         &mut self,
         now: Instant,
