@@ -114,7 +114,8 @@ impl Chat {
             .unwrap();
         let sent = self.pair.server.received_since(before);
         let tags: Vec<&str> = sent.iter().map(|n| &*n.tag).collect();
-        assert_eq!(tags, ["receipt", "ack"], "{id}");
+        // The delivery receipt is the acknowledgement (SESSION.md §5.1).
+        assert_eq!(tags, ["receipt"], "{id}");
         assert_eq!(sent[0].attr_str("id"), Some(id.as_str()));
         m
     }
@@ -366,7 +367,7 @@ fn key_distribution_alone_is_consumed_by_the_machine() {
     assert_eq!(messages(&chat.pair.events).len(), before_events);
     let sent = chat.pair.server.received_since(before);
     let tags: Vec<&str> = sent.iter().map(|n| &*n.tag).collect();
-    assert_eq!(tags, ["receipt", "ack"]);
+    assert_eq!(tags, ["receipt"]);
 }
 
 /// Bob's poll P1 in our chat, with its secret.

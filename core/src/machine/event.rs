@@ -270,7 +270,8 @@ impl AckToken {
 /// What to send for a held ack.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Confirm {
-    /// The standard `<ack>`.
+    /// The standard acknowledgement: the delivery receipt of a decrypted message (no `<ack>`
+    /// goes with it, SESSION.md §5.1), the `<ack>` of any other stanza.
     Ack,
     /// An `<ack>` with `error` (a NACK code of SESSION.md §5.2, e.g. 491).
     Nack(u16),

@@ -21,8 +21,10 @@
 //!
 //! Online devices get their copy at once; the others get it with `offline` on their next
 //! login, followed by `<ib><offline count=N/></ib>`. As a real server, the simulator keeps
-//! each `<message>` it hands to a live connection until the device acks it (`<ack
-//! class="message" id to participant?>`, with or without `error`), and hands the unacked ones
+//! each `<message>` it hands to a live connection until the device acknowledges it: with its
+//! delivery receipt (`<receipt id to participant?>` with no type or type `inactive`, `sender`
+//! or `peer_msg`: what clients send for a message they decrypted, SESSION.md §5.1) or an `<ack
+//! class="message" id to participant?>` (with or without `error`); it hands the unacked ones
 //! (at most 4096 a device, the oldest forgotten past that) to the device's next login again,
 //! with `offline`, before the offline queue and each once ([`SimEvent::Redelivered`]): a
 //! message written to a client that dies before acking it is not lost. A connection never
