@@ -137,7 +137,6 @@ impl fmt::Debug for Credentials {
             .field("adv_secret", &"[redacted]")
             .field("device", &self.device)
             .field("own_lid", &self.own_lid)
-            .field("push_name", &self.push_name)
             .field("next_prekey_id", &self.next_prekey_id)
             .finish_non_exhaustive()
     }
