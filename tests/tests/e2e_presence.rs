@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use amarula::core::jid::Jid;
 use amarula::core::machine::{
-    ChatState, ChatStateUpdate, Confirm, Event, IncomingMessage, Presence, PresenceUpdate,
-    Receipt, ReceiptKind, SendError,
+    ChatState, ChatStateUpdate, Confirm, Event, IncomingMessage, Presence, PresenceUpdate, Receipt,
+    ReceiptKind, SendError,
 };
 use amarula::store::MemoryStore;
 use amarula::{Client, ClientConfig, ClientError, ClientEvent, Events};
@@ -217,10 +217,8 @@ impl Device {
 
     async fn stop(mut self) {
         self.client.stop().await;
-        self.until("Stopped", |d| {
-            d.seen.last().is_some_and(|e| e == "Stopped")
-        })
-        .await;
+        self.until("Stopped", |d| d.seen.last().is_some_and(|e| e == "Stopped"))
+            .await;
     }
 }
 
@@ -321,10 +319,7 @@ async fn presence_with_last_seen<R: Rt>(env: &Env) {
         Some("Alice")
     );
 
-    a1.client
-        .set_presence(Presence::Unavailable)
-        .await
-        .unwrap();
+    a1.client.set_presence(Presence::Unavailable).await.unwrap();
     let off = b1
         .presence_of(&user(a), "A unavailable with last seen", |p| {
             p.presence == Presence::Unavailable && p.last_seen.is_some()
@@ -354,7 +349,11 @@ async fn chat_state_arrives<R: Rt>(env: &Env) {
     // Typing reaches only available devices.
     b1.go_available("Bob", &user(a)).await;
     a1.go_available("Alice", &user(b)).await;
-    for state in [ChatState::Composing, ChatState::Recording, ChatState::Paused] {
+    for state in [
+        ChatState::Composing,
+        ChatState::Recording,
+        ChatState::Paused,
+    ] {
         a1.client.send_chatstate(&user(b), state).await.unwrap();
         let got = b1.chat_state(&user(a), state).await;
         assert_eq!(got.sender, user(a));

@@ -35,7 +35,9 @@ fn states_go_out_to_the_chat() {
         (PEER, ChatState::Recording),
         (GROUP, ChatState::Paused),
     ] {
-        pair.client.send_chatstate(pair.now, &jid(chat), state).unwrap();
+        pair.client
+            .send_chatstate(pair.now, &jid(chat), state)
+            .unwrap();
     }
     pair.drive();
     let sent: Vec<String> = pair

@@ -132,6 +132,13 @@ fn push_name_before_login_is_stored_only() {
     pair.drive();
     assert!(sent_since(&pair, before).is_empty());
     assert_eq!(stored_names(&pair.events), [Some("Early".to_owned())]);
+    // Nothing follows the close.
+    pair.close_locally();
+    assert_eq!(
+        pair.client.set_push_name(pair.now, "Late"),
+        Err(SendError::NotConnected)
+    );
+    assert!(pair.client.poll_output().is_none());
 }
 
 #[test]

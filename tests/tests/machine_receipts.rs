@@ -92,9 +92,7 @@ fn delivery_and_played_receipts() {
     // A delivery receipt has no type, so neither has its ack.
     assert_eq!(
         sent,
-        [format!(
-            "<ack class=\"receipt\" id=\"D\" to=\"{PEER}\"/>"
-        )]
+        [format!("<ack class=\"receipt\" id=\"D\" to=\"{PEER}\"/>")]
     );
     let played = delivered.clone().attr("type", "played");
     let (events, _) = receive(&played);
@@ -122,7 +120,10 @@ fn receipts_from_our_own_devices_are_told_apart() {
         .attr("type", "sender");
     let (events, _) = receive(&sender);
     let r = receipts(&events);
-    assert_eq!((r[0].kind.clone(), r[0].from_me), (ReceiptKind::Sender, true));
+    assert_eq!(
+        (r[0].kind.clone(), r[0].from_me),
+        (ReceiptKind::Sender, true)
+    );
     // Our LID counts as us too.
     let lid = Node::new("receipt")
         .attr("id", "L")
@@ -189,7 +190,12 @@ fn mark_read_sends_one_stanza_with_a_list() {
         )
         .unwrap();
     pair.client
-        .mark_played(pair.now, &jid(GROUP), &["V"], Some(&jid("15550002222:5@s.whatsapp.net")))
+        .mark_played(
+            pair.now,
+            &jid(GROUP),
+            &["V"],
+            Some(&jid("15550002222:5@s.whatsapp.net")),
+        )
         .unwrap();
     pair.drive();
     let sent: Vec<String> = pair

@@ -89,7 +89,10 @@ pub(super) fn parse(node: &Node) -> Incoming {
         };
         (from.to_non_device(), participant)
     } else {
-        (user_of(&from), jid_attr(node, "participant").unwrap_or(from))
+        (
+            user_of(&from),
+            jid_attr(node, "participant").unwrap_or(from),
+        )
     };
     Incoming::Update(ChatStateUpdate {
         chat,
@@ -140,7 +143,11 @@ mod tests {
 
     #[test]
     fn states_round_trip() {
-        for s in [ChatState::Composing, ChatState::Recording, ChatState::Paused] {
+        for s in [
+            ChatState::Composing,
+            ChatState::Recording,
+            ChatState::Paused,
+        ] {
             assert_eq!(ChatState::from_node(&s.node()), Some(s));
         }
         let group: Jid = "120363000000000001@g.us".parse().unwrap();
@@ -152,7 +159,10 @@ mod tests {
         let Incoming::Update(u) = parse(&node) else {
             panic!("not parsed")
         };
-        assert_eq!((u.chat, u.sender, u.state), (group, member, ChatState::Recording));
+        assert_eq!(
+            (u.chat, u.sender, u.state),
+            (group, member, ChatState::Recording)
+        );
         let echo = Node::new("chatstate")
             .attr("to", "x@s.whatsapp.net")
             .children([Node::new("paused")]);

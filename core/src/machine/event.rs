@@ -6,9 +6,9 @@ use bytes::Bytes;
 
 use super::RequestId;
 use super::chatstate::ChatStateUpdate;
+use super::messaging::{IncomingMessage, MessagingError, UndecryptableMessage};
 use super::presence::PresenceUpdate;
 use super::receipts::Receipt;
-use super::messaging::{IncomingMessage, MessagingError, UndecryptableMessage};
 use crate::binary::Node;
 use crate::credentials::{Credentials, DeviceIdentity};
 use crate::jid::Jid;

@@ -1159,7 +1159,9 @@ impl ConnectionMachine {
                 self.timers.stop(Timer::Qr);
                 // BL's rule: a business account's name is its push name until one is known.
                 if self.creds.push_name.is_none() {
-                    self.creds.push_name.clone_from(&success.device.business_name);
+                    self.creds
+                        .push_name
+                        .clone_from(&success.device.business_name);
                 }
                 self.creds.device = Some(success.device.clone());
                 // The identity reaches the store before the reply that commits the phone to

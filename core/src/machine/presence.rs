@@ -124,9 +124,14 @@ impl ConnectionMachine {
     /// `type`, as BL does on a change) so the server shows it to others. `@` is removed; an
     /// empty name is [`SendError::NoPushName`].
     ///
-    /// It is kept across connections; the name set on the phone (app state) is not synced
-    /// back yet.
+    /// Works from the start of the connection (before login it is only stored); after the
+    /// close it is [`SendError::NotConnected`]. It is kept across connections; the name set on
+    /// the phone (app state) is not synced back yet.
     pub fn set_push_name(&mut self, now: Instant, name: &str) -> Result<(), SendError> {
+        // Nothing follows the close, not even a credentials change: the next machine takes it.
+        if self.is_closed() {
+            return Err(SendError::NotConnected);
+        }
         let name = clean_push_name(name).ok_or(SendError::NoPushName)?;
         self.store_push_name(name.clone());
         if self.is_logged_in() {
@@ -184,7 +189,14 @@ mod tests {
             .attr("type", "unavailable")
             .attr("last", "deny");
         assert_eq!(parse(&deny).unwrap().last_seen, None);
-        assert!(parse(&Node::new("presence").attr("from", from).attr("type", "error")).is_none());
+        assert!(
+            parse(
+                &Node::new("presence")
+                    .attr("from", from)
+                    .attr("type", "error")
+            )
+            .is_none()
+        );
         assert!(parse(&Node::new("presence")).is_none());
     }
 

@@ -326,11 +326,10 @@ impl ConnectionMachine {
     /// Whether `jid` belongs to our own account (phone number or LID).
     pub(super) fn is_own_user(&self, jid: &Jid) -> bool {
         let user = jid.user_part();
-        let pn = self
-            .creds
-            .device
-            .as_ref()
-            .is_some_and(|d| d.jid.user_part() == user && d.jid.server_part() == jid.server_part());
+        let pn =
+            self.creds.device.as_ref().is_some_and(|d| {
+                d.jid.user_part() == user && d.jid.server_part() == jid.server_part()
+            });
         let lid = self
             .creds
             .own_lid

@@ -28,10 +28,7 @@ pub(crate) fn forward(
     if !matches!(kind, Some("read-self" | "played-self")) {
         route::receipt(st, me, to, participant, receipt, t);
     }
-    if matches!(
-        kind,
-        Some("read" | "read-self" | "played" | "played-self")
-    ) {
+    if matches!(kind, Some("read" | "read-self" | "played" | "played-self")) {
         to_own_devices(st, me, to, receipt, t);
     }
 }
