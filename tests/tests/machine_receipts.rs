@@ -94,7 +94,7 @@ fn delivery_and_played_receipts() {
         sent,
         [format!("<ack class=\"receipt\" id=\"D\" to=\"{PEER}\"/>")]
     );
-    let played = delivered.clone().attr("type", "played");
+    let played = delivered.attr("type", "played");
     let (events, _) = receive(&played);
     assert!(receipts(&events)[0].kind.is_played());
 }

@@ -59,8 +59,8 @@ pub struct ChatStateUpdate {
 
 /// What an incoming `<chatstate>` is.
 pub(super) enum Incoming {
-    /// Someone else's state.
-    Update(ChatStateUpdate),
+    /// Someone else's state (boxed, as the event carries it).
+    Update(Box<ChatStateUpdate>),
     /// The echo of our own state from another of our devices (`to` and no `from`, WR): ignored.
     Echo,
     /// A shape this client does not know.
@@ -94,12 +94,12 @@ pub(super) fn parse(node: &Node) -> Incoming {
             jid_attr(node, "participant").unwrap_or(from),
         )
     };
-    Incoming::Update(ChatStateUpdate {
+    Incoming::Update(Box::new(ChatStateUpdate {
         chat,
         sender,
         state,
         node: node.clone(),
-    })
+    }))
 }
 
 impl ConnectionMachine {
@@ -130,7 +130,7 @@ impl ConnectionMachine {
     /// the raw stanza for shapes this client does not know.
     pub(super) fn on_chatstate(&mut self, node: Node) {
         match parse(&node) {
-            Incoming::Update(update) => self.emit(Event::ChatState(Box::new(update))),
+            Incoming::Update(update) => self.emit(Event::ChatState(update)),
             Incoming::Echo => tracing::trace!("own chat state echoed from another device"),
             Incoming::Unknown => self.emit(Event::Stanza { node, ack: None }),
         }
