@@ -39,8 +39,8 @@ pub enum ReceiptKind {
     PeerMessage,
     /// `hist_sync`: our phone processed a history-sync notification.
     HistorySync,
-    /// `server-error`: a media re-upload or history download failed (the node carries an
-    /// `<encrypt>` child).
+    /// `server-error`: a device asks us to upload a file of a message again (the node's
+    /// `<encrypt>` is read by [`media::decrypt_retry_receipt`](crate::media::decrypt_retry_receipt)).
     ServerError,
     /// Any other type, as sent (e.g. `enc_rekey_retry`).
     Other(String),
