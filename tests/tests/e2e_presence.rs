@@ -77,6 +77,8 @@ struct Device {
     receipts: Vec<Receipt>,
     presence: Vec<PresenceUpdate>,
     chat_states: Vec<ChatStateUpdate>,
+    /// The push name of every stored credentials change.
+    stored_names: Vec<Option<String>>,
 }
 
 impl Device {
@@ -98,6 +100,7 @@ impl Device {
             receipts: Vec::new(),
             presence: Vec::new(),
             chat_states: Vec::new(),
+            stored_names: Vec::new(),
         };
         d.until("PreKeysUploaded", |d| {
             d.seen.last().is_some_and(|e| e.contains("PreKeysUploaded"))
@@ -141,6 +144,9 @@ impl Device {
             ClientEvent::Event(Event::Receipt(r)) => self.receipts.push(*r),
             ClientEvent::Event(Event::Presence(p)) => self.presence.push(*p),
             ClientEvent::Event(Event::ChatState(c)) => self.chat_states.push(*c),
+            ClientEvent::Event(Event::CredentialsChanged(c)) => {
+                self.stored_names.push(c.push_name);
+            }
             _ => {}
         }
     }
@@ -304,9 +310,7 @@ async fn presence_with_last_seen<R: Rt>(env: &Env) {
     b1.go_available("Bob", &user(a)).await;
     a1.client.set_push_name("Alice").await.unwrap();
     a1.until("the stored push name", |d| {
-        d.seen
-            .iter()
-            .any(|e| e.contains("CredentialsChanged") && e.contains("Alice"))
+        d.stored_names.last() == Some(&Some("Alice".to_owned()))
     })
     .await;
     a1.client.set_presence(Presence::Available).await.unwrap();
