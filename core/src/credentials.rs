@@ -86,7 +86,9 @@ pub struct Credentials {
     pub device: Option<DeviceIdentity>,
     /// Our own LID user, from `<success lid=…>`.
     pub own_lid: Option<Jid>,
-    /// Display name sent in the ClientPayload, if any.
+    /// Our display name (push name): sent in the ClientPayload and with presence. Learned at
+    /// pairing (a business account's name), from the messages our own devices send, or set
+    /// with [`set_push_name`](crate::machine::ConnectionMachine::set_push_name).
     pub push_name: Option<String>,
     /// Edge routing info from the server, sent in front of the next handshake.
     pub routing_info: Option<Bytes>,

@@ -8,8 +8,8 @@ use std::time::Duration;
 use amarula_core::binary::Node;
 use amarula_core::jid::Jid;
 use amarula_core::machine::{
-    AckToken, CloseReason, Config, Confirm, Event, IqRequest, IqResult, MessageAckResult,
-    MessagingError, Reconnect, SendError,
+    AckToken, ChatState, CloseReason, Config, Confirm, Event, IqRequest, IqResult,
+    MessageAckResult, MessagingError, Presence, Reconnect, SendError,
 };
 use amarula_proto::e2e::Message;
 use bytes::Bytes;
@@ -116,6 +116,8 @@ pub(crate) enum Command {
     Confirm(AckToken, Confirm, Reply<()>),
     PairingCode(String, Reply<String>),
     MediaConn(bool, Reply<amarula_core::media::MediaConn>),
+    /// Receipts, presence, chat state and the push name: fire-and-forget stanzas.
+    Status(StatusCommand, Reply<()>),
     Disconnect(oneshot::Sender<()>),
     Stop(oneshot::Sender<()>),
 }
@@ -132,9 +134,25 @@ impl Command {
             Self::Send(_, tx) | Self::Confirm(_, _, tx) => tx.send(Err(error)).map_err(drop),
             Self::PairingCode(_, tx) => tx.send(Err(error)).map_err(drop),
             Self::MediaConn(_, tx) => tx.send(Err(error)).map_err(drop),
+            Self::Status(_, tx) => tx.send(Err(error)).map_err(drop),
             Self::Disconnect(tx) | Self::Stop(tx) => tx.send(()),
         };
     }
+}
+
+/// The commands of [`Command::Status`]: one machine call each, answered when the stanza is
+/// queued.
+pub(crate) enum StatusCommand {
+    Receipt {
+        played: bool,
+        chat: Jid,
+        ids: Vec<String>,
+        participant: Option<Jid>,
+    },
+    Presence(Presence),
+    Subscribe(Jid),
+    ChatState(Jid, ChatState),
+    PushName(String),
 }
 
 /// A handle to a running client. Cheap to clone; every clone talks to the same connection.
@@ -205,6 +223,104 @@ impl Client {
     pub async fn send_message(&self, to: &Jid, message: Message) -> Result<String, ClientError> {
         let to = to.clone();
         self.call(|tx| Command::SendMessage(to, Box::new(message), tx))
+            .await
+    }
+
+    /// Marks messages of `chat` as read (`<receipt type="read">`, one stanza for up to 256
+    /// ids of one author); their sender's devices get [`Event::Receipt`]. In a group,
+    /// `participant` is the author ([`IncomingMessage::sender`]) and required; in a 1:1 chat
+    /// it is ignored.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: amarula::Client, m: amarula::core::machine::IncomingMessage) -> Result<(), amarula::ClientError> {
+    /// client.mark_read(&m.chat, &[&m.id], Some(&m.sender)).await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// [`IncomingMessage::sender`]: amarula_core::machine::IncomingMessage::sender
+    pub async fn mark_read(
+        &self,
+        chat: &Jid,
+        ids: &[impl AsRef<str>],
+        participant: Option<&Jid>,
+    ) -> Result<(), ClientError> {
+        self.receipt(false, chat, ids, participant).await
+    }
+
+    /// Marks voice or video notes of `chat` as played (`<receipt type="played">`), as
+    /// [`mark_read`](Self::mark_read).
+    pub async fn mark_played(
+        &self,
+        chat: &Jid,
+        ids: &[impl AsRef<str>],
+        participant: Option<&Jid>,
+    ) -> Result<(), ClientError> {
+        self.receipt(true, chat, ids, participant).await
+    }
+
+    async fn receipt(
+        &self,
+        played: bool,
+        chat: &Jid,
+        ids: &[impl AsRef<str>],
+        participant: Option<&Jid>,
+    ) -> Result<(), ClientError> {
+        let command = StatusCommand::Receipt {
+            played,
+            chat: chat.clone(),
+            ids: ids.iter().map(|id| id.as_ref().to_owned()).collect(),
+            participant: participant.cloned(),
+        };
+        self.call(|tx| Command::Status(command, tx)).await
+    }
+
+    /// Sets our presence (`<presence type="available|unavailable" name>`). Needs a push name
+    /// ([`set_push_name`](Self::set_push_name)); fails with [`SendError::NoPushName`]
+    /// otherwise. Every connection starts unavailable: call it after each
+    /// [`Event::LoggedIn`] to receive presence and typing updates.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: amarula::Client) -> Result<(), amarula::ClientError> {
+    /// client.set_presence(amarula::core::machine::Presence::Available).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn set_presence(&self, presence: Presence) -> Result<(), ClientError> {
+        self.call(|tx| Command::Status(StatusCommand::Presence(presence), tx))
+            .await
+    }
+
+    /// Subscribes to `user`'s presence for this connection: [`Event::Presence`] follows (the
+    /// current state, then changes, with the last-seen time) while we are available.
+    pub async fn presence_subscribe(&self, user: &Jid) -> Result<(), ClientError> {
+        let user = user.clone();
+        self.call(|tx| Command::Status(StatusCommand::Subscribe(user), tx))
+            .await
+    }
+
+    /// Tells `chat` (a user or a group) that we are typing, recording or stopped
+    /// (`<chatstate>`); the other side gets [`Event::ChatState`].
+    ///
+    /// ```no_run
+    /// # async fn demo(client: amarula::Client) -> Result<(), amarula::ClientError> {
+    /// use amarula::core::machine::ChatState;
+    /// let chat = "15551234567@s.whatsapp.net".parse().expect("a JID");
+    /// client.send_chatstate(&chat, ChatState::Composing).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn send_chatstate(&self, chat: &Jid, state: ChatState) -> Result<(), ClientError> {
+        let chat = chat.clone();
+        self.call(|tx| Command::Status(StatusCommand::ChatState(chat, state), tx))
+            .await
+    }
+
+    /// Sets our display name: stored with the credentials (written to the store before the
+    /// announcement leaves, [`Event::CredentialsChanged`] follows) and announced to the server
+    /// when logged in. Used by
+    /// [`set_presence`](Self::set_presence). Between connections it fails with
+    /// [`SendError::NotConnected`].
+    pub async fn set_push_name(&self, name: &str) -> Result<(), ClientError> {
+        let name = name.to_owned();
+        self.call(|tx| Command::Status(StatusCommand::PushName(name), tx))
             .await
     }
 

@@ -23,7 +23,9 @@ use futures_channel::oneshot;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use rand_core::{OsRng, RngCore, SeedableRng};
 
-use crate::client::{Client, ClientConfig, ClientError, ClientEvent, Command, Events};
+use crate::client::{
+    Client, ClientConfig, ClientError, ClientEvent, Command, Events, StatusCommand,
+};
 use crate::store::{Change, CredentialStore};
 
 /// What woke the drive task.
@@ -442,6 +444,29 @@ impl<R: Runtime, S: CredentialStore> Driver<R, S> {
                     let _ = tx.send(Err(e.into()));
                 }
             },
+            Command::Status(status, tx) => {
+                let result = match status {
+                    StatusCommand::Receipt {
+                        played: false,
+                        chat,
+                        ids,
+                        participant,
+                    } => machine.mark_read(now, &chat, &ids, participant.as_ref()),
+                    StatusCommand::Receipt {
+                        played: true,
+                        chat,
+                        ids,
+                        participant,
+                    } => machine.mark_played(now, &chat, &ids, participant.as_ref()),
+                    StatusCommand::Presence(presence) => machine.set_presence(now, presence),
+                    StatusCommand::Subscribe(user) => machine.presence_subscribe(now, &user),
+                    StatusCommand::ChatState(chat, state) => {
+                        machine.send_chatstate(now, &chat, state)
+                    }
+                    StatusCommand::PushName(name) => machine.set_push_name(now, &name),
+                };
+                let _ = tx.send(result.map_err(Into::into));
+            }
             Command::Disconnect(tx) => {
                 self.disconnect_waiters.push(tx);
                 machine.close_locally(now);

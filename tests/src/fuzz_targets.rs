@@ -298,9 +298,44 @@ fn machine_op(pair: &mut crate::harness::Pair, ops: &mut Ops<'_>, issued: &mut I
         8 => pair.socket_closed(),
         9 => pair.close_locally(),
         10 => {
-            let _ = pair
-                .client
-                .send_node(pair.now, &Node::new("presence").attr("type", "available"));
+            // Receipts, presence, chat state and the push name: each may be refused, never
+            // panics.
+            use amarula_core::machine::{ChatState, Presence};
+            let (what, a) = (ops.byte(), ops.byte());
+            let chat = if a % 2 == 0 {
+                Jid::user(format!("1555000{}", a % 8)).with_device(u16::from(a % 3))
+            } else {
+                Jid::group("120363000000000001")
+            };
+            let ids: Vec<String> = (0..usize::from(a % 5)).map(|i| format!("R{i}")).collect();
+            let author = (a % 3 != 0).then(|| Jid::user("1666"));
+            let now = pair.now;
+            let c = &mut pair.client;
+            let _ = match what % 8 {
+                0 => c.send_node(now, &Node::new("presence").attr("type", "available")),
+                1 => c.mark_read(now, &chat, &ids, author.as_ref()),
+                2 => c.mark_played(now, &chat, &ids, author.as_ref()),
+                3 => c.set_push_name(now, if a % 4 == 0 { "@" } else { "Fuzz" }),
+                4 => c.set_presence(
+                    now,
+                    if a % 2 == 0 {
+                        Presence::Available
+                    } else {
+                        Presence::Unavailable
+                    },
+                ),
+                5 => c.presence_subscribe(now, &chat),
+                6 => c.send_chatstate(
+                    now,
+                    &chat,
+                    [
+                        ChatState::Composing,
+                        ChatState::Recording,
+                        ChatState::Paused,
+                    ][usize::from(a % 3)],
+                ),
+                _ => c.send_node(now, &Node::new("chatstate").attr("to", chat)),
+            };
             pair.drive();
         }
         _ => {
@@ -355,11 +390,29 @@ fn template(pair: &crate::harness::Pair, issued: &Issued, kind: u8, a: u8, b: u8
         3 => {
             let n = Node::new("receipt")
                 .attr("id", relayed(a))
-                .attr("from", peer);
-            if b % 2 == 0 {
-                n
-            } else {
-                n.attr("type", "read")
+                .attr("from", peer.clone());
+            match b % 8 {
+                0 => n,
+                1 => n.attr("type", "read").children([Node::new("list")
+                    .children([Node::new("item").attr("id", relayed(a.wrapping_add(1)))])]),
+                2 => n
+                    .attr("type", "played-self")
+                    .attr("recipient", Jid::user("1888")),
+                3 => Node::new("receipt")
+                    .attr("id", relayed(a))
+                    .attr("from", Jid::group("120363000000000001"))
+                    .children([Node::new("participants")
+                        .attr("key", relayed(a))
+                        .children([Node::new("user").attr("jid", peer).attr("t", "x")])]),
+                4 => Node::new("presence")
+                    .attr("from", peer)
+                    .attr("type", "unavailable")
+                    .attr("last", a.to_string()),
+                5 => Node::new("presence").attr("from", peer),
+                6 => Node::new("chatstate")
+                    .attr("from", peer)
+                    .children([Node::new(if a % 2 == 0 { "composing" } else { "paused" })]),
+                _ => Node::new("chatstate").attr("to", peer),
             }
         }
         4 => {

@@ -324,7 +324,7 @@ async fn message_is_delivered_acked_and_receipted() {
         .unwrap();
     let receipt = a
         .wait_for(T, |e| match e {
-            Event::Stanza { node, .. } if node.tag == "receipt" => Some(node.clone()),
+            Event::Receipt(r) => Some(r.node.clone()),
             _ => None,
         })
         .await

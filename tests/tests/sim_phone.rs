@@ -400,7 +400,7 @@ async fn receipts_of_encrypted_copies_come_from_the_client() {
     .unwrap();
     let receipt = a1
         .wait_for(T, |e| match e {
-            Event::Stanza { node, .. } if node.tag == "receipt" => Some(node.clone()),
+            Event::Receipt(r) => Some(r.node.clone()),
             _ => None,
         })
         .await

@@ -5,7 +5,10 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::RequestId;
+use super::chatstate::ChatStateUpdate;
 use super::messaging::{IncomingMessage, MessagingError, UndecryptableMessage};
+use super::presence::PresenceUpdate;
+use super::receipts::Receipt;
 use crate::binary::Node;
 use crate::credentials::{Credentials, DeviceIdentity};
 use crate::jid::Jid;
@@ -116,6 +119,20 @@ pub enum Event {
     Load(LoadRequest),
     /// A decrypted message. Confirm its `ack` once handled durably.
     Message(Box<IncomingMessage>),
+    /// A delivery, read or played receipt for messages (usually ours), typed; the machine has
+    /// acked it. `retry` receipts are not typed: they lead to [`Event::RetryRequested`] or
+    /// [`Event::RetryRejected`] and come as [`Event::Stanza`] too. [`Receipt::node`] keeps
+    /// the stanza.
+    Receipt(Box<Receipt>),
+    /// A contact's presence changed (after
+    /// [`presence_subscribe`](super::ConnectionMachine::presence_subscribe)).
+    /// [`PresenceUpdate::node`] keeps the stanza; presence of other shapes comes as
+    /// [`Event::Stanza`].
+    Presence(Box<PresenceUpdate>),
+    /// Someone is typing, recording or stopped in a chat. [`ChatStateUpdate::node`] keeps the
+    /// stanza; chat state of other shapes comes as [`Event::Stanza`], the echo of our own
+    /// is dropped.
+    ChatState(Box<ChatStateUpdate>),
     /// A message that did not decrypt (a retry receipt was sent where the protocol asks).
     Undecryptable(Box<UndecryptableMessage>),
     /// The answer to [`media_conn`](super::ConnectionMachine::media_conn): the media hosts and
@@ -311,6 +328,16 @@ pub enum SendError {
     /// Phone-code pairing could not start.
     #[error("phone-code pairing: {0}")]
     Pairing(#[from] PairingError),
+    /// Presence needs our push name, and none is known (set one with
+    /// [`set_push_name`](super::ConnectionMachine::set_push_name)); or the name given is empty.
+    #[error("no push name")]
+    NoPushName,
+    /// A receipt needs at least one message id, and ids are not empty.
+    #[error("no message ids")]
+    NoMessageIds,
+    /// A receipt in a group, broadcast list or status needs the author (`participant`).
+    #[error("a group receipt needs the participant")]
+    MissingParticipant,
 }
 
 /// Why the connection ended.

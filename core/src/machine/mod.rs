@@ -21,7 +21,13 @@
 //!   [`close_locally`](ConnectionMachine::close_locally); end-to-end messaging:
 //!   [`send_text`](ConnectionMachine::send_text),
 //!   [`send_message`](ConnectionMachine::send_message), and
-//!   [`provide`](ConnectionMachine::provide) to answer [`Event::Load`].
+//!   [`provide`](ConnectionMachine::provide) to answer [`Event::Load`]; receipts, presence
+//!   and typing: [`mark_read`](ConnectionMachine::mark_read),
+//!   [`mark_played`](ConnectionMachine::mark_played),
+//!   [`set_presence`](ConnectionMachine::set_presence),
+//!   [`presence_subscribe`](ConnectionMachine::presence_subscribe),
+//!   [`send_chatstate`](ConnectionMachine::send_chatstate),
+//!   [`set_push_name`](ConnectionMachine::set_push_name).
 //! - **Hand-over**: [`into_session`](ConnectionMachine::into_session) keeps what outlives one
 //!   socket (credentials, the sent-message cache, id counters, the backoff state) for the next
 //!   machine.
@@ -33,10 +39,13 @@
 //! The crate docs show the whole run loop.
 
 mod cache;
+mod chatstate;
 mod config;
 mod event;
 mod ids;
 mod messaging;
+mod presence;
+mod receipts;
 mod stanza;
 mod timer;
 
@@ -47,6 +56,7 @@ use bytes::Bytes;
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
 
+pub use chatstate::{ChatState, ChatStateUpdate};
 pub use config::Config;
 pub use event::{
     AckToken, CloseReason, Confirm, Event, IqResult, MessageAckResult, Output, PairingCodeFailure,
@@ -54,6 +64,8 @@ pub use event::{
 };
 pub use ids::RequestId;
 pub use messaging::{DecryptError, IncomingMessage, MessagingError, UndecryptableMessage};
+pub use presence::{Presence, PresenceUpdate};
+pub use receipts::{MAX_RECEIPT_IDS, Receipt, ReceiptKind};
 
 use self::cache::{Held, HeldAcks, RetryCache};
 use self::event::Policy;
@@ -843,6 +855,9 @@ impl ConnectionMachine {
             "message" | "receipt" | "notification" | "call" | "appdata" | "status" => {
                 self.on_ackable(now, node)
             }
+            // Neither is acked (SESSION.md §5.1).
+            "presence" => self.on_presence(node),
+            "chatstate" => self.on_chatstate(node),
             _ => self.emit(Event::Stanza { node, ack: None }),
         }
     }
@@ -995,8 +1010,14 @@ impl ConnectionMachine {
     fn on_ackable(&mut self, now: Instant, node: Node) {
         let own = self.creds.device.as_ref().map(|d| d.jid.clone());
         let ack = stanza::ack_for(&node, own.as_ref());
-        if node.tag == "receipt" && node.attr_str("type") == Some("retry") {
+        if node.tag == "receipt" {
+            if node.attr_str("type") != Some("retry") {
+                return self.on_receipt(now, node, ack);
+            }
             self.on_retry_receipt(now, &node);
+        }
+        if node.tag == "message" {
+            self.learn_push_name(&node);
         }
         if node.tag == "notification" && self.config.end_to_end {
             self.messaging_notification(now, &node);
@@ -1139,6 +1160,12 @@ impl ConnectionMachine {
                 self.qr = None;
                 self.phone = None;
                 self.timers.stop(Timer::Qr);
+                // BL's rule: a business account's name is its push name until one is known.
+                if self.creds.push_name.is_none() {
+                    self.creds
+                        .push_name
+                        .clone_from(&success.device.business_name);
+                }
                 self.creds.device = Some(success.device.clone());
                 // The identity reaches the store before the reply that commits the phone to
                 // it.

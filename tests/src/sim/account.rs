@@ -67,6 +67,15 @@ impl Account {
         Jid::user(self.phone.as_str())
     }
 
+    /// The push name the account's devices last announced with `<presence name>`.
+    pub fn push_name(&self) -> Option<String> {
+        self.shared
+            .lock()
+            .presence
+            .name(&self.phone)
+            .map(str::to_owned)
+    }
+
     /// The LID user JID (`LID@lid`).
     pub fn lid(&self) -> Jid {
         let st = self.shared.lock();

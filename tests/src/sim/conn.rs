@@ -27,7 +27,7 @@ use super::faults::{Action, ConnView, Direction};
 use super::state::{Command, ConnEntry, DeviceState, PendingPair, Shared, jid_attr};
 use super::unacked::AckKey;
 use super::{ConnId, unix_now};
-use super::{iq, route};
+use super::{iq, presence, receipts, route};
 use crate::harness::TestPki;
 
 /// Accepts connections until shutdown, one task each.
@@ -177,13 +177,20 @@ async fn run(tcp: TcpStream, id: ConnId, shared: Arc<Shared>, pki: Arc<TestPki>)
         st.qr_refs.retain(|_, c| *c != id);
         st.code_requests.retain(|_, r| r.conn != id);
         if let Some(device) = &conn.device {
+            let mut current = false;
             if let Some(d) = st
                 .account_by_user(device.user_part())
                 .and_then(|a| a.devices.get_mut(&device.device()))
             {
                 if d.conn == Some(id) {
                     d.conn = None;
+                    current = true;
                 }
+            }
+            // A device whose connection ends goes offline (a newer connection of it is left
+            // alone).
+            if current {
+                presence::session_ended(&mut st, device);
             }
         }
     }
@@ -411,6 +418,8 @@ impl Conn {
                 None => return Err(Stop::drop("account vanished")),
             }
         };
+        // A new connection starts unavailable and without presence subscriptions.
+        presence::session_ended(&mut self.shared.lock(), &jid);
         if !again.unacked.is_empty() {
             self.shared.emit(SimEvent::Redelivered {
                 conn: self.id,
@@ -498,7 +507,19 @@ impl Conn {
             "message" => self.on_message(node).await,
             "receipt" => self.on_receipt(node).await,
             "ack" => self.on_ack(&node),
-            // Telemetry, presence, chat state: nothing to answer.
+            // Neither is answered or acked.
+            "presence" | "chatstate" => {
+                if let Some(me) = &self.device {
+                    let mut st = self.shared.lock();
+                    if node.tag == "presence" {
+                        presence::on_presence(&mut st, me, &node);
+                    } else {
+                        presence::on_chatstate(&mut st, me, &node);
+                    }
+                }
+                Ok(())
+            }
+            // Telemetry: nothing to answer.
             _ => Ok(()),
         }
     }
@@ -734,7 +755,7 @@ impl Conn {
                     d.unacked.remove(&key);
                 }
             }
-            route::receipt(
+            receipts::forward(
                 &mut st,
                 &me,
                 &to,

@@ -33,8 +33,11 @@
 //! Each account's phone (device 0) never connects but is a real Signal endpoint: its keys are
 //! served like any device's, and the copies routed to it are decrypted at once
 //! ([`SimEvent::PhoneMessage`], [`SimEvent::PhoneUndecryptable`]). Receipts are forwarded to the device they name (a group
-//! receipt to the original sender named by `participant`); a recipient's plain ack of a
-//! plaintext test message (one without a Signal ciphertext) is turned into a receipt too.
+//! receipt to the original sender named by `participant`), read and played ones also to the
+//! reader's other devices (`read-self` / `played-self` only to those); a recipient's plain ack
+//! of a plaintext test message (one without a Signal ciphertext) is turned into a receipt too.
+//! Presence (availability with last seen, to subscribed devices) and chat state (to the
+//! recipient's or the group's devices) reach only available, connected devices.
 //! Linking a companion sends the account's other companions a `devices` notification; adding
 //! a group member ([`Account::add_to_group`]) sends members a `w:gp2` one.
 //!
@@ -66,6 +69,8 @@ mod iq;
 pub mod media;
 pub mod peer;
 mod phone;
+mod presence;
+mod receipts;
 mod route;
 mod state;
 mod unacked;
@@ -180,6 +185,7 @@ impl Simulator {
                 next_conn: 0,
                 groups: Default::default(),
                 encrypted: state::BoundedSet::new(ENCRYPTED_COPIES),
+                presence: Default::default(),
             }),
             config,
             rules: Mutex::default(),

@@ -132,6 +132,8 @@ pub(crate) struct State {
     /// Copies of Signal-encrypted messages handed to devices, as (device, message id): their
     /// acks are not turned into receipts, because the client sends real ones.
     pub(crate) encrypted: BoundedSet<(Jid, String)>,
+    /// Who is available, last seen, push names and presence subscriptions.
+    pub(crate) presence: super::presence::PresenceBook,
 }
 
 /// A set that forgets its oldest members past a capacity.
