@@ -2,20 +2,24 @@
 //! happened.
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use amarula_core::binary::Node;
+use amarula_core::iq::IqError;
 use amarula_core::jid::Jid;
 use amarula_core::machine::{
-    AckToken, CloseReason, Config, Confirm, Event, IqRequest, IqResult, MessageAckResult,
-    MessagingError, Reconnect, SendError,
+    AckToken, Answer, CloseReason, Config, Confirm, Event, IqRequest, IqResult, MessageAckResult,
+    MessagingError, Query, Reconnect, SendError,
 };
+use amarula_core::notify::call::CallEvent;
 use amarula_proto::e2e::Message;
 use bytes::Bytes;
 use futures_channel::oneshot;
 use futures_util::Stream;
 
+use crate::status::Status;
 use crate::store::StoreError;
 
 /// The production WebSocket endpoint.
@@ -94,6 +98,14 @@ pub enum ClientError {
     /// time, or the connection ended first (then send it again).
     #[error("the server did not accept the message: {0:?}")]
     NotAccepted(MessageAckResult),
+    /// A typed query failed: the server's error (with its code), a timeout, the end of the
+    /// connection, or an answer without what it must hold.
+    #[error(transparent)]
+    Iq(#[from] IqError),
+    /// The store failed to delete the account after a logout (the server has already removed
+    /// the device).
+    #[error("the store could not delete the account: {0}")]
+    Store(String),
 }
 
 type Reply<T> = oneshot::Sender<Result<T, ClientError>>;
@@ -106,6 +118,10 @@ pub(crate) enum Command {
     Send(Node, Reply<()>),
     Confirm(AckToken, Confirm, Reply<()>),
     PairingCode(String, Reply<String>),
+    Query(Query, Reply<Answer>),
+    RejectCall(Box<CallEvent>, Reply<()>),
+    SetPushName(String, Reply<()>),
+    Logout(Reply<()>),
     Disconnect(oneshot::Sender<()>),
     Stop(oneshot::Sender<()>),
 }
@@ -121,6 +137,10 @@ impl Command {
             Self::SendMessage(_, _, tx) => tx.send(Err(error)).map_err(drop),
             Self::Send(_, tx) | Self::Confirm(_, _, tx) => tx.send(Err(error)).map_err(drop),
             Self::PairingCode(_, tx) => tx.send(Err(error)).map_err(drop),
+            Self::Query(_, tx) => tx.send(Err(error)).map_err(drop),
+            Self::RejectCall(_, tx) | Self::SetPushName(_, tx) | Self::Logout(tx) => {
+                tx.send(Err(error)).map_err(drop)
+            }
             Self::Disconnect(tx) | Self::Stop(tx) => tx.send(()),
         };
     }
@@ -133,14 +153,22 @@ impl Command {
 #[derive(Debug, Clone)]
 pub struct Client {
     commands: async_channel::Sender<Command>,
+    status: Arc<Status>,
 }
 
 impl Client {
-    pub(crate) fn new(commands: async_channel::Sender<Command>) -> Self {
-        Self { commands }
+    pub(crate) fn new(commands: async_channel::Sender<Command>, status: Arc<Status>) -> Self {
+        Self { commands, status }
     }
 
-    async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, ClientError> {
+    pub(crate) fn status(&self) -> &Status {
+        &self.status
+    }
+
+    pub(crate) async fn call<T>(
+        &self,
+        make: impl FnOnce(Reply<T>) -> Command,
+    ) -> Result<T, ClientError> {
         let (tx, rx) = oneshot::channel();
         self.commands
             .send(make(tx))

@@ -327,7 +327,7 @@ pub enum SendError {
 }
 
 /// Why the connection ended.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum CloseReason {
     /// The application closed it.

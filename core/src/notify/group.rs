@@ -97,6 +97,8 @@ pub struct GroupNotification {
     pub actor_pn: Option<Jid>,
     /// When (`t`, unix seconds).
     pub timestamp: Option<u64>,
+    /// Delivered from the offline queue (`offline`).
+    pub offline: bool,
     /// What changed, in order.
     pub changes: Vec<GroupChange>,
 }
@@ -122,6 +124,7 @@ impl GroupNotification {
             actor: jid_attr(node, "participant"),
             actor_pn: jid_attr(node, "participant_pn"),
             timestamp: num_attr(node, "t"),
+            offline: node.get_attr("offline").is_some(),
             changes,
         })
     }
