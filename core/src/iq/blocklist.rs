@@ -24,7 +24,7 @@ impl Blocklist {
     /// Whether `user` (without device) is on the list.
     pub fn contains(&self, user: &Jid) -> bool {
         let user = user.to_non_device();
-        self.jids.iter().any(|j| *j == user)
+        self.jids.contains(&user)
     }
 }
 
