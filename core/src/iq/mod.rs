@@ -1,5 +1,5 @@
 //! Typed IQs: one file per namespace, each with pure builders of the request (an
-//! [`IqRequest`]) and pure parsers of the answer (from an [`IqResult`]) into typed values.
+//! [`IqRequest`](crate::machine::IqRequest)) and pure parsers of the answer (from an [`IqResult`]) into typed values.
 //!
 //! - [`groups`]: `w:g2` (group metadata, the participating list, create, participants, subject,
 //!   description, settings, leave, invites, membership requests), SESSION.md §13.
