@@ -71,7 +71,8 @@ impl ConnectionMachine {
     }
 
     /// A `w:gp2` notification (from the messaging hook): the cache follows each change; one
-    /// that does not parse drops the group, to be fetched again at the next send.
+    /// that does not parse, or a change of a kind not typed, drops the group, to be fetched
+    /// again at the next send.
     pub(in crate::machine) fn group_notification_cache(
         &mut self,
         from: &Jid,
@@ -94,6 +95,11 @@ impl ConnectionMachine {
                     self.group_members_changed(&n.group, false, &users);
                 }
                 GroupChange::Deleted { .. } => self.group_forgotten(&n.group),
+                // A change we do not know (e.g. `modify`, a member's new number) may touch
+                // the members: the list is fetched again at the next send.
+                GroupChange::Other(_) => {
+                    self.session_msg.groups.remove(&n.group);
+                }
                 // Roles, names and settings do not change who gets a message.
                 _ => {}
             }
