@@ -60,8 +60,9 @@ pub enum ClientEvent {
     Connected,
     /// An event of the connection machine. Not repeated here: [`Event::Closed`] (it becomes
     /// [`Disconnected`](Self::Disconnected)), and [`Event::IqResponse`] /
-    /// [`Event::MessageAck`] answering a call that is still waiting
-    /// ([`Client::query_iq`], [`Client::relay_stanza`]). [`Event::CredentialsChanged`] and
+    /// [`Event::QueryResponse`] / [`Event::MessageAck`] answering a call that is still waiting
+    /// ([`Client::query_iq`], the typed calls such as [`Client::group_metadata`],
+    /// [`Client::relay_stanza`]). [`Event::CredentialsChanged`] and
     /// [`Event::MessageCached`] arrive after the store has written them.
     Event(Event),
     /// The connection ended.
