@@ -20,6 +20,9 @@
 //!   encryption, as pure functions over records the caller persists.
 //! - [`machine`]: the [`machine::ConnectionMachine`], which owns a whole server conversation,
 //!   end-to-end messaging included (prekeys, device lists, fan-out, groups, receive, retries).
+//! - [`iq`]: typed IQs, one file per namespace (groups, usync, privacy, blocklist, profile,
+//!   logout): request builders and answer parsers. [`notify`]: typed group notifications and
+//!   calls.
 //! - [`persist`]: what the machine hands out for the store ([`persist::Change`]) and asks it to
 //!   load ([`persist::LoadRequest`]).
 //! - [`time`]: the injected monotonic instant and wall-clock anchor.
@@ -103,10 +106,12 @@ pub mod binary;
 pub mod content;
 pub mod credentials;
 pub mod frame;
+pub mod iq;
 pub mod jid;
 pub mod machine;
 pub mod media;
 pub mod noise;
+pub mod notify;
 pub mod pairing;
 pub mod persist;
 pub mod signal;

@@ -2,20 +2,24 @@
 //! happened.
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use amarula_core::binary::Node;
+use amarula_core::iq::IqError;
 use amarula_core::jid::Jid;
 use amarula_core::machine::{
-    AckToken, ChatState, CloseReason, Config, Confirm, Event, IqRequest, IqResult,
-    MessageAckResult, MessagingError, Presence, Reconnect, SendError,
+    AckToken, Answer, ChatState, CloseReason, Config, Confirm, Event, IqRequest, IqResult,
+    MessageAckResult, MessagingError, Presence, Query, Reconnect, SendError,
 };
+use amarula_core::notify::call::CallEvent;
 use amarula_proto::e2e::Message;
 use bytes::Bytes;
 use futures_channel::oneshot;
 use futures_util::Stream;
 
+use crate::status::Status;
 use crate::store::StoreError;
 
 /// The production WebSocket endpoint.
@@ -59,8 +63,9 @@ pub enum ClientEvent {
     Connected,
     /// An event of the connection machine. Not repeated here: [`Event::Closed`] (it becomes
     /// [`Disconnected`](Self::Disconnected)), and [`Event::IqResponse`] /
-    /// [`Event::MessageAck`] answering a call that is still waiting
-    /// ([`Client::query_iq`], [`Client::relay_stanza`]). [`Event::CredentialsChanged`] and
+    /// [`Event::QueryResponse`] / [`Event::MessageAck`] answering a call that is still waiting
+    /// ([`Client::query_iq`], the typed calls such as [`Client::group_metadata`],
+    /// [`Client::relay_stanza`]). [`Event::CredentialsChanged`] and
     /// [`Event::MessageCached`] arrive after the store has written them.
     Event(Event),
     /// The connection ended.
@@ -103,6 +108,14 @@ pub enum ClientError {
     /// The media hosts could not be had (`media_conn` failed).
     #[error("media hosts unavailable: {0}")]
     MediaConn(String),
+    /// A typed query failed: the server's error (with its code), a timeout, the end of the
+    /// connection, or an answer without what it must hold.
+    #[error(transparent)]
+    Iq(#[from] IqError),
+    /// The store failed to delete the account after a logout (the server has already removed
+    /// the device).
+    #[error("the store could not delete the account: {0}")]
+    Store(String),
 }
 
 type Reply<T> = oneshot::Sender<Result<T, ClientError>>;
@@ -118,6 +131,9 @@ pub(crate) enum Command {
     MediaConn(bool, Reply<amarula_core::media::MediaConn>),
     /// Receipts, presence, chat state and the push name: fire-and-forget stanzas.
     Status(StatusCommand, Reply<()>),
+    Query(Query, Reply<Answer>),
+    RejectCall(Box<CallEvent>, Reply<()>),
+    Logout(Reply<()>),
     Disconnect(oneshot::Sender<()>),
     Stop(oneshot::Sender<()>),
 }
@@ -135,6 +151,8 @@ impl Command {
             Self::PairingCode(_, tx) => tx.send(Err(error)).map_err(drop),
             Self::MediaConn(_, tx) => tx.send(Err(error)).map_err(drop),
             Self::Status(_, tx) => tx.send(Err(error)).map_err(drop),
+            Self::Query(_, tx) => tx.send(Err(error)).map_err(drop),
+            Self::RejectCall(_, tx) | Self::Logout(tx) => tx.send(Err(error)).map_err(drop),
             Self::Disconnect(tx) | Self::Stop(tx) => tx.send(()),
         };
     }
@@ -163,14 +181,24 @@ pub(crate) enum StatusCommand {
 pub struct Client {
     commands: async_channel::Sender<Command>,
     pub(crate) media: crate::media::Transfers,
+    status: Arc<Status>,
 }
 
 impl Client {
     pub(crate) fn new(
         commands: async_channel::Sender<Command>,
         media: crate::media::Transfers,
+        status: Arc<Status>,
     ) -> Self {
-        Self { commands, media }
+        Self {
+            commands,
+            media,
+            status,
+        }
+    }
+
+    pub(crate) fn status(&self) -> &Status {
+        &self.status
     }
 
     pub(crate) async fn call<T>(

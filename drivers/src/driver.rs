@@ -10,9 +10,10 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use amarula_core::credentials::Credentials;
+use amarula_core::iq::IqError;
 use amarula_core::machine::{
-    CloseReason, ConnectionMachine, Event, IqResult, MessageAckResult, Output, Reconnect,
-    RequestId, SendError, Session,
+    Answer, CloseReason, ConnectionMachine, Event, IqResult, MessageAckResult, Output, Query,
+    Reconnect, RequestId, SendError, Session,
 };
 use amarula_core::time::{Clock, Instant};
 use async_tungstenite::tungstenite::client::IntoClientRequest;
@@ -26,6 +27,7 @@ use rand_core::{OsRng, RngCore, SeedableRng};
 use crate::client::{
     Client, ClientConfig, ClientError, ClientEvent, Command, Events, StatusCommand,
 };
+use crate::status::{ClientState, Status};
 use crate::store::{Change, CredentialStore};
 
 /// What woke the drive task.
@@ -161,6 +163,7 @@ pub(crate) async fn start<R: Runtime, S: CredentialStore>(
             c
         }
     };
+    let status = Arc::new(Status::new(&credentials));
     let mut session = Session::new(credentials, &config.machine);
     session.restore_sent(store.load_sent().await?);
     session.restore_pending(store.load_pending().await?);
@@ -178,6 +181,9 @@ pub(crate) async fn start<R: Runtime, S: CredentialStore>(
         iqs: HashMap::new(),
         acks: HashMap::new(),
         sends: HashMap::new(),
+        queries: HashMap::new(),
+        logout: None,
+        status: Arc::clone(&status),
         closed: None,
         failed: false,
         stopping: false,
@@ -187,7 +193,10 @@ pub(crate) async fn start<R: Runtime, S: CredentialStore>(
         runtime: std::marker::PhantomData,
     };
     R::spawn(driver.run(session));
-    Ok((Client::new(command_tx, media), Events::new(event_rx)))
+    Ok((
+        Client::new(command_tx, media, status),
+        Events::new(event_rx),
+    ))
 }
 
 /// What follows a connection.
@@ -211,6 +220,13 @@ struct Driver<R, S> {
     acks: HashMap<String, Vec<Reply<MessageAckResult>>>,
     /// Messages given to `send_text`, by id, until the server's ack or a failure.
     sends: HashMap<String, Reply<String>>,
+    /// Typed queries, by request id, until their answer.
+    queries: HashMap<RequestId, Reply<Answer>>,
+    /// A logout: its query id while the server has not answered (`Some(id)`), then `None`
+    /// once it has removed the device and the store is to be wiped; answered after the wipe.
+    logout: Option<(Option<RequestId>, Reply<()>)>,
+    /// What the handles read without asking ([`Client::state`], [`Client::credentials`]).
+    status: Arc<Status>,
     /// Set from [`Event::Closed`] while draining.
     closed: Option<(CloseReason, Reconnect)>,
     /// A store write failed: nothing more may be sent.
@@ -245,6 +261,7 @@ impl<R: Runtime, S: CredentialStore> Driver<R, S> {
         let mut attempt = 0u32;
         loop {
             attempt = attempt.saturating_add(1);
+            self.status.set_state(ClientState::Connecting { attempt });
             self.emit(ClientEvent::Connecting { attempt });
             let (next, s) = self.connection(session).await;
             session = s;
@@ -258,6 +275,7 @@ impl<R: Runtime, S: CredentialStore> Driver<R, S> {
                 }
             }
         }
+        self.status.set_state(ClientState::Stopped);
         self.emit(ClientEvent::Stopped);
         self.commands.close();
         // Commands that raced the close get an answer too.
@@ -444,6 +462,14 @@ impl<R: Runtime, S: CredentialStore> Driver<R, S> {
                     let _ = tx.send(Err(e.into()));
                 }
             },
+            Command::Query(query, tx) => match machine.send_query(now, query) {
+                Ok(id) => {
+                    self.queries.insert(id, tx);
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e.into()));
+                }
+            },
             Command::Status(status, tx) => {
                 let result = match status {
                     StatusCommand::Receipt {
@@ -466,6 +492,22 @@ impl<R: Runtime, S: CredentialStore> Driver<R, S> {
                     StatusCommand::PushName(name) => machine.set_push_name(now, &name),
                 };
                 let _ = tx.send(result.map_err(Into::into));
+            }
+            Command::RejectCall(call, tx) => {
+                let _ = tx.send(machine.reject_call(now, &call).map_err(Into::into));
+            }
+            Command::Logout(tx) => {
+                if self.logout.is_some() {
+                    // One logout at a time; the first one's answer tells.
+                    let _ = tx.send(Err(SendError::TooManyPending.into()));
+                    return;
+                }
+                match machine.send_query(now, Query::Logout) {
+                    Ok(id) => self.logout = Some((Some(id), tx)),
+                    Err(e) => {
+                        let _ = tx.send(Err(e.into()));
+                    }
+                }
             }
             Command::Disconnect(tx) => {
                 self.disconnect_waiters.push(tx);
@@ -558,6 +600,9 @@ impl<R: Runtime, S: CredentialStore> Driver<R, S> {
         match self.store.apply(&changes).await {
             Ok(()) => {
                 for event in events {
+                    if let Event::CredentialsChanged(c) = &event {
+                        self.status.set_credentials(Some(c));
+                    }
                     self.emit(ClientEvent::Event(event));
                 }
             }
@@ -573,7 +618,34 @@ impl<R: Runtime, S: CredentialStore> Driver<R, S> {
 
     /// Resolves or forwards one machine event (persistence events are batched by `drain`).
     fn on_event(&mut self, event: Event) {
+        match &event {
+            Event::PairingQr { .. } => self.status.set_state(ClientState::Pairing),
+            Event::LoggedIn { .. } => self.status.set_state(ClientState::LoggedIn),
+            _ => {}
+        }
         match event {
+            Event::QueryResponse { id, result } => {
+                if let Some((pending @ Some(_), _)) = &mut self.logout {
+                    if *pending == Some(id) {
+                        match result {
+                            // The wipe follows the close; the caller hears after it.
+                            Ok(_) => *pending = None,
+                            Err(e) => {
+                                if let Some((_, tx)) = self.logout.take() {
+                                    let _ = tx.send(Err(e.into()));
+                                }
+                            }
+                        }
+                        return;
+                    }
+                }
+                match self.queries.remove(&id) {
+                    Some(tx) => {
+                        let _ = tx.send(result.map_err(Into::into));
+                    }
+                    None => self.emit(ClientEvent::Event(Event::QueryResponse { id, result })),
+                }
+            }
             Event::IqResponse { id, result } => match self.iqs.remove(&id) {
                 Some(tx) => {
                     let _ = tx.send(Ok(result));
@@ -634,6 +706,18 @@ impl<R: Runtime, S: CredentialStore> Driver<R, S> {
         for tx in self.media_waiters.drain(..) {
             let _ = tx.send(Err(ClientError::Send(SendError::NotConnected)));
         }
+        for (_, tx) in self.queries.drain() {
+            let _ = tx.send(Err(IqError::Disconnected.into()));
+        }
+        // A logout whose answer never came: the device may still be linked; nothing is wiped.
+        let logout = match self.logout.take() {
+            Some((None, tx)) => Some(tx),
+            Some((Some(_), tx)) => {
+                let _ = tx.send(Err(IqError::Disconnected.into()));
+                None
+            }
+            None => None,
+        };
         let (reason, machine_says) = self
             .closed
             .take()
@@ -641,10 +725,22 @@ impl<R: Runtime, S: CredentialStore> Driver<R, S> {
             .unwrap_or((CloseReason::SocketClosed, Reconnect::Never));
         if reason.is_logged_out() {
             tracing::info!("logged out; deleting the credentials");
-            if let Err(e) = self.store.delete().await {
+            self.status.set_credentials(None);
+            let wiped = self.store.delete().await;
+            if let Some(tx) = logout {
+                let _ = tx.send(
+                    wiped
+                        .as_ref()
+                        .map_err(|e| ClientError::Store(e.to_string()))
+                        .map(drop),
+                );
+            }
+            if let Err(e) = wiped {
                 tracing::error!(error = %e, "could not delete the credentials");
                 self.emit(ClientEvent::StoreFailed(e));
             }
+        } else if let Some(tx) = logout {
+            let _ = tx.send(Err(IqError::Disconnected.into()));
         }
         let user_disconnect =
             !self.disconnect_waiters.is_empty() && matches!(reason, CloseReason::Local);
@@ -656,6 +752,10 @@ impl<R: Runtime, S: CredentialStore> Driver<R, S> {
             machine_says
         };
         tracing::info!(?reason, ?reconnect, "disconnected");
+        self.status.set_state(ClientState::Closed {
+            reason: reason.clone(),
+            reconnect,
+        });
         self.emit(ClientEvent::Disconnected { reason, reconnect });
         for waiter in self.disconnect_waiters.drain(..) {
             let _ = waiter.send(());

@@ -58,14 +58,17 @@ pub use amarula_proto as proto;
 mod client;
 mod driver;
 pub mod media;
+mod ops;
 #[cfg(feature = "smol")]
 pub mod smol;
+mod status;
 pub mod store;
 #[cfg(feature = "tokio")]
 pub mod tokio;
 
 pub use client::{Client, ClientConfig, ClientError, ClientEvent, Events, WHATSAPP_URL};
 pub use driver::Error;
+pub use status::ClientState;
 pub use store::{CredentialStore, FileStore, MemoryStore, StoreError};
 #[cfg(feature = "sqlite")]
 pub use store::{SqliteDatabase, SqliteStore};

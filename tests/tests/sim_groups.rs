@@ -10,6 +10,7 @@ use amarula_core::jid::Jid;
 use amarula_core::machine::{
     AckToken, Confirm, Event, IqRequest, IqResult, MessageAckResult, Session,
 };
+use amarula_core::notify::group::{GroupChange, GroupNotification};
 use amarula_core::signal::{Identity, IdentityPolicy, SenderKeyRecord, SessionRecord};
 use amarula_tests::sim::client::{TestClient, config_for, fresh_credentials};
 use amarula_tests::sim::{
@@ -85,6 +86,16 @@ async fn next_receipt(c: &mut TestClient) -> Node {
     })
     .await
     .expect("receipt")
+}
+
+/// The next `w:gp2` notification, typed by the machine (already acked).
+async fn next_group_change(c: &mut TestClient) -> GroupNotification {
+    c.wait_for(T, |e| match e {
+        Event::GroupChanged(n) => Some((**n).clone()),
+        _ => None,
+    })
+    .await
+    .expect("group notification")
 }
 
 async fn routed(events: &mut Subscription, id: &str) -> (Vec<Jid>, Vec<Jid>) {
@@ -450,23 +461,22 @@ async fn adding_a_member_notifies_every_member_device() {
         Err(GroupError::UnknownGroup)
     );
     assert_eq!(alice.group_members(&group).map(|m| m.len()), Some(3));
-    let added = |n: &Node| {
-        n.child("add")
-            .and_then(|a| a.child("participant"))
-            .and_then(|p| p.attr_jid("jid"))
-            .cloned()
+    let added = |n: &GroupNotification| match n.changes.first() {
+        Some(GroupChange::Added { participants, .. }) => {
+            participants.first().map(|p| p.jid.clone())
+        }
+        _ => None,
     };
     for c in [&mut a1, &mut b1] {
-        let (note, _) = next_stanza(c, "notification").await;
-        assert_eq!(note.attr_str("type"), Some("w:gp2"));
-        assert_eq!(note.attr_jid("from"), Some(&group));
-        assert!(note.attr_str("id").is_some() && note.attr_str("t").is_some());
+        let note = next_group_change(c).await;
+        assert_eq!(note.group, group);
+        assert!(!note.id.is_empty() && note.timestamp.is_some());
         assert_eq!(added(&note), Some(dave.jid()));
     }
     // The new member's offline companion gets it at login, and may now ask for the metadata.
     let mut d1 = login(&sim, dave_session, 43).await;
-    let (note, _) = next_stanza(&mut d1, "notification").await;
-    assert_eq!(note.attr_str("offline"), Some("1"));
+    let note = next_group_change(&mut d1).await;
+    assert!(note.offline);
     assert_eq!(added(&note), Some(dave.jid()));
     let r = d1.query(metadata(&group), T).await.unwrap();
     assert!(

@@ -11,8 +11,11 @@ use super::presence::PresenceUpdate;
 use super::receipts::Receipt;
 use crate::binary::Node;
 use crate::credentials::{Credentials, DeviceIdentity};
+use crate::iq::IqError;
 use crate::jid::Jid;
 use crate::noise::{HandshakeError, TransportError};
+use crate::notify::call::CallEvent;
+use crate::notify::group::GroupNotification;
 use crate::pairing::{PairError, PairingError};
 use crate::persist::{Change, LoadRequest};
 
@@ -158,6 +161,20 @@ pub enum Event {
         /// The device.
         device: Jid,
     },
+    /// The answer to a query sent with [`send_query`](super::ConnectionMachine::send_query).
+    /// Exactly one follows for each request id.
+    QueryResponse {
+        /// The request.
+        id: RequestId,
+        /// The typed answer, or why there is none.
+        result: Result<super::Answer, IqError>,
+    },
+    /// A group changed (`<notification type="w:gp2">`, typed); already acked. The member list
+    /// group sends use follows it.
+    GroupChanged(Box<GroupNotification>),
+    /// A call stanza (an offer, or what followed it), typed; already acked. Reject an offer
+    /// with [`reject_call`](super::ConnectionMachine::reject_call).
+    Call(Box<CallEvent>),
     /// The connection ended. No further output follows except what was already queued; the
     /// driver closes the socket and, as `reconnect` says, starts a new machine from
     /// [`into_session`](super::ConnectionMachine::into_session).
@@ -341,7 +358,7 @@ pub enum SendError {
 }
 
 /// Why the connection ended.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum CloseReason {
     /// The application closed it.
@@ -354,6 +371,9 @@ pub enum CloseReason {
         /// The failure reason or stream error code.
         code: u16,
     },
+    /// This device logged itself out ([`Query::Logout`](super::Query::Logout) succeeded): the
+    /// server no longer knows it. Delete the credentials and every record.
+    Logout,
     /// Another connection with the same credentials took over.
     Replaced,
     /// Failure 402: temporarily banned.
@@ -445,6 +465,7 @@ impl CloseReason {
             Self::RateLimited => Policy::Backoff { extra_attempts: 5 },
             Self::Local
             | Self::LoggedOut { .. }
+            | Self::Logout
             | Self::Replaced
             | Self::TemporaryBan { .. }
             | Self::ClientOutdated
@@ -458,7 +479,7 @@ impl CloseReason {
 
     /// Whether the credentials are no longer valid and should be deleted.
     pub fn is_logged_out(&self) -> bool {
-        matches!(self, Self::LoggedOut { .. })
+        matches!(self, Self::LoggedOut { .. } | Self::Logout)
     }
 }
 

@@ -27,6 +27,9 @@
 //!   [`set_presence`](ConnectionMachine::set_presence),
 //!   [`presence_subscribe`](ConnectionMachine::presence_subscribe),
 //!   [`send_chatstate`](ConnectionMachine::send_chatstate),
+//!   [`provide`](ConnectionMachine::provide) to answer [`Event::Load`]; typed queries (groups,
+//!   contacts, profile, privacy, blocklist, logout): [`send_query`](ConnectionMachine::send_query);
+//!   [`reject_call`](ConnectionMachine::reject_call),
 //!   [`set_push_name`](ConnectionMachine::set_push_name).
 //! - **Hand-over**: [`into_session`](ConnectionMachine::into_session) keeps what outlives one
 //!   socket (credentials, the sent-message cache, id counters, the backoff state) for the next
@@ -45,6 +48,8 @@ mod event;
 mod ids;
 mod messaging;
 mod presence;
+mod push;
+mod query;
 mod receipts;
 mod stanza;
 mod timer;
@@ -65,6 +70,8 @@ pub use event::{
 pub use ids::RequestId;
 pub use messaging::{DecryptError, IncomingMessage, MessagingError, UndecryptableMessage};
 pub use presence::{Presence, PresenceUpdate};
+pub use push::OwnIdentity;
+pub use query::{Answer, Query};
 pub use receipts::{MAX_RECEIPT_IDS, Receipt, ReceiptKind};
 
 use self::cache::{Held, HeldAcks, RetryCache};
@@ -232,6 +239,8 @@ enum IqKind {
     CompanionFinish,
     /// Prekeys, device lists, bundles, group metadata (the number keys the purpose).
     Messaging(u64),
+    /// A typed query of the application ([`ConnectionMachine::send_query`]).
+    Query(RequestId),
 }
 
 #[derive(Debug)]
@@ -278,6 +287,8 @@ pub struct ConnectionMachine {
     phone: Option<PhoneCodePairing>,
     buf: Vec<u8>,
     session_msg: Messaging,
+    /// Typed queries in flight, answered from their IQ's reply.
+    queries: HashMap<RequestId, Query>,
 }
 
 impl std::fmt::Debug for ConnectionMachine {
@@ -332,6 +343,7 @@ impl ConnectionMachine {
             phone: None,
             buf: Vec::with_capacity(256),
             session_msg: messaging,
+            queries: HashMap::new(),
             retry,
             attempts,
             creds: credentials,
@@ -762,6 +774,7 @@ impl ConnectionMachine {
         match kind {
             IqKind::Messaging(n) => self.messaging_iq_done(now, n, result),
             IqKind::App(id) => self.emit(Event::IqResponse { id, result }),
+            IqKind::Query(id) => self.query_done(now, id, result),
             IqKind::CompanionHello => {
                 if !matches!(result, IqResult::Ok(_)) && result != IqResult::Disconnected {
                     self.phone = None;
@@ -1032,6 +1045,14 @@ impl ConnectionMachine {
         }
         if node.tag == "notification" && node.attr_str("type") == Some("link_code_companion_reg") {
             self.on_link_code_notification(now, &node);
+        }
+        if let Some(event) = self.typed_push(&node) {
+            // A group change or a call, typed: the event, then the ack as for any push.
+            self.emit(event);
+            if let Some(ack) = ack {
+                self.send_internal(now, &ack);
+            }
+            return;
         }
         let is_message = node.tag == "message";
         match ack {

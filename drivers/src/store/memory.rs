@@ -59,6 +59,25 @@ struct MemoryInner {
     secrets: HashMap<SecretKey, Secret>,
 }
 
+impl MemoryInner {
+    /// How many records of any kind are kept (the credentials count as one).
+    fn records(&self) -> usize {
+        usize::from(self.credentials.is_some())
+            + self.sent.len()
+            + self.acked.len()
+            + self.prekeys.len()
+            + self.signed_prekeys.len()
+            + self.sessions.values().map(HashMap::len).sum::<usize>()
+            + self.sender_keys.len()
+            + self.identities.len()
+            + self.device_lists.len()
+            + self.phone_by_lid.len()
+            + self.lid_by_phone.len()
+            + self.pending.len()
+            + self.secrets.len()
+    }
+}
+
 impl fmt::Debug for MemoryStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Records hold private keys: only counts are shown.
@@ -79,6 +98,13 @@ impl fmt::Debug for MemoryStore {
 }
 
 impl MemoryStore {
+    /// How many records of any kind the store keeps (credentials, sent messages, prekeys,
+    /// sessions, sender keys, identities, device lists, LID mappings, pending messages,
+    /// message secrets): 0 after [`delete`](CredentialStore::delete), e.g. after a logout.
+    pub fn record_count(&self) -> usize {
+        self.lock().records()
+    }
+
     /// An empty store.
     pub fn new() -> Self {
         Self::default()

@@ -37,8 +37,8 @@ pub enum PairingError {
 /// A simulated account (cheap to clone).
 #[derive(Clone)]
 pub struct Account {
-    shared: Arc<Shared>,
-    phone: String,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) phone: String,
 }
 
 impl std::fmt::Debug for Account {

@@ -594,6 +594,9 @@ impl Conn {
 
     /// Phone-code pairing IQs (PAIRING.md §3).
     async fn on_md(&mut self, node: &Node) -> Flow {
+        if node.child("remove-companion-device").is_some() {
+            return self.on_remove_companion(node).await;
+        }
         let reg = node.child("link_code_companion_reg");
         match reg.and_then(|r| r.attr_str("stage")) {
             Some("companion_hello") => {
@@ -661,6 +664,24 @@ impl Conn {
                     .await
             }
         }
+    }
+
+    /// The logout of this device (SESSION.md §15): unlinked, answered, then the stream ends
+    /// with `device_removed` as the real server does.
+    async fn on_remove_companion(&mut self, node: &Node) -> Flow {
+        let Some(device) = self.device.clone() else {
+            return self.send(&iq::error(node, 401, "not-authorized")).await;
+        };
+        let reply = super::contacts::remove_companion(&mut self.shared.lock(), &device, node);
+        let Some(reply) = reply else {
+            return self.send(&iq::error(node, 403, "forbidden")).await;
+        };
+        self.send(&reply).await?;
+        let end = Node::new("stream:error")
+            .attr("code", "401")
+            .children([Node::new("conflict").attr("type", "device_removed")]);
+        self.send(&end).await?;
+        Err(Stop::close("device removed"))
     }
 
     /// Routes a `<message>` (SESSION.md §8, §13) and acks it to the sender (§5.5). Copies

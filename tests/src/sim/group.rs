@@ -1,11 +1,13 @@
-//! Groups (SESSION.md §13): who is in them, the metadata IQ, and the `w:gp2` notification that
-//! tells members someone was added. Message routing to members is in `route.rs`.
+//! Groups (SESSION.md §13): who is in them with which role, their info and settings, and the
+//! `w:gp2` notifications that tell members what changed. The `w:g2` IQs are answered in
+//! `groups_iq.rs`; message routing to members is in `route.rs`.
 
-use amarula_core::binary::{AttrValue, Node};
+use std::collections::{BTreeMap, BTreeSet};
+
+use amarula_core::binary::Node;
 use amarula_core::jid::Jid;
 use rand_core::RngCore;
 
-use super::iq::{error, result};
 use super::state::{State, notification};
 
 /// A simulated group.
@@ -14,12 +16,32 @@ pub(crate) struct GroupState {
     /// The numeric id (the user part of `ID@g.us`).
     pub(crate) id: String,
     pub(crate) subject: String,
+    /// Who set the subject (phone number) and when.
+    pub(crate) subject_by: String,
+    pub(crate) subject_at: u64,
     /// The phone number of the account that created it (the superadmin).
     pub(crate) creator: String,
     /// Phone numbers of the members, in the order they joined (the creator first).
     pub(crate) participants: Vec<String>,
+    /// Members who are admins (the creator is the super admin, not listed here).
+    pub(crate) admins: BTreeSet<String>,
     /// Unix seconds of creation.
     pub(crate) creation: u64,
+    /// The description: id, text, who (phone) and when.
+    pub(crate) description: Option<(String, String, String, u64)>,
+    pub(crate) announce: bool,
+    pub(crate) locked: bool,
+    pub(crate) ephemeral: Option<u32>,
+    pub(crate) approval: bool,
+    /// Every member may add (`all_member_add`), or only admins (`admin_add`, the default).
+    pub(crate) all_member_add: bool,
+    /// The current invite code, and the codes it replaced (410 gone).
+    pub(crate) invite: String,
+    pub(crate) revoked: BTreeSet<String>,
+    /// Requests to join waiting for an admin: phone number → unix seconds.
+    pub(crate) requests: BTreeMap<String, u64>,
+    /// Members removed: adding them again is refused with 408 (invite them instead).
+    pub(crate) removed: BTreeSet<String>,
 }
 
 impl GroupState {
@@ -31,24 +53,79 @@ impl GroupState {
         self.participants.iter().any(|p| p == phone)
     }
 
-    /// The `<group>` node of the metadata answer.
-    fn info(&self) -> Node {
-        let participants = self.participants.iter().map(|p| {
-            let n = Node::new("participant").attr("jid", Jid::user(p.as_str()));
-            if *p == self.creator {
-                n.attr("type", "superadmin")
-            } else {
-                n
-            }
-        });
+    pub(crate) fn is_admin(&self, phone: &str) -> bool {
+        phone == self.creator || self.admins.contains(phone)
+    }
+
+    /// The `<participant>` of a member, with its role and LID (a PN-addressed group).
+    pub(crate) fn participant(st: &State, phone: &str, role: Option<&str>) -> Node {
+        let mut n = Node::new("participant").attr("jid", Jid::user(phone));
+        if let Some(role) = role {
+            n = n.attr("type", role);
+        }
+        match st.accounts.get(phone) {
+            Some(a) => n.attr("lid", Jid::lid(a.lid.as_str())),
+            None => n,
+        }
+    }
+
+    fn role(&self, phone: &str) -> Option<&'static str> {
+        if phone == self.creator {
+            Some("superadmin")
+        } else if self.admins.contains(phone) {
+            Some("admin")
+        } else {
+            None
+        }
+    }
+
+    /// The `<group>` node of metadata answers, the participating list and create.
+    pub(crate) fn info(&self, st: &State) -> Node {
+        let mut children: Vec<Node> = self
+            .participants
+            .iter()
+            .map(|p| Self::participant(st, p, self.role(p)))
+            .collect();
+        if let Some((id, text, by, t)) = &self.description {
+            children.push(
+                Node::new("description")
+                    .attr("id", id.as_str())
+                    .attr("participant", Jid::user(by.as_str()))
+                    .attr("t", t.to_string())
+                    .children([Node::new("body").bytes(text.as_bytes().to_vec())]),
+            );
+        }
+        if self.announce {
+            children.push(Node::new("announcement"));
+        }
+        if self.locked {
+            children.push(Node::new("locked"));
+        }
+        if let Some(t) = self.ephemeral {
+            children.push(Node::new("ephemeral").attr("expiration", t.to_string()));
+        }
+        if self.approval {
+            children.push(
+                Node::new("membership_approval_mode")
+                    .children([Node::new("group_join").attr("state", "on")]),
+            );
+        }
+        let mode: &[u8] = if self.all_member_add {
+            b"all_member_add"
+        } else {
+            b"admin_add"
+        };
+        children.push(Node::new("member_add_mode").bytes(mode.to_vec()));
         Node::new("group")
             .attr("id", self.id.as_str())
             .attr("subject", self.subject.as_str())
+            .attr("s_o", Jid::user(self.subject_by.as_str()))
+            .attr("s_t", self.subject_at.to_string())
             .attr("creation", self.creation.to_string())
             .attr("creator", Jid::user(self.creator.as_str()))
             .attr("addressing_mode", "pn")
             .attr("size", self.participants.len().to_string())
-            .children(participants.collect::<Vec<_>>())
+            .children(children)
     }
 }
 
@@ -62,6 +139,17 @@ pub enum GroupError {
     /// The account is a member already.
     #[error("already a member")]
     AlreadyMember,
+}
+
+/// A random invite code (22 characters of the URL-safe alphabet).
+pub(crate) fn invite_code(st: &mut State) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    (0..22)
+        .map(|_| {
+            let i = (st.rng.next_u32() as usize) % ALPHABET.len();
+            char::from(ALPHABET.get(i).copied().unwrap_or(b'A'))
+        })
+        .collect()
 }
 
 impl State {
@@ -84,16 +172,56 @@ impl State {
         for p in &participants {
             self.new_account(p);
         }
+        let now = super::unix_now();
+        let invite = invite_code(self);
         let group = GroupState {
             id: id.clone(),
             subject: subject.to_owned(),
+            subject_by: creator.to_owned(),
+            subject_at: now,
             creator: creator.to_owned(),
             participants,
-            creation: super::unix_now(),
+            admins: BTreeSet::new(),
+            creation: now,
+            description: None,
+            announce: false,
+            locked: false,
+            ephemeral: None,
+            approval: false,
+            all_member_add: false,
+            invite,
+            revoked: BTreeSet::new(),
+            requests: BTreeMap::new(),
+            removed: BTreeSet::new(),
         };
         let jid = group.jid();
         self.groups.insert(id, group);
         jid
+    }
+
+    /// Sends `<notification type="w:gp2" from=GROUP participant=ACTOR>children</…>` to every
+    /// device of `to` (phone numbers) except `skip` (the device that made the change, which
+    /// has the IQ's answer), queued for the offline ones.
+    pub(crate) fn notify_group(
+        &mut self,
+        group: &Jid,
+        actor: Option<&str>,
+        to: &[String],
+        skip: Option<&Jid>,
+        children: Vec<Node>,
+    ) {
+        let mut node = notification(self, "w:gp2", group.clone(), children);
+        if let Some(actor) = actor {
+            node = node.attr("participant", Jid::user(actor));
+        }
+        for member in to {
+            for d in self.companion_devices(member) {
+                let skipped = skip.is_some_and(|s| s.user_part() == member && s.device() == d);
+                if !skipped {
+                    self.deliver(member, d, node.clone());
+                }
+            }
+        }
     }
 
     /// Adds `phone` to `group` (the account is created when missing) and sends every member
@@ -111,49 +239,14 @@ impl State {
         let members = g.participants.clone();
         let from = g.jid();
         self.new_account(phone);
-        let node = notification(
-            self,
-            "w:gp2",
-            from,
-            vec![
-                Node::new("add").children([Node::new("participant").attr("jid", Jid::user(phone))]),
-            ],
+        let added = GroupState::participant(self, phone, None);
+        self.notify_group(
+            &from,
+            None,
+            &members,
+            None,
+            vec![Node::new("add").children([added])],
         );
-        for member in &members {
-            for d in self.companion_devices(member) {
-                self.deliver(member, d, node.clone());
-            }
-        }
         Ok(())
     }
-}
-
-/// `xmlns="w:g2"` IQs: the metadata query (`get` with `<query request="interactive"/>`) of a
-/// group the asking device's account is in.
-pub(crate) fn answer(st: &State, device: &Jid, iq: &Node) -> Node {
-    let kind = iq.attr_str("type").unwrap_or_default();
-    let first = iq.child_nodes().first().map(|c| &*c.tag);
-    if (kind, first) != ("get", Some("query")) {
-        return error(iq, 501, "feature-not-implemented");
-    }
-    let Some(to) = super::state::jid_attr(iq, "to").filter(Jid::is_group) else {
-        return error(iq, 400, "bad-request");
-    };
-    let Some(group) = st.groups.get(to.user_part()) else {
-        return error(iq, 404, "item-not-found");
-    };
-    let Some(asker) = st.phone_of(device.user_part()) else {
-        return error(iq, 403, "forbidden");
-    };
-    if !group.is_member(asker) {
-        return error(iq, 403, "forbidden");
-    }
-    let mut reply = result(iq, vec![group.info()]);
-    // The answer comes from the group, as the real server's does.
-    for (k, v) in &mut reply.attrs {
-        if k == "from" {
-            *v = AttrValue::Jid(to.clone());
-        }
-    }
-    reply
 }

@@ -39,11 +39,27 @@ pub(crate) fn answer(shared: &Shared, device: Option<&Jid>, iq: &Node) -> Node {
         _ if device.is_none() => error(iq, 401, "not-authorized"),
         ("passive", "set", Some("active" | "passive")) => result(iq, Vec::new()),
         ("encrypt", _, _) => encrypt(&mut shared.lock(), device, iq, kind, first),
+        ("usync", "get", Some("usync")) if super::contacts::is_profile_usync(iq) => {
+            super::contacts::usync(&mut shared.lock(), iq)
+        }
         ("usync", "get", Some("usync")) => usync(&mut shared.lock(), iq),
         ("w:g2", _, _) => match device {
-            Some(d) => super::group::answer(&shared.lock(), d, iq),
+            Some(d) => super::groups_iq::answer(&mut shared.lock(), d, iq),
             None => error(iq, 401, "not-authorized"),
         },
+        ("status" | "w:profile:picture" | "privacy" | "blocklist", _, _) => {
+            let mut st = shared.lock();
+            let me = device.and_then(|d| st.phone_of(d.user_part()).map(str::to_owned));
+            let Some(me) = me else {
+                return error(iq, 401, "not-authorized");
+            };
+            match xmlns {
+                "status" => super::contacts::status(&mut st, &me, iq),
+                "w:profile:picture" => super::contacts::picture(&mut st, &me, iq),
+                "privacy" => super::contacts::privacy(&mut st, &me, iq),
+                _ => super::contacts::blocklist(&mut st, &me, iq),
+            }
+        }
         ("w:m", "set", Some("media_conn")) => result(
             iq,
             vec![

@@ -41,6 +41,15 @@
 //! Linking a companion sends the account's other companions a `devices` notification; adding
 //! a group member ([`Account::add_to_group`]) sends members a `w:gp2` one.
 //!
+//! Groups, contacts and the account (`groups_iq.rs`, `contacts.rs`): every `w:g2` IQ with the
+//! real answer shapes and admin rules (a non-admin cannot add: 401; a non-member is refused:
+//! 403; per-participant codes 403 with an invite, 404, 408, 409), each change told to the
+//! members' devices as a `w:gp2` notification; usync contact and user-info queries, the about
+//! text, profile pictures, privacy settings, the blocklist, and the logout
+//! (`remove-companion-device`: the device is unlinked). A call offer can be rung on a device
+//! ([`Account::ring`]); what clients send back (`<call><reject>`) is seen as
+//! [`SimEvent::StanzaReceived`].
+//!
 //! # Use
 //! - Accounts: [`Simulator::add_account`] gives an [`Account`], whose virtual phone scans a QR
 //!   code ([`Account::scan_qr`]) or types a pairing code ([`Account::enter_code`]), or links a
@@ -60,11 +69,14 @@
 //! sends can panic the simulator.
 
 mod account;
+mod account_ops;
 pub mod client;
 mod conn;
+mod contacts;
 mod events;
 mod faults;
 mod group;
+mod groups_iq;
 mod iq;
 pub mod media;
 pub mod peer;
@@ -184,6 +196,7 @@ impl Simulator {
                 code_requests: Default::default(),
                 next_conn: 0,
                 groups: Default::default(),
+                profiles: Default::default(),
                 encrypted: state::BoundedSet::new(ENCRYPTED_COPIES),
                 presence: Default::default(),
             }),

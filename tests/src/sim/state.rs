@@ -14,6 +14,7 @@ use rand_chacha::ChaCha20Rng;
 use rand_core::RngCore;
 use tokio::sync::{broadcast, mpsc, watch};
 
+use super::contacts::Profile;
 use super::faults::{Action, RuleSet};
 use super::group::GroupState;
 use super::phone::PhoneSignal;
@@ -129,6 +130,8 @@ pub(crate) struct State {
     pub(crate) next_conn: u64,
     /// Group id (the user part of `ID@g.us`) → the group.
     pub(crate) groups: BTreeMap<String, GroupState>,
+    /// Phone number → what the account shows (status, picture, privacy, blocklist).
+    pub(crate) profiles: BTreeMap<String, Profile>,
     /// Copies of Signal-encrypted messages handed to devices, as (device, message id): their
     /// acks are not turned into receipts, because the client sends real ones.
     pub(crate) encrypted: BoundedSet<(Jid, String)>,

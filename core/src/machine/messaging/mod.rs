@@ -10,6 +10,7 @@
 //! sender's session; sends to other chats go on. Every record a step changes leaves as
 //! [`Event::Persist`] before the frame that depends on it.
 
+mod groups;
 mod media;
 mod nodes;
 mod receive;
@@ -369,9 +370,7 @@ impl ConnectionMachine {
                     .devices
                     .put(user, None, self.config.max_loaded_records);
             }
-            (Some("w:gp2"), Some(from)) => {
-                self.session_msg.groups.remove(&from.to_non_device());
-            }
+            (Some("w:gp2"), Some(from)) => self.group_notification_cache(&from, node),
             _ => {}
         }
     }

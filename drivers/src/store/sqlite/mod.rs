@@ -349,6 +349,17 @@ impl SqliteStore {
         blocking::unblock(move || f(&mut shared.lock(), account, &shared.options)).await
     }
 
+    /// How many rows this account has in each table (credentials, sent messages, prekeys,
+    /// signed prekeys, sessions, sender keys, identities, device lists, LID mappings, pending
+    /// messages, message secrets): all 0 after [`delete`](CredentialStore::delete), e.g. after
+    /// a logout.
+    ///
+    /// # Errors
+    /// [`StoreError::Sqlite`] when reading fails.
+    pub async fn row_counts(&self) -> Result<Vec<(&'static str, u64)>, StoreError> {
+        self.run(|c, a, _| tables::account_rows(c, a)).await
+    }
+
     /// The one-time prekey `id`.
     ///
     /// # Errors

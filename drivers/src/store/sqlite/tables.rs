@@ -163,21 +163,41 @@ pub(crate) fn load_sent(
     Ok(out)
 }
 
+/// Every table holding rows of an account (all but `accounts`).
+pub(crate) const ACCOUNT_TABLES: [&str; 11] = [
+    "credentials",
+    "sent_messages",
+    "prekeys",
+    "signed_prekeys",
+    "sessions",
+    "sender_keys",
+    "identities",
+    "device_lists",
+    "lid_mappings",
+    "pending_messages",
+    "message_secrets",
+];
+
+/// How many rows the account has in the tables of [`ACCOUNT_TABLES`], each.
+pub(crate) fn account_rows(
+    conn: &Connection,
+    account: AccountId,
+) -> Result<Vec<(&'static str, u64)>, StoreError> {
+    let mut out = Vec::new();
+    for table in ACCOUNT_TABLES {
+        let n: i64 = conn.query_row(
+            &format!("SELECT COUNT(*) FROM {table} WHERE account = ?1"),
+            [account],
+            |r| r.get(0),
+        )?;
+        out.push((table, u64::try_from(n).unwrap_or(0)));
+    }
+    Ok(out)
+}
+
 /// Everything of the account but its row.
 pub(crate) fn delete_account_data(conn: &Connection, account: AccountId) -> Result<(), StoreError> {
-    for table in [
-        "credentials",
-        "sent_messages",
-        "prekeys",
-        "signed_prekeys",
-        "sessions",
-        "sender_keys",
-        "identities",
-        "device_lists",
-        "lid_mappings",
-        "pending_messages",
-        "message_secrets",
-    ] {
+    for table in ACCOUNT_TABLES {
         conn.execute(
             &format!("DELETE FROM {table} WHERE account = ?1"),
             [account],
@@ -486,4 +506,32 @@ pub(crate) fn pending(
         });
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod account_tables_tests {
+    use super::*;
+
+    /// A table added to the schema must be added to the wipe list too.
+    #[test]
+    fn every_account_table_is_wiped() {
+        let db = crate::store::SqliteDatabase::open_in_memory().expect("in memory");
+        let conn = db.shared.lock();
+        let mut stmt = conn
+            .prepare(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'",
+            )
+            .expect("query");
+        let names: Vec<String> = stmt
+            .query_map([], |r| r.get(0))
+            .expect("rows")
+            .collect::<Result<_, _>>()
+            .expect("names");
+        for name in names.iter().filter(|n| *n != "accounts" && *n != "meta") {
+            assert!(
+                ACCOUNT_TABLES.contains(&name.as_str()),
+                "{name} is not wiped"
+            );
+        }
+    }
 }

@@ -1,0 +1,418 @@
+//! Groups through the real drivers (tokio and smol) against the simulator: every `w:g2` call
+//! of `Client` with its typed result and its errors (admin rules, per-participant codes,
+//! invite codes), each change reaching the other members as a typed `Event::GroupChanged`,
+//! and the member list group sends use kept in step without fetching the metadata again.
+
+use std::time::Duration;
+
+use amarula::ClientError;
+use amarula::core::iq::IqError;
+use amarula::core::iq::groups::{
+    INVITE_LINK_PREFIX, JoinOutcome, MemberAddMode, ParticipantRole, ParticipantStatus,
+};
+use amarula::core::jid::Jid;
+use amarula::core::notify::group::{GroupChange, GroupNotification};
+use amarula_tests::e2e_env::{Device, Env, sim_wait, user};
+use amarula_tests::runtimes::{Runtime as Rt, Smol, Tokio};
+use amarula_tests::sim::SimEvent;
+
+fn server_code<T: std::fmt::Debug>(r: Result<T, ClientError>) -> u16 {
+    match r {
+        Err(ClientError::Iq(IqError::Server { code, .. })) => code,
+        other => panic!("expected a server error, got {other:?}"),
+    }
+}
+
+fn changed(n: &GroupNotification, group: &Jid, f: impl Fn(&GroupChange) -> bool) -> bool {
+    n.group == *group && n.changes.iter().any(f)
+}
+
+fn names(list: &[amarula::core::iq::groups::Participant]) -> Vec<String> {
+    let mut v: Vec<String> = list.iter().map(|p| p.jid.user_part().to_owned()).collect();
+    v.sort();
+    v
+}
+
+/// Sends `text` from `from` to `group` and tells whether the sender asked the server for the
+/// group's metadata first (it should not when its member list is in step).
+async fn sent_without_metadata(env: &Env, from: &Device, group: &Jid, text: &str) -> bool {
+    // Subscribed now: earlier queries of the device do not count.
+    let mut events = env.sim.subscribe();
+    let id = from.client.send_text(group, text).await.expect("sent");
+    let device = from.jid.clone();
+    let fetched = sim_wait(&mut events, "routed", |e| match e {
+        SimEvent::StanzaReceived {
+            device: Some(d),
+            node,
+            ..
+        } if *d == device
+            && node.tag == "iq"
+            && node.attr_str("xmlns") == Some("w:g2")
+            && node.child("query").is_some() =>
+        {
+            Some(true)
+        }
+        SimEvent::MessageRouted { id: got, .. } if *got == id => Some(false),
+        _ => None,
+    })
+    .await;
+    !fetched
+}
+
+async fn groups_end_to_end<R: Rt>(env: &Env) {
+    let (a, b, c, d, e) = (
+        "15550101001",
+        "15550101002",
+        "15550101003",
+        "15550101004",
+        "15550101005",
+    );
+    let nobody = "15550101999";
+    let mut a1 = Device::start::<R>(env, "a1", a, 101).await;
+    let mut b1 = Device::start::<R>(env, "b1", b, 102).await;
+    let mut c1 = Device::start::<R>(env, "c1", c, 103).await;
+    let mut d1 = Device::start::<R>(env, "d1", d, 104).await;
+    let e_account = env.sim.add_account(e);
+
+    // Create: numbers without an account are left out; we are the super admin.
+    let created = a1
+        .client
+        .create_group("Trip", &[user(b), user(c), user(nobody)])
+        .await
+        .unwrap();
+    let group = created.jid.clone();
+    assert!(group.is_group());
+    assert_eq!(created.subject.text, "Trip");
+    assert_eq!(created.owner, Some(user(a)));
+    assert_eq!(names(&created.participants), [a, b, c]);
+    let me = created.participant(&user(a)).unwrap();
+    assert_eq!(me.role, ParticipantRole::SuperAdmin);
+    assert!(me.lid.is_some(), "participants carry their LID: {me:?}");
+    assert_eq!(
+        created.settings.member_add_mode,
+        Some(MemberAddMode::AdminAdd)
+    );
+    for dev in [&mut b1, &mut c1] {
+        let n = dev
+            .group_change("create", |n| {
+                changed(n, &group, |c| matches!(c, GroupChange::Created(_)))
+            })
+            .await;
+        assert_eq!(n.actor, Some(user(a)));
+        let GroupChange::Created(g) = &n.changes[0] else {
+            panic!("{n:?}")
+        };
+        assert_eq!(g.subject.text, "Trip");
+    }
+
+    // Metadata and the participating list.
+    let meta = b1.client.group_metadata(&group).await.unwrap();
+    assert_eq!(meta.participants.len(), 3);
+    assert_eq!(
+        meta.participant(&user(b)).map(|p| p.role),
+        Some(ParticipantRole::Member)
+    );
+    assert_eq!(meta.size, Some(3));
+    let listed = c1.client.list_groups().await.unwrap();
+    assert!(listed.iter().any(|g| g.jid == group));
+    assert_eq!(server_code(d1.client.group_metadata(&group).await), 403);
+    assert_eq!(
+        server_code(
+            d1.client
+                .group_metadata(&Jid::group("120363999999999999"))
+                .await
+        ),
+        404
+    );
+
+    // A message reaches the members.
+    a1.client.send_text(&group, "hello trip").await.unwrap();
+    b1.receive("hello trip").await;
+    c1.receive("hello trip").await;
+
+    // A non-admin cannot add.
+    assert_eq!(
+        server_code(b1.client.add_participants(&group, &[user(d)]).await),
+        401
+    );
+    // Each participant gets its own answer.
+    let r = a1
+        .client
+        .add_participants(&group, &[user(d), user(b), user(nobody)])
+        .await
+        .unwrap();
+    let statuses: Vec<(String, ParticipantStatus)> = r
+        .iter()
+        .map(|r| (r.participant.jid.user_part().to_owned(), r.status.clone()))
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            (d.to_owned(), ParticipantStatus::Done),
+            (b.to_owned(), ParticipantStatus::Conflict),
+            (nobody.to_owned(), ParticipantStatus::NotFound),
+        ]
+    );
+    for dev in [&mut b1, &mut c1, &mut d1] {
+        let n = dev
+            .group_change("add of d", |n| {
+                changed(n, &group, |c| {
+                    matches!(c, GroupChange::Added { participants, .. }
+                        if participants.iter().any(|p| p.jid == user(d)))
+                })
+            })
+            .await;
+        assert_eq!(n.actor, Some(user(a)));
+    }
+    // The adder's member list follows the answer, the others' the notification: the next
+    // sends need no metadata and reach the new member.
+    assert!(sent_without_metadata(env, &a1, &group, "welcome d").await);
+    d1.receive("welcome d").await;
+    assert!(sent_without_metadata(env, &b1, &group, "hi d, from b").await);
+    d1.receive("hi d, from b").await;
+
+    // Someone whose privacy refuses gets an invite code instead (403 with add_request).
+    e_account.set_privacy("groupadd", "none");
+    let r = a1
+        .client
+        .add_participants(&group, &[user(e)])
+        .await
+        .unwrap();
+    assert!(
+        matches!(&r[0].status, ParticipantStatus::Forbidden { add_request: Some(req) } if !req.code.is_empty()),
+        "{r:?}"
+    );
+
+    // Promote B: B may now remove; D removed cannot simply be added again (408).
+    let r = a1
+        .client
+        .promote_participants(&group, &[user(b)])
+        .await
+        .unwrap();
+    assert!(r[0].is_done());
+    for dev in [&mut c1, &mut d1] {
+        dev.group_change("promote", |n| {
+            changed(
+                n,
+                &group,
+                |c| matches!(c, GroupChange::Promoted(p) if p.iter().any(|p| p.jid == user(b))),
+            )
+        })
+        .await;
+    }
+    assert_eq!(
+        env.sim.account(a).unwrap().group_admins(&group),
+        Some(vec![a.to_owned(), b.to_owned()])
+    );
+    let r = b1
+        .client
+        .remove_participants(&group, &[user(d), user(nobody)])
+        .await
+        .unwrap();
+    assert!(r[0].is_done());
+    assert_eq!(r[1].status, ParticipantStatus::NotFound);
+    for dev in [&mut a1, &mut c1, &mut d1] {
+        dev.group_change("remove of d", |n| {
+            changed(n, &group, |c| {
+                matches!(c, GroupChange::Removed { participants } if participants.iter().any(|p| p.jid == user(d)))
+            })
+        })
+        .await;
+    }
+    let r = a1
+        .client
+        .add_participants(&group, &[user(d)])
+        .await
+        .unwrap();
+    assert_eq!(r[0].status, ParticipantStatus::InviteInstead);
+    let r = a1
+        .client
+        .demote_participants(&group, &[user(b)])
+        .await
+        .unwrap();
+    assert!(r[0].is_done());
+    c1.group_change("demote", |n| {
+        changed(n, &group, |c| matches!(c, GroupChange::Demoted(_)))
+    })
+    .await;
+    // The removed member's list no longer has the group, and the next message skips it.
+    let listed = d1.client.list_groups().await.unwrap();
+    assert!(!listed.iter().any(|g| g.jid == group));
+    assert!(sent_without_metadata(env, &a1, &group, "without d").await);
+    c1.receive("without d").await;
+
+    // Subject and description.
+    c1.client
+        .set_group_subject(&group, "Trip 2026")
+        .await
+        .unwrap();
+    for dev in [&mut a1, &mut b1] {
+        let n = dev
+            .group_change("subject", |n| {
+                changed(n, &group, |c| matches!(c, GroupChange::Subject(_)))
+            })
+            .await;
+        let Some(GroupChange::Subject(s)) = n.changes.first() else {
+            panic!("{n:?}")
+        };
+        assert_eq!(s.text, "Trip 2026");
+        assert_eq!(s.set_by, Some(user(c)));
+    }
+    a1.client
+        .set_group_description(&group, Some("Bring boots"))
+        .await
+        .unwrap();
+    let n = c1
+        .group_change("description", |n| {
+            changed(n, &group, |c| {
+                matches!(c, GroupChange::Description(Some(_)))
+            })
+        })
+        .await;
+    assert!(
+        matches!(n.changes.first(), Some(GroupChange::Description(Some(d))) if d.text == "Bring boots")
+    );
+    // A second change names the first as its predecessor.
+    a1.client
+        .set_group_description(&group, Some("Bring boots and a hat"))
+        .await
+        .unwrap();
+    let meta = c1.client.group_metadata(&group).await.unwrap();
+    assert_eq!(meta.subject.text, "Trip 2026");
+    assert_eq!(
+        meta.description.as_ref().map(|d| d.text.as_str()),
+        Some("Bring boots and a hat")
+    );
+    a1.client.set_group_description(&group, None).await.unwrap();
+    c1.group_change("description deleted", |n| {
+        changed(n, &group, |c| matches!(c, GroupChange::Description(None)))
+    })
+    .await;
+
+    // Settings: admins only; locked keeps members from editing the info.
+    assert_eq!(
+        server_code(c1.client.set_group_announce(&group, true).await),
+        401
+    );
+    a1.client.set_group_announce(&group, true).await.unwrap();
+    a1.client.set_group_locked(&group, true).await.unwrap();
+    a1.client
+        .set_group_ephemeral(&group, Some(86_400))
+        .await
+        .unwrap();
+    a1.client
+        .set_group_member_add_mode(&group, MemberAddMode::AllMemberAdd)
+        .await
+        .unwrap();
+    for want in [
+        GroupChange::Announce(true),
+        GroupChange::Locked(true),
+        GroupChange::Ephemeral(Some(86_400)),
+        GroupChange::MemberAddMode(MemberAddMode::AllMemberAdd),
+    ] {
+        c1.group_change(&format!("{want:?}"), |n| changed(n, &group, |c| *c == want))
+            .await;
+    }
+    assert_eq!(
+        server_code(c1.client.set_group_subject(&group, "mine").await),
+        401
+    );
+    let meta = b1.client.group_metadata(&group).await.unwrap();
+    assert!(meta.settings.announce && meta.settings.locked);
+    assert_eq!(meta.settings.ephemeral, Some(86_400));
+    a1.client.set_group_ephemeral(&group, None).await.unwrap();
+    c1.group_change("not ephemeral", |n| {
+        changed(n, &group, |c| *c == GroupChange::Ephemeral(None))
+    })
+    .await;
+
+    // Invite links; with approval on, joining waits for an admin.
+    assert_eq!(server_code(c1.client.group_invite_link(&group).await), 401);
+    let link = a1.client.group_invite_link(&group).await.unwrap();
+    assert!(link.starts_with(INVITE_LINK_PREFIX), "{link}");
+    a1.client.set_group_approval(&group, true).await.unwrap();
+    c1.group_change("approval", |n| {
+        changed(n, &group, |c| *c == GroupChange::Approval(true))
+    })
+    .await;
+    let info = d1.client.group_info_from_invite(&link).await.unwrap();
+    assert_eq!(info.jid, group);
+    assert_eq!(info.subject.text, "Trip 2026");
+    assert_eq!(
+        d1.client.join_group(&link).await.unwrap(),
+        JoinOutcome::Requested(group.clone())
+    );
+    a1.group_change("join request", |n| {
+        changed(n, &group, |c| matches!(c, GroupChange::MembershipRequested { participants, .. } if participants.iter().any(|p| p.jid == user(d))))
+    })
+    .await;
+    let pending = a1.client.membership_requests(&group).await.unwrap();
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].jid, user(d));
+    assert_eq!(
+        server_code(c1.client.membership_requests(&group).await),
+        401
+    );
+    let r = a1
+        .client
+        .answer_membership_requests(&group, &[user(d), user(e)], true)
+        .await
+        .unwrap();
+    assert!(r[0].is_done());
+    assert_eq!(r[1].status, ParticipantStatus::NotFound);
+    d1.group_change("approved", |n| {
+        changed(n, &group, |c| matches!(c, GroupChange::Added { participants, .. } if participants.iter().any(|p| p.jid == user(d))))
+    })
+    .await;
+
+    // Leaving; a reset link revokes the old one (410), a made-up one is invalid (406).
+    c1.client.leave_group(&group).await.unwrap();
+    for dev in [&mut a1, &mut d1] {
+        dev.group_change("c left", |n| {
+            changed(n, &group, |ch| matches!(ch, GroupChange::Removed { participants } if participants.iter().any(|p| p.jid == user(c))))
+        })
+        .await;
+    }
+    assert_eq!(server_code(c1.client.group_metadata(&group).await), 403);
+    let new_link = a1.client.reset_group_invite_link(&group).await.unwrap();
+    assert_ne!(new_link, link);
+    d1.group_change("invite reset", |n| {
+        changed(n, &group, |c| matches!(c, GroupChange::InviteReset { .. }))
+    })
+    .await;
+    assert_eq!(server_code(c1.client.join_group(&link).await), 410);
+    assert_eq!(
+        server_code(c1.client.group_info_from_invite("nope").await),
+        406
+    );
+    a1.client.set_group_approval(&group, false).await.unwrap();
+    let joined = c1.client.join_group(&new_link).await.unwrap();
+    assert_eq!(joined, JoinOutcome::Joined(group.clone()));
+    a1.group_change("c joined", |n| {
+        changed(n, &group, |ch| matches!(ch, GroupChange::Added { participants, reason } if reason.as_deref() == Some("invite") && participants.iter().any(|p| p.jid == user(c))))
+    })
+    .await;
+    assert!(sent_without_metadata(env, &a1, &group, "all here").await);
+    for dev in [&mut b1, &mut c1, &mut d1] {
+        dev.receive("all here").await;
+    }
+    d1.settle(Duration::from_millis(50)).await;
+    for dev in [a1, b1, c1, d1] {
+        dev.stop().await;
+    }
+}
+
+macro_rules! scenarios {
+    ($($name:ident),* $(,)?) => {
+        mod tokio_driver {
+            use super::*;
+            $(#[test] fn $name() { let env = Env::new(); Tokio::block_on(&env.rt, super::$name::<Tokio>(&env)); })*
+        }
+        mod smol_driver {
+            use super::*;
+            $(#[test] fn $name() { let env = Env::new(); Smol::block_on(&env.rt, super::$name::<Smol>(&env)); })*
+        }
+    };
+}
+
+scenarios!(groups_end_to_end);
