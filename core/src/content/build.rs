@@ -223,6 +223,12 @@ impl From<&str> for Text {
     }
 }
 
+impl From<&String> for Text {
+    fn from(text: &String) -> Self {
+        Self::new(text.as_str())
+    }
+}
+
 impl From<String> for Text {
     fn from(text: String) -> Self {
         Self::new(text)

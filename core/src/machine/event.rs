@@ -307,6 +307,10 @@ pub enum SendError {
     /// Phone-code pairing could not start.
     #[error("phone-code pairing: {0}")]
     Pairing(#[from] PairingError),
+    /// The message cannot be built from what was given (a poll without options, an edit of
+    /// someone else's message, …).
+    #[error("invalid message: {0}")]
+    InvalidContent(#[from] crate::content::build::BuildError),
 }
 
 /// Why the connection ended.

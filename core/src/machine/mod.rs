@@ -19,8 +19,17 @@
 //!   [`send_node`](ConnectionMachine::send_node), [`confirm`](ConnectionMachine::confirm),
 //!   [`request_pairing_code`](ConnectionMachine::request_pairing_code),
 //!   [`close_locally`](ConnectionMachine::close_locally); end-to-end messaging:
-//!   [`send_text`](ConnectionMachine::send_text),
-//!   [`send_message`](ConnectionMachine::send_message), and
+//!   [`send_text`](ConnectionMachine::send_text) (with a reply and mentions),
+//!   [`send_reply`](ConnectionMachine::send_reply),
+//!   [`send_reaction`](ConnectionMachine::send_reaction),
+//!   [`send_edit`](ConnectionMachine::send_edit),
+//!   [`send_revoke`](ConnectionMachine::send_revoke),
+//!   [`send_poll`](ConnectionMachine::send_poll),
+//!   [`send_poll_vote`](ConnectionMachine::send_poll_vote),
+//!   [`send_contact`](ConnectionMachine::send_contact),
+//!   [`send_contacts`](ConnectionMachine::send_contacts),
+//!   [`send_location`](ConnectionMachine::send_location),
+//!   [`send_message`](ConnectionMachine::send_message) for any content, and
 //!   [`provide`](ConnectionMachine::provide) to answer [`Event::Load`].
 //! - **Hand-over**: [`into_session`](ConnectionMachine::into_session) keeps what outlives one
 //!   socket (credentials, the sent-message cache, id counters, the backoff state) for the next
@@ -53,7 +62,9 @@ pub use event::{
     Reconnect, RetryRejection, RetryRequest, SendError, SentMessage,
 };
 pub use ids::RequestId;
-pub use messaging::{DecryptError, IncomingMessage, MessagingError, UndecryptableMessage};
+pub use messaging::{
+    DecryptError, IncomingMessage, MessagingError, SentPoll, UndecryptableMessage,
+};
 
 use self::cache::{Held, HeldAcks, RetryCache};
 use self::event::Policy;
