@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use amarula_core::jid::Jid;
 use amarula_core::machine::{Event, SentMessage};
-use amarula_core::persist::{Change, DeviceList, LoadRequest, Loaded, PendingMessage};
+use amarula_core::persist::{Change, DeviceList, LoadRequest, Loaded, PendingMessage, SecretKey};
 
 /// Everything the machine handed out for persistence, by kind.
 #[derive(Debug, Default, Clone)]
@@ -24,6 +24,8 @@ pub struct TestStore {
     pub sent: Vec<SentMessage>,
     /// Ids of sent messages the server acknowledged.
     pub acked: Vec<String>,
+    /// Message secrets (polls, events) by message.
+    pub secrets: HashMap<SecretKey, Vec<u8>>,
     /// How many load requests were answered.
     pub loads: usize,
 }
@@ -74,6 +76,9 @@ impl TestStore {
             }
             Change::PendingDone(id) => self.pending.retain(|q| q.id != *id),
             Change::SentAcked(id) => self.acked.push(id.clone()),
+            Change::MessageSecret { key, record } => {
+                self.secrets.insert(key.clone(), record.clone());
+            }
             _ => {}
         }
     }
@@ -102,6 +107,9 @@ impl TestStore {
         }
         for (user, slot) in &mut loaded.device_lists {
             *slot = self.device_lists.get(user).cloned();
+        }
+        for (key, slot) in &mut loaded.message_secrets {
+            *slot = self.secrets.get(key).cloned();
         }
         loaded
     }
