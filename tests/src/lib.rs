@@ -6,6 +6,7 @@
 
 pub mod binary_vectors;
 pub mod crash;
+pub mod e2e;
 pub mod expect;
 pub mod fuzz_messaging;
 pub mod fuzz_noise;

@@ -723,7 +723,7 @@ impl Conn {
         ) else {
             return Ok(());
         };
-        route::receipt(
+        let events = route::receipt(
             &mut self.shared.lock(),
             &me,
             &to,
@@ -731,6 +731,9 @@ impl Conn {
             &node,
             &unix_now().to_string(),
         );
+        for e in events {
+            self.shared.emit(e);
+        }
         let mut ack = Node::new("ack")
             .attr("class", "receipt")
             .attr("id", id)
@@ -769,7 +772,7 @@ impl Conn {
             return Ok(());
         }
         let receipt = Node::new("receipt").attr("id", id);
-        route::receipt(
+        let events = route::receipt(
             &mut st,
             &me,
             &to,
@@ -777,6 +780,10 @@ impl Conn {
             &receipt,
             &unix_now().to_string(),
         );
+        drop(st);
+        for e in events {
+            self.shared.emit(e);
+        }
         Ok(())
     }
 

@@ -30,7 +30,9 @@
 //!
 //! Each account's phone (device 0) never connects but is a real Signal endpoint: its keys are
 //! served like any device's, and the copies routed to it are decrypted at once
-//! ([`SimEvent::PhoneMessage`], [`SimEvent::PhoneUndecryptable`]). Receipts are forwarded to the device they name (a group
+//! ([`SimEvent::PhoneMessage`], [`SimEvent::PhoneUndecryptable`]); it also sends, every kind
+//! with the attributes its content calls for ([`Account::phone_send`]), and the receipts for
+//! what it sent come back as [`SimEvent::PhoneReceipt`]. Receipts are forwarded to the device they name (a group
 //! receipt to the original sender named by `participant`); a recipient's plain ack of a
 //! plaintext test message (one without a Signal ciphertext) is turned into a receipt too.
 //! Linking a companion sends the account's other companions a `devices` notification; adding
@@ -63,6 +65,7 @@ mod group;
 mod iq;
 pub mod peer;
 mod phone;
+mod phone_send;
 mod route;
 mod state;
 mod unacked;
@@ -82,6 +85,7 @@ pub use account::{Account, PairingError};
 pub use events::{ConnKind, SimEvent, Subscription, WaitError};
 pub use faults::{Action, Direction, Faults, Rule, RuleId, Target};
 pub use group::GroupError;
+pub use phone_send::PhoneSendError;
 
 use crate::harness::TestPki;
 use state::{Shared, State};
