@@ -135,7 +135,7 @@ async fn client_to_client<R: Rt>(env: &Env) {
     let reply = context.reply.expect("a reply");
     assert_eq!(reply.stanza_id, lunch_id);
     assert_eq!(reply.participant, Some(to_b.clone()));
-    assert_eq!(context.mentions, [to_b.clone()]);
+    assert_eq!(context.mentions, std::slice::from_ref(&to_b));
 
     // A reaction to B's message, and its removal: B sees its own message as the target.
     let id = a1

@@ -92,17 +92,17 @@ fn enc_for<'a>(msg: &'a Node, device: &str) -> &'a Node {
         .unwrap_or_else(|| panic!("no enc for {device} in {msg}"))
 }
 
+/// (type, edit, mediatype, decrypt-fail, polltype).
+type Said<'a> = (
+    Option<&'a str>,
+    Option<&'a str>,
+    Option<&'a str>,
+    Option<&'a str>,
+    Option<&'a str>,
+);
+
 /// What a stanza says: (type, edit, mediatype, hide, polltype) of the message and one enc.
-fn said<'a>(
-    msg: &'a Node,
-    enc: &'a Node,
-) -> (
-    Option<&'a str>,
-    Option<&'a str>,
-    Option<&'a str>,
-    Option<&'a str>,
-    Option<&'a str>,
-) {
+fn said<'a>(msg: &'a Node, enc: &'a Node) -> Said<'a> {
     (
         msg.attr_str("type"),
         msg.attr_str("edit"),
@@ -239,7 +239,7 @@ fn each_kind_is_sent_with_its_stanza_attributes() {
         reply.quoted.unwrap().conversation.as_deref(),
         Some("lunch?")
     );
-    assert_eq!(context.mentions, [bob.clone()]);
+    assert_eq!(context.mentions, std::slice::from_ref(&bob));
 
     // A reaction, then its removal.
     c.pair.client.send_reaction(now, &lunch, "👍").unwrap();
@@ -288,7 +288,7 @@ fn each_kind_is_sent_with_its_stanza_attributes() {
         panic!("{got:?}")
     };
     assert_eq!(e.target.id, id);
-    assert!(e.by_author && e.target.from_me == false);
+    assert!(e.by_author && !e.target.from_me);
     assert!(matches!(&*e.content, Content::Text { text, .. } if text == "yes, at noon"));
 
     // A revoke of it: never hidden.
@@ -378,7 +378,8 @@ fn each_kind_is_sent_with_its_stanza_attributes() {
     // Bob votes for "there".
     let vote = build::poll_vote(
         &build::VoteKeys::new(
-            MessageRef::theirs(jid(OWN_USER), poll.id.clone(), jid(OWN_USER)).key(&[bob.clone()]),
+            MessageRef::theirs(jid(OWN_USER), poll.id.clone(), jid(OWN_USER))
+                .key(std::slice::from_ref(&bob)),
             &poll.id,
             &jid(OWN_USER),
             &bob,

@@ -536,7 +536,7 @@ mod tests {
         let k = MessageRef::theirs(dm, "A", jid("222:3@s.whatsapp.net")).key(&own());
         assert_eq!((k.from_me(), k.participant), (false, None));
         let k = MessageRef::theirs(group.clone(), "B", jid("333:2@s.whatsapp.net")).key(&own());
-        assert_eq!(k.from_me(), false);
+        assert!(!k.from_me());
         assert_eq!(k.participant.as_deref(), Some("333@s.whatsapp.net"));
         // Our LID as the author is still us.
         let k = MessageRef::theirs(group, "C", jid("9111@lid")).key(&own());

@@ -63,7 +63,7 @@ fn every_kind_gets_whatsmeows_attributes() {
     let me = jid("111@s.whatsapp.net");
     let theirs = MessageRef::theirs(chat.clone(), "T1", chat.clone());
     let ours = MessageRef::ours(chat.clone(), "O1");
-    let plain = build::Text::new("hi").to_message(&chat, &me);
+    let plain = Text::new("hi").to_message(&chat, &me);
     let reply = Text::new("re")
         .reply_to(Quote::new(theirs.clone(), plain.clone()))
         .mention(jid("333@s.whatsapp.net"))
@@ -115,7 +115,7 @@ fn every_kind_gets_whatsmeows_attributes() {
     case!(reply => "text", None, None, false, None);
     case!(build::reaction(theirs.key(&own()), "👍", 1) => "reaction", None, None, true, None);
     case!(build::reaction(theirs.key(&own()), "", 1) => "reaction", None, Some("7"), true, None);
-    case!(build::edit(ours.key(&own()), plain.clone(), 1) => "text", None, Some("1"), true, None);
+    case!(build::edit(ours.key(&own()), plain, 1) => "text", None, Some("1"), true, None);
     // Revokes are never hidden (the server drops hidden revokes).
     case!(build::revoke(ours.key(&own())) => "text", None, Some("7"), false, None);
     case!(build::revoke(admin.key(&own())) => "text", None, Some("8"), false, None);
@@ -131,7 +131,7 @@ fn every_kind_gets_whatsmeows_attributes() {
     case!(gif => "media", Some("gif"), None, false, None);
     case!(preview => "media", Some("url"), None, false, None);
     // Wrappers are looked through.
-    case!(wrap(|m, w| m.ephemeral_message = w, image.clone()) => "media", Some("image"), None, false, None);
+    case!(wrap(|m, w| m.ephemeral_message = w, image) => "media", Some("image"), None, false, None);
     case!(wrap(|m, w| m.view_once_message_v2 = w, voice) => "media", Some("ptt"), None, false, None);
     case!(wrap(|m, w| m.ephemeral_message = w, vote) => "poll", None, None, true, Some(Meta::PollVote));
 }
