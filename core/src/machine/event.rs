@@ -93,7 +93,8 @@ pub enum Event {
         result: MessageAckResult,
     },
     /// A device could not decrypt a message we sent and asks for it again. Messages sent with
-    /// [`send_text`](super::ConnectionMachine::send_text) are encrypted again for exactly
+    /// [`send_text`](super::ConnectionMachine::send_text) and the other `send_*` commands
+    /// are encrypted again (with the same stanza attributes) for exactly
     /// `requester` and relayed with the same id by the machine itself; for others (relayed
     /// with [`relay_message`](super::ConnectionMachine::relay_message) and a context of the
     /// application's own), the application does it.
@@ -118,8 +119,9 @@ pub enum Event {
     Message(Box<IncomingMessage>),
     /// A message that did not decrypt (a retry receipt was sent where the protocol asks).
     Undecryptable(Box<UndecryptableMessage>),
-    /// A message given to [`send_text`](super::ConnectionMachine::send_text) could not be
-    /// relayed; no [`Event::MessageAck`] follows for it.
+    /// A message given to [`send_text`](super::ConnectionMachine::send_text) or another
+    /// `send_*` command could not be relayed (or, for a vote, built); no
+    /// [`Event::MessageAck`] follows for it.
     SendFailed {
         /// The message id.
         id: String,
