@@ -702,3 +702,42 @@ fn misuse_is_refused_at_once() {
         Err(SendError::InvalidContent(BuildError::NoOptions))
     );
 }
+
+#[test]
+fn an_unacknowledged_vote_goes_again_with_the_same_attributes_after_a_crash() {
+    let mut c = Chat::new(110);
+    let secret = [6u8; 32];
+    let options = vec!["up".to_owned(), "down".to_owned()];
+    let stanza = from_bob(
+        &mut c.bob,
+        None,
+        "BP3",
+        &build::poll("?", &options, 0, secret).unwrap(),
+    );
+    c.pair.server_send(&stanza);
+    let poll = last_message(&c.pair.events).reference();
+    let now = c.pair.now;
+    let id = c.pair.client.send_poll_vote(now, &poll, &["up"]).unwrap();
+    let (first, _, _) = c.sent();
+    assert_eq!(first.attr_str("id"), Some(id.as_str()));
+    // A crash before the server's ack: the next process sends the cached vote again, the same
+    // bytes under the same id, with the same attributes.
+    let store = c.pair.store.clone();
+    let mut session = Session::new(c.pair.client.credentials().clone(), &config());
+    session.restore_outbox(store.unacked());
+    let mut next = Pair::at_with_store(config(), session, expect::seeds(111), c.pair.now, store);
+    expect::log_in(&mut next);
+    let again = next.server.last("message").expect("sent again").clone();
+    assert_eq!(again.attr_str("id"), Some(id.as_str()));
+    assert_eq!(
+        said(&again, enc_for(&again, BOB)),
+        (Some("poll"), None, None, Some("hide"), Some("vote"))
+    );
+    let got = c.bob.decrypt(&jid(OWN), enc_for(&again, BOB)).unwrap();
+    let Content::PollVote(mut v) = at_bob(&got).content else {
+        panic!("{got:?}")
+    };
+    v.decrypt(&secret, &options, &jid(BOB_USER), &jid(OWN_USER))
+        .unwrap();
+    assert!(matches!(v.state, VoteState::Decrypted { options, .. } if options == ["up"]));
+}
