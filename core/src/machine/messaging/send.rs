@@ -657,8 +657,13 @@ impl ConnectionMachine {
             }
         }
         let mut children = Vec::new();
+        let to = match &job.resend {
+            Some(r) if !group => r.requester.clone(),
+            _ => job.chat.clone(),
+        };
         let mut node = Node::new("message")
             .attr("id", job.id.as_str())
+            .attr("to", to)
             .attr("type", attrs.message_type.as_str());
         if let Some(edit) = attrs.edit {
             node = node.attr("edit", edit.as_str());
@@ -669,13 +674,9 @@ impl ConnectionMachine {
                     return Err(MessagingError::NoDevices);
                 };
                 if group {
-                    node = node
-                        .attr("to", job.chat.clone())
-                        .attr("participant", r.requester.clone());
+                    node = node.attr("participant", r.requester.clone());
                 } else {
-                    node = node
-                        .attr("to", r.requester.clone())
-                        .attr("device_fanout", "false");
+                    node = node.attr("device_fanout", "false");
                     if user_of(&r.requester) == own_user && job.chat != own_user {
                         node = node.attr("recipient", job.chat.clone());
                     }
@@ -683,7 +684,6 @@ impl ConnectionMachine {
                 children.push(enc);
             }
             None => {
-                node = node.attr("to", job.chat.clone());
                 if group {
                     let padded = self.padded(&plain);
                     let key = (job.chat.clone(), own.clone());
