@@ -7,6 +7,10 @@
 //! fields no schema declares becomes [`Content::Unknown`], with the plaintext bytes kept by
 //! the caller. Classification is pure: the one step that needs stored state, decrypting a
 //! poll vote with the poll's secret, is left to the caller ([`PollVote::decrypt`]).
+//!
+//! The sending side: [`build`] makes the message of each kind (replies, reactions, edits,
+//! revokes, polls and votes, contacts, locations), and [`StanzaAttrs`] derives the stanza
+//! attributes a message is sent with (MESSAGES.md §2).
 
 pub mod build;
 mod secret;
