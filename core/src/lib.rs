@@ -64,7 +64,7 @@
 //!                 Output::Event(Event::Load(request)) => machine.provide(now(), lookup(&request)),
 //!                 Output::Event(Event::Message(m)) => {
 //!                     println!("{}: {:?}", m.sender, m.text());
-//!                     // Once handled durably: the delivery receipt and the ack leave.
+//!                     // Once handled durably: the delivery receipt (its acknowledgement) leaves.
 //!                     if let Some(token) = m.ack {
 //!                         let _ = machine.confirm(now(), token, amarula_core::machine::Confirm::Ack);
 //!                     }
@@ -105,6 +105,7 @@ pub mod credentials;
 pub mod frame;
 pub mod jid;
 pub mod machine;
+pub mod media;
 pub mod noise;
 pub mod pairing;
 pub mod persist;

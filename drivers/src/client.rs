@@ -34,6 +34,8 @@ pub struct ClientConfig {
     pub machine: Config,
     /// How long closing a socket may wait for the server's close frame (default 1 s).
     pub close_timeout: Duration,
+    /// Media transfers (scheme, retries, timeouts).
+    pub media: crate::media::MediaConfig,
 }
 
 impl Default for ClientConfig {
@@ -42,6 +44,7 @@ impl Default for ClientConfig {
             url: WHATSAPP_URL.to_owned(),
             machine: Config::default(),
             close_timeout: Duration::from_secs(1),
+            media: crate::media::MediaConfig::default(),
         }
     }
 }
@@ -97,6 +100,12 @@ pub enum ClientError {
     /// time, or the connection ended first (then send it again).
     #[error("the server did not accept the message: {0:?}")]
     NotAccepted(MessageAckResult),
+    /// A media upload or download failed.
+    #[error(transparent)]
+    Media(#[from] crate::media::MediaTransferError),
+    /// The media hosts could not be had (`media_conn` failed).
+    #[error("media hosts unavailable: {0}")]
+    MediaConn(String),
 }
 
 type Reply<T> = oneshot::Sender<Result<T, ClientError>>;
@@ -131,6 +140,7 @@ pub(crate) enum Command {
     Send(Node, Reply<()>),
     Confirm(AckToken, Confirm, Reply<()>),
     PairingCode(String, Reply<String>),
+    MediaConn(bool, Reply<amarula_core::media::MediaConn>),
     Disconnect(oneshot::Sender<()>),
     Stop(oneshot::Sender<()>),
 }
@@ -146,6 +156,7 @@ impl Command {
             Self::Compose(_, tx) => tx.send(Err(error)).map_err(drop),
             Self::Send(_, tx) | Self::Confirm(_, _, tx) => tx.send(Err(error)).map_err(drop),
             Self::PairingCode(_, tx) => tx.send(Err(error)).map_err(drop),
+            Self::MediaConn(_, tx) => tx.send(Err(error)).map_err(drop),
             Self::Disconnect(tx) | Self::Stop(tx) => tx.send(()),
         };
     }
@@ -158,14 +169,21 @@ impl Command {
 #[derive(Debug, Clone)]
 pub struct Client {
     commands: async_channel::Sender<Command>,
+    pub(crate) media: crate::media::Transfers,
 }
 
 impl Client {
-    pub(crate) fn new(commands: async_channel::Sender<Command>) -> Self {
-        Self { commands }
+    pub(crate) fn new(
+        commands: async_channel::Sender<Command>,
+        media: crate::media::Transfers,
+    ) -> Self {
+        Self { commands, media }
     }
 
-    async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, ClientError> {
+    pub(crate) async fn call<T>(
+        &self,
+        make: impl FnOnce(Reply<T>) -> Command,
+    ) -> Result<T, ClientError> {
         let (tx, rx) = oneshot::channel();
         self.commands
             .send(make(tx))

@@ -163,6 +163,7 @@ pub(crate) async fn start<R: Runtime, S: CredentialStore>(
     session.restore_sent(store.load_sent().await?);
     session.restore_pending(store.load_pending().await?);
     session.restore_outbox(store.load_unacked_sent().await?);
+    let media = crate::media::Transfers::new(config.media.clone());
     let (command_tx, command_rx) = async_channel::unbounded();
     let (event_tx, event_rx) = async_channel::unbounded();
     let driver = Driver::<R, S> {
@@ -180,10 +181,11 @@ pub(crate) async fn start<R: Runtime, S: CredentialStore>(
         stopping: false,
         disconnect_waiters: Vec::new(),
         stop_waiters: Vec::new(),
+        media_waiters: Vec::new(),
         runtime: std::marker::PhantomData,
     };
     R::spawn(driver.run(session));
-    Ok((Client::new(command_tx), Events::new(event_rx)))
+    Ok((Client::new(command_tx, media), Events::new(event_rx)))
 }
 
 /// What follows a connection.
@@ -215,6 +217,8 @@ struct Driver<R, S> {
     stopping: bool,
     disconnect_waiters: Vec<oneshot::Sender<()>>,
     stop_waiters: Vec<oneshot::Sender<()>>,
+    /// Callers of `media_conn` waiting for [`Event::MediaConn`].
+    media_waiters: Vec<Reply<amarula_core::media::MediaConn>>,
     runtime: std::marker::PhantomData<fn() -> R>,
 }
 
@@ -427,6 +431,15 @@ impl<R: Runtime, S: CredentialStore> Driver<R, S> {
                 let result = machine.request_pairing_code(now, &phone);
                 let _ = tx.send(result.map_err(Into::into));
             }
+            Command::MediaConn(force, tx) => match machine.media_conn(now, force) {
+                Ok(Some(conn)) => {
+                    let _ = tx.send(Ok(conn));
+                }
+                Ok(None) => self.media_waiters.push(tx),
+                Err(e) => {
+                    let _ = tx.send(Err(e.into()));
+                }
+            },
             Command::Disconnect(tx) => {
                 self.disconnect_waiters.push(tx);
                 machine.close_locally(now);
@@ -569,6 +582,11 @@ impl<R: Runtime, S: CredentialStore> Driver<R, S> {
                 }
                 None => self.emit(ClientEvent::Event(Event::MessageAck { id, result })),
             },
+            Event::MediaConn(result) if !self.media_waiters.is_empty() => {
+                for tx in self.media_waiters.drain(..) {
+                    let _ = tx.send(result.clone().map_err(ClientError::MediaConn));
+                }
+            }
             Event::Closed { reason, reconnect } => self.closed = Some((reason, reconnect)),
             other => self.emit(ClientEvent::Event(other)),
         }
@@ -585,6 +603,9 @@ impl<R: Runtime, S: CredentialStore> Driver<R, S> {
             for tx in waiters {
                 let _ = tx.send(Ok(MessageAckResult::Disconnected));
             }
+        }
+        for tx in self.media_waiters.drain(..) {
+            let _ = tx.send(Err(ClientError::Send(SendError::NotConnected)));
         }
         let (reason, machine_says) = self
             .closed

@@ -57,6 +57,7 @@ pub use amarula_proto as proto;
 
 mod client;
 mod driver;
+pub mod media;
 #[cfg(feature = "smol")]
 pub mod smol;
 pub mod store;

@@ -1,6 +1,7 @@
 //! Support code of amarula's integration tests: the vector checkers behind the `vectors` runner,
-//! the bodies of the fuzz targets (shared by `cargo fuzz` and the corpus replay test), and the
-//! crash test's client log and simulator observer (`crash`).
+//! the bodies of the fuzz targets (shared by `cargo fuzz` and the corpus replay test), the
+//! crash test's client log and simulator observer (`crash`), and the Baileys process of the
+//! third-party client test (`interop`).
 
 #![forbid(unsafe_code)]
 
@@ -13,6 +14,7 @@ pub mod fuzz_noise;
 pub mod fuzz_signal;
 pub mod fuzz_targets;
 pub mod harness;
+pub mod interop;
 pub mod json;
 pub mod keystore;
 pub mod noise_vectors;

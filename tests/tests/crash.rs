@@ -738,6 +738,7 @@ async fn crash_run(settings: &Settings, dir: &Path) -> Outcome {
             ..config_for(&sim)
         },
         close_timeout: Duration::from_millis(200),
+        ..ClientConfig::default()
     };
     let (client, events) = amarula::tokio::connect(config, MemoryStore::with_credentials(creds))
         .await

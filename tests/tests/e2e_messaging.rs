@@ -41,6 +41,7 @@ impl Env {
             url: self.sim.url(),
             machine,
             close_timeout: Duration::from_millis(200),
+            ..ClientConfig::default()
         }
     }
 

@@ -135,12 +135,12 @@ fn a_prekey_message_decrypts_and_waits_for_confirmation() {
     assert!(pair.store.sessions.contains_key(&jid(BOB)));
     assert!(pair.server.received_since(sent_before).is_empty());
     pair.confirm(token, Confirm::Ack).unwrap();
+    // The delivery receipt alone acknowledges it (SESSION.md §5.1): no ack goes with it.
     let sent = pair.server.received_since(sent_before);
-    assert_eq!(sent.len(), 2, "{sent:?}");
+    assert_eq!(sent.len(), 1, "{sent:?}");
     assert_eq!(sent[0].tag, "receipt");
     assert_eq!(sent[0].attr_str("id"), Some("M1"));
     assert_eq!(sent[0].attr_str("type"), None);
-    assert_eq!(sent[1].tag, "ack");
     assert!(pair.store.pending.is_empty());
     // Bob's next message is a `msg` on the same session.
     let enc = bob.encrypt_text(&jid(OWN), None, "again");
@@ -151,6 +151,25 @@ fn a_prekey_message_decrypts_and_waits_for_confirmation() {
     );
     pair.server_send(&incoming(&bob.jid, "M2", enc));
     assert_eq!(messages(&pair.events).last().unwrap().text(), Some("again"));
+}
+
+/// A decrypted message the application refuses gets the ack with the error, and no receipt.
+#[test]
+fn a_refused_message_gets_a_nack_and_no_receipt() {
+    let (mut pair, bundle) = logged_in();
+    let mut bob = Peer::new(BOB, 25);
+    let enc = bob.encrypt_text(&jid(OWN), Some(&bundle), "no thanks");
+    let before = pair.server.received.len();
+    pair.server_send(&incoming(&bob.jid, "M1", enc));
+    let token = messages(&pair.events)[0].ack.expect("held");
+    pair.confirm(token, Confirm::Nack(491)).unwrap();
+    let sent = pair.server.received_since(before);
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0].tag, "ack");
+    assert_eq!(sent[0].attr_str("class"), Some("message"));
+    assert_eq!(sent[0].attr_str("id"), Some("M1"));
+    assert_eq!(sent[0].attr_str("error"), Some("491"));
+    assert!(pair.store.pending.is_empty());
 }
 
 #[test]
@@ -207,14 +226,18 @@ fn an_unconfirmed_message_comes_back_once_after_a_crash() {
     assert_eq!(again[0].text(), Some("keep me"));
     assert_eq!(again[0].id, "M1");
     let token = again[0].ack.unwrap();
-    // The server delivers its unacked copy again: the key is used, so it is acked without a
-    // second event or a retry receipt.
+    // The server delivers its unacked copy again: the key is used, so it is receipted without
+    // a second event or a retry receipt.
     let before = next.server.received.len();
     next.server_send(&stanza);
     assert_eq!(messages(&next.events).len(), 1);
     let sent = next.server.received_since(before);
     assert!(sent.iter().all(|n| n.attr_str("type") != Some("retry")));
-    assert!(sent.iter().any(|n| n.tag == "ack"));
+    assert!(
+        sent.iter()
+            .any(|n| n.tag == "receipt" && n.attr_str("id") == Some("M1"))
+    );
+    assert!(sent.iter().all(|n| n.tag != "ack"), "{sent:?}");
     next.confirm(token, Confirm::Ack).unwrap();
     assert!(next.store.pending.is_empty());
 }
@@ -739,7 +762,7 @@ fn a_message_sent_again_with_the_same_id_is_handed_out_once() {
     pair.server_send(&incoming(&bob.jid, "M1", enc));
     assert_eq!(messages(&pair.events).len(), 1);
     let sent = pair.server.received_since(before);
-    assert!(sent.iter().any(|n| n.tag == "ack"));
+    assert!(sent.iter().all(|n| n.tag != "ack"), "{sent:?}");
     assert!(
         sent.iter()
             .any(|n| n.tag == "receipt" && n.attr_str("type").is_none())

@@ -106,7 +106,7 @@ fn qr_string_round_trip() {
     assert_eq!(&parts.noise_pub, creds.noise_key.public_bytes());
     assert_eq!(&parts.identity_pub, creds.identity_key.public_bytes());
     assert_eq!(parts.adv_secret, *creds.adv_secret);
-    assert_eq!(parts.platform, "1");
+    assert_eq!(parts.platform.as_deref(), Some("1"));
     assert_eq!(
         pairing::parse_qr("2@x,a,b,c,1"),
         Err(QrError::MissingPrefix)

@@ -81,6 +81,43 @@ async fn qr_pairing_then_515_then_login() {
     assert!(account.is_online(&device));
 }
 
+/// The phone reads the older QR form too (PAIRING.md §2.2): `REF,NOISE,IDENTITY,ADV`, no link
+/// prefix and no TYPE, as Baileys 6.x shows it.
+#[tokio::test]
+async fn the_phone_reads_the_older_four_part_qr() {
+    let sim = sim().await;
+    let account = sim.add_account("15550001112");
+    let mut events = sim.subscribe();
+    let config = config_for(&sim);
+    let session = Session::new(fresh_credentials(4), &config);
+    let mut c = TestClient::connect(&sim.url(), config, session, [4; 32])
+        .await
+        .unwrap();
+    let qr = c
+        .wait_for(T, |e| match e {
+            Event::PairingQr { qr, .. } => Some(qr.clone()),
+            _ => None,
+        })
+        .await
+        .unwrap();
+    let body = qr
+        .strip_prefix(amarula_core::pairing::QR_PREFIX)
+        .expect("current form");
+    let (older, _type) = body.rsplit_once(',').expect("five parts");
+    assert_eq!(older.split(',').count(), 4, "{older}");
+    let device = account.scan_qr(older).unwrap();
+    let paired = events
+        .wait_for(T, |e| match e {
+            SimEvent::Paired { device, .. } => Some(device.clone()),
+            _ => None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(paired, device);
+    let reason = c.wait_for(T, closed).await.unwrap();
+    assert!(reason.contains("RestartRequired"), "{reason}");
+}
+
 #[tokio::test]
 async fn phone_code_pairing() {
     let sim = sim().await;
@@ -425,7 +462,7 @@ fn id_of(node: &Node) -> &str {
 }
 
 #[tokio::test]
-async fn unacked_message_comes_again_at_the_next_login_until_acked() {
+async fn unacked_message_comes_again_at_the_next_login_until_acked_or_receipted() {
     let sim = sim().await;
     let alice = sim.add_account("15550009001");
     let bob = sim.add_account("15550009002");
@@ -436,12 +473,17 @@ async fn unacked_message_comes_again_at_the_next_login_until_acked() {
     let conn = login_conn(&mut events).await;
     assert_eq!(backlog(&mut b).await.1, "0");
 
-    // Written to B's live connection: one left unacked, one acked, one refused (NACK).
-    for id in ["KEEP1", "ACK1", "NACK1"] {
+    // Written to B's live connection: one left unacked, one acked, one refused (NACK), one
+    // answered with its delivery receipt alone (what Baileys and whatsmeow send for a message
+    // they decrypted, and the real server takes as the acknowledgement), one with a retry
+    // receipt alone (no acknowledgement).
+    let ids = ["KEEP1", "ACK1", "NACK1", "RCPT1", "RETRY1"];
+    for id in ids {
         a.relay(text_message(id, &bob.jid())).await.unwrap();
     }
     let mut tokens = Vec::new();
-    for id in ["KEEP1", "ACK1", "NACK1"] {
+    let mut froms = Vec::new();
+    for id in ids {
         let (node, token) = b
             .wait_for(T, |e| match e {
                 Event::Stanza { node, ack } if node.tag == "message" => Some((node.clone(), *ack)),
@@ -452,12 +494,24 @@ async fn unacked_message_comes_again_at_the_next_login_until_acked() {
         assert_eq!(id_of(&node), id);
         assert_eq!(node.attr_str("offline"), None, "{node}");
         tokens.push(token.expect("held ack"));
+        froms.push(node.attr_jid("from").expect("from").clone());
     }
     b.confirm(tokens[1], Confirm::Ack).await.unwrap();
     b.confirm(tokens[2], Confirm::Nack(491)).await.unwrap();
+    let receipt = Node::new("receipt")
+        .attr("id", "RCPT1")
+        .attr("to", froms[3].clone());
+    b.confirm(tokens[3], Confirm::Replace(receipt))
+        .await
+        .unwrap();
+    let retry = Node::new("receipt")
+        .attr("id", "RETRY1")
+        .attr("to", froms[4].clone())
+        .attr("type", "retry");
+    b.confirm(tokens[4], Confirm::Replace(retry)).await.unwrap();
     let session = drop_conn(b, conn, &mut events).await;
 
-    // The next login gets the unacked one again, once, before the end of its backlog.
+    // The next login gets the unacknowledged ones again, once, before the end of its backlog.
     let mut b = TestClient::connect(&sim.url(), config.clone(), session, [14; 32])
         .await
         .unwrap();
@@ -469,21 +523,22 @@ async fn unacked_message_comes_again_at_the_next_login_until_acked() {
         })
         .await
         .unwrap();
-    assert_eq!(ids, ["KEEP1"]);
+    assert_eq!(ids, ["KEEP1", "RETRY1"]);
     let (again, count) = backlog(&mut b).await;
     let got: Vec<&str> = again.iter().map(|(n, _)| id_of(n)).collect();
-    assert_eq!(got, ["KEEP1"]);
-    assert_eq!(count, "1");
-    let (node, token) = &again[0];
-    assert_eq!(node.attr_str("offline"), Some("1"));
-    assert_eq!(
-        node.attr_jid("from").map(Jid::to_non_device),
-        Some(alice.jid())
-    );
-    assert!(node.child("enc").is_some());
-    b.confirm(token.expect("held ack"), Confirm::Ack)
-        .await
-        .unwrap();
+    assert_eq!(got, ["KEEP1", "RETRY1"]);
+    assert_eq!(count, "2");
+    for (node, token) in &again {
+        assert_eq!(node.attr_str("offline"), Some("1"));
+        assert_eq!(
+            node.attr_jid("from").map(Jid::to_non_device),
+            Some(alice.jid())
+        );
+        assert!(node.child("enc").is_some());
+        b.confirm(token.expect("held ack"), Confirm::Ack)
+            .await
+            .unwrap();
+    }
     let session = drop_conn(b, conn, &mut events).await;
 
     // Acked: the login after that gets nothing.

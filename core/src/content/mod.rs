@@ -1087,10 +1087,18 @@ fn other_field(m: &Message) -> Content {
         (m.bcall_message.is_some(), "bcallMessage"),
         (m.event_invite_message.is_some(), "eventInviteMessage"),
     ];
-    match present.iter().find(|(p, _)| *p) {
-        Some((_, name)) => Content::Other(name),
-        None if *m != Message::default() => Content::Other("message"),
-        None => Content::Unknown,
+    if let Some((_, name)) = present.iter().find(|(p, _)| *p) {
+        return Content::Other(name);
+    }
+    // Key distribution and message metadata are not content: what is left decides.
+    let mut rest = m.clone();
+    rest.sender_key_distribution_message = None;
+    rest.fast_ratchet_key_sender_key_distribution_message = None;
+    rest.message_context_info = None;
+    if rest == Message::default() {
+        Content::Unknown
+    } else {
+        Content::Other("message")
     }
 }
 

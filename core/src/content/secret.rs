@@ -228,6 +228,22 @@ mod tests {
     }
 
     #[test]
+    fn matches_an_independent_implementation() {
+        // Computed with Node.js crypto (hkdfSync with an empty salt, aes-256-gcm) from the
+        // rule in the module docs.
+        let ct = encrypt(
+            &[7; 32],
+            "ABC",
+            &jid("111@s.whatsapp.net"),
+            &jid("222@s.whatsapp.net"),
+            UseCase::PollVote,
+            &[1; 12],
+            b"vote",
+        );
+        assert_eq!(hex::encode(ct), "bce149edc324814fb18899031a3afedadb98c3f8");
+    }
+
+    #[test]
     fn option_hash_is_sha256_of_the_name() {
         assert_eq!(
             hex::encode(option_hash("abc")),

@@ -471,3 +471,60 @@ fn contacts_and_locations() {
         matches!(f.classify(&m).content, Content::Location(l) if l.latitude == 45.5 && l.name.as_deref() == Some("here"))
     );
 }
+
+mod never_panics {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// A message built from arbitrary bytes placed in the fields classification reads.
+    fn nested(depth: u32) -> impl Strategy<Value = Message> {
+        let leaf = proptest::collection::vec(any::<u8>(), 0..64).prop_map(|b| {
+            Message::decode(&b[..]).unwrap_or_else(|_| Message {
+                conversation: Some(String::from_utf8_lossy(&b).into_owned()),
+                ..Message::default()
+            })
+        });
+        leaf.prop_recursive(depth, 64, 4, |inner| {
+            (inner, 0u8..6).prop_map(|(m, which)| {
+                let w = future(m);
+                let mut out = Message::default();
+                match which {
+                    0 => out.ephemeral_message = w,
+                    1 => out.view_once_message_v2 = w,
+                    2 => out.edited_message = w,
+                    3 => out.document_with_caption_message = w,
+                    4 => {
+                        out.protocol_message = Some(Box::new(e2e::ProtocolMessage {
+                            r#type: Some(14),
+                            edited_message: w.and_then(|f| f.message),
+                            ..e2e::ProtocolMessage::default()
+                        }))
+                    }
+                    _ => out.bot_invoke_message = w,
+                }
+                out
+            })
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn classify_any_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = top_level_fields(&bytes);
+            let _ = is_key_distribution_only(&bytes);
+            if let Ok(m) = Message::decode(&bytes[..]) {
+                let _ = Fixture::group().classify(&m);
+                let _ = Fixture::dm().classify(&m);
+            }
+        }
+
+        #[test]
+        fn classify_any_nesting(m in nested(12)) {
+            let c = Fixture::dm().classify(&m);
+            if let Content::PollVote(mut v) = c.content {
+                let _ = v.decrypt(&[0; 32], &[], &jid("1@s.whatsapp.net"), &jid("2@s.whatsapp.net"));
+            }
+        }
+    }
+}

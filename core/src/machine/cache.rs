@@ -136,9 +136,11 @@ impl RetryCache {
 /// What confirming one held stanza sends and forgets.
 #[derive(Debug, Clone)]
 pub(crate) struct Held {
-    /// Frames sent in order on confirmation (the delivery receipt, then the ack); the last is
-    /// the ack.
+    /// Frames sent in order on confirmation: the delivery receipt of a decrypted message,
+    /// which acknowledges it on its own (SESSION.md §5.1), or the ack of another stanza.
     pub(crate) frames: Vec<Node>,
+    /// The ack sent instead, with `error`, when the application refuses the stanza.
+    pub(crate) nack: Option<Node>,
     /// The stored copy of a decrypted message, forgotten on confirmation.
     pub(crate) pending: Option<String>,
 }
@@ -246,6 +248,7 @@ mod tests {
             let t = h.hold(
                 Held {
                     frames: vec![Node::new("ack")],
+                    nack: None,
                     pending: None,
                 },
                 3,
@@ -257,6 +260,7 @@ mod tests {
             h.hold(
                 Held {
                     frames: vec![Node::new("ack")],
+                    nack: None,
                     pending: None,
                 },
                 3,

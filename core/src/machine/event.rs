@@ -119,6 +119,9 @@ pub enum Event {
     Message(Box<IncomingMessage>),
     /// A message that did not decrypt (a retry receipt was sent where the protocol asks).
     Undecryptable(Box<UndecryptableMessage>),
+    /// The answer to [`media_conn`](super::ConnectionMachine::media_conn): the media hosts and
+    /// upload token, or why they could not be had.
+    MediaConn(Result<crate::media::MediaConn, String>),
     /// A message given to [`send_text`](super::ConnectionMachine::send_text) or another
     /// `send_*` command could not be relayed (or, for a vote, built); no
     /// [`Event::MessageAck`] follows for it.
@@ -269,7 +272,8 @@ impl AckToken {
 /// What to send for a held ack.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Confirm {
-    /// The standard `<ack>`.
+    /// The standard acknowledgement: the delivery receipt of a decrypted message (no `<ack>`
+    /// goes with it, SESSION.md §5.1), the `<ack>` of any other stanza.
     Ack,
     /// An `<ack>` with `error` (a NACK code of SESSION.md §5.2, e.g. 491).
     Nack(u16),

@@ -562,8 +562,10 @@ impl ConnectionMachine {
         Ok(())
     }
 
-    /// Sends the held ack of a stanza the application has handled durably (or a NACK, or a
-    /// replacement such as the delivery receipt).
+    /// Acknowledges a stanza the application has handled durably: [`Confirm::Ack`] sends the
+    /// delivery receipt of a decrypted message (the server's acknowledgement of it, SESSION.md
+    /// §5.1) or the `<ack>` of another stanza; [`Confirm::Nack`] the ack with an error and no
+    /// receipt; [`Confirm::Replace`] a node of the caller's instead.
     pub fn confirm(
         &mut self,
         now: Instant,
@@ -585,7 +587,7 @@ impl ConnectionMachine {
             Confirm::Ack => {}
             Confirm::Nack(code) => {
                 // A refused message gets no delivery receipt, only the ack with the error.
-                let Some(mut ack) = frames.pop() else {
+                let Some(mut ack) = held.nack else {
                     return Ok(());
                 };
                 ack.attrs
@@ -1025,7 +1027,8 @@ impl ConnectionMachine {
         match ack {
             Some(ack) if is_message && self.config.hold_message_acks => {
                 let held = Held {
-                    frames: vec![ack],
+                    frames: vec![ack.clone()],
+                    nack: Some(ack),
                     pending: None,
                 };
                 let n = self.held.hold(held, self.config.max_held_acks);

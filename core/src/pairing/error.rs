@@ -105,10 +105,11 @@ pub struct PairRefused {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum QrError {
-    /// It does not start with `https://wa.me/settings/linked_devices#`.
+    /// It does not start with `https://wa.me/settings/linked_devices#`, nor has the four parts
+    /// of the older form.
     #[error("missing qr link prefix")]
     MissingPrefix,
-    /// It does not have exactly five comma-separated parts.
+    /// It has the link prefix but not exactly five comma-separated parts after it.
     #[error("wrong number of qr parts")]
     PartCount,
     /// The ref is empty.

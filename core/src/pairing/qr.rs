@@ -94,8 +94,9 @@ pub struct QrParts {
     pub identity_pub: [u8; 32],
     /// The adv secret that the phone uses for the pair-success HMAC.
     pub adv_secret: [u8; 32],
-    /// The companion type code (`1` for Chrome, …).
-    pub platform: String,
+    /// The companion type code (`1` for Chrome, …); `None` in the older four-part format,
+    /// which has none.
+    pub platform: Option<String>,
 }
 
 impl fmt::Debug for QrParts {
@@ -110,25 +111,40 @@ impl fmt::Debug for QrParts {
     }
 }
 
-/// Parses a QR string in the current five-part format (what the phone does when it scans it).
+/// Parses a QR string as the phone does when it scans it. Both forms of PAIRING.md §2.2 are
+/// read, as a real phone reads them:
+/// - the current one, `https://wa.me/settings/linked_devices#REF,NOISE,IDENTITY,ADV,TYPE`;
+/// - the older one, `REF,NOISE,IDENTITY,ADV`: no link prefix and no TYPE (what Baileys 6.x
+///   shows).
+///
+/// A string without the prefix that does not have the older form's four parts is refused as
+/// [`QrError::MissingPrefix`]; one with the prefix but not five parts as [`QrError::PartCount`].
 pub fn parse_qr(qr: &str) -> Result<QrParts, QrError> {
-    let body = qr.strip_prefix(QR_PREFIX).ok_or(QrError::MissingPrefix)?;
+    let (body, with_type) = match qr.strip_prefix(QR_PREFIX) {
+        Some(body) => (body, true),
+        None => (qr, false),
+    };
     let parts: Vec<&str> = body.split(',').collect();
-    let [ref_, noise, identity, adv, platform] = parts.as_slice() else {
-        return Err(QrError::PartCount);
+    let (ref_, noise, identity, adv, platform) = match (with_type, parts.as_slice()) {
+        (true, [ref_, noise, identity, adv, platform]) => {
+            if platform.is_empty() {
+                return Err(QrError::EmptyPlatform);
+            }
+            (ref_, noise, identity, adv, Some((*platform).to_owned()))
+        }
+        (true, _) => return Err(QrError::PartCount),
+        (false, [ref_, noise, identity, adv]) => (ref_, noise, identity, adv, None),
+        (false, _) => return Err(QrError::MissingPrefix),
     };
     if ref_.is_empty() {
         return Err(QrError::EmptyRef);
-    }
-    if platform.is_empty() {
-        return Err(QrError::EmptyPlatform);
     }
     Ok(QrParts {
         ref_: (*ref_).to_owned(),
         noise_pub: decode_key(noise, "noise")?,
         identity_pub: decode_key(identity, "identity")?,
         adv_secret: decode_key(adv, "adv")?,
-        platform: (*platform).to_owned(),
+        platform,
     })
 }
 
@@ -206,7 +222,7 @@ mod tests {
         assert_eq!(&p.noise_pub, c.noise_key.public_bytes());
         assert_eq!(&p.identity_pub, c.identity_key.public_bytes());
         assert_eq!(p.adv_secret, *c.adv_secret);
-        assert_eq!(p.platform, "1");
+        assert_eq!(p.platform.as_deref(), Some("1"));
         assert!(!format!("{p:?}").contains(&hex::encode(p.adv_secret)));
     }
 
@@ -227,8 +243,18 @@ mod tests {
         let short = STANDARD.encode([1u8; 31]);
         let ok = format!("{QR_PREFIX}r,{k},{k},{k},1");
         assert!(parse_qr(&ok).is_ok());
+        // The older form: four parts, no prefix, no TYPE.
+        let old = parse_qr(&format!("r,{k},{k},{k}")).unwrap();
+        assert_eq!((old.ref_.as_str(), old.platform), ("r", None));
+        assert_eq!(old.noise_pub, [1; 32]);
         let cases = [
             (format!("r,{k},{k},{k},1"), QrError::MissingPrefix),
+            (format!("r,{k},{k}"), QrError::MissingPrefix),
+            (format!(",{k},{k},{k}"), QrError::EmptyRef),
+            (
+                format!("r,{k},{short},{k}"),
+                QrError::BadKey { what: "identity" },
+            ),
             (format!("{QR_PREFIX}r,{k},{k},{k}"), QrError::PartCount),
             (format!("{QR_PREFIX}r,{k},{k},{k},1,x"), QrError::PartCount),
             (format!("{QR_PREFIX},{k},{k},{k},1"), QrError::EmptyRef),

@@ -160,6 +160,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             ..Config::default()
         },
         close_timeout: Duration::from_millis(200),
+        ..ClientConfig::default()
     };
     let (client, mut events) = amarula::tokio::connect(config, store).await?;
 

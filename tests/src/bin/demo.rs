@@ -148,7 +148,7 @@ async fn run() -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     println!("[alice] sent \"hello bob\" (id {id}); the server acknowledged it");
     let text = receive_text(&bob_client, &mut bob_events, "bob").await?;
-    println!("[bob] decrypted: \"{text}\"; stored, then confirmed (receipt and ack sent)");
+    println!("[bob] decrypted: \"{text}\"; stored, then confirmed (delivery receipt sent)");
     bob_client
         .send_text(&alice_jid, "hi alice!")
         .await

@@ -714,7 +714,8 @@ impl Conn {
 
     /// A receipt from a client: forwarded (a group receipt to the original sender device its
     /// `participant` names; otherwise to the device, or the companions of the user, `to`
-    /// names), and acked.
+    /// names), and acked. A delivery receipt also acknowledges the messages it names, as the
+    /// real server takes it (SESSION.md §5.1): they are not delivered again.
     async fn on_receipt(&mut self, node: Node) -> Flow {
         let (Some(me), Some(id), Some(to)) = (
             self.device.clone(),
@@ -723,14 +724,25 @@ impl Conn {
         ) else {
             return Ok(());
         };
-        let events = route::receipt(
-            &mut self.shared.lock(),
-            &me,
-            &to,
-            jid_attr(&node, "participant"),
-            &node,
-            &unix_now().to_string(),
-        );
+        let events = {
+            let mut st = self.shared.lock();
+            if let Some(d) = st
+                .account_by_user(me.user_part())
+                .and_then(|a| a.devices.get_mut(&me.device()))
+            {
+                for key in AckKey::of_receipt(&node) {
+                    d.unacked.remove(&key);
+                }
+            }
+            route::receipt(
+                &mut st,
+                &me,
+                &to,
+                jid_attr(&node, "participant"),
+                &node,
+                &unix_now().to_string(),
+            )
+        };
         for e in events {
             self.shared.emit(e);
         }
@@ -745,7 +757,7 @@ impl Conn {
     }
 
     /// A client's ack. An ack of a message (with or without `error`) ends the server's copy of
-    /// it: it is not delivered again. For a plaintext test message it also stands for the
+    /// it, as its delivery receipt does: it is not delivered again. For a plaintext test message it also stands for the
     /// delivery: sent back to the message's sender as a receipt. A client that decrypted a
     /// Signal message sends its own receipt, so acks of encrypted copies (and every other ack)
     /// are consumed.

@@ -74,7 +74,8 @@ pub enum SimEvent {
         queued: Vec<Jid>,
     },
     /// A new login of a device was handed again, with `offline="1"` before its offline queue,
-    /// the messages earlier connections of the device were given and never acked.
+    /// the messages earlier connections of the device were given and never acknowledged (by an
+    /// ack or a delivery receipt).
     Redelivered {
         /// The new connection.
         conn: ConnId,

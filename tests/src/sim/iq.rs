@@ -48,7 +48,7 @@ pub(crate) fn answer(shared: &Shared, device: Option<&Jid>, iq: &Node) -> Node {
             iq,
             vec![
                 Node::new("media_conn")
-                    .attr("auth", "sim-media-auth")
+                    .attr("auth", super::media::AUTH)
                     .attr("ttl", "3600")
                     .attr("auth_ttl", "21600")
                     .attr("max_buckets", "12")

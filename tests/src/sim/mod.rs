@@ -21,8 +21,10 @@
 //!
 //! Online devices get their copy at once; the others get it with `offline` on their next
 //! login, followed by `<ib><offline count=N/></ib>`. As a real server, the simulator keeps
-//! each `<message>` it hands to a live connection until the device acks it (`<ack
-//! class="message" id to participant?>`, with or without `error`), and hands the unacked ones
+//! each `<message>` it hands to a live connection until the device acknowledges it: with its
+//! delivery receipt (`<receipt id to participant?>` with no type or type `inactive`, `sender`
+//! or `peer_msg`: what clients send for a message they decrypted, SESSION.md §5.1) or an `<ack
+//! class="message" id to participant?>` (with or without `error`); it hands the unacked ones
 //! (at most 4096 a device, the oldest forgotten past that) to the device's next login again,
 //! with `offline`, before the offline queue and each once ([`SimEvent::Redelivered`]): a
 //! message written to a client that dies before acking it is not lost. A connection never
@@ -63,6 +65,7 @@ mod events;
 mod faults;
 mod group;
 mod iq;
+pub mod media;
 pub mod peer;
 mod phone;
 mod phone_send;
@@ -116,7 +119,8 @@ pub struct SimConfig {
     pub qr_refs: usize,
     /// When set, the server pings each logged-in client (`urn:xmpp:ping`) at this interval.
     pub server_ping_interval: Option<Duration>,
-    /// Host name given in `media_conn` answers.
+    /// Host name given in `media_conn` answers; the default is replaced by the simulator's
+    /// own media host ([`Simulator::media`]).
     pub media_host: String,
     /// Platform named in pair-success (`<platform name=…>`).
     pub platform: String,
@@ -145,6 +149,7 @@ pub struct Simulator {
     shared: Arc<Shared>,
     addr: SocketAddr,
     trust: TrustAnchor,
+    media: media::MediaServer,
 }
 
 impl Simulator {
@@ -155,7 +160,11 @@ impl Simulator {
     ///
     /// # Panics
     /// Outside a tokio runtime.
-    pub async fn start(config: SimConfig) -> io::Result<Self> {
+    pub async fn start(mut config: SimConfig) -> io::Result<Self> {
+        let media = media::MediaServer::start().await?;
+        if config.media_host == SimConfig::default().media_host {
+            config.media_host = media.host();
+        }
         let listen = config
             .listen
             .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
@@ -191,7 +200,13 @@ impl Simulator {
             shared,
             addr,
             trust,
+            media,
         })
+    }
+
+    /// The media host (plain HTTP on loopback; clients use the `http` media scheme).
+    pub fn media(&self) -> &media::MediaServer {
+        &self.media
     }
 
     /// The address it listens on.

@@ -1,9 +1,20 @@
-//! The `<message>` stanzas handed to a device and not yet acked by it.
+//! The `<message>` stanzas handed to a device and not yet acknowledged by it.
 //!
-//! A real server keeps each message it delivers until the device acks it (SESSION.md §5.2:
-//! `<ack class="message" id to=<its from> participant?>`), and delivers the unacked ones again
-//! at the device's next login, before its offline queue. A message written to a client that
-//! dies before it stored the message is so not lost. Receipts and notifications are not kept.
+//! A real server keeps each message it delivers until the device acknowledges it, and delivers
+//! the unacknowledged ones again at the device's next login, before its offline queue. A
+//! message written to a client that dies before it stored the message is so not lost.
+//! Receipts and notifications are not kept.
+//!
+//! A device acknowledges a message in one of two ways (SESSION.md §5.1):
+//! - its delivery receipt, `<receipt id to=<its from> participant?>` with no `type` or type
+//!   `inactive`, `sender` (then `recipient` names the chat) or `peer_msg`, more ids in
+//!   `<list><item id/></list>`: what a client sends for a message it decrypted, and all that
+//!   Baileys and whatsmeow send then;
+//! - `<ack class="message" id to=<its from> participant?>`, with or without `error`: what a
+//!   client sends for a message it could not handle.
+//!
+//! A retry receipt is not an acknowledgement: the copy stays kept until the sender's resend
+//! (same id, so it replaces the copy) is receipted, or the device acks it.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -42,6 +53,44 @@ impl AckKey {
             from: explicit(jid_attr(node, "from")?),
             participant: jid_attr(node, "participant").map(explicit),
         })
+    }
+
+    /// The messages a client's delivery receipt names (see the module docs): its `id` and
+    /// each `<list><item id>`; empty for any other stanza, such as a retry or read receipt.
+    pub(crate) fn of_receipt(receipt: &Node) -> Vec<Self> {
+        if receipt.tag != "receipt" {
+            return Vec::new();
+        }
+        if !matches!(
+            receipt.attr_str("type"),
+            None | Some("inactive" | "sender" | "peer_msg")
+        ) {
+            return Vec::new();
+        }
+        let Some(from) = jid_attr(receipt, "to").map(explicit) else {
+            return Vec::new();
+        };
+        let participant = jid_attr(receipt, "participant").map(explicit);
+        let listed = receipt
+            .child("list")
+            .map(|l| {
+                l.child_nodes()
+                    .iter()
+                    .filter(|i| i.tag == "item")
+                    .filter_map(|i| i.attr_str("id"))
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default();
+        receipt
+            .attr_str("id")
+            .into_iter()
+            .chain(listed)
+            .map(|id| Self {
+                id: id.to_owned(),
+                from: from.clone(),
+                participant: participant.clone(),
+            })
+            .collect()
     }
 
     /// The message a client's `<ack class="message">` names; `None` when it names none.
@@ -184,6 +233,58 @@ mod tests {
         let right = AckKey::of_ack(&ack("C", "g1@g.us", Some("1555:2@s.whatsapp.net"))).unwrap();
         assert!(t.remove(&right));
         assert_eq!(ids(&t), ["A"]);
+    }
+
+    fn receipt(id: &str, to: &str, kind: Option<&str>) -> Node {
+        let mut n = Node::new("receipt").attr("id", id).attr("to", to);
+        if let Some(k) = kind {
+            n = n.attr("type", k);
+        }
+        n
+    }
+
+    #[test]
+    fn a_delivery_receipt_acknowledges() {
+        let mut t = Unacked::default();
+        for id in ["A", "B", "C", "D", "E"] {
+            t.insert(&msg(id, "1555:2@s.whatsapp.net", None));
+        }
+        t.insert(&msg("G", "g1@g.us", Some("1555:2@s.whatsapp.net")));
+        t.insert(&msg("S", "1666:3@s.whatsapp.net", None).attr("recipient", "1555@s.whatsapp.net"));
+        // Retry and read receipts are no acknowledgement; nor is a receipt naming another sender.
+        for r in [
+            receipt("A", "1555:2@s.whatsapp.net", Some("retry")),
+            receipt("A", "1555:2@s.whatsapp.net", Some("read")),
+            receipt("A", "1555:3@s.whatsapp.net", None),
+        ] {
+            for key in AckKey::of_receipt(&r) {
+                assert!(!t.remove(&key), "{r}");
+            }
+        }
+        assert_eq!(ids(&t), ["A", "B", "C", "D", "E", "G", "S"]);
+        // The plain receipt, `inactive` with more ids in a list, a group receipt with its
+        // participant, and the `sender` receipt of our own message (`to` the author device).
+        let list =
+            receipt("B", "1555:2@s.whatsapp.net", Some("inactive")).children([Node::new("list")
+                .children([
+                    Node::new("item").attr("id", "C"),
+                    Node::new("item").attr("id", "D"),
+                ])]);
+        let group = receipt("G", "g1@g.us", None).attr("participant", "1555:2@s.whatsapp.net");
+        let sender = receipt("S", "1666:3@s.whatsapp.net", Some("sender"))
+            .attr("recipient", "1555@s.whatsapp.net");
+        for r in [
+            receipt("A", "1555:2@s.whatsapp.net", None),
+            list,
+            group,
+            sender,
+        ] {
+            for key in AckKey::of_receipt(&r) {
+                assert!(t.remove(&key), "{r}");
+            }
+        }
+        assert_eq!(ids(&t), ["E"]);
+        assert!(AckKey::of_receipt(&msg("E", "1555:2@s.whatsapp.net", None)).is_empty());
     }
 
     #[test]

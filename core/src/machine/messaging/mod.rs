@@ -11,6 +11,7 @@
 //! [`Event::Persist`] before the frame that depends on it.
 
 mod compose;
+mod media;
 mod nodes;
 mod receive;
 mod records;
@@ -42,6 +43,7 @@ enum MsgIq {
     Group(Jid),
     PreKeyCount,
     PreKeyUpload(u32),
+    MediaConn,
 }
 
 /// The messaging state of a session.
@@ -53,6 +55,9 @@ pub(crate) struct Messaging {
     devices: Records<Jid, DeviceList>,
     /// Message secrets (polls, events) by message, for the add-ons that refer to them.
     secrets: Records<SecretKey, SecretRecord>,
+    /// The media hosts and upload token, while fresh, and whether a request is out.
+    media_conn: Option<crate::media::MediaConn>,
+    media_conn_inflight: bool,
     /// Decrypted poll votes waiting for their poll's secret to be loaded (already stored as
     /// pending, their acks held).
     votes: VecDeque<IncomingMessage>,
@@ -282,6 +287,7 @@ impl ConnectionMachine {
             MsgIq::Usync(users) => self.on_usync(now, &users, result),
             MsgIq::Bundles(devices) => self.on_bundles(now, &devices, result),
             MsgIq::Group(group) => self.on_group(now, &group, result),
+            MsgIq::MediaConn => self.on_media_conn(now, result),
         }
     }
 
@@ -383,6 +389,7 @@ impl ConnectionMachine {
         m.bundle_failed.clear();
         m.iqs.clear();
         m.prekey_upload_inflight = false;
+        m.media_conn_inflight = false;
         m.sessions.clear_loading();
         m.sender_keys.clear_loading();
         m.prekeys.clear_loading();

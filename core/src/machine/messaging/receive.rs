@@ -25,7 +25,9 @@ use crate::time::Instant;
 #[derive(Clone)]
 pub(crate) struct Parked {
     pub(crate) node: Node,
-    /// Its ack, sent once it is handled (none when the stanza had no id or sender).
+    /// Its ack (none when the stanza had no id or sender): sent when it cannot be handled, or
+    /// with an error on a refusal. A decrypted message is acknowledged by its delivery
+    /// receipt alone (SESSION.md §5.1).
     pub(crate) ack: Option<Node>,
 }
 
@@ -448,8 +450,9 @@ impl ConnectionMachine {
             (None, None)
             | (None, Some(DecryptError::Signal(SignalError::DuplicateMessage { .. }))) => {
                 // Key distribution only, or a message we already handled (delivered again
-                // after a restart): confirm it to the server.
-                self.send_all(now, std::iter::once(receipt).chain(ack));
+                // after a restart): confirm it to the server. The delivery receipt is the
+                // acknowledgement (§5.1); no ack goes with it.
+                self.send_internal(now, &receipt);
             }
             (None, Some(error)) => {
                 let force_keys = matches!(
@@ -477,13 +480,6 @@ impl ConnectionMachine {
                     hide,
                 })));
             }
-        }
-    }
-
-    /// Sends machine-built frames in order (a receipt, then the ack).
-    fn send_all(&mut self, now: Instant, frames: impl IntoIterator<Item = Node>) {
-        for frame in frames {
-            self.send_internal(now, &frame);
         }
     }
 
@@ -523,8 +519,8 @@ impl ConnectionMachine {
         if !self.session_msg.remember_delivered(pending_key.clone()) {
             // The sender sent it again with the same id (after a crash of its own): it was
             // handed out already.
-            tracing::debug!(id = %o.id, "duplicate message id; acked without an event");
-            self.send_all(now, std::iter::once(receipt).chain(ack));
+            tracing::debug!(id = %o.id, "duplicate message id; receipted without an event");
+            self.send_internal(now, &receipt);
             return;
         }
         let own = self.own_identities();
@@ -543,15 +539,17 @@ impl ConnectionMachine {
             &own,
         );
         self.keep_secret(&incoming);
-        let frames: Vec<Node> = std::iter::once(receipt).chain(ack).collect();
         if !self.config.hold_message_acks {
             self.hand_out(incoming);
-            self.send_all(now, frames);
+            self.send_internal(now, &receipt);
             return;
         }
+        // The receipt alone acknowledges the message, as with Baileys and whatsmeow (§5.1,
+        // §5.4); the ack is kept for a refusal (`Confirm::Nack`).
         let n = self.held.hold(
             Held {
-                frames,
+                frames: vec![receipt],
+                nack: ack,
                 pending: Some(pending_key.clone()),
             },
             self.config.max_held_acks,
@@ -664,6 +662,7 @@ impl ConnectionMachine {
                 let n = self.held.hold(
                     Held {
                         frames: Vec::new(),
+                        nack: None,
                         pending: Some(msg.pending_key.clone()),
                     },
                     self.config.max_held_acks,
@@ -685,6 +684,7 @@ impl ConnectionMachine {
         let n = self.held.hold(
             Held {
                 frames: Vec::new(),
+                nack: None,
                 pending: Some(pending.id),
             },
             self.config.max_held_acks,
