@@ -7,13 +7,16 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use amarula_core::binary::Node;
+use amarula_core::content::build::{MessageRef, Quote, Text};
+use amarula_core::content::{Contact, Location};
 use amarula_core::iq::IqError;
 use amarula_core::jid::Jid;
 use amarula_core::machine::{
-    AckToken, Answer, ChatState, CloseReason, Config, Confirm, Event, IqRequest, IqResult,
-    MessageAckResult, MessagingError, Presence, Query, Reconnect, SendError,
+    AckToken, Answer, ChatState, CloseReason, Config, Confirm, ConnectionMachine, Event, IqRequest,
+    IqResult, MessageAckResult, MessagingError, Presence, Query, Reconnect, SendError, SentPoll,
 };
 use amarula_core::notify::call::CallEvent;
+use amarula_core::time::Instant;
 use amarula_proto::e2e::Message;
 use bytes::Bytes;
 use futures_channel::oneshot;
@@ -120,11 +123,33 @@ pub enum ClientError {
 
 type Reply<T> = oneshot::Sender<Result<T, ClientError>>;
 
+/// What a send command queued on the machine.
+pub(crate) enum Sent {
+    /// A message, by id.
+    Id(String),
+    /// A poll, with its secret.
+    Poll(SentPoll),
+}
+
+impl Sent {
+    pub(crate) fn id(&self) -> &str {
+        match self {
+            Self::Id(id) => id,
+            Self::Poll(p) => &p.id,
+        }
+    }
+}
+
+/// A send command, run by the drive task on its machine: one of the machine's `send_*`
+/// verbs with the caller's arguments.
+pub(crate) type Compose =
+    Box<dyn FnOnce(&mut ConnectionMachine, Instant) -> Result<Sent, SendError> + Send>;
+
 /// A request to the drive task.
 pub(crate) enum Command {
     Iq(IqRequest, Reply<IqResult>),
     Relay(Node, Bytes, Reply<MessageAckResult>),
-    SendMessage(Jid, Box<Message>, Reply<String>),
+    Compose(Compose, Reply<Sent>),
     Send(Node, Reply<()>),
     Confirm(AckToken, Confirm, Reply<()>),
     PairingCode(String, Reply<String>),
@@ -146,7 +171,7 @@ impl Command {
         let _ = match self {
             Self::Iq(_, tx) => tx.send(Err(error)).map_err(drop),
             Self::Relay(_, _, tx) => tx.send(Err(error)).map_err(drop),
-            Self::SendMessage(_, _, tx) => tx.send(Err(error)).map_err(drop),
+            Self::Compose(_, tx) => tx.send(Err(error)).map_err(drop),
             Self::Send(_, tx) | Self::Confirm(_, _, tx) => tx.send(Err(error)).map_err(drop),
             Self::PairingCode(_, tx) => tx.send(Err(error)).map_err(drop),
             Self::MediaConn(_, tx) => tx.send(Err(error)).map_err(drop),
@@ -230,27 +255,248 @@ impl Client {
         self.call(|tx| Command::Relay(node, context, tx)).await
     }
 
-    /// Sends an end-to-end encrypted text message to a user (every device of theirs, and our
-    /// own other devices) or a group, and returns its id once the server has accepted it.
-    ///
-    /// ```no_run
-    /// # async fn demo(client: amarula::Client) -> Result<(), amarula::ClientError> {
-    /// let to = "15551234567@s.whatsapp.net".parse().expect("a JID");
-    /// let id = client.send_text(&to, "hi").await?;
-    /// # let _ = id; Ok(()) }
-    /// ```
-    pub async fn send_text(&self, to: &Jid, text: &str) -> Result<String, ClientError> {
-        let message = Message {
-            conversation: Some(text.to_owned()),
-            ..Message::default()
-        };
-        self.send_message(to, message).await
+    /// Runs a machine send verb in the drive task and waits until the server accepted the
+    /// message (or the send failed).
+    async fn compose(
+        &self,
+        send: impl FnOnce(&mut ConnectionMachine, Instant) -> Result<Sent, SendError> + Send + 'static,
+    ) -> Result<Sent, ClientError> {
+        self.call(|tx| Command::Compose(Box::new(send), tx)).await
     }
 
-    /// Sends any `Message` end-to-end encrypted (see [`send_text`](Self::send_text)).
+    /// [`compose`](Self::compose) for the verbs that return an id.
+    async fn send_with(
+        &self,
+        send: impl FnOnce(&mut ConnectionMachine, Instant) -> Result<String, SendError> + Send + 'static,
+    ) -> Result<String, ClientError> {
+        let sent = self
+            .compose(move |m, now| send(m, now).map(Sent::Id))
+            .await?;
+        Ok(sent.id().to_owned())
+    }
+
+    /// Sends an end-to-end encrypted text message to a user (every device of theirs, and our
+    /// own other devices) or a group, and returns its id once the server has accepted it.
+    /// `text` is a `&str`, or a [`Text`] with a reply and mentions. A send the connection
+    /// cut off goes again, with the same id, after the reconnect; the call waits for it.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: amarula::Client) -> Result<(), Box<dyn std::error::Error>> {
+    /// use amarula::Text;
+    /// let to = "15551234567@s.whatsapp.net".parse()?;
+    /// let id = client.send_text(&to, "hi").await?;
+    /// let mention = "15557654321@s.whatsapp.net".parse()?;
+    /// client.send_text(&to, Text::new("hi @15557654321").mention(mention)).await?;
+    /// # let _ = id; Ok(()) }
+    /// ```
+    pub async fn send_text(&self, to: &Jid, text: impl Into<Text>) -> Result<String, ClientError> {
+        let (to, text) = (to.clone(), text.into());
+        self.send_with(move |m, now| m.send_text(now, &to, text))
+            .await
+    }
+
+    /// Sends `text` in reply to `quote` (a received message's
+    /// [`quote`](amarula_core::machine::IncomingMessage::quote), or a [`Quote`] of one of ours).
+    ///
+    /// ```no_run
+    /// # async fn demo(client: amarula::Client, m: amarula::core::machine::IncomingMessage)
+    /// # -> Result<(), amarula::ClientError> {
+    /// client.send_reply(&m.chat, "agreed", m.quote()).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn send_reply(
+        &self,
+        to: &Jid,
+        text: &str,
+        quote: Quote,
+    ) -> Result<String, ClientError> {
+        let (to, text) = (to.clone(), text.to_owned());
+        self.send_with(move |m, now| m.send_reply(now, &to, &text, quote))
+            .await
+    }
+
+    /// Reacts to `target` with `emoji`; `""` removes our reaction.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: amarula::Client, m: amarula::core::machine::IncomingMessage)
+    /// # -> Result<(), amarula::ClientError> {
+    /// client.send_reaction(&m.reference(), "👍").await?;
+    /// client.send_reaction(&m.reference(), "").await?; // taken back
+    /// # Ok(()) }
+    /// ```
+    pub async fn send_reaction(
+        &self,
+        target: &MessageRef,
+        emoji: &str,
+    ) -> Result<String, ClientError> {
+        let (target, emoji) = (target.clone(), emoji.to_owned());
+        self.send_with(move |m, now| m.send_reaction(now, &target, &emoji))
+            .await
+    }
+
+    /// Replaces the content of our message `target` with `content`.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: amarula::Client) -> Result<(), Box<dyn std::error::Error>> {
+    /// use amarula::core::content::build;
+    /// use amarula::MessageRef;
+    /// let chat: amarula::core::jid::Jid = "15551234567@s.whatsapp.net".parse()?;
+    /// let id = client.send_text(&chat, "helo").await?;
+    /// let fixed = build::Text::new("hello").to_message(&chat, &chat);
+    /// client.send_edit(&MessageRef::ours(chat, id), fixed).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn send_edit(
+        &self,
+        target: &MessageRef,
+        content: Message,
+    ) -> Result<String, ClientError> {
+        let target = target.clone();
+        self.send_with(move |m, now| m.send_edit(now, &target, content))
+            .await
+    }
+
+    /// Deletes `target` for everyone: our own message, or someone else's in a group we
+    /// administer.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: amarula::Client, m: amarula::core::machine::IncomingMessage)
+    /// # -> Result<(), amarula::ClientError> {
+    /// client.send_revoke(&m.reference()).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn send_revoke(&self, target: &MessageRef) -> Result<String, ClientError> {
+        let target = target.clone();
+        self.send_with(move |m, now| m.send_revoke(now, &target))
+            .await
+    }
+
+    /// Sends a poll; returns its id and its secret once the server accepted it. The secret
+    /// is stored before the poll leaves, so votes decrypt after a restart too; they arrive
+    /// as messages whose content is a [`PollVote`](amarula_core::content::PollVote).
+    ///
+    /// ```no_run
+    /// # async fn demo(client: amarula::Client) -> Result<(), Box<dyn std::error::Error>> {
+    /// let group = "120363000000000001@g.us".parse()?;
+    /// let poll = client.send_poll(&group, "Lunch?", &["pizza", "sushi"], 1).await?;
+    /// # let _ = poll.id; Ok(()) }
+    /// ```
+    pub async fn send_poll<S: AsRef<str>>(
+        &self,
+        to: &Jid,
+        name: &str,
+        options: &[S],
+        selectable: u32,
+    ) -> Result<SentPoll, ClientError> {
+        let (to, name) = (to.clone(), name.to_owned());
+        let options: Vec<String> = options.iter().map(|o| o.as_ref().to_owned()).collect();
+        let sent = self
+            .compose(move |m, now| {
+                m.send_poll(now, &to, &name, &options, selectable)
+                    .map(Sent::Poll)
+            })
+            .await?;
+        match sent {
+            Sent::Poll(p) => Ok(p),
+            Sent::Id(_) => unreachable!("the closure above queues a poll"),
+        }
+    }
+
+    /// Votes on `poll` for the options named `selected` (the whole selection; empty
+    /// withdraws the vote).
+    ///
+    /// ```no_run
+    /// # async fn demo(client: amarula::Client, poll: amarula::core::machine::IncomingMessage)
+    /// # -> Result<(), amarula::ClientError> {
+    /// client.send_poll_vote(&poll.reference(), &["sushi"]).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn send_poll_vote<S: AsRef<str>>(
+        &self,
+        poll: &MessageRef,
+        selected: &[S],
+    ) -> Result<String, ClientError> {
+        let poll = poll.clone();
+        let selected: Vec<String> = selected.iter().map(|o| o.as_ref().to_owned()).collect();
+        self.send_with(move |m, now| m.send_poll_vote(now, &poll, &selected))
+            .await
+    }
+
+    /// Sends a contact card.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: amarula::Client) -> Result<(), Box<dyn std::error::Error>> {
+    /// use amarula::core::content::build::vcard;
+    /// use amarula::Contact;
+    /// let to = "15551234567@s.whatsapp.net".parse()?;
+    /// let ann = Contact::new("Ann", vcard("Ann", "15550001111"));
+    /// client.send_contact(&to, &ann).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn send_contact(&self, to: &Jid, card: &Contact) -> Result<String, ClientError> {
+        let (to, card) = (to.clone(), card.clone());
+        self.send_with(move |m, now| m.send_contact(now, &to, &card))
+            .await
+    }
+
+    /// Sends several contact cards under one name.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: amarula::Client, ann: amarula::Contact, bob: amarula::Contact)
+    /// # -> Result<(), Box<dyn std::error::Error>> {
+    /// let to = "15551234567@s.whatsapp.net".parse()?;
+    /// client.send_contacts(&to, "Ann and Bob", &[ann, bob]).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn send_contacts(
+        &self,
+        to: &Jid,
+        display_name: &str,
+        cards: &[Contact],
+    ) -> Result<String, ClientError> {
+        let (to, name, cards) = (to.clone(), display_name.to_owned(), cards.to_vec());
+        self.send_with(move |m, now| m.send_contacts(now, &to, &name, &cards))
+            .await
+    }
+
+    /// Sends a location pin.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: amarula::Client) -> Result<(), Box<dyn std::error::Error>> {
+    /// use amarula::Location;
+    /// let to = "15551234567@s.whatsapp.net".parse()?;
+    /// let mut dam = Location::new(52.3731, 4.8922);
+    /// dam.name = Some("Dam Square".into());
+    /// client.send_location(&to, &dam).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn send_location(&self, to: &Jid, place: &Location) -> Result<String, ClientError> {
+        let (to, place) = (to.clone(), place.clone());
+        self.send_with(move |m, now| m.send_location(now, &to, &place))
+            .await
+    }
+
+    /// Sends any `Message`: the stanza attributes follow from its content, and a message
+    /// secret it carries is kept (see [`send_text`](Self::send_text) for the rest).
+    ///
+    /// ```no_run
+    /// # async fn demo(client: amarula::Client) -> Result<(), Box<dyn std::error::Error>> {
+    /// use amarula::proto::e2e;
+    /// let to = "15551234567@s.whatsapp.net".parse()?;
+    /// let live = e2e::Message {
+    ///     live_location_message: Some(Box::new(e2e::LiveLocationMessage {
+    ///         degrees_latitude: Some(52.37),
+    ///         degrees_longitude: Some(4.89),
+    ///         ..Default::default()
+    ///     })),
+    ///     ..Default::default()
+    /// };
+    /// client.send_message(&to, live).await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn send_message(&self, to: &Jid, message: Message) -> Result<String, ClientError> {
         let to = to.clone();
-        self.call(|tx| Command::SendMessage(to, Box::new(message), tx))
+        self.send_with(move |m, now| m.send_message(now, &to, message))
             .await
     }
 

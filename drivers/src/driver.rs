@@ -25,7 +25,7 @@ use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use rand_core::{OsRng, RngCore, SeedableRng};
 
 use crate::client::{
-    Client, ClientConfig, ClientError, ClientEvent, Command, Events, StatusCommand,
+    Client, ClientConfig, ClientError, ClientEvent, Command, Events, Sent, StatusCommand,
 };
 use crate::status::{ClientState, Status};
 use crate::store::{Change, CredentialStore};
@@ -218,8 +218,8 @@ struct Driver<R, S> {
     iqs: HashMap<RequestId, Reply<IqResult>>,
     /// By message id; a message relayed again while pending resolves every waiter.
     acks: HashMap<String, Vec<Reply<MessageAckResult>>>,
-    /// Messages given to `send_text`, by id, until the server's ack or a failure.
-    sends: HashMap<String, Reply<String>>,
+    /// Messages given to the `send_*` calls, by id, until the server's ack or a failure.
+    sends: HashMap<String, (Reply<Sent>, Sent)>,
     /// Typed queries, by request id, until their answer.
     queries: HashMap<RequestId, Reply<Answer>>,
     /// A logout: its query id while the server has not answered (`Some(id)`), then `None`
@@ -433,16 +433,14 @@ impl<R: Runtime, S: CredentialStore> Driver<R, S> {
                     }
                 }
             }
-            Command::SendMessage(to, message, tx) => {
-                match machine.send_message(now, &to, *message) {
-                    Ok(id) => {
-                        self.sends.insert(id, tx);
-                    }
-                    Err(e) => {
-                        let _ = tx.send(Err(e.into()));
-                    }
+            Command::Compose(send, tx) => match send(machine, now) {
+                Ok(sent) => {
+                    self.sends.insert(sent.id().to_owned(), (tx, sent));
                 }
-            }
+                Err(e) => {
+                    let _ = tx.send(Err(e.into()));
+                }
+            },
             Command::Send(node, tx) => {
                 let _ = tx.send(machine.send_node(now, &node).map_err(Into::into));
             }
@@ -659,16 +657,16 @@ impl<R: Runtime, S: CredentialStore> Driver<R, S> {
                 ref id,
             } if self.sends.contains_key(id) => {}
             Event::MessageAck { id, result } if self.sends.contains_key(&id) => {
-                if let Some(tx) = self.sends.remove(&id) {
+                if let Some((tx, sent)) = self.sends.remove(&id) {
                     let answer = match result {
-                        MessageAckResult::Delivered { .. } => Ok(id),
+                        MessageAckResult::Delivered { .. } => Ok(sent),
                         other => Err(ClientError::NotAccepted(other)),
                     };
                     let _ = tx.send(answer);
                 }
             }
             Event::SendFailed { id, error } => match self.sends.remove(&id) {
-                Some(tx) => {
+                Some((tx, _)) => {
                     let _ = tx.send(Err(error.into()));
                 }
                 None => self.emit(ClientEvent::Event(Event::SendFailed { id, error })),
@@ -762,7 +760,7 @@ impl<R: Runtime, S: CredentialStore> Driver<R, S> {
         }
         if matches!(reconnect, Reconnect::Never) {
             // No next login to send them again: their callers learn it now.
-            for (_, tx) in self.sends.drain() {
+            for (_, (tx, _)) in self.sends.drain() {
                 let _ = tx.send(Err(ClientError::NotAccepted(
                     MessageAckResult::Disconnected,
                 )));

@@ -66,6 +66,9 @@ pub mod store;
 #[cfg(feature = "tokio")]
 pub mod tokio;
 
+pub use amarula_core::content::build::{MessageRef, Quote, Text};
+pub use amarula_core::content::{Contact, Location};
+pub use amarula_core::machine::SentPoll;
 pub use client::{Client, ClientConfig, ClientError, ClientEvent, Events, WHATSAPP_URL};
 pub use driver::Error;
 pub use status::ClientState;

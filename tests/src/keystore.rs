@@ -24,7 +24,7 @@ pub struct TestStore {
     pub sent: Vec<SentMessage>,
     /// Ids of sent messages the server acknowledged.
     pub acked: Vec<String>,
-    /// Message secrets by message.
+    /// Message secrets (polls, events) by message.
     pub secrets: HashMap<SecretKey, Vec<u8>>,
     /// How many load requests were answered.
     pub loads: usize,

@@ -7,6 +7,7 @@
 
 pub mod binary_vectors;
 pub mod crash;
+pub mod e2e;
 pub mod e2e_env;
 pub mod expect;
 pub mod fuzz_messaging;

@@ -7,8 +7,14 @@
 //! fields no schema declares becomes [`Content::Unknown`], with the plaintext bytes kept by
 //! the caller. Classification is pure: the one step that needs stored state, decrypting a
 //! poll vote with the poll's secret, is left to the caller ([`PollVote::decrypt`]).
+//!
+//! The sending side: [`build`] makes the message of each kind (replies, reactions, edits,
+//! revokes, polls and votes, contacts, locations), and [`StanzaAttrs`] derives the stanza
+//! attributes a message is sent with (MESSAGES.md §2).
 
+pub mod build;
 mod secret;
+mod stanza;
 mod wire;
 
 use std::fmt;
@@ -20,6 +26,7 @@ use bytes::Bytes;
 pub use secret::{
     SecretError, UseCase, decrypt as decrypt_addon, encrypt as encrypt_addon, option_hash,
 };
+pub use stanza::{EditAttr, MessageType, Meta, StanzaAttrs};
 pub use wire::{WireError, is_key_distribution_only, top_level_fields};
 
 use crate::jid::Jid;
@@ -270,6 +277,14 @@ pub struct Contact {
 }
 
 impl Contact {
+    /// A card named `display_name` with the vCard text `vcard` (see [`build::vcard`]).
+    pub fn new(display_name: impl Into<String>, vcard: impl Into<String>) -> Self {
+        Self {
+            display_name: Some(display_name.into()),
+            vcard: Some(vcard.into()),
+        }
+    }
+
     fn from_proto(c: &e2e::ContactMessage) -> Self {
         Self {
             display_name: c.display_name.clone(),
@@ -296,6 +311,17 @@ pub struct Location {
     pub comment: Option<String>,
     /// Accuracy in meters.
     pub accuracy_m: Option<u32>,
+}
+
+impl Location {
+    /// A pin at `latitude`, `longitude` (degrees); set the other fields as needed.
+    pub fn new(latitude: f64, longitude: f64) -> Self {
+        Self {
+            latitude,
+            longitude,
+            ..Self::default()
+        }
+    }
 }
 
 /// A live location update.

@@ -99,7 +99,8 @@ pub enum Event {
         result: MessageAckResult,
     },
     /// A device could not decrypt a message we sent and asks for it again. Messages sent with
-    /// [`send_text`](super::ConnectionMachine::send_text) are encrypted again for exactly
+    /// [`send_text`](super::ConnectionMachine::send_text) and the other `send_*` commands
+    /// are encrypted again (with the same stanza attributes) for exactly
     /// `requester` and relayed with the same id by the machine itself; for others (relayed
     /// with [`relay_message`](super::ConnectionMachine::relay_message) and a context of the
     /// application's own), the application does it.
@@ -141,8 +142,9 @@ pub enum Event {
     /// The answer to [`media_conn`](super::ConnectionMachine::media_conn): the media hosts and
     /// upload token, or why they could not be had.
     MediaConn(Result<crate::media::MediaConn, String>),
-    /// A message given to [`send_text`](super::ConnectionMachine::send_text) could not be
-    /// relayed; no [`Event::MessageAck`] follows for it.
+    /// A message given to [`send_text`](super::ConnectionMachine::send_text) or another
+    /// `send_*` command could not be relayed (or, for a vote, built); no
+    /// [`Event::MessageAck`] follows for it.
     SendFailed {
         /// The message id.
         id: String,
@@ -355,6 +357,10 @@ pub enum SendError {
     /// A receipt in a group, broadcast list or status needs the author (`participant`).
     #[error("a group receipt needs the participant")]
     MissingParticipant,
+    /// The message cannot be built from what was given (a poll without options, an edit of
+    /// someone else's message, …).
+    #[error("invalid message: {0}")]
+    InvalidContent(#[from] crate::content::build::BuildError),
 }
 
 /// Why the connection ended.

@@ -19,18 +19,27 @@
 //!   [`send_node`](ConnectionMachine::send_node), [`confirm`](ConnectionMachine::confirm),
 //!   [`request_pairing_code`](ConnectionMachine::request_pairing_code),
 //!   [`close_locally`](ConnectionMachine::close_locally); end-to-end messaging:
-//!   [`send_text`](ConnectionMachine::send_text),
-//!   [`send_message`](ConnectionMachine::send_message), and
+//!   [`send_text`](ConnectionMachine::send_text) (with a reply and mentions),
+//!   [`send_reply`](ConnectionMachine::send_reply),
+//!   [`send_reaction`](ConnectionMachine::send_reaction),
+//!   [`send_edit`](ConnectionMachine::send_edit),
+//!   [`send_revoke`](ConnectionMachine::send_revoke),
+//!   [`send_poll`](ConnectionMachine::send_poll),
+//!   [`send_poll_vote`](ConnectionMachine::send_poll_vote),
+//!   [`send_contact`](ConnectionMachine::send_contact),
+//!   [`send_contacts`](ConnectionMachine::send_contacts),
+//!   [`send_location`](ConnectionMachine::send_location),
+//!   [`send_message`](ConnectionMachine::send_message) for any content, and
 //!   [`provide`](ConnectionMachine::provide) to answer [`Event::Load`]; receipts, presence
 //!   and typing: [`mark_read`](ConnectionMachine::mark_read),
 //!   [`mark_played`](ConnectionMachine::mark_played),
 //!   [`set_presence`](ConnectionMachine::set_presence),
 //!   [`presence_subscribe`](ConnectionMachine::presence_subscribe),
-//!   [`send_chatstate`](ConnectionMachine::send_chatstate),
-//!   [`provide`](ConnectionMachine::provide) to answer [`Event::Load`]; typed queries (groups,
+//!   [`send_chatstate`](ConnectionMachine::send_chatstate); typed queries (groups,
 //!   contacts, profile, privacy, blocklist, logout): [`send_query`](ConnectionMachine::send_query);
 //!   [`reject_call`](ConnectionMachine::reject_call),
-//!   [`set_push_name`](ConnectionMachine::set_push_name).
+//!   [`set_push_name`](ConnectionMachine::set_push_name); media hosts:
+//!   [`media_conn`](ConnectionMachine::media_conn).
 //! - **Hand-over**: [`into_session`](ConnectionMachine::into_session) keeps what outlives one
 //!   socket (credentials, the sent-message cache, id counters, the backoff state) for the next
 //!   machine.
@@ -68,7 +77,9 @@ pub use event::{
     Reconnect, RetryRejection, RetryRequest, SendError, SentMessage,
 };
 pub use ids::RequestId;
-pub use messaging::{DecryptError, IncomingMessage, MessagingError, UndecryptableMessage};
+pub use messaging::{
+    DecryptError, IncomingMessage, MessagingError, SentPoll, UndecryptableMessage,
+};
 pub use presence::{Presence, PresenceUpdate};
 pub use push::OwnIdentity;
 pub use query::{Answer, Query};

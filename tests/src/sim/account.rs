@@ -11,6 +11,7 @@ use bytes::Bytes;
 use rand_core::RngCore;
 
 use super::group::GroupError;
+use super::phone_send::{self, PhoneSendError};
 use super::state::{Command, DeviceState, PendingPair, Shared};
 
 /// Why the virtual phone could not pair.
@@ -180,6 +181,42 @@ impl Account {
             .groups
             .get(group.user_part())
             .map(|g| g.participants.clone())
+    }
+
+    /// The phone (device 0) sends `message` to `to` (a user or a group), end-to-end
+    /// encrypted as a client does, with the stanza attributes its content calls for; the
+    /// simulator routes it at once (offline devices get it at their next login). Returns the
+    /// message id. The receipts devices send for it come back as
+    /// [`SimEvent::PhoneReceipt`](super::SimEvent::PhoneReceipt).
+    ///
+    /// # Errors
+    /// An unknown recipient, a group the account is not in, no device with keys.
+    pub fn phone_send(
+        &self,
+        to: &Jid,
+        message: &amarula_proto::e2e::Message,
+    ) -> Result<String, PhoneSendError> {
+        self.phone_send_raw(to, &message.encode_to_vec())
+    }
+
+    /// Like [`phone_send`](Self::phone_send), with the plaintext bytes as given (e.g. a field
+    /// no schema declares).
+    ///
+    /// # Errors
+    /// As [`phone_send`](Self::phone_send), and a plaintext that is not a `Message`.
+    pub fn phone_send_raw(&self, to: &Jid, plaintext: &[u8]) -> Result<String, PhoneSendError> {
+        let t = super::unix_now().to_string();
+        let events = {
+            let mut st = self.shared.lock();
+            let (id, node, me) = phone_send::stanza(&mut st, &self.phone, to, plaintext)?;
+            let events = phone_send::route(&mut st, &me, &id, &node, &t)?;
+            (id, events)
+        };
+        let (id, events) = events;
+        for e in events {
+            self.shared.emit(e);
+        }
+        Ok(id)
     }
 
     /// How many one-time prekeys the phone (device 0) still holds: one is deleted each time a

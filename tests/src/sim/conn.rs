@@ -766,7 +766,7 @@ impl Conn {
         ) else {
             return Ok(());
         };
-        {
+        let events = {
             let mut st = self.shared.lock();
             if let Some(d) = st
                 .account_by_user(me.user_part())
@@ -783,7 +783,10 @@ impl Conn {
                 jid_attr(&node, "participant"),
                 &node,
                 &unix_now().to_string(),
-            );
+            )
+        };
+        for e in events {
+            self.shared.emit(e);
         }
         let mut ack = Node::new("ack")
             .attr("class", "receipt")
@@ -823,7 +826,7 @@ impl Conn {
             return Ok(());
         }
         let receipt = Node::new("receipt").attr("id", id);
-        route::receipt(
+        let events = route::receipt(
             &mut st,
             &me,
             &to,
@@ -831,6 +834,10 @@ impl Conn {
             &receipt,
             &unix_now().to_string(),
         );
+        drop(st);
+        for e in events {
+            self.shared.emit(e);
+        }
         Ok(())
     }
 

@@ -112,6 +112,18 @@ pub enum SimEvent {
         /// What went wrong, in words.
         error: String,
     },
+    /// A receipt for a message an account's phone sent reached the phone (a delivery receipt
+    /// has no `kind`; `read`, `played`, … otherwise).
+    PhoneReceipt {
+        /// The phone number of the account.
+        account: String,
+        /// The device that sent the receipt.
+        from: Jid,
+        /// The message id.
+        id: String,
+        /// The receipt's `type`, when it has one.
+        kind: Option<String>,
+    },
     /// A fault rule or an injected action fired.
     FaultFired {
         /// The connection.

@@ -177,7 +177,7 @@ fn encrypt(
 
 /// One `<user>` of a bundle answer: the stored keys with one one-time prekey taken, or an
 /// `<error>`.
-fn bundle(st: &mut State, user: &Node) -> Node {
+pub(crate) fn bundle(st: &mut State, user: &Node) -> Node {
     let Some(jid) = user.attr_jid("jid").cloned() else {
         return Node::new("user").children([Node::new("error")
             .attr("code", "400")

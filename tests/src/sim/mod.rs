@@ -32,12 +32,15 @@
 //!
 //! Each account's phone (device 0) never connects but is a real Signal endpoint: its keys are
 //! served like any device's, and the copies routed to it are decrypted at once
-//! ([`SimEvent::PhoneMessage`], [`SimEvent::PhoneUndecryptable`]). Receipts are forwarded to the device they name (a group
-//! receipt to the original sender named by `participant`), read and played ones also to the
-//! reader's other devices (`read-self` / `played-self` only to those); a recipient's plain ack
-//! of a plaintext test message (one without a Signal ciphertext) is turned into a receipt too.
-//! Presence (availability with last seen, to subscribed devices) and chat state (to the
-//! recipient's or the group's devices) reach only available, connected devices.
+//! ([`SimEvent::PhoneMessage`], [`SimEvent::PhoneUndecryptable`]); it also sends, every kind
+//! with the attributes its content calls for ([`Account::phone_send`]), and the receipts for
+//! what it sent come back as [`SimEvent::PhoneReceipt`]. Receipts are forwarded to the device
+//! they name (a group receipt to the original sender named by `participant`), read and played
+//! ones also to the reader's other devices (`read-self` / `played-self` only to those); a
+//! recipient's plain ack of a plaintext test message (one without a Signal ciphertext) is
+//! turned into a receipt too. Presence (availability with last seen, to subscribed devices)
+//! and chat state (to the recipient's or the group's devices) reach only available, connected
+//! devices.
 //! Linking a companion sends the account's other companions a `devices` notification; adding
 //! a group member ([`Account::add_to_group`]) sends members a `w:gp2` one.
 //!
@@ -81,6 +84,7 @@ mod iq;
 pub mod media;
 pub mod peer;
 mod phone;
+mod phone_send;
 mod presence;
 mod receipts;
 mod route;
@@ -102,6 +106,7 @@ pub use account::{Account, PairingError};
 pub use events::{ConnKind, SimEvent, Subscription, WaitError};
 pub use faults::{Action, Direction, Faults, Rule, RuleId, Target};
 pub use group::GroupError;
+pub use phone_send::PhoneSendError;
 
 use crate::harness::TestPki;
 use state::{Shared, State};

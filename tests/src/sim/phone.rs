@@ -6,16 +6,18 @@
 //! and the outcome becomes a [`SimEvent::PhoneMessage`] or [`SimEvent::PhoneUndecryptable`].
 //! Everything it keeps is bounded: sessions and sender keys are least-recently-used tables.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 
 use amarula_core::binary::Node;
+use amarula_core::content::is_key_distribution_only;
 use amarula_core::credentials::SignedPreKey;
 use amarula_core::jid::Jid;
 use amarula_core::noise::KeyPair;
 use amarula_core::signal::{
-    Identity, IdentityPolicy, PreKey, PreKeySignalMessage, SenderKeyDistributionMessage,
-    SenderKeyRecord, SessionRecord, SignalError, generate_registration_id,
+    Identity, IdentityPolicy, PreKey, PreKeyBundle, PreKeySignalMessage,
+    SenderKeyDistributionMessage, SenderKeyRecord, SessionRecord, SignalError,
+    generate_registration_id,
 };
 use amarula_proto::Message as _;
 use amarula_proto::e2e;
@@ -44,6 +46,11 @@ impl<K: PartialEq, V: Default> Lru<K, V> {
             entries: Vec::new(),
             cap,
         }
+    }
+
+    /// The entry of `key`, if any, without touching the order.
+    fn peek(&self, key: &K) -> Option<&V> {
+        self.entries.iter().find(|(k, _)| k == key).map(|(_, v)| v)
     }
 
     /// The entry of `key`, created empty when missing.
@@ -76,6 +83,8 @@ pub(crate) struct PhoneSignal {
     one_time: BTreeMap<u32, PreKey>,
     sessions: Lru<Jid, SessionRecord>,
     sender_keys: Lru<(Jid, Jid), SenderKeyRecord>,
+    /// Per group, the devices that got the phone's own sender key.
+    skdm_sent: HashMap<Jid, HashSet<Jid>>,
 }
 
 impl fmt::Debug for PhoneSignal {
@@ -128,6 +137,7 @@ impl PhoneSignal {
             one_time: batch.into_iter().map(|k| (k.id, k)).collect(),
             sessions: Lru::new(MAX_SESSIONS),
             sender_keys: Lru::new(MAX_SENDER_KEYS),
+            skdm_sent: HashMap::new(),
         };
         (phone, store)
     }
@@ -135,6 +145,68 @@ impl PhoneSignal {
     /// One-time prekeys whose private half the phone still holds.
     pub(crate) fn one_time_left(&self) -> usize {
         self.one_time.len()
+    }
+
+    /// Whether the phone has a session with `device` to encrypt on.
+    pub(crate) fn has_session(&self, device: &Jid) -> bool {
+        self.sessions
+            .peek(device)
+            .is_some_and(SessionRecord::has_session)
+    }
+
+    /// Encrypts a padded plaintext for `device`, starting a session from `bundle` first when
+    /// given. Returns the enc type (`pkmsg` or `msg`) and the ciphertext.
+    pub(crate) fn encrypt_pairwise(
+        &mut self,
+        device: &Jid,
+        bundle: Option<&PreKeyBundle>,
+        padded: &[u8],
+        rng: &mut ChaCha20Rng,
+    ) -> Result<(&'static str, Vec<u8>), String> {
+        let record = self.sessions.entry(device.clone());
+        if let Some(bundle) = bundle {
+            record
+                .process_bundle(&self.identity, bundle, IdentityPolicy::AcceptAndReport, rng)
+                .map_err(err)?;
+        }
+        let ct = record.encrypt(padded).map_err(err)?;
+        Ok((ct.enc_type(), ct.serialized().to_vec()))
+    }
+
+    /// The devices of `devices` that lack the phone's sender key for `group`; they count as
+    /// having it from now on.
+    pub(crate) fn take_skdm_targets(&mut self, group: &Jid, devices: &[Jid]) -> Vec<Jid> {
+        let sent = self.skdm_sent.entry(group.clone()).or_default();
+        devices
+            .iter()
+            .filter(|d| sent.insert((*d).clone()))
+            .cloned()
+            .collect()
+    }
+
+    /// The phone's SKDM for `group` (its own sender key, `me` the phone's JID), created on
+    /// first use.
+    pub(crate) fn own_skdm(&mut self, group: &Jid, me: &Jid, rng: &mut ChaCha20Rng) -> Vec<u8> {
+        self.sender_keys
+            .entry((group.clone(), me.clone()))
+            .own_distribution_message(rng)
+            .serialized()
+            .to_vec()
+    }
+
+    /// A padded plaintext encrypted with the phone's sender key for `group`.
+    pub(crate) fn group_encrypt(
+        &mut self,
+        group: &Jid,
+        me: &Jid,
+        padded: &[u8],
+    ) -> Result<Vec<u8>, String> {
+        let sk = self
+            .sender_keys
+            .entry((group.clone(), me.clone()))
+            .encrypt(padded)
+            .map_err(err)?;
+        Ok(sk.serialized().to_vec())
     }
 
     /// Decrypts one `<enc>` from `sender` (a `pkmsg` or `msg` pairwise, a `skmsg` under the
@@ -236,14 +308,6 @@ pub(crate) fn unpad(plain: &[u8]) -> Result<&[u8], String> {
     }
 }
 
-/// Whether `msg` has content besides a sender-key distribution (and its context info).
-fn has_content(msg: &e2e::Message) -> bool {
-    let mut rest = msg.clone();
-    rest.sender_key_distribution_message = None;
-    rest.message_context_info = None;
-    rest != e2e::Message::default()
-}
-
 /// What the copy of a message addressed to device 0 of `account` tells the phone: `sender` is
 /// the sending device, `group` the group for a group message. Returns the events to emit.
 pub(crate) fn receive(
@@ -275,9 +339,13 @@ pub(crate) fn receive(
         let decoded = phone
             .decrypt_enc(enc, sender, group, published, rng)
             .and_then(|plain| {
-                e2e::Message::decode(&plain[..]).map_err(|e| format!("message protobuf: {e}"))
+                // Content is judged on the bytes: a field no schema declares is content too.
+                let content = !is_key_distribution_only(&plain);
+                e2e::Message::decode(&plain[..])
+                    .map(|m| (m, content))
+                    .map_err(|e| format!("message protobuf: {e}"))
             });
-        let mut message = match decoded {
+        let (mut message, has_content) = match decoded {
             Ok(m) => m,
             Err(e) => {
                 events.push(undecryptable(e));
@@ -295,7 +363,7 @@ pub(crate) fn receive(
                 events.push(undecryptable(format!("skdm: {e}")));
             }
         }
-        if !has_content(&message) {
+        if !has_content {
             continue;
         }
         let chat = match group {

@@ -12,10 +12,12 @@
 use amarula_core::binary::{AttrValue, Content, Node};
 use amarula_core::jid::Jid;
 
+use super::events::SimEvent;
 use super::route;
 use super::state::State;
 
-/// Forwards a receipt of device `me`, addressed `to` (with `participant`), stamped `t`.
+/// Forwards a receipt of device `me`, addressed `to` (with `participant`), stamped `t`;
+/// returns the events of the routing (a phone's receipts).
 pub(crate) fn forward(
     st: &mut State,
     me: &Jid,
@@ -23,14 +25,16 @@ pub(crate) fn forward(
     participant: Option<Jid>,
     receipt: &Node,
     t: &str,
-) {
+) -> Vec<SimEvent> {
     let kind = receipt.attr_str("type");
+    let mut events = Vec::new();
     if !matches!(kind, Some("read-self" | "played-self")) {
-        route::receipt(st, me, to, participant, receipt, t);
+        events = route::receipt(st, me, to, participant, receipt, t);
     }
     if matches!(kind, Some("read" | "read-self" | "played" | "played-self")) {
         to_own_devices(st, me, to, receipt, t);
     }
+    events
 }
 
 /// The copy of a read or played receipt for the reader's other companions.

@@ -10,6 +10,7 @@ use amarula_core::signal::{PreKeySignalMessage, SenderKeyMessage, SignalMessage}
 use amarula_proto::Message as _;
 use amarula_proto::wa;
 
+use super::SimEvent;
 use super::state::{State, is_user_jid, jid_attr};
 
 /// Attributes of a client's message that never reach the recipients.
@@ -340,6 +341,9 @@ fn corrupt_inner_mac(pkmsg: &[u8]) -> Option<Vec<u8>> {
 /// - `to` a group: to the original sender device `participant` names, `from` the group,
 ///   `participant` = `me`.
 /// - `to` a device: to exactly that device; `to` a user: to each of its companions; `from` = `me`.
+///
+/// A receipt for a phone (device 0, which never connects) becomes a
+/// [`SimEvent::PhoneReceipt`], returned for the caller to emit.
 pub(crate) fn receipt(
     st: &mut State,
     me: &Jid,
@@ -347,19 +351,19 @@ pub(crate) fn receipt(
     participant: Option<Jid>,
     receipt: &Node,
     t: &str,
-) {
+) -> Vec<SimEvent> {
     let (target, from, about) = if to.is_group() {
         match participant {
             Some(p) if is_user_jid(&p) => (p, to.clone(), Some(me.clone())),
-            _ => return,
+            _ => return Vec::new(),
         }
     } else if is_user_jid(to) {
         (to.clone(), me.clone(), None)
     } else {
-        return;
+        return Vec::new();
     };
     let Some(phone) = st.phone_of(target.user_part()).map(str::to_owned) else {
-        return;
+        return Vec::new();
     };
     let mut fwd = Node::new("receipt")
         .attr(
@@ -386,7 +390,18 @@ pub(crate) fn receipt(
         Some(d) => vec![d],
         None => st.companion_devices(&phone),
     };
+    let mut events = Vec::new();
     for d in devices {
+        if d == 0 {
+            events.push(SimEvent::PhoneReceipt {
+                account: phone.clone(),
+                from: me.clone(),
+                id: receipt.attr_str("id").unwrap_or_default().to_owned(),
+                kind: receipt.attr_str("type").map(str::to_owned),
+            });
+            continue;
+        }
         st.deliver(&phone, d, fwd.clone());
     }
+    events
 }

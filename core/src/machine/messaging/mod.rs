@@ -10,6 +10,7 @@
 //! sender's session; sends to other chats go on. Every record a step changes leaves as
 //! [`Event::Persist`] before the frame that depends on it.
 
+mod compose;
 mod groups;
 mod media;
 mod nodes;
@@ -20,16 +21,14 @@ mod types;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
-use amarula_proto::e2e::Message;
-use prost::Message as _;
-
+pub use compose::SentPoll;
 pub use types::{DecryptError, IncomingMessage, MessagingError, UndecryptableMessage};
 
 use self::nodes::{device_address, user_of};
 use self::receive::Parked;
 use self::records::Records;
 use self::send::SendJob;
-use super::{ConnectionMachine, Event, IqKind, IqRequest, IqResult, SendError};
+use super::{ConnectionMachine, Event, IqKind, IqRequest, IqResult};
 use crate::binary::Node;
 use crate::content::SecretRecord;
 use crate::jid::Jid;
@@ -193,53 +192,6 @@ impl LoadBatch {
 
 impl ConnectionMachine {
     // ---- commands ----
-
-    /// Sends a text message to a user or a group and returns its id at once. The message is
-    /// encrypted for every device of the recipient and our own other devices (or with our
-    /// sender key for a group) as soon as the device lists and keys it needs are at hand;
-    /// then [`Event::MessageAck`] follows for the id, or [`Event::SendFailed`] if it could
-    /// not go out.
-    pub fn send_text(&mut self, now: Instant, to: &Jid, text: &str) -> Result<String, SendError> {
-        let message = Message {
-            conversation: Some(text.to_owned()),
-            ..Message::default()
-        };
-        self.send_message(now, to, message)
-    }
-
-    /// Sends any `Message` (see [`send_text`](Self::send_text)).
-    pub fn send_message(
-        &mut self,
-        now: Instant,
-        to: &Jid,
-        message: Message,
-    ) -> Result<String, SendError> {
-        if !self.is_logged_in() {
-            return Err(SendError::NotLoggedIn);
-        }
-        let Some(own) = self.own_device() else {
-            return Err(SendError::NotLoggedIn);
-        };
-        if !(to.is_group() || nodes::is_user(to)) {
-            return Err(SendError::InvalidRecipient);
-        }
-        if self.session_msg.sends.len() >= self.config.max_pending_sends {
-            return Err(SendError::TooManyPending);
-        }
-        let mut random = [0u8; 16];
-        rand_core::RngCore::fill_bytes(&mut self.rng, &mut random);
-        let id = nodes::message_id(self.clock.unix_secs(now), own.user_part(), &random);
-        let chat = if to.is_group() {
-            to.to_non_device()
-        } else {
-            user_of(to)
-        };
-        self.session_msg
-            .sends
-            .push_back(SendJob::new(id.clone(), chat, message.encode_to_vec()));
-        self.advance(now);
-        Ok(id)
-    }
 
     /// Hands in records the machine asked for with [`Event::Load`]. Records asked for and
     /// missing from `loaded` count as absent.

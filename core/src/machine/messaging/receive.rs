@@ -603,13 +603,7 @@ impl ConnectionMachine {
             author: user_of(&msg.sender),
             id: msg.id.clone(),
         };
-        let record = SecretRecord::new(secret, options);
-        self.persist(Change::MessageSecret {
-            key: key.clone(),
-            record: record.to_bytes(),
-        });
-        let cap = self.config.max_loaded_records;
-        self.session_msg.secrets.put(key, Some(record), cap);
+        self.store_secret(key, SecretRecord::new(secret, options));
     }
 
     /// Gives a message to the application, or queues a poll vote until its poll's secret is

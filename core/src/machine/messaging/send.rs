@@ -14,6 +14,8 @@ use super::nodes::{self, device_address, user_of};
 use super::records::Lookup;
 use super::{LoadBatch, Messaging, MessagingError, MsgIq};
 use crate::binary::Node;
+use crate::content::StanzaAttrs;
+use crate::content::build::MessageRef;
 use crate::jid::Jid;
 use crate::machine::{ConnectionMachine, Event, IqRequest, IqResult};
 use crate::persist::DeviceList;
@@ -31,15 +33,29 @@ pub(crate) struct Resend {
     pub(crate) bundle: Option<PreKeyBundle>,
 }
 
+/// A poll vote whose message is built once the poll's secret is at hand (it may have to be
+/// loaded from the store first, like a session).
+#[derive(Clone)]
+pub(crate) struct PendingVote {
+    /// The poll, its author resolved (our own user for our own poll).
+    pub(crate) poll: MessageRef,
+    /// The option names selected.
+    pub(crate) selected: Vec<String>,
+    /// When the vote was cast (unix milliseconds).
+    pub(crate) timestamp_ms: i64,
+}
+
 /// A message waiting to go out.
 #[derive(Clone)]
 pub(crate) struct SendJob {
     pub(crate) id: String,
     /// The user (without device) or the group.
     pub(crate) chat: Jid,
-    /// The serialized `Message`, unpadded.
+    /// The serialized `Message`, unpadded (empty while `vote` is pending).
     pub(crate) message: Vec<u8>,
     pub(crate) resend: Option<Resend>,
+    /// A vote still to be encrypted with its poll's secret.
+    pub(crate) vote: Option<PendingVote>,
 }
 
 impl SendJob {
@@ -49,8 +65,22 @@ impl SendJob {
             chat,
             message,
             resend: None,
+            vote: None,
         }
     }
+}
+
+/// An `<enc>` with the attributes its content calls for: `mediatype` when it carries the
+/// content (not on a group's key-distribution encs), `decrypt-fail` when hidden.
+fn enc_node(kind: &str, bytes: Vec<u8>, attrs: &StanzaAttrs, carries_content: bool) -> Node {
+    let mut enc = Node::new("enc").attr("v", "2").attr("type", kind);
+    if let (true, Some(media)) = (carries_content, attrs.media_type) {
+        enc = enc.attr("mediatype", media);
+    }
+    if attrs.hide {
+        enc = enc.attr("decrypt-fail", "hide");
+    }
+    enc.bytes(bytes)
 }
 
 /// What the sent-message cache keeps for a message (its `context`): the chat and the plaintext,
@@ -300,7 +330,7 @@ impl ConnectionMachine {
         let mut blocked: HashSet<Jid> = HashSet::new();
         let mut i = 0;
         while i < self.session_msg.sends.len() {
-            let job = self.session_msg.sends[i].clone();
+            let mut job = self.session_msg.sends[i].clone();
             let key = match &job.resend {
                 Some(r) => r.requester.clone(),
                 None => job.chat.clone(),
@@ -308,6 +338,26 @@ impl ConnectionMachine {
             if blocked.contains(&key) {
                 i += 1;
                 continue;
+            }
+            if let Some(vote) = job.vote.take() {
+                match self.build_vote(&own, &vote, loads) {
+                    Err(None) => {
+                        blocked.insert(key);
+                        i += 1;
+                        continue;
+                    }
+                    Err(Some(error)) => {
+                        self.session_msg.sends.remove(i);
+                        self.emit(Event::SendFailed { id: job.id, error });
+                        continue;
+                    }
+                    Ok(message) => {
+                        // Built once: a resend after a retry receipt or a restart sends these
+                        // very bytes again.
+                        job.message = message;
+                        self.session_msg.sends[i] = job.clone();
+                    }
+                }
             }
             match status(&mut self.session_msg, &job, &ctx, loads, &mut asks) {
                 Status::Waiting => {
@@ -510,6 +560,8 @@ impl ConnectionMachine {
     ) -> Result<(), MessagingError> {
         let message =
             Message::decode(job.message.as_slice()).map_err(|_| MessagingError::Encode)?;
+        // Derived from the plaintext, so a resend (retry receipt, restart) carries the same.
+        let attrs = StanzaAttrs::of(&message);
         let own_user = user_of(own);
         let group = job.chat.is_group();
         let cap = self.config.max_loaded_records;
@@ -589,10 +641,14 @@ impl ConnectionMachine {
             };
             self.persist_session(d);
             any_pkmsg |= ct.enc_type() == "pkmsg";
-            let mut enc = Node::new("enc")
-                .attr("v", "2")
-                .attr("type", ct.enc_type())
-                .bytes(ct.serialized().to_vec());
+            // A group's pairwise encs carry only our sender key, except in a resend.
+            let carries_content = !group || job.resend.is_some();
+            let mut enc = enc_node(
+                ct.enc_type(),
+                ct.serialized().to_vec(),
+                &attrs,
+                carries_content,
+            );
             if let Some(r) = &job.resend {
                 enc = enc.attr("count", r.count.to_string());
                 single_enc = Some(enc);
@@ -601,22 +657,26 @@ impl ConnectionMachine {
             }
         }
         let mut children = Vec::new();
-        let mut node = Node::new("message").attr("id", job.id.as_str());
+        let to = match &job.resend {
+            Some(r) if !group => r.requester.clone(),
+            _ => job.chat.clone(),
+        };
+        let mut node = Node::new("message")
+            .attr("id", job.id.as_str())
+            .attr("to", to)
+            .attr("type", attrs.message_type.as_str());
+        if let Some(edit) = attrs.edit {
+            node = node.attr("edit", edit.as_str());
+        }
         match &job.resend {
             Some(r) => {
                 let Some(enc) = single_enc else {
                     return Err(MessagingError::NoDevices);
                 };
                 if group {
-                    node = node
-                        .attr("to", job.chat.clone())
-                        .attr("type", "text")
-                        .attr("participant", r.requester.clone());
+                    node = node.attr("participant", r.requester.clone());
                 } else {
-                    node = node
-                        .attr("to", r.requester.clone())
-                        .attr("type", "text")
-                        .attr("device_fanout", "false");
+                    node = node.attr("device_fanout", "false");
                     if user_of(&r.requester) == own_user && job.chat != own_user {
                         node = node.attr("recipient", job.chat.clone());
                     }
@@ -624,7 +684,6 @@ impl ConnectionMachine {
                 children.push(enc);
             }
             None => {
-                node = node.attr("to", job.chat.clone()).attr("type", "text");
                 if group {
                     let padded = self.padded(&plain);
                     let key = (job.chat.clone(), own.clone());
@@ -643,12 +702,7 @@ impl ConnectionMachine {
                     if !participants.is_empty() {
                         children.push(Node::new("participants").children(participants));
                     }
-                    children.push(
-                        Node::new("enc")
-                            .attr("v", "2")
-                            .attr("type", "skmsg")
-                            .bytes(skmsg.serialized().to_vec()),
-                    );
+                    children.push(enc_node("skmsg", skmsg.serialized().to_vec(), &attrs, true));
                     self.session_msg
                         .sk_memory
                         .entry(job.chat.clone())
@@ -666,6 +720,9 @@ impl ConnectionMachine {
             if let Some(device) = &self.creds.device {
                 children.push(Node::new("device-identity").bytes(device.account.clone()));
             }
+        }
+        if let Some(meta) = attrs.meta {
+            children.push(meta.node());
         }
         let node = node.children(children);
         let context = encode_context(&job.chat, &job.message);
@@ -715,6 +772,7 @@ impl ConnectionMachine {
                 count,
                 bundle,
             }),
+            vote: None,
         });
         self.advance(now);
     }

@@ -7,6 +7,7 @@ use amarula_proto::e2e::Message;
 use bytes::Bytes;
 
 use super::super::AckToken;
+use crate::content::build::{BuildError, MessageRef, Quote};
 use crate::content::{Content, Context, Wrappers};
 use crate::jid::Jid;
 use crate::signal::SignalError;
@@ -68,6 +69,22 @@ impl IncomingMessage {
             Content::Media(m) => m.caption.as_deref(),
             _ => None,
         }
+    }
+
+    /// This message as the target of a reply, reaction, edit, revoke or vote: its chat, its
+    /// id and its author (none when it is ours, from another of our devices).
+    pub fn reference(&self) -> MessageRef {
+        if self.from_me {
+            MessageRef::ours(self.chat.clone(), self.id.as_str())
+        } else {
+            MessageRef::theirs(self.chat.clone(), self.id.as_str(), self.sender.clone())
+        }
+    }
+
+    /// This message, to quote in a reply
+    /// ([`send_reply`](crate::machine::ConnectionMachine::send_reply)).
+    pub fn quote(&self) -> Quote {
+        Quote::new(self.reference(), (*self.message).clone())
     }
 }
 
@@ -149,4 +166,10 @@ pub enum MessagingError {
     /// The message cannot be encoded.
     #[error("message cannot be encoded")]
     Encode,
+    /// A vote's poll has no known secret (never seen, or from before this store).
+    #[error("the poll's secret is unknown")]
+    PollSecretUnknown,
+    /// The message cannot be built (e.g. a vote for an option the poll lacks).
+    #[error(transparent)]
+    Build(#[from] BuildError),
 }
