@@ -180,6 +180,14 @@ macro_rules! workload {
             }
 
             #[divan::bench]
+            fn decode_shared_amarula(b: Bencher<'_, '_>) {
+                let bytes = bytes::Bytes::from(prepared(&$ours, &$theirs));
+                b.counter(BytesCount::new(bytes.len())).bench_local(|| {
+                    black_box(binary::decode_owned_shared(black_box(&bytes)).unwrap());
+                });
+            }
+
+            #[divan::bench]
             fn decode_owned_wacore(b: Bencher<'_, '_>) {
                 let bytes = theirs_input(&prepared(&$ours, &$theirs));
                 b.counter(BytesCount::new(bytes.len())).bench_local(|| {

@@ -15,37 +15,14 @@ use super::{DecodeError, MAX_DEPTH, tag};
 use crate::jid::{Jid, Server};
 
 /// Smallest encoded node: `LIST_8 1 <token>`. Used to refuse counts the input cannot hold.
-const MIN_NODE_LEN: usize = 3;
+pub(super) const MIN_NODE_LEN: usize = 3;
 /// Smallest encoded attribute: a one-byte key and a one-byte value.
-const MIN_ATTR_LEN: usize = 2;
+pub(super) const MIN_ATTR_LEN: usize = 2;
 
 /// Decodes one node from `buf` (the bytes after the flag byte), refusing trailing bytes.
 pub fn decode(buf: &[u8]) -> Result<NodeRef<'_>> {
     let mut r = Reader { buf, pos: 0 };
     let node = r.node(0)?;
-    if r.pos != buf.len() {
-        return Err(DecodeError::TrailingBytes {
-            at: r.pos,
-            left: buf.len() - r.pos,
-        });
-    }
-    Ok(node)
-}
-
-/// Decodes one node from `buf` straight into an owned [`Node`] (one pass, no intermediate
-/// view), refusing trailing bytes. Binary content is copied.
-pub fn decode_owned(buf: &[u8]) -> Result<Node> {
-    finish_owned(buf, &|b: &[u8]| Bytes::copy_from_slice(b))
-}
-
-/// Like [`decode_owned`], but binary content shares `frame`'s buffer instead of being copied.
-pub fn decode_owned_shared(frame: &Bytes) -> Result<Node> {
-    finish_owned(frame, &|b: &[u8]| frame.slice_ref(b))
-}
-
-fn finish_owned<F: Fn(&[u8]) -> Bytes>(buf: &[u8], bytes: &F) -> Result<Node> {
-    let mut r = Reader { buf, pos: 0 };
-    let node = r.owned_node(0, bytes)?;
     if r.pos != buf.len() {
         return Err(DecodeError::TrailingBytes {
             at: r.pos,
@@ -177,9 +154,9 @@ fn unpack_packed(packed: &[u8], odd: bool, alphabet: &[u8; 16]) -> NodeStr {
 }
 
 /// Characters of nibble codes; 12..=14 are invalid (rejected while decoding), 15 is the filler.
-const NIBBLE_CHARS: &[u8; 16] = b"0123456789-.\0\0\0\0";
+pub(super) const NIBBLE_CHARS: &[u8; 16] = b"0123456789-.\0\0\0\0";
 /// Characters of hex codes.
-const HEX_CHARS: &[u8; 16] = b"0123456789ABCDEF";
+pub(super) const HEX_CHARS: &[u8; 16] = b"0123456789ABCDEF";
 
 /// A JID borrowed from a frame.
 #[derive(Debug, Clone, Copy)]
@@ -388,7 +365,7 @@ impl<'a> NodeRef<'a> {
 }
 
 /// Bytes whose two nibbles are both in the nibble alphabet (codes 0..=11).
-static NIBBLE_PAIR_OK: [bool; 256] = {
+pub(super) static NIBBLE_PAIR_OK: [bool; 256] = {
     let mut t = [false; 256];
     let mut b = 0;
     while b < 256 {
@@ -404,7 +381,7 @@ fn unexpected_end(at: usize) -> DecodeError {
 }
 
 #[cold]
-fn too_large(len: usize, at: usize, left: usize) -> DecodeError {
+pub(super) fn too_large(len: usize, at: usize, left: usize) -> DecodeError {
     DecodeError::LengthTooLarge {
         len: len as u64,
         at,
@@ -414,7 +391,7 @@ fn too_large(len: usize, at: usize, left: usize) -> DecodeError {
 
 /// The error for a packed nibble string that failed the fast check: finds the first bad nibble.
 #[cold]
-fn bad_nibble(bytes: &[u8], odd: bool, at: usize) -> DecodeError {
+pub(super) fn bad_nibble(bytes: &[u8], odd: bool, at: usize) -> DecodeError {
     let total = bytes.len() * 2 - usize::from(odd);
     let bad = bytes
         .iter()
@@ -433,21 +410,21 @@ fn bad_nibble(bytes: &[u8], odd: bool, at: usize) -> DecodeError {
 
 /// A cursor over the input; every read is bounds-checked.
 #[derive(Clone)]
-struct Reader<'a> {
-    buf: &'a [u8],
-    pos: usize,
+pub(super) struct Reader<'a> {
+    pub(super) buf: &'a [u8],
+    pub(super) pos: usize,
 }
 
-type Result<T> = std::result::Result<T, DecodeError>;
+pub(super) type Result<T> = std::result::Result<T, DecodeError>;
 
 impl<'a> Reader<'a> {
     #[inline]
-    fn left(&self) -> usize {
+    pub(super) fn left(&self) -> usize {
         self.buf.len() - self.pos
     }
 
     #[inline]
-    fn byte(&mut self) -> Result<u8> {
+    pub(super) fn byte(&mut self) -> Result<u8> {
         match self.buf.get(self.pos) {
             Some(&b) => {
                 self.pos += 1;
@@ -458,7 +435,7 @@ impl<'a> Reader<'a> {
     }
 
     #[inline]
-    fn array<const N: usize>(&mut self) -> Result<[u8; N]> {
+    pub(super) fn array<const N: usize>(&mut self) -> Result<[u8; N]> {
         let Some(bytes) = self.buf.get(self.pos..self.pos + N) else {
             return Err(unexpected_end(self.pos));
         };
@@ -470,7 +447,7 @@ impl<'a> Reader<'a> {
 
     /// `len` bytes announced by the length field at `at`.
     #[inline]
-    fn take(&mut self, len: usize, at: usize) -> Result<&'a [u8]> {
+    pub(super) fn take(&mut self, len: usize, at: usize) -> Result<&'a [u8]> {
         let Some(out) = self.buf.get(self.pos..self.pos.saturating_add(len)) else {
             return Err(too_large(len, at, self.left()));
         };
@@ -480,7 +457,7 @@ impl<'a> Reader<'a> {
 
     /// List size for tag byte `b` read at `at`: `LIST_EMPTY`, `LIST_8` or `LIST_16`.
     #[inline]
-    fn list_size(&mut self, b: u8, at: usize) -> Result<usize> {
+    pub(super) fn list_size(&mut self, b: u8, at: usize) -> Result<usize> {
         match b {
             tag::LIST_EMPTY => Ok(0),
             tag::LIST_8 => Ok(usize::from(self.byte()?)),
@@ -491,7 +468,7 @@ impl<'a> Reader<'a> {
 
     /// Length of a binary value for tag byte `b` (`BINARY_8/20/32`), checked against the input.
     #[inline]
-    fn binary(&mut self, b: u8) -> Result<&'a [u8]> {
+    pub(super) fn binary(&mut self, b: u8) -> Result<&'a [u8]> {
         let at = self.pos;
         let len = match b {
             tag::BINARY_8 => usize::from(self.byte()?),
@@ -547,7 +524,7 @@ impl<'a> Reader<'a> {
 
     /// Packed string: length byte (bit 7 = odd), then two characters per byte. A nibble string
     /// may only use codes 0..=11, and the filler 15 only as the last nibble of an odd string.
-    fn packed(&mut self, nibble: bool) -> Result<StrRef<'a>> {
+    pub(super) fn packed(&mut self, nibble: bool) -> Result<StrRef<'a>> {
         let at = self.pos;
         let l = self.byte()?;
         let odd = l & 0x80 != 0;
@@ -719,7 +696,7 @@ impl<'a> Reader<'a> {
 
     /// A list of `count` children announced at `at`, checked against the input first.
     #[inline]
-    fn children_capacity(&mut self, b: u8, at: usize) -> Result<usize> {
+    pub(super) fn children_capacity(&mut self, b: u8, at: usize) -> Result<usize> {
         let count = self.list_size(b, at)?;
         if count.saturating_mul(MIN_NODE_LEN) > self.left() {
             return Err(too_large(count, at, self.left()));
@@ -745,45 +722,6 @@ impl<'a> Reader<'a> {
         };
         Ok(NodeRef {
             tag,
-            attrs,
-            content,
-        })
-    }
-
-    /// A node built straight into an owned [`Node`], in one pass; `bytes` makes the owned
-    /// binary content (a copy, or a slice of a shared frame).
-    fn owned_node<F: Fn(&[u8]) -> Bytes>(&mut self, depth: usize, bytes: &F) -> Result<Node> {
-        let (tag, count, has_content) = self.head(depth)?;
-        let mut attrs = Vec::with_capacity(count);
-        for _ in 0..count {
-            let (k, v) = self.attr()?;
-            attrs.push((k.to_node_str(), v.to_value()));
-        }
-        let content = if has_content {
-            let at = self.pos;
-            let b = self.byte()?;
-            match b {
-                tag::LIST_EMPTY | tag::LIST_8 | tag::LIST_16 => {
-                    let count = self.children_capacity(b, at)?;
-                    let mut children = Vec::with_capacity(count);
-                    for _ in 0..count {
-                        children.push(self.owned_node(depth + 1, bytes)?);
-                    }
-                    Content::Nodes(children)
-                }
-                tag::BINARY_8 | tag::BINARY_20 | tag::BINARY_32 => {
-                    Content::Bytes(bytes(self.binary(b)?))
-                }
-                tag::JID_PAIR | tag::AD_JID | tag::FB_JID | tag::INTEROP_JID => {
-                    Content::Jid(self.jid(b, at)?.to_jid())
-                }
-                _ => Content::Text(self.string(b, at)?.to_node_str()),
-            }
-        } else {
-            Content::None
-        };
-        Ok(Node {
-            tag: tag.to_node_str(),
             attrs,
             content,
         })

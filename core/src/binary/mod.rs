@@ -10,21 +10,22 @@
 //! are actually there before anything is allocated, token indexes and nesting depth are
 //! checked, and the error says what was wrong and at which byte.
 
+mod attrs;
 mod decode;
 mod encode;
 mod error;
 mod node;
+mod owned;
 pub mod tag;
 pub mod token;
 mod unpack;
 
-pub use decode::{
-    AttrsIter, AttrsRef, ContentRef, JidRef, NodeRef, StrRef, ValueRef, decode, decode_owned,
-    decode_owned_shared,
-};
+pub use attrs::{Attr, Attrs, IntoIter as AttrsIntoIter};
+pub use decode::{AttrsIter, AttrsRef, ContentRef, JidRef, NodeRef, StrRef, ValueRef, decode};
 pub use encode::{EncodeError, encode, encode_frame, to_vec};
 pub use error::DecodeError;
 pub use node::{AttrValue, Content, Node, NodeStr};
+pub use owned::{decode_owned, decode_owned_shared};
 pub use unpack::{DEFAULT_MAX_INFLATED, FLAG_COMPRESSED, unpack};
 
 /// Deepest nesting of child lists the codec accepts. Real stanzas nest fewer than ten levels;

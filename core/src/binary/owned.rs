@@ -1,0 +1,593 @@
+//! Decoder: bytes straight to an owned [`Node`], in one pass, with the checks of [`decode`].
+//!
+//! This is the decoder the connection machine runs on every incoming frame, so it is built for
+//! speed without giving up any check: it reads the same bytes in the same order as the borrowed
+//! decoder and fails with the same error at the same byte (a test holds the two to that).
+//!
+//! Where the time goes, and what keeps it low:
+//! - strings: tokens (most tags, keys and many values) are clones of owned strings prepared at
+//!   compile time, a copy of 24 bytes; packed strings are unpacked two characters per byte from
+//!   a table; every string of up to 24 bytes is stored inline, so only longer ones allocate;
+//! - attributes: the first two live inside the node ([`Attrs`]), so an `<item jid index>` or
+//!   `<enc v type>` costs no allocation;
+//! - JIDs: a server written as a token becomes its [`Server`] through a table, without
+//!   comparing names;
+//! - binary content is shared with the frame's buffer ([`decode_owned_shared`]) or copied.
+//!
+//! [`decode`]: super::decode
+
+use bytes::Bytes;
+
+use super::attrs::Attrs;
+use super::decode::{
+    HEX_CHARS, MIN_ATTR_LEN, NIBBLE_CHARS, NIBBLE_PAIR_OK, Reader, Result, bad_nibble, too_large,
+};
+use super::node::{AttrValue, Content, Node, NodeStr};
+use super::token::{DOUBLE_BYTE, SINGLE_BYTE};
+use super::{DecodeError, MAX_DEPTH, tag};
+use crate::jid::{Jid, Server};
+
+/// Decodes one node from `buf` (the bytes after the flag byte) straight into an owned [`Node`]
+/// (one pass, no intermediate view), refusing trailing bytes. Binary content is copied.
+pub fn decode_owned(buf: &[u8]) -> Result<Node> {
+    finish(buf, &Copied)
+}
+
+/// Like [`decode_owned`], but binary content shares `frame`'s buffer instead of being copied:
+/// the decoder of the receive path, where the frame was just decrypted into its own buffer.
+pub fn decode_owned_shared(frame: &Bytes) -> Result<Node> {
+    finish(frame, &Shared(frame))
+}
+
+fn finish(buf: &[u8], sink: &impl BytesSink) -> Result<Node> {
+    let mut r = Reader { buf, pos: 0 };
+    let mut root = empty_node();
+    node(&mut r, 0, sink, &mut root)?;
+    if r.pos != buf.len() {
+        return Err(DecodeError::TrailingBytes {
+            at: r.pos,
+            left: buf.len() - r.pos,
+        });
+    }
+    Ok(root)
+}
+
+/// The node every decoded node starts as, filled in place: a node is about 250 bytes (two
+/// attributes inline, each with room for a JID), and building it where it finally lives
+/// instead of returning it up the recursion saves copying it several times.
+#[inline]
+fn empty_node() -> Node {
+    Node {
+        tag: NodeStr::const_new(""),
+        attrs: Attrs::new(),
+        content: Content::None,
+    }
+}
+
+/// How binary content becomes owned [`Bytes`].
+trait BytesSink {
+    fn bytes(&self, b: &[u8]) -> Bytes;
+}
+
+/// Binary content is copied out of the input.
+struct Copied;
+
+impl BytesSink for Copied {
+    #[inline]
+    fn bytes(&self, b: &[u8]) -> Bytes {
+        Bytes::copy_from_slice(b)
+    }
+}
+
+/// Binary content is a slice of the frame (`b` always lies inside it: the reader only hands
+/// out slices of its input, which is this frame).
+struct Shared<'f>(&'f Bytes);
+
+impl BytesSink for Shared<'_> {
+    #[inline]
+    fn bytes(&self, b: &[u8]) -> Bytes {
+        self.0.slice_ref(b)
+    }
+}
+
+/// A node into `out` (an [`empty_node`]): list header, tag, attributes, then content when the
+/// list size is even.
+fn node(r: &mut Reader<'_>, depth: usize, sink: &impl BytesSink, out: &mut Node) -> Result<()> {
+    let at = r.pos;
+    if depth > MAX_DEPTH {
+        return Err(DecodeError::TooDeep { at });
+    }
+    let b = r.byte()?;
+    // The list size is `1 + 2·attributes (+ 1 with content)`; a node needs at least its tag.
+    let size = r.list_size(b, at)?;
+    if size == 0 {
+        return Err(DecodeError::EmptyNode { at });
+    }
+    string_into(r, &mut out.tag)?;
+    if out.tag.is_empty() {
+        return Err(DecodeError::EmptyNode { at });
+    }
+    let count = (size - 1) / 2;
+    // Refuse attribute counts the input cannot hold before allocating for them.
+    if count.saturating_mul(MIN_ATTR_LEN) > r.left() {
+        return Err(too_large(count, at, r.left()));
+    }
+    out.attrs.reserve(count);
+    for _ in 0..count {
+        // Filled in place, like the node: an attribute is 80 bytes, and returning it through
+        // the call chain costs more than reading it.
+        out.attrs.push(EMPTY_ATTR);
+        if let Some((key, value)) = out.attrs.last_mut() {
+            string_into(r, key)?;
+            value_into(r, value)?;
+        }
+    }
+    if size % 2 == 0 {
+        content(r, depth, sink, &mut out.content)?;
+    }
+    Ok(())
+}
+
+/// Content into `out`: a child list, bytes, a JID, or a string (token or packed; raw strings
+/// are bytes).
+fn content(
+    r: &mut Reader<'_>,
+    depth: usize,
+    sink: &impl BytesSink,
+    out: &mut Content,
+) -> Result<()> {
+    let at = r.pos;
+    let b = r.byte()?;
+    *out = match b {
+        tag::LIST_EMPTY | tag::LIST_8 | tag::LIST_16 => {
+            // Checked against the bytes left before the vector is allocated.
+            let count = r.children_capacity(b, at)?;
+            // Made empty all at once (`push` would build each empty node aside and copy it in),
+            // then filled in place.
+            let mut children = Vec::with_capacity(count);
+            children.resize_with(count, empty_node);
+            for child in &mut children {
+                node(r, depth + 1, sink, child)?;
+            }
+            Content::Nodes(children)
+        }
+        tag::BINARY_8 | tag::BINARY_20 | tag::BINARY_32 => Content::Bytes(sink.bytes(r.binary(b)?)),
+        tag::JID_PAIR | tag::AD_JID | tag::FB_JID | tag::INTEROP_JID => {
+            return jid_into(r, b, at, out, Content::Jid);
+        }
+        _ => Content::Text(string_of(r, b, at)?),
+    };
+    Ok(())
+}
+
+/// The attribute every decoded attribute starts as.
+const EMPTY_ATTR: (NodeStr, AttrValue) = (
+    NodeStr::const_new(""),
+    AttrValue::Str(NodeStr::const_new("")),
+);
+
+/// An attribute value into `out` (an empty string): a JID for the JID tags, else a string.
+#[inline]
+fn value_into(r: &mut Reader<'_>, out: &mut AttrValue) -> Result<()> {
+    let at = r.pos;
+    let b = r.byte()?;
+    match b {
+        tag::JID_PAIR | tag::AD_JID | tag::FB_JID | tag::INTEROP_JID => {
+            jid_into(r, b, at, out, AttrValue::Jid)
+        }
+        _ => match out {
+            AttrValue::Str(s) => string_of_into(r, b, at, s),
+            AttrValue::Jid(_) => Ok(()),
+        },
+    }
+}
+
+/// A string in any string position (tag, key, value) into `out` (an empty string).
+///
+/// Strings are written where they will live rather than returned: a string returned through
+/// a call and then copied is read back right after being written, and when the two use
+/// different widths the processor stalls on every one of them.
+#[inline]
+fn string_into(r: &mut Reader<'_>, out: &mut NodeStr) -> Result<()> {
+    let at = r.pos;
+    let b = r.byte()?;
+    string_of_into(r, b, at, out)
+}
+
+/// A string for tag byte `b` read at `at`.
+fn string_of(r: &mut Reader<'_>, b: u8, at: usize) -> Result<NodeStr> {
+    let mut s = NodeStr::const_new("");
+    string_of_into(r, b, at, &mut s)?;
+    Ok(s)
+}
+
+/// A string for tag byte `b` read at `at`, into `out` (an empty string).
+#[inline]
+fn string_of_into(r: &mut Reader<'_>, b: u8, at: usize, out: &mut NodeStr) -> Result<()> {
+    match b {
+        // Single-byte tokens; 0 (LIST_EMPTY) in a string position is the empty string, which is
+        // entry 0 of the table.
+        0..=235 => out.clone_from(&SINGLE_STRS[usize::from(b)]),
+        tag::DICTIONARY_0..=tag::DICTIONARY_3 => {
+            let i = r.byte()?;
+            out.clone_from(&DOUBLE_STRS[usize::from(b - tag::DICTIONARY_0)][usize::from(i)]);
+        }
+        tag::BINARY_8 | tag::BINARY_20 | tag::BINARY_32 => {
+            let bytes = r.binary(b)?;
+            let s = std::str::from_utf8(bytes).map_err(|_| DecodeError::InvalidUtf8 {
+                at: r.pos - bytes.len(),
+            })?;
+            // Written in place (`out` is empty): building a string aside and moving it in
+            // reads it back at once, which stalls as above.
+            out.push_str(s);
+        }
+        tag::NIBBLE_8 => packed_into(r, true, out)?,
+        tag::HEX_8 => packed_into(r, false, out)?,
+        _ => return Err(DecodeError::InvalidTag { tag: b, at }),
+    }
+    Ok(())
+}
+
+/// A JID for tag byte `b` (`JID_PAIR`, `AD_JID`, `FB_JID`, `INTEROP_JID`) read at `at`, into
+/// `out` as `wrap(jid)`. Reads and checks exactly what the borrowed decoder's `jid` does, in
+/// the same order.
+#[inline(always)]
+fn jid_into<T>(
+    r: &mut Reader<'_>,
+    b: u8,
+    at: usize,
+    out: &mut T,
+    wrap: impl FnOnce(Jid) -> T,
+) -> Result<()> {
+    let mut user = NodeStr::const_new("");
+    let jid = match b {
+        tag::JID_PAIR => {
+            string_into(r, &mut user)?;
+            Jid::from_parts(user, server(r)?, 0, None, 0)
+        }
+        tag::AD_JID => {
+            let [domain, device] = r.array()?;
+            string_into(r, &mut user)?;
+            // Domain type: 0 s.whatsapp.net, 1 lid, 128 hosted, 129 hosted.lid; any other
+            // value is an agent on s.whatsapp.net.
+            let (server, agent) = match domain {
+                0 => (Server::User, 0),
+                1 => (Server::Lid, 0),
+                128 => (Server::Hosted, 0),
+                129 => (Server::HostedLid, 0),
+                a => (Server::User, a),
+            };
+            Jid::from_parts(user, server, agent, Some(u16::from(device)), 0)
+        }
+        tag::FB_JID => {
+            string_into(r, &mut user)?;
+            let device = u16::from_be_bytes(r.array()?);
+            // A Messenger JID names its server, and only `msgr` is allowed.
+            if server(r)? != Server::Messenger {
+                return Err(DecodeError::InvalidJid { at });
+            }
+            Jid::from_parts(user, Server::Messenger, 0, Some(device), 0)
+        }
+        _ => {
+            string_into(r, &mut user)?;
+            let device = u16::from_be_bytes(r.array()?);
+            let integrator = u16::from_be_bytes(r.array()?);
+            // Likewise, an interop JID's server must be `interop`.
+            if server(r)? != Server::Interop {
+                return Err(DecodeError::InvalidJid { at });
+            }
+            Jid::from_parts(user, Server::Interop, 0, Some(device), integrator)
+        }
+    };
+    *out = wrap(jid);
+    Ok(())
+}
+
+/// The server string of a JID. Known servers are tokens on the wire and map through
+/// [`TOKEN_SERVERS`]; any other string is looked up by name.
+#[inline]
+fn server(r: &mut Reader<'_>) -> Result<Server> {
+    let at = r.pos;
+    let b = r.byte()?;
+    if let Some(&code) = TOKEN_SERVERS.get(usize::from(b)) {
+        if code != 0 {
+            return Ok(known_server(code));
+        }
+    }
+    let name = string_of(r, b, at)?;
+    Ok(Server::from_name(&name))
+}
+
+/// A packed string (nibble or hex): length byte (bit 7 = odd), then two characters per byte.
+/// Checked exactly as the borrowed decoder's `packed` checks it (same rules, same errors), then
+/// unpacked.
+#[inline]
+fn packed_into(r: &mut Reader<'_>, nibble: bool, out: &mut NodeStr) -> Result<()> {
+    let at = r.pos;
+    let l = r.byte()?;
+    let odd = l & 0x80 != 0;
+    let n = usize::from(l & 0x7F);
+    if odd && n == 0 {
+        // An odd length needs at least one byte to drop a character from.
+        return Err(DecodeError::InvalidNibble { nibble: 0x0F, at });
+    }
+    let bytes = r.take(n, at)?;
+    let pairs = if nibble {
+        // A nibble string may only use codes 0..=11; the final nibble of an odd string is
+        // dropped (the reference writes the filler 15 there), so only its high nibble counts.
+        let (full, last) = bytes.split_at(n - usize::from(odd));
+        if !full.iter().all(|&b| NIBBLE_PAIR_OK[usize::from(b)])
+            || last.first().is_some_and(|&b| b >> 4 > 11)
+        {
+            return Err(bad_nibble(bytes, odd, at));
+        }
+        &NIBBLE_PAIRS
+    } else {
+        &HEX_PAIRS
+    };
+    let total = n * 2 - usize::from(odd);
+    if total <= INLINE_STR {
+        // Ids, phone numbers and timestamps fit the inline size. Characters are gathered in
+        // words and stored whole: the string is read back at once right after, and a wide read
+        // of many narrow stores stalls the processor.
+        let mut buf = [0u8; INLINE_STR];
+        for (out, four) in buf.chunks_exact_mut(8).zip(bytes.chunks(4)) {
+            let mut w = 0u64;
+            for (i, &b) in four.iter().enumerate() {
+                w |= u64::from(pairs[usize::from(b)]) << (16 * i);
+            }
+            out.copy_from_slice(&w.to_le_bytes());
+        }
+        out.push_str(ascii(buf.get(..total).unwrap_or_default()));
+        return Ok(());
+    }
+    // Longer strings (at most 127 bytes packed) unpack on a larger buffer.
+    let mut buf = [0u8; 2 * 127];
+    for (out, &b) in buf.chunks_exact_mut(2).zip(bytes) {
+        out.copy_from_slice(&pairs[usize::from(b)].to_le_bytes());
+    }
+    out.push_str(ascii(buf.get(..total).unwrap_or_default()));
+    Ok(())
+}
+
+/// Longest string a [`NodeStr`] holds without allocating.
+const INLINE_STR: usize = 24;
+
+/// An unpacked string: both alphabets are ASCII, so any prefix is UTF-8 and the error arm is
+/// never taken.
+#[inline]
+fn ascii(b: &[u8]) -> &str {
+    std::str::from_utf8(b).unwrap_or_default()
+}
+
+/// The two characters of every byte of a nibble-packed string, first in the low byte (codes
+/// 12..=14 are refused before this is read; 15 is the filler, dropped).
+static NIBBLE_PAIRS: [u16; 256] = pairs(NIBBLE_CHARS);
+/// The two characters of every byte of a hex-packed string.
+static HEX_PAIRS: [u16; 256] = pairs(HEX_CHARS);
+
+const fn pairs(alphabet: &[u8; 16]) -> [u16; 256] {
+    let mut t = [0; 256];
+    let mut b = 0;
+    while b < 256 {
+        t[b] = u16::from_le_bytes([alphabet[b >> 4], alphabet[b & 0x0F]]);
+        b += 1;
+    }
+    t
+}
+
+/// The single-byte tokens as owned strings, built at compile time: a token is then a 24-byte
+/// copy instead of a string construction.
+static SINGLE_STRS: [NodeStr; 236] = node_strs(&SINGLE_BYTE);
+/// The double-byte dictionaries as owned strings.
+static DOUBLE_STRS: [[NodeStr; 256]; 4] = [
+    node_strs(&DOUBLE_BYTE[0]),
+    node_strs(&DOUBLE_BYTE[1]),
+    node_strs(&DOUBLE_BYTE[2]),
+    node_strs(&DOUBLE_BYTE[3]),
+];
+
+const fn node_strs<const N: usize>(tokens: &[&'static str; N]) -> [NodeStr; N] {
+    let mut out = [const { NodeStr::const_new("") }; N];
+    let mut i = 0;
+    while i < N {
+        // Assigning would drop the old value, which a constant cannot do; the old value is an
+        // inline empty string with nothing to free, so it is forgotten instead.
+        std::mem::forget(std::mem::replace(
+            &mut out[i],
+            NodeStr::const_new(tokens[i]),
+        ));
+        i += 1;
+    }
+    out
+}
+
+/// The servers a token can name, in the order of their codes in [`TOKEN_SERVERS`] (code =
+/// index + 1).
+const SERVER_NAMES: [&str; 12] = [
+    "s.whatsapp.net",
+    "c.us",
+    "g.us",
+    "broadcast",
+    "lid",
+    "newsletter",
+    "call",
+    "hosted",
+    "hosted.lid",
+    "interop",
+    "bot",
+    "msgr",
+];
+
+/// The server named by a code of [`TOKEN_SERVERS`].
+fn known_server(code: u8) -> Server {
+    match code {
+        1 => Server::User,
+        2 => Server::LegacyUser,
+        3 => Server::Group,
+        4 => Server::Broadcast,
+        5 => Server::Lid,
+        6 => Server::Newsletter,
+        7 => Server::Call,
+        8 => Server::Hosted,
+        9 => Server::HostedLid,
+        10 => Server::Interop,
+        11 => Server::Bot,
+        _ => Server::Messenger,
+    }
+}
+
+/// For each single-byte token, the code of the server it names (see [`SERVER_NAMES`]), or 0.
+static TOKEN_SERVERS: [u8; 236] = {
+    let mut t = [0u8; 236];
+    let mut i = 0;
+    while i < t.len() {
+        let mut j = 0;
+        while j < SERVER_NAMES.len() {
+            if const_eq(SINGLE_BYTE[i], SERVER_NAMES[j]) {
+                t[i] = j as u8 + 1;
+            }
+            j += 1;
+        }
+        i += 1;
+    }
+    t
+};
+
+const fn const_eq(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::binary::{decode, to_vec};
+
+    fn h(s: &str) -> Vec<u8> {
+        hex::decode(s.replace(' ', "")).unwrap()
+    }
+
+    /// The owned decoders give what the borrowed view gives, or fail with the same error.
+    fn agree(bytes: &[u8]) {
+        let view = decode(bytes);
+        let owned = decode_owned(bytes);
+        let shared = decode_owned_shared(&Bytes::copy_from_slice(bytes));
+        match view {
+            Ok(v) => {
+                let want = v.to_node();
+                assert_eq!(owned.as_ref(), Ok(&want), "{}", hex::encode(bytes));
+                assert_eq!(shared.as_ref(), Ok(&want), "{}", hex::encode(bytes));
+            }
+            Err(e) => {
+                assert_eq!(owned.err(), Some(e), "{}", hex::encode(bytes));
+                assert_eq!(shared.err(), Some(e), "{}", hex::encode(bytes));
+            }
+        }
+    }
+
+    #[test]
+    fn tables() {
+        for (i, s) in SINGLE_BYTE.iter().enumerate() {
+            assert_eq!(SINGLE_STRS[i], *s);
+            let want = Server::known(s).map(|k| k.as_str().to_owned());
+            let got =
+                (TOKEN_SERVERS[i] != 0).then(|| known_server(TOKEN_SERVERS[i]).as_str().to_owned());
+            assert_eq!(got, want, "token {i} {s:?}");
+        }
+        for (d, table) in DOUBLE_BYTE.iter().enumerate() {
+            for (i, s) in table.iter().enumerate() {
+                assert_eq!(DOUBLE_STRS[d][i], *s);
+            }
+        }
+        for (code, name) in SERVER_NAMES.iter().enumerate() {
+            assert_eq!(known_server(code as u8 + 1).as_str(), *name);
+        }
+    }
+
+    #[test]
+    fn same_as_the_view() {
+        let message = Node::new("message")
+            .attr("to", Jid::user("15551234567"))
+            .attr("id", "3EB0C767D0D1A6F8A5A1")
+            .attr("t", "1700000000")
+            .attr("notify", "Alice Example, Inc. and a name longer than 24")
+            .children([
+                Node::new("enc").attr("v", "2").bytes(vec![1u8; 300]),
+                Node::new("participant").attr("jid", "7-15:3@interop".parse::<Jid>().unwrap()),
+                Node::new("x").text("abc"),
+                Node::new("y").attr("server", Jid::new("u", Server::from_name("example"))),
+                Node::new("z").children([]),
+            ]);
+        agree(&to_vec(&message).unwrap());
+        for hex in [
+            "f80a1908ff021234 11fa0003 0429 1657 f801f80156",
+            "f801 ff82123f",
+            "f801 fb82a1bf",
+            "f801 ff82c23f",
+            "f801 ff80",
+            "",
+            "00",
+            "f8",
+            "f80100",
+            "f801f4",
+            "f802 19 f9ffff",
+            "f802 19 feffffffff",
+            "f80119 00",
+            "f801 fc02c328",
+            "f803 19 08 f8",
+            "f802 19 f6 ff0112 0001 03",
+            "f802 19 f6 ff0112 0001 fc046d736772",
+            "f802 19 f5 ff0112 0001 0002 fc05696e7465",
+            "f9ffff 19",
+            "f802 19 f70005ff82123f",
+            "f802 19 f781 02 ff0115",
+            "f802 19 f705 02 ff0115",
+            "f802 19 f6 ff0115 0102 cc",
+            "f802 19 fa ff0115 fc03616263",
+            "f803 19 ec05 fc0161",
+        ] {
+            agree(&h(hex));
+        }
+    }
+
+    /// Every input of the `binary_decode` fuzz corpus, and every prefix of the first ones.
+    #[test]
+    fn fuzz_corpus_agrees() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/fuzz/corpus/binary_decode");
+        let mut n = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+            agree(&bytes);
+            if n < 200 {
+                for cut in 0..bytes.len() {
+                    agree(&bytes[..cut]);
+                }
+            }
+            n += 1;
+        }
+        assert!(n > 0);
+    }
+
+    #[test]
+    fn shared_bytes() {
+        let frame = Bytes::from(to_vec(&Node::new("enc").bytes(vec![7u8; 300])).unwrap());
+        let n = decode_owned_shared(&frame).unwrap();
+        let Content::Bytes(b) = &n.content else {
+            panic!()
+        };
+        assert_eq!(b.len(), 300);
+        assert!(frame.as_ptr_range().contains(&b.as_ptr()));
+    }
+}
