@@ -112,15 +112,12 @@ fn node(r: &mut Reader<'_>, depth: usize, sink: &impl BytesSink, out: &mut Node)
     if count.saturating_mul(MIN_ATTR_LEN) > r.left() {
         return Err(too_large(count, at, r.left()));
     }
-    out.attrs.reserve(count);
-    for _ in 0..count {
-        // Filled in place, like the node: an attribute is 80 bytes, and returning it through
-        // the call chain costs more than reading it.
-        out.attrs.push(EMPTY_ATTR);
-        if let Some((key, value)) = out.attrs.last_mut() {
-            string_into(r, key)?;
-            value_into(r, value)?;
-        }
+    // Made empty all at once and filled in place, like the node: an attribute is 80 bytes,
+    // and returning it through the call chain costs more than reading it.
+    out.attrs.extend((0..count).map(|_| EMPTY_ATTR));
+    for (key, value) in out.attrs.iter_mut() {
+        string_into(r, key)?;
+        value_into(r, value)?;
     }
     if size % 2 == 0 {
         content(r, depth, sink, &mut out.content)?;
@@ -187,7 +184,7 @@ fn value_into(r: &mut Reader<'_>, out: &mut AttrValue) -> Result<()> {
 /// Strings are written where they will live rather than returned: a string returned through
 /// a call and then copied is read back right after being written, and when the two use
 /// different widths the processor stalls on every one of them.
-#[inline]
+#[inline(always)]
 fn string_into(r: &mut Reader<'_>, out: &mut NodeStr) -> Result<()> {
     let at = r.pos;
     let b = r.byte()?;
@@ -202,8 +199,21 @@ fn string_of(r: &mut Reader<'_>, b: u8, at: usize) -> Result<NodeStr> {
 }
 
 /// A string for tag byte `b` read at `at`, into `out` (an empty string).
-#[inline]
+#[inline(always)]
 fn string_of_into(r: &mut Reader<'_>, b: u8, at: usize, out: &mut NodeStr) -> Result<()> {
+    // Tags, keys and most values are single-byte tokens: that case is inlined everywhere.
+    match SINGLE_STRS.get(usize::from(b)) {
+        Some(token) => {
+            out.clone_from(token);
+            Ok(())
+        }
+        None => other_string_into(r, b, at, out),
+    }
+}
+
+/// A string that is not a single-byte token, into `out` (an empty string).
+#[inline(never)]
+fn other_string_into(r: &mut Reader<'_>, b: u8, at: usize, out: &mut NodeStr) -> Result<()> {
     match b {
         // Single-byte tokens; 0 (LIST_EMPTY) in a string position is the empty string, which is
         // entry 0 of the table.
