@@ -20,7 +20,7 @@ use bytes::Bytes;
 
 use super::attrs::Attrs;
 use super::decode::{
-    HEX_CHARS, MIN_ATTR_LEN, NIBBLE_CHARS, NIBBLE_PAIR_OK, Reader, Result, bad_nibble, too_large,
+    HEX_CHARS, MIN_ATTR_LEN, MIN_NODE_LEN, NIBBLE_CHARS, NIBBLE_PAIR_OK, Result, bad_nibble,
 };
 use super::node::{AttrValue, Content, Node, NodeStr};
 use super::token::{DOUBLE_BYTE, SINGLE_BYTE};
@@ -40,9 +40,15 @@ pub fn decode_owned_shared(frame: &Bytes) -> Result<Node> {
 }
 
 fn finish(buf: &[u8], sink: &impl BytesSink) -> Result<Node> {
-    let mut r = Reader { buf, pos: 0 };
+    let mut r = Cur {
+        buf,
+        pos: 0,
+        error: DecodeError::EmptyFrame,
+    };
     let mut root = empty_node();
-    node(&mut r, 0, sink, &mut root)?;
+    if node(&mut r, 0, sink, &mut root).is_err() {
+        return Err(r.error);
+    }
     if r.pos != buf.len() {
         return Err(DecodeError::TrailingBytes {
             at: r.pos,
@@ -50,6 +56,130 @@ fn finish(buf: &[u8], sink: &impl BytesSink) -> Result<Node> {
         });
     }
     Ok(root)
+}
+
+/// Decoding stopped; the reason waits in [`Cur::error`]. Errors are rare and the decoder's
+/// calls are many: a zero-sized error keeps every step's result in a register, where a
+/// [`DecodeError`] would go through memory at each call.
+struct Stop;
+
+/// The result of one decoding step.
+type Step<T> = std::result::Result<T, Stop>;
+
+/// A cursor over the input; every read is bounds-checked, and failures leave their error here.
+/// The checks and errors are those of the borrowed decoder's reader.
+struct Cur<'a> {
+    buf: &'a [u8],
+    pos: usize,
+    error: DecodeError,
+}
+
+impl<'a> Cur<'a> {
+    /// Records `error` and stops.
+    #[cold]
+    fn fail(&mut self, error: DecodeError) -> Stop {
+        self.error = error;
+        Stop
+    }
+
+    #[cold]
+    fn too_large(&mut self, len: usize, at: usize) -> Stop {
+        let left = self.left();
+        self.fail(DecodeError::LengthTooLarge {
+            len: len as u64,
+            at,
+            left,
+        })
+    }
+
+    #[inline]
+    fn left(&self) -> usize {
+        self.buf.len() - self.pos
+    }
+
+    #[inline]
+    fn byte(&mut self) -> Step<u8> {
+        match self.buf.get(self.pos) {
+            Some(&b) => {
+                self.pos += 1;
+                Ok(b)
+            }
+            None => Err(self.fail(DecodeError::UnexpectedEnd { at: self.pos })),
+        }
+    }
+
+    #[inline]
+    fn array<const N: usize>(&mut self) -> Step<[u8; N]> {
+        let Some(bytes) = self.buf.get(self.pos..self.pos + N) else {
+            return Err(self.fail(DecodeError::UnexpectedEnd { at: self.pos }));
+        };
+        self.pos += N;
+        let mut out = [0; N];
+        out.copy_from_slice(bytes);
+        Ok(out)
+    }
+
+    /// `len` bytes announced by the length field at `at`.
+    #[inline]
+    fn take(&mut self, len: usize, at: usize) -> Step<&'a [u8]> {
+        let Some(out) = self.buf.get(self.pos..self.pos.saturating_add(len)) else {
+            return Err(self.too_large(len, at));
+        };
+        self.pos += len;
+        Ok(out)
+    }
+
+    /// List size for tag byte `b` read at `at`: `LIST_EMPTY`, `LIST_8` or `LIST_16`.
+    #[inline]
+    fn list_size(&mut self, b: u8, at: usize) -> Step<usize> {
+        match b {
+            tag::LIST_EMPTY => Ok(0),
+            tag::LIST_8 => Ok(usize::from(self.byte()?)),
+            tag::LIST_16 => Ok(usize::from(u16::from_be_bytes(self.array()?))),
+            _ => Err(self.fail(DecodeError::InvalidTag { tag: b, at })),
+        }
+    }
+
+    /// A child list's size for tag byte `b` read at `at`, checked against the input before
+    /// anything is allocated for it.
+    #[inline]
+    fn children_capacity(&mut self, b: u8, at: usize) -> Step<usize> {
+        let count = self.list_size(b, at)?;
+        if count.saturating_mul(MIN_NODE_LEN) > self.left() {
+            return Err(self.too_large(count, at));
+        }
+        Ok(count)
+    }
+
+    /// A binary value for tag byte `b` (`BINARY_8/20/32`), its length checked against the
+    /// input.
+    #[inline]
+    fn binary(&mut self, b: u8) -> Step<&'a [u8]> {
+        let at = self.pos;
+        let len = match b {
+            tag::BINARY_8 => usize::from(self.byte()?),
+            // 20-bit length in three bytes: only the low four bits of the first byte count.
+            tag::BINARY_20 => {
+                let [a, b, c] = self.array()?;
+                (usize::from(a & 0x0F) << 16) | (usize::from(b) << 8) | usize::from(c)
+            }
+            _ => {
+                let n = u32::from_be_bytes(self.array()?);
+                match usize::try_from(n) {
+                    Ok(n) => n,
+                    Err(_) => {
+                        let left = self.left();
+                        return Err(self.fail(DecodeError::LengthTooLarge {
+                            len: u64::from(n),
+                            at,
+                            left,
+                        }));
+                    }
+                }
+            }
+        };
+        self.take(len, at)
+    }
 }
 
 /// The node every decoded node starts as, filled in place: a node is about 250 bytes (two
@@ -92,25 +222,25 @@ impl BytesSink for Shared<'_> {
 
 /// A node into `out` (an [`empty_node`]): list header, tag, attributes, then content when the
 /// list size is even.
-fn node(r: &mut Reader<'_>, depth: usize, sink: &impl BytesSink, out: &mut Node) -> Result<()> {
+fn node(r: &mut Cur<'_>, depth: usize, sink: &impl BytesSink, out: &mut Node) -> Step<()> {
     let at = r.pos;
     if depth > MAX_DEPTH {
-        return Err(DecodeError::TooDeep { at });
+        return Err(r.fail(DecodeError::TooDeep { at }));
     }
     let b = r.byte()?;
     // The list size is `1 + 2·attributes (+ 1 with content)`; a node needs at least its tag.
     let size = r.list_size(b, at)?;
     if size == 0 {
-        return Err(DecodeError::EmptyNode { at });
+        return Err(r.fail(DecodeError::EmptyNode { at }));
     }
     string_into(r, &mut out.tag)?;
     if out.tag.is_empty() {
-        return Err(DecodeError::EmptyNode { at });
+        return Err(r.fail(DecodeError::EmptyNode { at }));
     }
     let count = (size - 1) / 2;
     // Refuse attribute counts the input cannot hold before allocating for them.
     if count.saturating_mul(MIN_ATTR_LEN) > r.left() {
-        return Err(too_large(count, at, r.left()));
+        return Err(r.too_large(count, at));
     }
     // Made empty all at once and filled in place, like the node: an attribute is 80 bytes,
     // and returning it through the call chain costs more than reading it.
@@ -128,11 +258,11 @@ fn node(r: &mut Reader<'_>, depth: usize, sink: &impl BytesSink, out: &mut Node)
 /// Content into `out`: a child list, bytes, a JID, or a string (token or packed; raw strings
 /// are bytes).
 fn content(
-    r: &mut Reader<'_>,
+    r: &mut Cur<'_>,
     depth: usize,
     sink: &impl BytesSink,
     out: &mut Content,
-) -> Result<()> {
+) -> Step<()> {
     let at = r.pos;
     let b = r.byte()?;
     *out = match b {
@@ -165,7 +295,7 @@ const EMPTY_ATTR: (NodeStr, AttrValue) = (
 
 /// An attribute value into `out` (an empty string): a JID for the JID tags, else a string.
 #[inline]
-fn value_into(r: &mut Reader<'_>, out: &mut AttrValue) -> Result<()> {
+fn value_into(r: &mut Cur<'_>, out: &mut AttrValue) -> Step<()> {
     let at = r.pos;
     let b = r.byte()?;
     match b {
@@ -185,14 +315,14 @@ fn value_into(r: &mut Reader<'_>, out: &mut AttrValue) -> Result<()> {
 /// a call and then copied is read back right after being written, and when the two use
 /// different widths the processor stalls on every one of them.
 #[inline(always)]
-fn string_into(r: &mut Reader<'_>, out: &mut NodeStr) -> Result<()> {
+fn string_into(r: &mut Cur<'_>, out: &mut NodeStr) -> Step<()> {
     let at = r.pos;
     let b = r.byte()?;
     string_of_into(r, b, at, out)
 }
 
 /// A string for tag byte `b` read at `at`.
-fn string_of(r: &mut Reader<'_>, b: u8, at: usize) -> Result<NodeStr> {
+fn string_of(r: &mut Cur<'_>, b: u8, at: usize) -> Step<NodeStr> {
     let mut s = NodeStr::const_new("");
     string_of_into(r, b, at, &mut s)?;
     Ok(s)
@@ -200,7 +330,7 @@ fn string_of(r: &mut Reader<'_>, b: u8, at: usize) -> Result<NodeStr> {
 
 /// A string for tag byte `b` read at `at`, into `out` (an empty string).
 #[inline(always)]
-fn string_of_into(r: &mut Reader<'_>, b: u8, at: usize, out: &mut NodeStr) -> Result<()> {
+fn string_of_into(r: &mut Cur<'_>, b: u8, at: usize, out: &mut NodeStr) -> Step<()> {
     // Tags, keys and most values are single-byte tokens: that case is inlined everywhere.
     match SINGLE_STRS.get(usize::from(b)) {
         Some(token) => {
@@ -213,7 +343,7 @@ fn string_of_into(r: &mut Reader<'_>, b: u8, at: usize, out: &mut NodeStr) -> Re
 
 /// A string that is not a single-byte token, into `out` (an empty string).
 #[inline(never)]
-fn other_string_into(r: &mut Reader<'_>, b: u8, at: usize, out: &mut NodeStr) -> Result<()> {
+fn other_string_into(r: &mut Cur<'_>, b: u8, at: usize, out: &mut NodeStr) -> Step<()> {
     match b {
         // Single-byte tokens; 0 (LIST_EMPTY) in a string position is the empty string, which is
         // entry 0 of the table.
@@ -224,16 +354,18 @@ fn other_string_into(r: &mut Reader<'_>, b: u8, at: usize, out: &mut NodeStr) ->
         }
         tag::BINARY_8 | tag::BINARY_20 | tag::BINARY_32 => {
             let bytes = r.binary(b)?;
-            let s = std::str::from_utf8(bytes).map_err(|_| DecodeError::InvalidUtf8 {
-                at: r.pos - bytes.len(),
-            })?;
+            let Ok(s) = std::str::from_utf8(bytes) else {
+                return Err(r.fail(DecodeError::InvalidUtf8 {
+                    at: r.pos - bytes.len(),
+                }));
+            };
             // Written in place (`out` is empty): building a string aside and moving it in
             // reads it back at once, which stalls as above.
             out.push_str(s);
         }
         tag::NIBBLE_8 => packed_into(r, true, out)?,
         tag::HEX_8 => packed_into(r, false, out)?,
-        _ => return Err(DecodeError::InvalidTag { tag: b, at }),
+        _ => return Err(r.fail(DecodeError::InvalidTag { tag: b, at })),
     }
     Ok(())
 }
@@ -243,12 +375,12 @@ fn other_string_into(r: &mut Reader<'_>, b: u8, at: usize, out: &mut NodeStr) ->
 /// the same order.
 #[inline(always)]
 fn jid_into<T>(
-    r: &mut Reader<'_>,
+    r: &mut Cur<'_>,
     b: u8,
     at: usize,
     out: &mut T,
     wrap: impl FnOnce(Jid) -> T,
-) -> Result<()> {
+) -> Step<()> {
     let mut user = NodeStr::const_new("");
     let jid = match b {
         tag::JID_PAIR => {
@@ -274,7 +406,7 @@ fn jid_into<T>(
             let device = u16::from_be_bytes(r.array()?);
             // A Messenger JID names its server, and only `msgr` is allowed.
             if server(r)? != Server::Messenger {
-                return Err(DecodeError::InvalidJid { at });
+                return Err(r.fail(DecodeError::InvalidJid { at }));
             }
             Jid::from_parts(user, Server::Messenger, 0, Some(device), 0)
         }
@@ -284,7 +416,7 @@ fn jid_into<T>(
             let integrator = u16::from_be_bytes(r.array()?);
             // Likewise, an interop JID's server must be `interop`.
             if server(r)? != Server::Interop {
-                return Err(DecodeError::InvalidJid { at });
+                return Err(r.fail(DecodeError::InvalidJid { at }));
             }
             Jid::from_parts(user, Server::Interop, 0, Some(device), integrator)
         }
@@ -296,7 +428,7 @@ fn jid_into<T>(
 /// The server string of a JID. Known servers are tokens on the wire and map through
 /// [`TOKEN_SERVERS`]; any other string is looked up by name.
 #[inline]
-fn server(r: &mut Reader<'_>) -> Result<Server> {
+fn server(r: &mut Cur<'_>) -> Step<Server> {
     let at = r.pos;
     let b = r.byte()?;
     if let Some(&code) = TOKEN_SERVERS.get(usize::from(b)) {
@@ -312,14 +444,14 @@ fn server(r: &mut Reader<'_>) -> Result<Server> {
 /// Checked exactly as the borrowed decoder's `packed` checks it (same rules, same errors), then
 /// unpacked.
 #[inline]
-fn packed_into(r: &mut Reader<'_>, nibble: bool, out: &mut NodeStr) -> Result<()> {
+fn packed_into(r: &mut Cur<'_>, nibble: bool, out: &mut NodeStr) -> Step<()> {
     let at = r.pos;
     let l = r.byte()?;
     let odd = l & 0x80 != 0;
     let n = usize::from(l & 0x7F);
     if odd && n == 0 {
         // An odd length needs at least one byte to drop a character from.
-        return Err(DecodeError::InvalidNibble { nibble: 0x0F, at });
+        return Err(r.fail(DecodeError::InvalidNibble { nibble: 0x0F, at }));
     }
     let bytes = r.take(n, at)?;
     let pairs = if nibble {
@@ -329,7 +461,7 @@ fn packed_into(r: &mut Reader<'_>, nibble: bool, out: &mut NodeStr) -> Result<()
         if !full.iter().all(|&b| NIBBLE_PAIR_OK[usize::from(b)])
             || last.first().is_some_and(|&b| b >> 4 > 11)
         {
-            return Err(bad_nibble(bytes, odd, at));
+            return Err(r.fail(bad_nibble(bytes, odd, at)));
         }
         &NIBBLE_PAIRS
     } else {
