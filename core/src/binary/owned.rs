@@ -311,9 +311,9 @@ fn value_into(r: &mut Cur<'_>, out: &mut AttrValue) -> Step<()> {
 
 /// A string in any string position (tag, key, value) into `out` (an empty string).
 ///
-/// Strings are written where they will live rather than returned: a string returned through
-/// a call and then copied is read back right after being written, and when the two use
-/// different widths the processor stalls on every one of them.
+/// Strings are written into their place rather than returned up the calls: a value returned
+/// through memory and copied on is read back right after being written, and when the reads and
+/// writes differ in width the processor stalls on each one.
 #[inline(always)]
 fn string_into(r: &mut Cur<'_>, out: &mut NodeStr) -> Step<()> {
     let at = r.pos;
@@ -359,9 +359,7 @@ fn other_string_into(r: &mut Cur<'_>, b: u8, at: usize, out: &mut NodeStr) -> St
                     at: r.pos - bytes.len(),
                 }));
             };
-            // Written in place (`out` is empty): building a string aside and moving it in
-            // reads it back at once, which stalls as above.
-            out.push_str(s);
+            *out = NodeStr::new(s);
         }
         tag::NIBBLE_8 => packed_into(r, true, out)?,
         tag::HEX_8 => packed_into(r, false, out)?,
@@ -480,7 +478,7 @@ fn packed_into(r: &mut Cur<'_>, nibble: bool, out: &mut NodeStr) -> Step<()> {
             }
             out.copy_from_slice(&w.to_le_bytes());
         }
-        out.push_str(ascii(buf.get(..total).unwrap_or_default()));
+        *out = NodeStr::new(ascii(buf.get(..total).unwrap_or_default()));
         return Ok(());
     }
     // Longer strings (at most 127 bytes packed) unpack on a larger buffer.
@@ -488,7 +486,7 @@ fn packed_into(r: &mut Cur<'_>, nibble: bool, out: &mut NodeStr) -> Step<()> {
     for (out, &b) in buf.chunks_exact_mut(2).zip(bytes) {
         out.copy_from_slice(&pairs[usize::from(b)].to_le_bytes());
     }
-    out.push_str(ascii(buf.get(..total).unwrap_or_default()));
+    *out = NodeStr::new(ascii(buf.get(..total).unwrap_or_default()));
     Ok(())
 }
 
