@@ -19,9 +19,7 @@
 use bytes::Bytes;
 
 use super::attrs::Attrs;
-use super::decode::{
-    HEX_CHARS, MIN_ATTR_LEN, MIN_NODE_LEN, NIBBLE_CHARS, NIBBLE_PAIR_OK, Result, bad_nibble,
-};
+use super::decode::{HEX_CHARS, MIN_ATTR_LEN, MIN_NODE_LEN, Result, bad_nibble};
 use super::node::{AttrValue, Content, Node, NodeStr};
 use super::token::{DOUBLE_BYTE, SINGLE_BYTE};
 use super::{DecodeError, MAX_DEPTH, tag};
@@ -257,12 +255,7 @@ fn node(r: &mut Cur<'_>, depth: usize, sink: &impl BytesSink, out: &mut Node) ->
 
 /// Content into `out`: a child list, bytes, a JID, or a string (token or packed; raw strings
 /// are bytes).
-fn content(
-    r: &mut Cur<'_>,
-    depth: usize,
-    sink: &impl BytesSink,
-    out: &mut Content,
-) -> Step<()> {
+fn content(r: &mut Cur<'_>, depth: usize, sink: &impl BytesSink, out: &mut Content) -> Step<()> {
     let at = r.pos;
     let b = r.byte()?;
     *out = match b {
@@ -452,24 +445,20 @@ fn packed_into(r: &mut Cur<'_>, nibble: bool, out: &mut NodeStr) -> Step<()> {
         return Err(r.fail(DecodeError::InvalidNibble { nibble: 0x0F, at }));
     }
     let bytes = r.take(n, at)?;
-    let pairs = if nibble {
-        // A nibble string may only use codes 0..=11; the final nibble of an odd string is
-        // dropped (the reference writes the filler 15 there), so only its high nibble counts.
-        let (full, last) = bytes.split_at(n - usize::from(odd));
-        if !full.iter().all(|&b| NIBBLE_PAIR_OK[usize::from(b)])
-            || last.first().is_some_and(|&b| b >> 4 > 11)
-        {
-            return Err(r.fail(bad_nibble(bytes, odd, at)));
-        }
-        &NIBBLE_PAIRS
-    } else {
-        &HEX_PAIRS
-    };
+    let pairs = if nibble { &NIBBLE_PAIRS } else { &HEX_PAIRS };
     let total = n * 2 - usize::from(odd);
-    if total <= INLINE_STR {
+    // A nibble string may only use codes 0..=11. Codes 12..=15 unpack to 0xFF, which is not
+    // UTF-8, so the check that makes the unpacked bytes a `str` is also the nibble check. The
+    // final nibble of an odd string is dropped unread (the reference writes the filler 15
+    // there), as `total` leaves it out.
+    let unpacked = |chars: &[u8]| match std::str::from_utf8(chars) {
+        Ok(s) => Ok(NodeStr::new(s)),
+        Err(_) => Err(bad_nibble(bytes, odd, at)),
+    };
+    let made = if total <= INLINE_STR {
         // Ids, phone numbers and timestamps fit the inline size. Characters are gathered in
-        // words and stored whole: the string is read back at once right after, and a wide read
-        // of many narrow stores stalls the processor.
+        // words and stored whole: they are read back at once right after, and a wide read of
+        // many narrow stores stalls the processor.
         let mut buf = [0u8; INLINE_STR];
         for (out, four) in buf.chunks_exact_mut(8).zip(bytes.chunks(4)) {
             let mut w = 0u64;
@@ -478,31 +467,30 @@ fn packed_into(r: &mut Cur<'_>, nibble: bool, out: &mut NodeStr) -> Step<()> {
             }
             out.copy_from_slice(&w.to_le_bytes());
         }
-        *out = NodeStr::new(ascii(buf.get(..total).unwrap_or_default()));
-        return Ok(());
+        unpacked(buf.get(..total).unwrap_or_default())
+    } else {
+        // Longer strings (at most 127 bytes packed) unpack on a larger buffer.
+        let mut buf = [0u8; 2 * 127];
+        for (out, &b) in buf.chunks_exact_mut(2).zip(bytes) {
+            out.copy_from_slice(&pairs[usize::from(b)].to_le_bytes());
+        }
+        unpacked(buf.get(..total).unwrap_or_default())
+    };
+    match made {
+        Ok(s) => {
+            *out = s;
+            Ok(())
+        }
+        Err(e) => Err(r.fail(e)),
     }
-    // Longer strings (at most 127 bytes packed) unpack on a larger buffer.
-    let mut buf = [0u8; 2 * 127];
-    for (out, &b) in buf.chunks_exact_mut(2).zip(bytes) {
-        out.copy_from_slice(&pairs[usize::from(b)].to_le_bytes());
-    }
-    *out = NodeStr::new(ascii(buf.get(..total).unwrap_or_default()));
-    Ok(())
 }
 
 /// Longest string a [`NodeStr`] holds without allocating.
 const INLINE_STR: usize = 24;
 
-/// An unpacked string: both alphabets are ASCII, so any prefix is UTF-8 and the error arm is
-/// never taken.
-#[inline]
-fn ascii(b: &[u8]) -> &str {
-    std::str::from_utf8(b).unwrap_or_default()
-}
-
-/// The two characters of every byte of a nibble-packed string, first in the low byte (codes
-/// 12..=14 are refused before this is read; 15 is the filler, dropped).
-static NIBBLE_PAIRS: [u16; 256] = pairs(NIBBLE_CHARS);
+/// The two characters of every byte of a nibble-packed string, first in the low byte; a nibble
+/// with no character (12..=15) gives 0xFF, which makes the string fail the UTF-8 check.
+static NIBBLE_PAIRS: [u16; 256] = pairs(b"0123456789-.\xFF\xFF\xFF\xFF");
 /// The two characters of every byte of a hex-packed string.
 static HEX_PAIRS: [u16; 256] = pairs(HEX_CHARS);
 
