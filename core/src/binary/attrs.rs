@@ -31,8 +31,8 @@ pub struct Attrs(SmallVec<[Attr; INLINE]>);
 
 impl Attrs {
     /// An empty list (allocates nothing).
-    pub fn new() -> Self {
-        Self(SmallVec::new())
+    pub const fn new() -> Self {
+        Self(SmallVec::new_const())
     }
 
     /// An empty list with room for `capacity` attributes (allocates only past the inline ones).

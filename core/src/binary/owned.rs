@@ -43,7 +43,7 @@ fn finish(buf: &[u8], sink: &impl BytesSink) -> Result<Node> {
         pos: 0,
         error: DecodeError::EmptyFrame,
     };
-    let mut root = empty_node();
+    let mut root = EMPTY_NODE;
     if node(&mut r, 0, sink, &mut root).is_err() {
         return Err(r.error);
     }
@@ -183,14 +183,11 @@ impl<'a> Cur<'a> {
 /// The node every decoded node starts as, filled in place: a node is about 250 bytes (two
 /// attributes inline, each with room for a JID), and building it where it finally lives
 /// instead of returning it up the recursion saves copying it several times.
-#[inline]
-fn empty_node() -> Node {
-    Node {
-        tag: NodeStr::const_new(""),
-        attrs: Attrs::new(),
-        content: Content::None,
-    }
-}
+const EMPTY_NODE: Node = Node {
+    tag: NodeStr::const_new(""),
+    attrs: Attrs::new(),
+    content: Content::None,
+};
 
 /// How binary content becomes owned [`Bytes`].
 trait BytesSink {
@@ -218,7 +215,7 @@ impl BytesSink for Shared<'_> {
     }
 }
 
-/// A node into `out` (an [`empty_node`]): list header, tag, attributes, then content when the
+/// A node into `out` (an [`EMPTY_NODE`]): list header, tag, attributes, then content when the
 /// list size is even.
 fn node(r: &mut Cur<'_>, depth: usize, sink: &impl BytesSink, out: &mut Node) -> Step<()> {
     let at = r.pos;
@@ -262,14 +259,16 @@ fn content(r: &mut Cur<'_>, depth: usize, sink: &impl BytesSink, out: &mut Conte
         tag::LIST_EMPTY | tag::LIST_8 | tag::LIST_16 => {
             // Checked against the bytes left before the vector is allocated.
             let count = r.children_capacity(b, at)?;
-            // Made empty all at once (`push` would build each empty node aside and copy it in),
-            // then filled in place.
-            let mut children = Vec::with_capacity(count);
-            children.resize_with(count, empty_node);
-            for child in &mut children {
-                node(r, depth + 1, sink, child)?;
+            // The list is put in place first, then its nodes are made empty all at once
+            // (`push` would build each aside and copy it in) and filled where they are.
+            *out = Content::Nodes(Vec::with_capacity(count));
+            if let Content::Nodes(children) = out {
+                children.resize_with(count, || EMPTY_NODE);
+                for child in children.iter_mut() {
+                    node(r, depth + 1, sink, child)?;
+                }
             }
-            Content::Nodes(children)
+            return Ok(());
         }
         tag::BINARY_8 | tag::BINARY_20 | tag::BINARY_32 => Content::Bytes(sink.bytes(r.binary(b)?)),
         tag::JID_PAIR | tag::AD_JID | tag::FB_JID | tag::INTEROP_JID => {
