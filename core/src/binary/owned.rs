@@ -450,11 +450,7 @@ fn packed_into(r: &mut Cur<'_>, nibble: bool, out: &mut NodeStr) -> Step<()> {
     // UTF-8, so the check that makes the unpacked bytes a `str` is also the nibble check. The
     // final nibble of an odd string is dropped unread (the reference writes the filler 15
     // there), as `total` leaves it out.
-    let unpacked = |chars: &[u8]| match std::str::from_utf8(chars) {
-        Ok(s) => Ok(NodeStr::new(s)),
-        Err(_) => Err(bad_nibble(bytes, odd, at)),
-    };
-    let made = if total <= INLINE_STR {
+    if total <= INLINE_STR {
         // Ids, phone numbers and timestamps fit the inline size. Characters are gathered in
         // words and stored whole: they are read back at once right after, and a wide read of
         // many narrow stores stalls the processor.
@@ -466,21 +462,27 @@ fn packed_into(r: &mut Cur<'_>, nibble: bool, out: &mut NodeStr) -> Step<()> {
             }
             out.copy_from_slice(&w.to_le_bytes());
         }
-        unpacked(buf.get(..total).unwrap_or_default())
-    } else {
-        // Longer strings (at most 127 bytes packed) unpack on a larger buffer.
-        let mut buf = [0u8; 2 * 127];
-        for (out, &b) in buf.chunks_exact_mut(2).zip(bytes) {
-            out.copy_from_slice(&pairs[usize::from(b)].to_le_bytes());
-        }
-        unpacked(buf.get(..total).unwrap_or_default())
-    };
-    match made {
+        return match std::str::from_utf8(buf.get(..total).unwrap_or_default()) {
+            // Copied into place: a string made aside is read back at once to be moved, and
+            // that read stalls on the writes that just made it.
+            Ok(s) => {
+                out.push_str(s);
+                Ok(())
+            }
+            Err(_) => Err(r.fail(bad_nibble(bytes, odd, at))),
+        };
+    }
+    // Longer strings (at most 127 bytes packed) unpack on a larger buffer.
+    let mut buf = [0u8; 2 * 127];
+    for (out, &b) in buf.chunks_exact_mut(2).zip(bytes) {
+        out.copy_from_slice(&pairs[usize::from(b)].to_le_bytes());
+    }
+    match std::str::from_utf8(buf.get(..total).unwrap_or_default()) {
         Ok(s) => {
-            *out = s;
+            *out = NodeStr::new(s);
             Ok(())
         }
-        Err(e) => Err(r.fail(e)),
+        Err(_) => Err(r.fail(bad_nibble(bytes, odd, at))),
     }
 }
 
