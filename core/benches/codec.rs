@@ -7,10 +7,13 @@
 //! - `iq_list500`: an `<iq>` with a `<list>` of 500 `<item jid=… index=N>` children.
 //!
 //! For each: `encode` (node → bytes into a reused buffer), `decode_ref` (bytes → the borrowed,
-//! validated view each crate offers: our `decode`, wacore's `unmarshal_ref`) and `decode_owned`
-//! (bytes → owned node: our `decode_owned`, wacore's `unmarshal_ref(..).to_owned()`). Before measuring,
-//! the setup checks that both crates produce the same bytes and decode each other's output, so
-//! the work compared is the same.
+//! validated view each crate offers: our `decode`, wacore's `unmarshal_ref`), `decode_owned`
+//! (bytes → owned node, binary content copied: our `decode_owned`, wacore's
+//! `unmarshal_ref(..).to_owned()`) and `decode_shared_amarula` (our `decode_owned_shared`,
+//! binary content sharing the frame's `Bytes`: the decoder the connection machine runs on every
+//! frame). Every owned decode includes dropping the node. Before measuring, the setup checks that
+//! both crates produce the same bytes and decode each other's output, so the work compared is
+//! the same.
 
 use std::hint::black_box;
 

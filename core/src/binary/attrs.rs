@@ -23,9 +23,11 @@ pub type Attr = (NodeStr, AttrValue);
 /// The attributes of a [`Node`](super::Node) in wire order.
 ///
 /// It reads like the `Vec<(NodeStr, AttrValue)>` it replaces: it dereferences to a slice
-/// (`iter`, `len`, `is_empty`, `first`, indexing, `iter_mut`), and has the vector's `push`,
-/// `insert`, `remove`, `retain`, `truncate` and `clear`; it compares equal to a `Vec` or slice
-/// of the same pairs, and is built with `collect()` or `From<Vec<_>>`.
+/// (`iter`, `len`, `is_empty`, `first`, indexing, `iter_mut`, `sort_by`), has the vector's
+/// `push`, `pop`, `insert`, `remove`, `swap_remove`, `retain`, `drain`, `truncate`, `clear`,
+/// `reserve` and `extend`, compares equal to a `Vec` or slice of the same pairs, and is built
+/// with `collect()`, `From<Vec<_>>` or `From<[_; N]>` (a struct literal that gave a `Vec` needs
+/// `.into()`).
 #[derive(Clone, Default, PartialEq, Eq, Hash)]
 pub struct Attrs(SmallVec<[Attr; INLINE]>);
 
@@ -70,6 +72,45 @@ impl Attrs {
     /// Keeps only the attributes for which `keep` returns true, in order.
     pub fn retain(&mut self, mut keep: impl FnMut(&Attr) -> bool) {
         self.0.retain(|a| keep(a));
+    }
+
+    /// Removes and returns the last attribute.
+    pub fn pop(&mut self) -> Option<Attr> {
+        self.0.pop()
+    }
+
+    /// Removes the attribute at `index` and puts the last one in its place.
+    ///
+    /// # Panics
+    /// When `index >= len`, like [`Vec::swap_remove`].
+    pub fn swap_remove(&mut self, index: usize) -> Attr {
+        self.0.swap_remove(index)
+    }
+
+    /// Removes the attributes in `range` and yields them.
+    ///
+    /// # Panics
+    /// When the range is out of bounds, like [`Vec::drain`].
+    pub fn drain(
+        &mut self,
+        range: impl std::ops::RangeBounds<usize>,
+    ) -> impl DoubleEndedIterator<Item = Attr> + '_ {
+        self.0.drain(range)
+    }
+
+    /// How many attributes fit without allocating again.
+    pub fn capacity(&self) -> usize {
+        self.0.capacity()
+    }
+
+    /// The attributes as a slice.
+    pub fn as_slice(&self) -> &[Attr] {
+        &self.0
+    }
+
+    /// The attributes as a mutable slice.
+    pub fn as_mut_slice(&mut self) -> &mut [Attr] {
+        &mut self.0
     }
 
     /// Keeps the first `len` attributes.
@@ -250,9 +291,17 @@ mod tests {
         let v: Vec<Attr> = attrs.clone().into();
         assert_eq!(Attrs::from(v.clone()), attrs);
         assert_eq!(
-            attrs.into_iter().rev().collect::<Vec<_>>(),
+            attrs.clone().into_iter().rev().collect::<Vec<_>>(),
             v.into_iter().rev().collect::<Vec<_>>()
         );
+        // Past the inline two, and back.
+        attrs.extend([a("a", "1"), a("b", "2"), a("c", "3")]);
+        assert_eq!(attrs.len(), 5);
+        assert!(attrs.capacity() >= 5);
+        assert_eq!(attrs.pop(), Some(a("c", "3")));
+        assert_eq!(attrs.swap_remove(0), a("id", "2"));
+        assert_eq!(attrs.drain(1..).count(), 2);
+        assert_eq!(attrs.as_slice(), [a("b", "2")]);
         assert_eq!(
             format!("{:?}", Attrs::from([a("k", "v")])),
             r#"[("k", Str("v"))]"#

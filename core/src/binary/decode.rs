@@ -154,7 +154,7 @@ fn unpack_packed(packed: &[u8], odd: bool, alphabet: &[u8; 16]) -> NodeStr {
 }
 
 /// Characters of nibble codes; 12..=14 are invalid (rejected while decoding), 15 is the filler.
-pub(super) const NIBBLE_CHARS: &[u8; 16] = b"0123456789-.\0\0\0\0";
+const NIBBLE_CHARS: &[u8; 16] = b"0123456789-.\0\0\0\0";
 /// Characters of hex codes.
 pub(super) const HEX_CHARS: &[u8; 16] = b"0123456789ABCDEF";
 
@@ -365,7 +365,7 @@ impl<'a> NodeRef<'a> {
 }
 
 /// Bytes whose two nibbles are both in the nibble alphabet (codes 0..=11).
-pub(super) static NIBBLE_PAIR_OK: [bool; 256] = {
+static NIBBLE_PAIR_OK: [bool; 256] = {
     let mut t = [false; 256];
     let mut b = 0;
     while b < 256 {
@@ -381,7 +381,7 @@ fn unexpected_end(at: usize) -> DecodeError {
 }
 
 #[cold]
-pub(super) fn too_large(len: usize, at: usize, left: usize) -> DecodeError {
+fn too_large(len: usize, at: usize, left: usize) -> DecodeError {
     DecodeError::LengthTooLarge {
         len: len as u64,
         at,
@@ -410,21 +410,21 @@ pub(super) fn bad_nibble(bytes: &[u8], odd: bool, at: usize) -> DecodeError {
 
 /// A cursor over the input; every read is bounds-checked.
 #[derive(Clone)]
-pub(super) struct Reader<'a> {
-    pub(super) buf: &'a [u8],
-    pub(super) pos: usize,
+struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
 }
 
 pub(super) type Result<T> = std::result::Result<T, DecodeError>;
 
 impl<'a> Reader<'a> {
     #[inline]
-    pub(super) fn left(&self) -> usize {
+    fn left(&self) -> usize {
         self.buf.len() - self.pos
     }
 
     #[inline]
-    pub(super) fn byte(&mut self) -> Result<u8> {
+    fn byte(&mut self) -> Result<u8> {
         match self.buf.get(self.pos) {
             Some(&b) => {
                 self.pos += 1;
@@ -435,7 +435,7 @@ impl<'a> Reader<'a> {
     }
 
     #[inline]
-    pub(super) fn array<const N: usize>(&mut self) -> Result<[u8; N]> {
+    fn array<const N: usize>(&mut self) -> Result<[u8; N]> {
         let Some(bytes) = self.buf.get(self.pos..self.pos + N) else {
             return Err(unexpected_end(self.pos));
         };
@@ -447,7 +447,7 @@ impl<'a> Reader<'a> {
 
     /// `len` bytes announced by the length field at `at`.
     #[inline]
-    pub(super) fn take(&mut self, len: usize, at: usize) -> Result<&'a [u8]> {
+    fn take(&mut self, len: usize, at: usize) -> Result<&'a [u8]> {
         let Some(out) = self.buf.get(self.pos..self.pos.saturating_add(len)) else {
             return Err(too_large(len, at, self.left()));
         };
@@ -457,7 +457,7 @@ impl<'a> Reader<'a> {
 
     /// List size for tag byte `b` read at `at`: `LIST_EMPTY`, `LIST_8` or `LIST_16`.
     #[inline]
-    pub(super) fn list_size(&mut self, b: u8, at: usize) -> Result<usize> {
+    fn list_size(&mut self, b: u8, at: usize) -> Result<usize> {
         match b {
             tag::LIST_EMPTY => Ok(0),
             tag::LIST_8 => Ok(usize::from(self.byte()?)),
@@ -468,7 +468,7 @@ impl<'a> Reader<'a> {
 
     /// Length of a binary value for tag byte `b` (`BINARY_8/20/32`), checked against the input.
     #[inline]
-    pub(super) fn binary(&mut self, b: u8) -> Result<&'a [u8]> {
+    fn binary(&mut self, b: u8) -> Result<&'a [u8]> {
         let at = self.pos;
         let len = match b {
             tag::BINARY_8 => usize::from(self.byte()?),
@@ -524,7 +524,7 @@ impl<'a> Reader<'a> {
 
     /// Packed string: length byte (bit 7 = odd), then two characters per byte. A nibble string
     /// may only use codes 0..=11, and the filler 15 only as the last nibble of an odd string.
-    pub(super) fn packed(&mut self, nibble: bool) -> Result<StrRef<'a>> {
+    fn packed(&mut self, nibble: bool) -> Result<StrRef<'a>> {
         let at = self.pos;
         let l = self.byte()?;
         let odd = l & 0x80 != 0;
@@ -696,7 +696,7 @@ impl<'a> Reader<'a> {
 
     /// A list of `count` children announced at `at`, checked against the input first.
     #[inline]
-    pub(super) fn children_capacity(&mut self, b: u8, at: usize) -> Result<usize> {
+    fn children_capacity(&mut self, b: u8, at: usize) -> Result<usize> {
         let count = self.list_size(b, at)?;
         if count.saturating_mul(MIN_NODE_LEN) > self.left() {
             return Err(too_large(count, at, self.left()));
