@@ -6,8 +6,10 @@
 //!   every output drained; `receive_stages::*` are its stages measured alone on the same
 //!   message: `frame_and_noise` (frame decoder, Noise decrypt, flag byte), `decode` (the owned
 //!   decoder on the node bytes), `signal` (Signal decrypt, unpadding, the `Message` protobuf).
-//!   What is left (dispatch, duplicate check, the pending record, the persistence events, the
-//!   ack and the event) is the whole minus the stages.
+//!   `session_to_bytes` is the serialization of the changed session record that the machine
+//!   hands out to be persisted (once per message received or sent to a device). What is left
+//!   (dispatch, duplicate check, the pending record, the other persistence events, the ack and
+//!   the event) is the whole minus the stages.
 //! - `send_text_to_4_devices`: one text to a user with three devices and our phone (four
 //!   pairwise encryptions, the stanza, five persistence events, one Noise frame); its stages:
 //!   `signal` (four encryptions with padding), `encode` (the stanza that goes out) and `noise`
@@ -144,6 +146,15 @@ mod receive_stages {
             .with_inputs(|| bob.encrypt_text(&to, None, TEXT))
             .bench_local_values(|enc| black_box(ours.decrypt(&from, &enc).expect("decrypts")));
     }
+}
+
+/// Persisting the session after a message: the machine serializes the changed session record
+/// for its `Event::Persist` (after receiving, the record of the sender's session).
+#[divan::bench]
+fn session_to_bytes(bencher: Bencher<'_, '_>) {
+    let (ours, bob) = peer_pair();
+    let record = ours.sessions.get(&bob.jid).expect("a session");
+    bencher.bench_local(|| black_box(record.to_bytes()));
 }
 
 mod send_stages {
