@@ -43,17 +43,19 @@ fn finish(buf: &[u8], sink: &impl BytesSink) -> Result<Node> {
         pos: 0,
         error: DecodeError::EmptyFrame,
     };
-    let mut root = EMPTY_NODE;
-    if node(&mut r, 0, sink, &mut root).is_err() {
-        return Err(r.error);
+    // The root is built in the result itself, which saves copying it out at the end.
+    let mut result = Ok(EMPTY_NODE);
+    if let Ok(root) = &mut result {
+        if node(&mut r, 0, sink, root).is_err() {
+            result = Err(r.error);
+        } else if r.pos != buf.len() {
+            result = Err(DecodeError::TrailingBytes {
+                at: r.pos,
+                left: buf.len() - r.pos,
+            });
+        }
     }
-    if r.pos != buf.len() {
-        return Err(DecodeError::TrailingBytes {
-            at: r.pos,
-            left: buf.len() - r.pos,
-        });
-    }
-    Ok(root)
+    result
 }
 
 /// Decoding stopped; the reason waits in [`Cur::error`]. Errors are rare and the decoder's
