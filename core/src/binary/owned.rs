@@ -191,6 +191,15 @@ const EMPTY_NODE: Node = Node {
     content: Content::None,
 };
 
+/// Puts `value` in `slot`, which holds an empty value with nothing to free: a part of an
+/// [`EMPTY_NODE`] or [`EMPTY_ATTR`] not yet filled. Skipping the drop of the old value lets the
+/// new one be written straight into place; with the drop in between, it is built aside and
+/// copied, and reading it back right after it was written stalls the processor.
+#[inline(always)]
+fn put<T>(slot: &mut T, value: T) {
+    std::mem::forget(std::mem::replace(slot, value));
+}
+
 /// How binary content becomes owned [`Bytes`].
 trait BytesSink {
     fn bytes(&self, b: &[u8]) -> Bytes;
@@ -257,27 +266,28 @@ fn node(r: &mut Cur<'_>, depth: usize, sink: &impl BytesSink, out: &mut Node) ->
 fn content(r: &mut Cur<'_>, depth: usize, sink: &impl BytesSink, out: &mut Content) -> Step<()> {
     let at = r.pos;
     let b = r.byte()?;
-    *out = match b {
+    match b {
         tag::LIST_EMPTY | tag::LIST_8 | tag::LIST_16 => {
             // Checked against the bytes left before the vector is allocated.
             let count = r.children_capacity(b, at)?;
             // The list is put in place first, then its nodes are made empty all at once
             // (`push` would build each aside and copy it in) and filled where they are.
-            *out = Content::Nodes(Vec::with_capacity(count));
+            put(out, Content::Nodes(Vec::with_capacity(count)));
             if let Content::Nodes(children) = out {
                 children.resize_with(count, || EMPTY_NODE);
                 for child in children.iter_mut() {
                     node(r, depth + 1, sink, child)?;
                 }
             }
-            return Ok(());
         }
-        tag::BINARY_8 | tag::BINARY_20 | tag::BINARY_32 => Content::Bytes(sink.bytes(r.binary(b)?)),
+        tag::BINARY_8 | tag::BINARY_20 | tag::BINARY_32 => {
+            put(out, Content::Bytes(sink.bytes(r.binary(b)?)));
+        }
         tag::JID_PAIR | tag::AD_JID | tag::FB_JID | tag::INTEROP_JID => {
-            return jid_into(r, b, at, out, Content::Jid);
+            jid_into(r, b, at, out, Content::Jid)?;
         }
-        _ => Content::Text(string_of(r, b, at)?),
-    };
+        _ => put(out, Content::Text(string_of(r, b, at)?)),
+    }
     Ok(())
 }
 
@@ -328,7 +338,7 @@ fn string_of_into(r: &mut Cur<'_>, b: u8, at: usize, out: &mut NodeStr) -> Step<
     // Tags, keys and most values are single-byte tokens: that case is inlined everywhere.
     match SINGLE_STRS.get(usize::from(b)) {
         Some(token) => {
-            out.clone_from(token);
+            put(out, token.clone());
             Ok(())
         }
         None => other_string_into(r, b, at, out),
@@ -341,10 +351,13 @@ fn other_string_into(r: &mut Cur<'_>, b: u8, at: usize, out: &mut NodeStr) -> St
     match b {
         // Single-byte tokens; 0 (LIST_EMPTY) in a string position is the empty string, which is
         // entry 0 of the table.
-        0..=235 => out.clone_from(&SINGLE_STRS[usize::from(b)]),
+        0..=235 => put(out, SINGLE_STRS[usize::from(b)].clone()),
         tag::DICTIONARY_0..=tag::DICTIONARY_3 => {
             let i = r.byte()?;
-            out.clone_from(&DOUBLE_STRS[usize::from(b - tag::DICTIONARY_0)][usize::from(i)]);
+            put(
+                out,
+                DOUBLE_STRS[usize::from(b - tag::DICTIONARY_0)][usize::from(i)].clone(),
+            );
         }
         tag::BINARY_8 | tag::BINARY_20 | tag::BINARY_32 => {
             let bytes = r.binary(b)?;
@@ -353,7 +366,7 @@ fn other_string_into(r: &mut Cur<'_>, b: u8, at: usize, out: &mut NodeStr) -> St
                     at: r.pos - bytes.len(),
                 }));
             };
-            *out = NodeStr::new(s);
+            put(out, NodeStr::new(s));
         }
         tag::NIBBLE_8 => packed_into(r, true, out)?,
         tag::HEX_8 => packed_into(r, false, out)?,
@@ -413,7 +426,7 @@ fn jid_into<T>(
             Jid::from_parts(user, Server::Interop, 0, Some(device), integrator)
         }
     };
-    *out = wrap(jid);
+    put(out, wrap(jid));
     Ok(())
 }
 
@@ -481,7 +494,7 @@ fn packed_into(r: &mut Cur<'_>, nibble: bool, out: &mut NodeStr) -> Step<()> {
     }
     match std::str::from_utf8(buf.get(..total).unwrap_or_default()) {
         Ok(s) => {
-            *out = NodeStr::new(s);
+            put(out, NodeStr::new(s));
             Ok(())
         }
         Err(_) => Err(r.fail(bad_nibble(bytes, odd, at))),
