@@ -8,6 +8,9 @@
 //!   the documented round-trip notes). JIDs compare as devices, so an explicit `:0` that our
 //!   decoder keeps matches the reference's reading without it.
 //!
+//! A case whose `decoded` is `null` records a frame the reference's own decoder refuses: ours
+//! must refuse it too, and that refusal is its decode check.
+//!
 //! A quirk case is one where the reference encoder's bytes are believed non-canonical. Its
 //! frame must still decode to `decoded` and our own encoding of `node` must decode back to
 //! `node`; it then counts as skipped, because its encoding is not compared.
@@ -92,10 +95,20 @@ fn check_case(case: &Value, quirk: bool) -> Result<(), String> {
         }
     }
 
-    let decoded = binary::decode_frame(&frame, DEFAULT_MAX_INFLATED)
-        .map_err(|e| format!("decode failed: {e}\n  frame {}", short_hex(&frame)))?;
+    let result = binary::decode_frame(&frame, DEFAULT_MAX_INFLATED);
     match case.get("decoded") {
+        // The reference's own decoder refuses this frame (vectors/README.md §1): ours must too.
+        Some(Value::Null) => {
+            if let Ok(node) = result {
+                return Err(format!(
+                    "decode accepted a frame the reference refuses\n  actual   {node}\n  frame    {}",
+                    short_hex(&frame)
+                ));
+            }
+        }
         Some(want) => {
+            let decoded =
+                result.map_err(|e| format!("decode failed: {e}\n  frame {}", short_hex(&frame)))?;
             let want = node_from_json(want)?;
             if !same_node(&decoded, &want) {
                 return Err(format!(
@@ -104,7 +117,11 @@ fn check_case(case: &Value, quirk: bool) -> Result<(), String> {
                 ));
             }
         }
-        None => check_large_decoded(case, &node, &decoded)?,
+        None => {
+            let decoded =
+                result.map_err(|e| format!("decode failed: {e}\n  frame {}", short_hex(&frame)))?;
+            check_large_decoded(case, &node, &decoded)?;
+        }
     }
 
     if quirk {
@@ -362,4 +379,39 @@ fn repeat(pattern: &[u8], len: usize) -> Vec<u8> {
         return Vec::new();
     }
     pattern.iter().copied().cycle().take(len).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::check;
+
+    /// A frame the reference refuses (`decoded: null`) passes when ours refuses it too, and fails
+    /// when ours accepts it.
+    #[test]
+    fn null_decoded_means_refused() {
+        let file = json!({ "cases": [
+            // The reference writes the tag `toString` as 0x00 (the empty string), which no
+            // decoder accepts; our encoder writes it raw, so the case is a quirk.
+            {
+                "name": "tag_tostring", "reference_quirk": true,
+                "node": { "tag": "toString", "attrs": [], "content": null },
+                "frame_hex": "00f80100", "node_hex": "f80100", "decoded": null
+            },
+            // A frame that decodes: claiming the reference refuses it is a failure.
+            {
+                "name": "accepted",
+                "node": { "tag": "iq", "attrs": [], "content": null },
+                "frame_hex": "00f80119", "node_hex": "f80119", "decoded": null
+            }
+        ]});
+        let report = check(&file);
+        assert_eq!((report.passed, report.skipped, report.failed), (0, 1, 1));
+        assert!(
+            report.failures[0].contains("accepted a frame"),
+            "{:?}",
+            report.failures
+        );
+    }
 }

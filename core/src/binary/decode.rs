@@ -15,37 +15,14 @@ use super::{DecodeError, MAX_DEPTH, tag};
 use crate::jid::{Jid, Server};
 
 /// Smallest encoded node: `LIST_8 1 <token>`. Used to refuse counts the input cannot hold.
-const MIN_NODE_LEN: usize = 3;
+pub(super) const MIN_NODE_LEN: usize = 3;
 /// Smallest encoded attribute: a one-byte key and a one-byte value.
-const MIN_ATTR_LEN: usize = 2;
+pub(super) const MIN_ATTR_LEN: usize = 2;
 
 /// Decodes one node from `buf` (the bytes after the flag byte), refusing trailing bytes.
 pub fn decode(buf: &[u8]) -> Result<NodeRef<'_>> {
     let mut r = Reader { buf, pos: 0 };
     let node = r.node(0)?;
-    if r.pos != buf.len() {
-        return Err(DecodeError::TrailingBytes {
-            at: r.pos,
-            left: buf.len() - r.pos,
-        });
-    }
-    Ok(node)
-}
-
-/// Decodes one node from `buf` straight into an owned [`Node`] (one pass, no intermediate
-/// view), refusing trailing bytes. Binary content is copied.
-pub fn decode_owned(buf: &[u8]) -> Result<Node> {
-    finish_owned(buf, &|b: &[u8]| Bytes::copy_from_slice(b))
-}
-
-/// Like [`decode_owned`], but binary content shares `frame`'s buffer instead of being copied.
-pub fn decode_owned_shared(frame: &Bytes) -> Result<Node> {
-    finish_owned(frame, &|b: &[u8]| frame.slice_ref(b))
-}
-
-fn finish_owned<F: Fn(&[u8]) -> Bytes>(buf: &[u8], bytes: &F) -> Result<Node> {
-    let mut r = Reader { buf, pos: 0 };
-    let node = r.owned_node(0, bytes)?;
     if r.pos != buf.len() {
         return Err(DecodeError::TrailingBytes {
             at: r.pos,
@@ -179,7 +156,7 @@ fn unpack_packed(packed: &[u8], odd: bool, alphabet: &[u8; 16]) -> NodeStr {
 /// Characters of nibble codes; 12..=14 are invalid (rejected while decoding), 15 is the filler.
 const NIBBLE_CHARS: &[u8; 16] = b"0123456789-.\0\0\0\0";
 /// Characters of hex codes.
-const HEX_CHARS: &[u8; 16] = b"0123456789ABCDEF";
+pub(super) const HEX_CHARS: &[u8; 16] = b"0123456789ABCDEF";
 
 /// A JID borrowed from a frame.
 #[derive(Debug, Clone, Copy)]
@@ -414,7 +391,7 @@ fn too_large(len: usize, at: usize, left: usize) -> DecodeError {
 
 /// The error for a packed nibble string that failed the fast check: finds the first bad nibble.
 #[cold]
-fn bad_nibble(bytes: &[u8], odd: bool, at: usize) -> DecodeError {
+pub(super) fn bad_nibble(bytes: &[u8], odd: bool, at: usize) -> DecodeError {
     let total = bytes.len() * 2 - usize::from(odd);
     let bad = bytes
         .iter()
@@ -438,7 +415,7 @@ struct Reader<'a> {
     pos: usize,
 }
 
-type Result<T> = std::result::Result<T, DecodeError>;
+pub(super) type Result<T> = std::result::Result<T, DecodeError>;
 
 impl<'a> Reader<'a> {
     #[inline]
@@ -745,45 +722,6 @@ impl<'a> Reader<'a> {
         };
         Ok(NodeRef {
             tag,
-            attrs,
-            content,
-        })
-    }
-
-    /// A node built straight into an owned [`Node`], in one pass; `bytes` makes the owned
-    /// binary content (a copy, or a slice of a shared frame).
-    fn owned_node<F: Fn(&[u8]) -> Bytes>(&mut self, depth: usize, bytes: &F) -> Result<Node> {
-        let (tag, count, has_content) = self.head(depth)?;
-        let mut attrs = Vec::with_capacity(count);
-        for _ in 0..count {
-            let (k, v) = self.attr()?;
-            attrs.push((k.to_node_str(), v.to_value()));
-        }
-        let content = if has_content {
-            let at = self.pos;
-            let b = self.byte()?;
-            match b {
-                tag::LIST_EMPTY | tag::LIST_8 | tag::LIST_16 => {
-                    let count = self.children_capacity(b, at)?;
-                    let mut children = Vec::with_capacity(count);
-                    for _ in 0..count {
-                        children.push(self.owned_node(depth + 1, bytes)?);
-                    }
-                    Content::Nodes(children)
-                }
-                tag::BINARY_8 | tag::BINARY_20 | tag::BINARY_32 => {
-                    Content::Bytes(bytes(self.binary(b)?))
-                }
-                tag::JID_PAIR | tag::AD_JID | tag::FB_JID | tag::INTEROP_JID => {
-                    Content::Jid(self.jid(b, at)?.to_jid())
-                }
-                _ => Content::Text(self.string(b, at)?.to_node_str()),
-            }
-        } else {
-            Content::None
-        };
-        Ok(Node {
-            tag: tag.to_node_str(),
             attrs,
             content,
         })

@@ -5,6 +5,7 @@ use std::fmt;
 use bytes::Bytes;
 use compact_str::CompactString;
 
+use super::attrs::Attrs;
 use crate::jid::Jid;
 
 /// A string of a node (tag, attribute key or value, text content). Tokens borrow the static
@@ -103,8 +104,8 @@ pub enum Content {
 pub struct Node {
     /// The tag (never empty on the wire).
     pub tag: NodeStr,
-    /// The attributes in wire order.
-    pub attrs: Vec<(NodeStr, AttrValue)>,
+    /// The attributes in wire order (the first two are stored inline).
+    pub attrs: Attrs,
     /// The content.
     pub content: Content,
 }
@@ -114,7 +115,7 @@ impl Node {
     pub fn new(tag: impl Into<NodeStr>) -> Self {
         Self {
             tag: tag.into(),
-            attrs: Vec::new(),
+            attrs: Attrs::new(),
             content: Content::None,
         }
     }
