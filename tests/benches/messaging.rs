@@ -28,7 +28,7 @@ use amarula_core::frame::FrameDecoder;
 use amarula_core::machine::{Event, Output};
 use amarula_core::noise::NoiseTransport;
 use amarula_proto::Message as _;
-use amarula_proto::wa::Message;
+use amarula_proto::e2e::Message;
 use amarula_tests::peer::{Peer, bundle_from_upload};
 use bytes::{Bytes, BytesMut};
 use divan::Bencher;
