@@ -111,6 +111,10 @@ pub enum ClientError {
     /// The media hosts could not be had (`media_conn` failed).
     #[error("media hosts unavailable: {0}")]
     MediaConn(String),
+    /// Our phone did not upload a file again (it no longer has it, or its answer could not
+    /// be read).
+    #[error("media re-upload failed: {0}")]
+    Reupload(String),
     /// A typed query failed: the server's error (with its code), a timeout, the end of the
     /// connection, or an answer without what it must hold.
     #[error(transparent)]
@@ -154,11 +158,22 @@ pub(crate) enum Command {
     Confirm(AckToken, Confirm, Reply<()>),
     PairingCode(String, Reply<String>),
     MediaConn(bool, Reply<amarula_core::media::MediaConn>),
+    Reupload(
+        amarula_core::machine::ReuploadRequest,
+        zeroize::Zeroizing<[u8; 32]>,
+        Reply<String>,
+    ),
     /// Receipts, presence, chat state and the push name: fire-and-forget stanzas.
     Status(StatusCommand, Reply<()>),
     Query(Query, Reply<Answer>),
     RejectCall(Box<CallEvent>, Reply<()>),
     Logout(Reply<()>),
+    /// A file the machine asked for ([`amarula_core::machine::Event::FetchBlob`]), fetched by
+    /// a background task.
+    BlobFetched(
+        amarula_core::machine::BlobId,
+        Result<Vec<u8>, amarula_core::machine::BlobError>,
+    ),
     Disconnect(oneshot::Sender<()>),
     Stop(oneshot::Sender<()>),
 }
@@ -175,10 +190,13 @@ impl Command {
             Self::Send(_, tx) | Self::Confirm(_, _, tx) => tx.send(Err(error)).map_err(drop),
             Self::PairingCode(_, tx) => tx.send(Err(error)).map_err(drop),
             Self::MediaConn(_, tx) => tx.send(Err(error)).map_err(drop),
+            Self::Reupload(_, _, tx) => tx.send(Err(error)).map_err(drop),
             Self::Status(_, tx) => tx.send(Err(error)).map_err(drop),
             Self::Query(_, tx) => tx.send(Err(error)).map_err(drop),
             Self::RejectCall(_, tx) | Self::Logout(tx) => tx.send(Err(error)).map_err(drop),
             Self::Disconnect(tx) | Self::Stop(tx) => tx.send(()),
+            // Its connection is gone: the stanza that asked comes again.
+            Self::BlobFetched(..) => Ok(()),
         };
     }
 }
@@ -196,6 +214,25 @@ pub(crate) enum StatusCommand {
     Subscribe(Jid),
     ChatState(Jid, ChatState),
     PushName(String),
+}
+
+/// A [`Client`] that does not keep the drive task running (held by the drive task itself).
+#[derive(Debug, Clone)]
+pub(crate) struct WeakClient {
+    commands: async_channel::WeakSender<Command>,
+    media: crate::media::Transfers,
+    status: Arc<Status>,
+}
+
+impl WeakClient {
+    /// The client, while any handle is alive.
+    pub(crate) fn upgrade(&self) -> Option<Client> {
+        Some(Client::new(
+            self.commands.upgrade()?,
+            self.media.clone(),
+            Arc::clone(&self.status),
+        ))
+    }
 }
 
 /// A handle to a running client. Cheap to clone; every clone talks to the same connection.
@@ -224,6 +261,23 @@ impl Client {
 
     pub(crate) fn status(&self) -> &Status {
         &self.status
+    }
+
+    /// A handle for background work of the drive task that does not keep the client alive.
+    pub(crate) fn downgrade(&self) -> WeakClient {
+        WeakClient {
+            commands: self.commands.downgrade(),
+            media: self.media.clone(),
+            status: Arc::clone(&self.status),
+        }
+    }
+
+    /// Sends a command without waiting for an answer.
+    pub(crate) async fn send_command(&self, command: Command) -> Result<(), ClientError> {
+        self.commands
+            .send(command)
+            .await
+            .map_err(|_| ClientError::Stopped)
     }
 
     pub(crate) async fn call<T>(

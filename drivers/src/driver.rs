@@ -15,6 +15,7 @@ use amarula_core::machine::{
     Answer, CloseReason, ConnectionMachine, Event, IqResult, MessageAckResult, Output, Query,
     Reconnect, RequestId, SendError, Session,
 };
+use amarula_core::media::MediaRetryOutcome;
 use amarula_core::time::{Clock, Instant};
 use async_tungstenite::tungstenite::client::IntoClientRequest;
 use async_tungstenite::tungstenite::handshake::client::Request;
@@ -26,6 +27,7 @@ use rand_core::{OsRng, RngCore, SeedableRng};
 
 use crate::client::{
     Client, ClientConfig, ClientError, ClientEvent, Command, Events, Sent, StatusCommand,
+    WeakClient,
 };
 use crate::status::{ClientState, Status};
 use crate::store::{Change, CredentialStore};
@@ -171,6 +173,7 @@ pub(crate) async fn start<R: Runtime, S: CredentialStore>(
     let media = crate::media::Transfers::new(config.media.clone());
     let (command_tx, command_rx) = async_channel::unbounded();
     let (event_tx, event_rx) = async_channel::unbounded();
+    let client = Client::new(command_tx, media, status.clone());
     let driver = Driver::<R, S> {
         config,
         store,
@@ -190,13 +193,12 @@ pub(crate) async fn start<R: Runtime, S: CredentialStore>(
         disconnect_waiters: Vec::new(),
         stop_waiters: Vec::new(),
         media_waiters: Vec::new(),
+        reuploads: HashMap::new(),
+        client: client.downgrade(),
         runtime: std::marker::PhantomData,
     };
     R::spawn(driver.run(session));
-    Ok((
-        Client::new(command_tx, media, status),
-        Events::new(event_rx),
-    ))
+    Ok((client, Events::new(event_rx)))
 }
 
 /// What follows a connection.
@@ -237,6 +239,10 @@ struct Driver<R, S> {
     stop_waiters: Vec<oneshot::Sender<()>>,
     /// Callers of `media_conn` waiting for [`Event::MediaConn`].
     media_waiters: Vec<Reply<amarula_core::media::MediaConn>>,
+    /// Callers of `request_media_reupload`, by message id, until [`Event::MediaRetry`].
+    reuploads: HashMap<String, Vec<Reply<String>>>,
+    /// For the background downloads of [`Event::FetchBlob`].
+    client: WeakClient,
     runtime: std::marker::PhantomData<fn() -> R>,
 }
 
@@ -494,6 +500,15 @@ impl<R: Runtime, S: CredentialStore> Driver<R, S> {
             Command::RejectCall(call, tx) => {
                 let _ = tx.send(machine.reject_call(now, &call).map_err(Into::into));
             }
+            Command::BlobFetched(id, result) => machine.handle_blob(now, id, result),
+            Command::Reupload(request, key, tx) => {
+                match machine.request_media_reupload(now, &request, &key) {
+                    Ok(()) => self.reuploads.entry(request.id).or_default().push(tx),
+                    Err(e) => {
+                        let _ = tx.send(Err(e.into()));
+                    }
+                }
+            }
             Command::Logout(tx) => {
                 if self.logout.is_some() {
                     // One logout at a time; the first one's answer tells.
@@ -684,6 +699,21 @@ impl<R: Runtime, S: CredentialStore> Driver<R, S> {
                     let _ = tx.send(result.clone().map_err(ClientError::MediaConn));
                 }
             }
+            Event::MediaRetry(answer) if self.reuploads.contains_key(&answer.id) => {
+                let waiters = self.reuploads.remove(&answer.id).unwrap_or_default();
+                for tx in waiters {
+                    let result = match &answer.result {
+                        Ok(MediaRetryOutcome::Uploaded { direct_path }) => Ok(direct_path.clone()),
+                        Ok(other) => Err(ClientError::Reupload(format!("{other:?}"))),
+                        Err(e) => Err(ClientError::Reupload(e.to_string())),
+                    };
+                    let _ = tx.send(result);
+                }
+            }
+            Event::FetchBlob(request) => match self.client.upgrade() {
+                Some(client) => R::spawn(async move { client.fetch_blob(request).await }),
+                None => tracing::debug!("no client left to fetch a blob"),
+            },
             Event::Closed { reason, reconnect } => self.closed = Some((reason, reconnect)),
             other => self.emit(ClientEvent::Event(other)),
         }
@@ -702,6 +732,9 @@ impl<R: Runtime, S: CredentialStore> Driver<R, S> {
             }
         }
         for tx in self.media_waiters.drain(..) {
+            let _ = tx.send(Err(ClientError::Send(SendError::NotConnected)));
+        }
+        for tx in self.reuploads.drain().flat_map(|(_, w)| w) {
             let _ = tx.send(Err(ClientError::Send(SendError::NotConnected)));
         }
         for (_, tx) in self.queries.drain() {

@@ -661,6 +661,90 @@ impl crate::Client {
         media: &MediaRef,
         kind: MediaKind,
     ) -> Result<Vec<u8>, crate::ClientError> {
+        self.download_as(media, kind.into()).await
+    }
+
+    /// Asks our own phone to upload the file of a message again (after the hosts answered
+    /// 404 or 410: [`MediaTransferError::Gone`]) and waits for its answer: the file's new
+    /// direct path. The phone must still have the file.
+    pub async fn request_media_reupload(
+        &self,
+        request: amarula_core::machine::ReuploadRequest,
+        media: &MediaRef,
+    ) -> Result<String, crate::ClientError> {
+        let key: [u8; 32] = media
+            .media_key
+            .as_ref()
+            .try_into()
+            .map_err(|_| MediaTransferError::NotDownloadable)?;
+        let key = zeroize::Zeroizing::new(key);
+        self.call(|tx| crate::client::Command::Reupload(request, key, tx))
+            .await
+    }
+
+    /// Downloads the file of an incoming media message like [`download`](Self::download);
+    /// when the hosts no longer have it, asks our phone to upload it again
+    /// ([`request_media_reupload`](Self::request_media_reupload)) and downloads it from its
+    /// new path.
+    pub async fn download_message_media(
+        &self,
+        message: &amarula_core::machine::IncomingMessage,
+        media: &MediaRef,
+        kind: MediaKind,
+    ) -> Result<Vec<u8>, crate::ClientError> {
+        match self.download(media, kind).await {
+            Err(crate::ClientError::Media(MediaTransferError::Gone(status))) => {
+                tracing::debug!(id = %message.id, status, "media gone; asking for a re-upload");
+                let participant = message
+                    .chat
+                    .is_group()
+                    .then(|| message.sender.to_non_device());
+                let request = amarula_core::machine::ReuploadRequest::new(
+                    message.id.clone(),
+                    message.chat.clone(),
+                    message.from_me,
+                    participant,
+                );
+                let direct_path = self.request_media_reupload(request, media).await?;
+                let mut moved = media.clone();
+                moved.direct_path = Some(direct_path);
+                moved.url = None;
+                self.download(&moved, kind).await
+            }
+            other => other,
+        }
+    }
+
+    /// Downloads a file the machine asked for ([`Event::FetchBlob`]) and answers it.
+    ///
+    /// [`Event::FetchBlob`]: amarula_core::machine::Event::FetchBlob
+    pub(crate) async fn fetch_blob(&self, request: amarula_core::machine::BlobRequest) {
+        use amarula_core::machine::BlobError;
+        let result = self
+            .download_as(&request.media, request.kind)
+            .await
+            .map_err(|e| match e {
+                crate::ClientError::Media(MediaTransferError::Gone(_)) => BlobError::Gone,
+                crate::ClientError::Media(MediaTransferError::Media(e)) => {
+                    BlobError::Invalid(e.to_string())
+                }
+                other => BlobError::Download(other.to_string()),
+            });
+        if let Err(e) = &result {
+            tracing::warn!(id = %request.id, error = %e, "blob download failed");
+        }
+        // A client that stopped meanwhile no longer needs it.
+        let _ = self
+            .send_command(crate::client::Command::BlobFetched(request.id, result))
+            .await;
+    }
+
+    /// Downloads, checks and decrypts a file with `kind`'s keys, into memory.
+    async fn download_as(
+        &self,
+        media: &MediaRef,
+        kind: MediaType,
+    ) -> Result<Vec<u8>, crate::ClientError> {
         let conn = self.media_conn(false).await?;
         let hosts = download_hosts(&conn, media);
         let transfers = self.media.clone();
@@ -672,7 +756,7 @@ impl crate::Client {
                     .min(64 << 20),
             );
             transfers
-                .download(&hosts, &media, kind.into(), &mut out, &mut |_, _| {})
+                .download(&hosts, &media, kind, &mut out, &mut |_, _| {})
                 .map(|_| out)
         })
         .await

@@ -1,7 +1,8 @@
 //! Media end to end through the real drivers (tokio and smol) against the simulator's media
 //! host over loopback HTTP: every kind uploaded encrypted by one client, sent, received by
 //! another and downloaded, checked and decrypted (into memory and into a file through a fixed
-//! buffer); a host error retried; an expired blob reported as gone. Every wait is bounded.
+//! buffer); a host error retried; an expired blob reported as gone, then uploaded again by
+//! our own phone on request (the media re-upload round trip). Every wait is bounded.
 
 use std::time::Duration;
 
@@ -237,6 +238,92 @@ async fn into_a_file_with_retries_and_expiry<R: Rt>(env: &Env) {
         .unwrap_err();
     assert_eq!(err, ClientError::Media(MediaTransferError::Gone(410)));
     assert!(!gone.exists() && !dir.path().join("gone.bin.part").exists());
+}
+
+async fn expired_blob_uploaded_again<R: Rt>(env: &Env) {
+    let alice = Device::start::<R>(env, "15550005555", 45).await;
+    let mut bob = Device::start::<R>(env, "15550006666", 46).await;
+    let bob_jid: Jid = "15550006666@s.whatsapp.net".parse().unwrap();
+    let data = file(40_000, 11);
+    alice
+        .client
+        .send_media(
+            &bob_jid,
+            OutgoingMedia::image(data.clone(), "image/jpeg").caption("again"),
+        )
+        .await
+        .unwrap();
+    let m = bob.message().await;
+    let media = media_of(&m).reference.clone();
+    let old_path = media.direct_path.clone().unwrap();
+    env.sim.media().expire(&old_path);
+    let (uploads_before, _) = env.sim.media().counts();
+    // Gone from the hosts: our phone (which saw the message) is asked to upload it again,
+    // answers with the new path encrypted under the file's key, and the download succeeds.
+    let got = bob
+        .client
+        .download_message_media(&m, &media, MediaKind::Image)
+        .await
+        .unwrap();
+    assert_eq!(got, data);
+    let (uploads_after, _) = env.sim.media().counts();
+    assert_eq!(uploads_after, uploads_before + 1, "the phone uploaded it once more");
+    // Asked directly, the phone names a path other than the expired one.
+    let request = amarula::core::machine::ReuploadRequest::new(
+        m.id.clone(),
+        m.chat.clone(),
+        m.from_me,
+        None,
+    );
+    let path = bob
+        .client
+        .request_media_reupload(request, &media)
+        .await
+        .unwrap();
+    assert_ne!(path, old_path);
+    // A message our phone never saw: it says so (error code 2), typed.
+    let unknown = amarula::core::machine::ReuploadRequest::new(
+        "3EB0UNKNOWN0000",
+        m.chat.clone(),
+        false,
+        None,
+    );
+    let err = bob
+        .client
+        .request_media_reupload(unknown, &media)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, ClientError::Reupload(reason) if reason.contains("code 2")),
+        "{err:?}"
+    );
+    // A file whose request does not decrypt with the key the phone has: refused by the phone.
+    let mut wrong = media.clone();
+    wrong.media_key = vec![9u8; 32].into();
+    let request = amarula::core::machine::ReuploadRequest::new(
+        m.id.clone(),
+        m.chat.clone(),
+        m.from_me,
+        None,
+    );
+    let err = bob
+        .client
+        .request_media_reupload(request, &wrong)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ClientError::Reupload(_)), "{err:?}");
+}
+
+#[test]
+fn expired_blob_uploaded_again_tokio() {
+    let env = Env::new();
+    Tokio::block_on(&env.rt, expired_blob_uploaded_again::<Tokio>(&env));
+}
+
+#[test]
+fn expired_blob_uploaded_again_smol() {
+    let env = Env::new();
+    Smol::block_on(&env.rt, expired_blob_uploaded_again::<Smol>(&env));
 }
 
 #[test]

@@ -142,6 +142,15 @@ pub enum Event {
     /// The answer to [`media_conn`](super::ConnectionMachine::media_conn): the media hosts and
     /// upload token, or why they could not be had.
     MediaConn(Result<crate::media::MediaConn, String>),
+    /// The machine needs a file from the media hosts (a history-sync blob, an app-state
+    /// snapshot or patch): download, check and decrypt it like media and answer with
+    /// [`handle_blob`](super::ConnectionMachine::handle_blob). The `amarula` drivers do this
+    /// by themselves.
+    FetchBlob(super::BlobRequest),
+    /// Our phone answered a
+    /// [`request_media_reupload`](super::ConnectionMachine::request_media_reupload): the new
+    /// direct path of the file, or why not (already acked).
+    MediaRetry(Box<super::MediaRetryAnswer>),
     /// A message given to [`send_text`](super::ConnectionMachine::send_text) or another
     /// `send_*` command could not be relayed (or, for a vote, built); no
     /// [`Event::MessageAck`] follows for it.

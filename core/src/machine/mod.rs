@@ -39,7 +39,9 @@
 //!   contacts, profile, privacy, blocklist, logout): [`send_query`](ConnectionMachine::send_query);
 //!   [`reject_call`](ConnectionMachine::reject_call),
 //!   [`set_push_name`](ConnectionMachine::set_push_name); media hosts:
-//!   [`media_conn`](ConnectionMachine::media_conn).
+//!   [`media_conn`](ConnectionMachine::media_conn),
+//!   [`request_media_reupload`](ConnectionMachine::request_media_reupload); files the machine needs (history, app
+//!   state): [`handle_blob`](ConnectionMachine::handle_blob) answers [`Event::FetchBlob`].
 //! - **Hand-over**: [`into_session`](ConnectionMachine::into_session) keeps what outlives one
 //!   socket (credentials, the sent-message cache, id counters, the backoff state) for the next
 //!   machine.
@@ -50,6 +52,7 @@
 //!
 //! The crate docs show the whole run loop.
 
+mod blob;
 mod cache;
 mod chatstate;
 mod config;
@@ -60,6 +63,7 @@ mod presence;
 mod push;
 mod query;
 mod receipts;
+mod reupload;
 mod stanza;
 mod timer;
 
@@ -70,6 +74,7 @@ use bytes::Bytes;
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
 
+pub use blob::{BlobError, BlobId, BlobRequest};
 pub use chatstate::{ChatState, ChatStateUpdate};
 pub use config::Config;
 pub use event::{
@@ -84,6 +89,7 @@ pub use presence::{Presence, PresenceUpdate};
 pub use push::OwnIdentity;
 pub use query::{Answer, Query};
 pub use receipts::{MAX_RECEIPT_IDS, Receipt, ReceiptKind};
+pub use reupload::{MediaRetryAnswer, ReuploadRequest};
 
 use self::cache::{Held, HeldAcks, RetryCache};
 use self::event::Policy;
@@ -300,6 +306,10 @@ pub struct ConnectionMachine {
     session_msg: Messaging,
     /// Typed queries in flight, answered from their IQ's reply.
     queries: HashMap<RequestId, Query>,
+    /// Files asked of the driver ([`Event::FetchBlob`]) and what they are for.
+    blobs: HashMap<BlobId, blob::BlobPurpose>,
+    /// Media re-upload requests waiting for the phone's answer.
+    reuploads: reupload::Reuploads,
 }
 
 impl std::fmt::Debug for ConnectionMachine {
@@ -355,6 +365,8 @@ impl ConnectionMachine {
             buf: Vec::with_capacity(256),
             session_msg: messaging,
             queries: HashMap::new(),
+            blobs: HashMap::new(),
+            reuploads: reupload::Reuploads::default(),
             retry,
             attempts,
             creds: credentials,
@@ -1057,8 +1069,13 @@ impl ConnectionMachine {
         if node.tag == "notification" && node.attr_str("type") == Some("link_code_companion_reg") {
             self.on_link_code_notification(now, &node);
         }
-        if let Some(event) = self.typed_push(&node) {
-            // A group change or a call, typed: the event, then the ack as for any push.
+        let typed = match self.typed_push(&node) {
+            Some(event) => Some(event),
+            None => self.media_retry_answer(&node),
+        };
+        if let Some(event) = typed {
+            // A group change, a call or a re-upload answer, typed: the event, then the ack as
+            // for any push.
             self.emit(event);
             if let Some(ack) = ack {
                 self.send_internal(now, &ack);

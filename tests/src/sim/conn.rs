@@ -776,14 +776,13 @@ impl Conn {
                     d.unacked.remove(&key);
                 }
             }
-            receipts::forward(
-                &mut st,
-                &me,
-                &to,
-                jid_attr(&node, "participant"),
-                &node,
-                &unix_now().to_string(),
-            )
+            let t = unix_now().to_string();
+            // A re-upload request goes to our own phone, which answers it.
+            if super::reupload::on_server_error(&mut st, &self.shared.media, &me, &node, &t) {
+                Vec::new()
+            } else {
+                receipts::forward(&mut st, &me, &to, jid_attr(&node, "participant"), &node, &t)
+            }
         };
         for e in events {
             self.shared.emit(e);

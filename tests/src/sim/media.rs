@@ -91,6 +91,25 @@ impl MediaServer {
         self.lock().expired.insert(path);
     }
 
+    /// Stores `blob` as an upload would (the simulator's own phones use it for the files
+    /// they send: history, app state, media) and returns its direct path.
+    pub fn store(&self, blob: Vec<u8>) -> String {
+        let mut b = self.lock();
+        b.next += 1;
+        b.uploads += 1;
+        let stored = format!("/v/t62.sim/{}.enc", b.next);
+        b.by_path.insert(stored.clone(), blob);
+        format!("{stored}?ccb=9-4&oh=sim")
+    }
+
+    /// What a phone does on a media re-upload request: the blob at `direct_path` (expired or
+    /// not) is stored again under a new path, which is returned; `None` when the host never
+    /// had it.
+    pub fn upload_again(&self, direct_path: &str) -> Option<String> {
+        let blob = self.blob(direct_path)?;
+        Some(self.store(blob))
+    }
+
     /// Answers the next `n` requests with 503.
     pub fn fail_next(&self, n: u32) {
         self.lock().fail_next = n;
@@ -179,15 +198,7 @@ impl MediaServer {
                 if path.rsplit('/').next() != Some(token.as_str()) {
                     return respond(&mut stream, 400, "text/plain", b"hash mismatch").await;
                 }
-                let stored = {
-                    let mut b = self.lock();
-                    b.next += 1;
-                    b.uploads += 1;
-                    let stored = format!("/v/t62.sim/{}.enc", b.next);
-                    b.by_path.insert(stored.clone(), body);
-                    stored
-                };
-                let direct_path = format!("{stored}?ccb=9-4&oh=sim");
+                let direct_path = self.store(body);
                 let json = serde_json::json!({
                     "url": format!("http://{}{direct_path}", self.addr),
                     "direct_path": direct_path,

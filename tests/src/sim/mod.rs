@@ -87,6 +87,7 @@ mod phone;
 mod phone_send;
 mod presence;
 mod receipts;
+mod reupload;
 mod route;
 mod state;
 mod unacked;
@@ -204,7 +205,9 @@ impl Simulator {
                 profiles: Default::default(),
                 encrypted: state::BoundedSet::new(ENCRYPTED_COPIES),
                 presence: Default::default(),
+                phone_media: Default::default(),
             }),
+            media: media.clone(),
             config,
             rules: Mutex::default(),
             events,

@@ -317,7 +317,12 @@ pub(crate) fn receive(
     sender: &Jid,
     group: Option<&Jid>,
 ) -> Vec<SimEvent> {
-    let state::State { accounts, rng, .. } = st;
+    let state::State {
+        accounts,
+        rng,
+        phone_media,
+        ..
+    } = st;
     let id = copy.attr_str("id").unwrap_or_default().to_owned();
     let Some(acc) = accounts.get_mut(account) else {
         return Vec::new();
@@ -373,6 +378,7 @@ pub(crate) fn receive(
                 .map_or_else(|| sender.to_non_device(), |j| j.to_non_device()),
             None => sender.to_non_device(),
         };
+        phone_media.record(account, &id, &message);
         events.push(SimEvent::PhoneMessage {
             account: account.to_owned(),
             from: sender.clone(),

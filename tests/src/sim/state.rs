@@ -137,6 +137,8 @@ pub(crate) struct State {
     pub(crate) encrypted: BoundedSet<(Jid, String)>,
     /// Who is available, last seen, push names and presence subscriptions.
     pub(crate) presence: super::presence::PresenceBook,
+    /// The media files phones have seen, for re-upload requests.
+    pub(crate) phone_media: super::reupload::PhoneMedia,
 }
 
 /// A set that forgets its oldest members past a capacity.
@@ -180,6 +182,8 @@ pub(crate) struct Shared {
     pub(crate) rules: Mutex<RuleSet>,
     pub(crate) events: broadcast::Sender<SimEvent>,
     pub(crate) shutdown: watch::Sender<bool>,
+    /// The media host, for what the simulator's phones upload themselves.
+    pub(crate) media: super::media::MediaServer,
 }
 
 impl Shared {
