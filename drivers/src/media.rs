@@ -6,7 +6,7 @@
 //! so the same code serves the tokio and the smol driver, and a download streams through a
 //! fixed buffer into the caller's writer.
 
-use std::io::{Read, Write};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::time::Duration;
 
 use amarula_core::content::MediaRef;
@@ -146,32 +146,45 @@ impl Transfers {
         Err(last)
     }
 
-    /// Uploads an encrypted blob (blocking).
+    /// Uploads an encrypted blob (blocking), from memory or streamed from a file.
     pub(crate) fn upload(
         &self,
         conn: &MediaConn,
         kind: MediaType,
-        blob: &[u8],
+        blob: &Blob,
         file_enc_sha256: &[u8],
     ) -> Result<Uploaded, MediaTransferError> {
+        let len = blob.len();
         let hosts: Vec<String> = conn
             .hosts
             .iter()
-            .filter(|h| {
-                h.max_content_length
-                    .is_none_or(|max| blob.len() as u64 <= max)
-            })
+            .filter(|h| h.max_content_length.is_none_or(|max| len <= max))
             .map(|h| h.hostname.clone())
             .collect();
         self.each_host(&hosts, |host| {
             let url =
                 media::upload_url(&self.config.scheme, host, kind, &conn.auth, file_enc_sha256);
-            let answer = self
+            let request = self
                 .agent
                 .post(&url)
                 .header("Origin", "https://web.whatsapp.com")
-                .header("Referer", "https://web.whatsapp.com/")
-                .send(blob);
+                .header("Referer", "https://web.whatsapp.com/");
+            let answer = match blob {
+                Blob::Memory(bytes) => request.send(&bytes[..]),
+                // Every attempt reads the file from its start again, through ureq's buffer.
+                Blob::File(file, len) => {
+                    let mut reader = match file
+                        .try_clone()
+                        .and_then(|mut f| f.seek(SeekFrom::Start(0)).map(|_| f))
+                    {
+                        Ok(f) => f.take(*len),
+                        Err(e) => return Attempt::Fail(e.into()),
+                    };
+                    request
+                        .header("Content-Length", len.to_string())
+                        .send(ureq::SendBody::from_reader(&mut reader))
+                }
+            };
             let mut answer = match answer {
                 Ok(a) => a,
                 Err(e) => return Attempt::Retry(MediaTransferError::Network(e.to_string())),
@@ -272,6 +285,54 @@ impl Transfers {
     }
 }
 
+/// An encrypted blob to upload.
+pub(crate) enum Blob {
+    /// In memory.
+    Memory(std::sync::Arc<Vec<u8>>),
+    /// In a (temporary) file of this length.
+    File(std::fs::File, u64),
+}
+
+impl Blob {
+    fn len(&self) -> u64 {
+        match self {
+            Self::Memory(b) => b.len() as u64,
+            Self::File(_, len) => *len,
+        }
+    }
+}
+
+/// Encrypts the file at `path` into an anonymous temporary file through a fixed buffer
+/// (blocking): memory stays the same whatever the file's size.
+fn encrypt_file(
+    key: &[u8; 32],
+    kind: MediaType,
+    path: &std::path::Path,
+) -> Result<(Blob, FileHashes), MediaTransferError> {
+    let mut input = std::fs::File::open(path)?;
+    let mut output = std::io::BufWriter::with_capacity(64 * 1024, tempfile::tempfile()?);
+    let mut enc = media::Encryptor::new(key, kind);
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut out = Vec::with_capacity(buf.len() + 32);
+    loop {
+        let n = input.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        out.clear();
+        enc.update(&buf[..n], &mut out);
+        output.write_all(&out)?;
+    }
+    out.clear();
+    let hashes = enc.finish(&mut out);
+    output.write_all(&out)?;
+    let file = output
+        .into_inner()
+        .map_err(|e| MediaTransferError::Io(e.error().to_string()))?;
+    let len = file.metadata()?.len();
+    Ok((Blob::File(file, len), hashes))
+}
+
 /// Reads a media host's upload answer: JSON with `url` and `direct_path`.
 fn parse_upload_answer(body: &str) -> Result<Uploaded, MediaTransferError> {
     let json: serde_json::Value =
@@ -344,6 +405,8 @@ impl std::fmt::Debug for UploadedMedia {
 pub struct OutgoingMedia {
     kind: Option<MediaKind>,
     data: Vec<u8>,
+    /// A file to stream instead of `data`.
+    path: Option<std::path::PathBuf>,
     mimetype: String,
     caption: Option<String>,
     file_name: Option<String>,
@@ -363,6 +426,7 @@ impl std::fmt::Debug for OutgoingMedia {
         f.debug_struct("OutgoingMedia")
             .field("kind", &self.kind)
             .field("len", &self.data.len())
+            .field("path", &self.path)
             .field("mimetype", &self.mimetype)
             .finish_non_exhaustive()
     }
@@ -377,6 +441,26 @@ impl OutgoingMedia {
             data,
             mimetype: mimetype.to_owned(),
             ..Self::default()
+        }
+    }
+
+    /// A file of any kind sent from disk, streamed: encrypted into a temporary file and
+    /// uploaded from there, so a large video or document never sits in memory. The other
+    /// builders' settings (caption, file name, …) apply as usual.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: amarula::Client) -> Result<(), amarula::ClientError> {
+    /// use amarula::core::content::MediaKind;
+    /// use amarula::media::OutgoingMedia;
+    /// let to = "15551234567@s.whatsapp.net".parse().expect("a JID");
+    /// let video = OutgoingMedia::from_file(MediaKind::Video, "talk.mp4", "video/mp4").seconds(3600);
+    /// client.send_media(&to, video).await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn from_file(kind: MediaKind, path: impl Into<std::path::PathBuf>, mimetype: &str) -> Self {
+        Self {
+            path: Some(path.into()),
+            ..Self::new(kind, Vec::new(), mimetype)
         }
     }
 
@@ -430,6 +514,13 @@ impl OutgoingMedia {
     #[must_use]
     pub fn caption(mut self, caption: &str) -> Self {
         self.caption = Some(caption.to_owned());
+        self
+    }
+
+    /// Sets the file name a document shows.
+    #[must_use]
+    pub fn file_name(mut self, name: &str) -> Self {
+        self.file_name = Some(name.to_owned());
         self
     }
 
@@ -611,6 +702,40 @@ impl crate::Client {
             .map_err(|_| MediaTransferError::Task)?;
         let key = media_key.clone();
         let (blob, hashes) = blocking::unblock(move || media::encrypt(&key, kind, &data)).await;
+        self.upload_blob(
+            kind,
+            media_key,
+            Blob::Memory(std::sync::Arc::new(blob)),
+            hashes,
+        )
+        .await
+    }
+
+    /// Like [`upload`](Self::upload), for the file at `path`, streamed: it is encrypted into
+    /// a temporary file and uploaded from there through fixed buffers, so memory stays the
+    /// same whatever the file's size.
+    pub async fn upload_file(
+        &self,
+        kind: MediaType,
+        path: impl Into<std::path::PathBuf>,
+    ) -> Result<UploadedMedia, crate::ClientError> {
+        let mut media_key = zeroize::Zeroizing::new([0u8; 32]);
+        rand_core::RngCore::try_fill_bytes(&mut rand_core::OsRng, media_key.as_mut())
+            .map_err(|_| MediaTransferError::Task)?;
+        let key = media_key.clone();
+        let path = path.into();
+        let (blob, hashes) = blocking::unblock(move || encrypt_file(&key, kind, &path)).await?;
+        self.upload_blob(kind, media_key, blob, hashes).await
+    }
+
+    /// Uploads an encrypted blob, renewing a refused upload token once.
+    async fn upload_blob(
+        &self,
+        kind: MediaType,
+        media_key: zeroize::Zeroizing<[u8; 32]>,
+        blob: Blob,
+        hashes: FileHashes,
+    ) -> Result<UploadedMedia, crate::ClientError> {
         let blob = std::sync::Arc::new(blob);
         let mut force = false;
         loop {
@@ -650,8 +775,13 @@ impl crate::Client {
         media: OutgoingMedia,
     ) -> Result<String, crate::ClientError> {
         let mut media = media;
-        let data = std::mem::take(&mut media.data);
-        let up = self.upload(media.media_type(), data).await?;
+        let up = match media.path.take() {
+            Some(path) => self.upload_file(media.media_type(), path).await?,
+            None => {
+                let data = std::mem::take(&mut media.data);
+                self.upload(media.media_type(), data).await?
+            }
+        };
         self.send_message(to, media.message(&up)).await
     }
 
