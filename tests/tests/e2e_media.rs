@@ -12,9 +12,10 @@ use amarula::core::machine::{Confirm, Event, IncomingMessage};
 use amarula::media::{MediaConfig, MediaTransferError, OutgoingMedia};
 use amarula::store::MemoryStore;
 use amarula::{Client, ClientConfig, ClientError, ClientEvent, Events};
+use amarula_tests::e2e::sim_event;
 use amarula_tests::runtimes::{Runtime as Rt, Smol, Tokio};
 use amarula_tests::sim::client::{config_for, fresh_credentials};
-use amarula_tests::sim::{SimConfig, Simulator};
+use amarula_tests::sim::{PhoneMediaKind, SimConfig, SimEvent, Simulator};
 
 const WAIT: Duration = Duration::from_secs(15);
 
@@ -308,6 +309,75 @@ async fn expired_blob_uploaded_again<R: Rt>(env: &Env) {
         .await
         .unwrap_err();
     assert!(matches!(err, ClientError::Reupload(_)), "{err:?}");
+}
+
+/// Phones send every kind to a client, which downloads and checks each; a client's file is
+/// fetched and checked by the recipient's phone.
+async fn phones_send_and_fetch<R: Rt>(env: &Env) {
+    let mut rx = env.sim.subscribe();
+    let alice = Device::start::<R>(env, "15550009991", 49).await;
+    let mut bob = Device::start::<R>(env, "15550009992", 50).await;
+    let bob_jid: Jid = "15550009992@s.whatsapp.net".parse().unwrap();
+    let alice_phone = env.sim.account("15550009991").unwrap();
+    let cases = [
+        (PhoneMediaKind::Image, MediaKind::Image, "image/jpeg"),
+        (PhoneMediaKind::Video, MediaKind::Video, "video/mp4"),
+        (
+            PhoneMediaKind::VoiceNote,
+            MediaKind::Audio,
+            "audio/ogg; codecs=opus",
+        ),
+        (
+            PhoneMediaKind::Document,
+            MediaKind::Document,
+            "application/pdf",
+        ),
+        (PhoneMediaKind::Sticker, MediaKind::Sticker, "image/webp"),
+    ];
+    for (i, (phone_kind, kind, mime)) in cases.into_iter().enumerate() {
+        let data = file(10_000 + i * 3_333, 20 + i as u8);
+        let id = alice_phone
+            .phone_send_media(&bob_jid, phone_kind, &data, mime, Some("from the phone"))
+            .unwrap();
+        let m = bob.message().await;
+        assert_eq!(m.id, id);
+        let media = media_of(&m);
+        assert_eq!(media.kind, Some(kind), "{phone_kind:?}");
+        let got = bob.client.download(&media.reference, kind).await.unwrap();
+        assert_eq!(got, data, "{phone_kind:?}");
+    }
+    // A client's file, fetched and checked by the recipient's phone.
+    let data = file(12_345, 77);
+    let id = alice
+        .client
+        .send_media(&bob_jid, OutgoingMedia::image(data.clone(), "image/png"))
+        .await
+        .unwrap();
+    let message = sim_event(&mut rx, "bob's phone decrypting the image", |e| match e {
+        SimEvent::PhoneMessage {
+            account,
+            id: i,
+            message,
+            ..
+        } if account == "15550009992" && *i == id => Some((**message).clone()),
+        _ => None,
+    })
+    .await;
+    let bob_phone = env.sim.account("15550009992").unwrap();
+    assert_eq!(bob_phone.phone_download(&message).unwrap(), data);
+    let _ = bob.message().await;
+}
+
+#[test]
+fn phones_send_and_fetch_tokio() {
+    let env = Env::new();
+    Tokio::block_on(&env.rt, phones_send_and_fetch::<Tokio>(&env));
+}
+
+#[test]
+fn phones_send_and_fetch_smol() {
+    let env = Env::new();
+    Smol::block_on(&env.rt, phones_send_and_fetch::<Smol>(&env));
 }
 
 #[test]

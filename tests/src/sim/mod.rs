@@ -84,6 +84,7 @@ mod iq;
 pub mod media;
 pub mod peer;
 mod phone;
+mod phone_media;
 mod phone_send;
 mod presence;
 mod receipts;
@@ -107,6 +108,7 @@ pub use account::{Account, PairingError};
 pub use events::{ConnKind, SimEvent, Subscription, WaitError};
 pub use faults::{Action, Direction, Faults, Rule, RuleId, Target};
 pub use group::GroupError;
+pub use phone_media::{PhoneMediaError, PhoneMediaKind};
 pub use phone_send::PhoneSendError;
 
 use crate::harness::TestPki;
