@@ -11,7 +11,7 @@ use bytes::Bytes;
 
 use super::node::{AttrValue, Content, Node, NodeStr};
 use super::token::{DOUBLE_BYTE, SINGLE_BYTE};
-use super::{DecodeError, MAX_DEPTH, tag};
+use super::{DecodeError, MAX_DEPTH, MAX_NODES, tag};
 use crate::jid::{Jid, Server};
 
 /// Smallest encoded node: `LIST_8 1 <token>`. Used to refuse counts the input cannot hold.
@@ -21,7 +21,11 @@ pub(super) const MIN_ATTR_LEN: usize = 2;
 
 /// Decodes one node from `buf` (the bytes after the flag byte), refusing trailing bytes.
 pub fn decode(buf: &[u8]) -> Result<NodeRef<'_>> {
-    let mut r = Reader { buf, pos: 0 };
+    let mut r = Reader {
+        buf,
+        pos: 0,
+        nodes_left: MAX_NODES,
+    };
     let node = r.node(0)?;
     if r.pos != buf.len() {
         return Err(DecodeError::TrailingBytes {
@@ -234,9 +238,11 @@ impl<'a> AttrsRef<'a> {
     /// The attributes in wire order.
     pub fn iter(&self) -> AttrsIter<'a> {
         AttrsIter {
+            // Attributes hold no child lists: the node budget does not apply.
             r: Reader {
                 buf: self.bytes,
                 pos: 0,
+                nodes_left: 0,
             },
             left: self.count,
         }
@@ -413,6 +419,8 @@ pub(super) fn bad_nibble(bytes: &[u8], odd: bool, at: usize) -> DecodeError {
 struct Reader<'a> {
     buf: &'a [u8],
     pos: usize,
+    /// Nodes this frame may still decode into ([`MAX_NODES`]).
+    nodes_left: usize,
 }
 
 pub(super) type Result<T> = std::result::Result<T, DecodeError>;
@@ -701,6 +709,10 @@ impl<'a> Reader<'a> {
         if count.saturating_mul(MIN_NODE_LEN) > self.left() {
             return Err(too_large(count, at, self.left()));
         }
+        self.nodes_left = self
+            .nodes_left
+            .checked_sub(count)
+            .ok_or(DecodeError::TooManyNodes { at })?;
         Ok(count)
     }
 
@@ -852,6 +864,38 @@ mod tests {
         }
         b.extend_from_slice(&[0xF8, 0x01, 0x19]);
         assert!(matches!(decode(&b), Err(DecodeError::TooDeep { .. })));
+    }
+
+    /// A root whose `lists` children each hold a list of 65,535 one-byte-tag leaves.
+    fn wide(lists: usize) -> Vec<u8> {
+        let mut b = vec![0xF8, 0x02, 0x19, 0xF8, lists as u8];
+        for _ in 0..lists {
+            b.extend_from_slice(&[0xF8, 0x02, 0x19, 0xF9, 0xFF, 0xFF]);
+            for _ in 0..0xFFFF {
+                b.extend_from_slice(&[0xF8, 0x01, 0x19]);
+            }
+        }
+        b
+    }
+
+    #[test]
+    fn node_budget() {
+        // 2 + 2·65,535 = 131,072 nodes below the root: exactly the limit.
+        let at_limit = wide(2);
+        assert_eq!(decode(&at_limit).unwrap().children().len(), 2);
+        assert!(crate::binary::decode_owned(&at_limit).is_ok());
+        // With a third list the root's own three children leave no room for the second
+        // list's leaves: refused by both decoders, at that list's header.
+        let past = wide(3);
+        for result in [
+            decode(&past).map(|_| ()),
+            crate::binary::decode_owned(&past).map(|_| ()),
+        ] {
+            assert!(
+                matches!(result, Err(DecodeError::TooManyNodes { at }) if at == 5 + (6 + 3 * 0xFFFF) + 3),
+                "{result:?}"
+            );
+        }
     }
 
     #[test]

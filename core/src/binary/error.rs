@@ -63,6 +63,12 @@ pub enum DecodeError {
         /// Offset of the node that went past the limit.
         at: usize,
     },
+    /// More nodes than [`MAX_NODES`](super::MAX_NODES) in one frame.
+    #[error("more nodes than the limit, at byte {at}")]
+    TooManyNodes {
+        /// Offset of the child list that went past the limit.
+        at: usize,
+    },
     /// Bytes left over after the top-level node.
     #[error("{left} trailing bytes after the node at byte {at}")]
     TrailingBytes {

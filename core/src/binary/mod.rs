@@ -38,6 +38,13 @@ pub use unpack::{DEFAULT_MAX_INFLATED, FLAG_COMPRESSED, unpack};
 /// the limit keeps a hostile frame from exhausting the stack.
 pub const MAX_DEPTH: usize = 64;
 
+/// Most nodes one frame may decode into (the root's descendants). The largest real stanzas
+/// (group metadata of a 1,024-member group, a usync answer for thousands of contacts) hold a
+/// few tens of thousands; the limit keeps a hostile frame from turning a few bytes per node
+/// into a large allocation each (an owned [`Node`] is about 250 bytes, so the limit bounds
+/// one frame's nodes at about 32 MiB).
+pub const MAX_NODES: usize = 1 << 17;
+
 /// Decodes a whole decrypted frame (flag byte, maybe zlib, then one node) into an owned node,
 /// refusing frames that inflate past `max_inflated` bytes.
 pub fn decode_frame(frame: &[u8], max_inflated: usize) -> Result<Node, DecodeError> {

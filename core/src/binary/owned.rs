@@ -22,7 +22,7 @@ use super::attrs::Attrs;
 use super::decode::{HEX_CHARS, MIN_ATTR_LEN, MIN_NODE_LEN, Result, bad_nibble};
 use super::node::{AttrValue, Content, Node, NodeStr};
 use super::token::{DOUBLE_BYTE, SINGLE_BYTE};
-use super::{DecodeError, MAX_DEPTH, tag};
+use super::{DecodeError, MAX_DEPTH, MAX_NODES, tag};
 use crate::jid::{Jid, Server};
 
 /// Decodes one node from `buf` (the bytes after the flag byte) straight into an owned [`Node`]
@@ -42,6 +42,7 @@ fn finish(buf: &[u8], sink: &impl BytesSink) -> Result<Node> {
         buf,
         pos: 0,
         error: DecodeError::EmptyFrame,
+        nodes_left: MAX_NODES,
     };
     // The root is built in the result itself, which saves copying it out at the end.
     let mut result = Ok(EMPTY_NODE);
@@ -72,6 +73,8 @@ struct Cur<'a> {
     buf: &'a [u8],
     pos: usize,
     error: DecodeError,
+    /// Nodes this frame may still decode into ([`MAX_NODES`]).
+    nodes_left: usize,
 }
 
 impl<'a> Cur<'a> {
@@ -147,6 +150,10 @@ impl<'a> Cur<'a> {
         let count = self.list_size(b, at)?;
         if count.saturating_mul(MIN_NODE_LEN) > self.left() {
             return Err(self.too_large(count, at));
+        }
+        match self.nodes_left.checked_sub(count) {
+            Some(left) => self.nodes_left = left,
+            None => return Err(self.fail(DecodeError::TooManyNodes { at })),
         }
         Ok(count)
     }
