@@ -7,7 +7,7 @@ use amarula_core::iq::IqError;
 use amarula_core::iq::blocklist::Blocklist;
 use amarula_core::iq::groups::{
     CreateGroup, Group, GroupSetting, INVITE_LINK_PREFIX, JoinOutcome, MemberAddMode,
-    MembershipRequest, ParticipantAction, ParticipantResult,
+    MembershipRequest, ParticipantAction, ParticipantResult, SubGroup,
 };
 use amarula_core::iq::privacy::{PrivacyCategory, PrivacySettings, PrivacyValue};
 use amarula_core::iq::profile::ProfilePicture;
@@ -230,6 +230,84 @@ impl Client {
     /// Leaves a group.
     pub async fn leave_group(&self, group: &Jid) -> Result<(), ClientError> {
         self.done(Query::LeaveGroup(group.clone())).await
+    }
+
+    /// Creates a community (a parent group whose joins its admins approve); its groups are
+    /// linked with [`link_group`](Self::link_group) or created inside it with
+    /// [`CreateGroup::parent`].
+    pub async fn create_community(&self, name: &str) -> Result<Group, ClientError> {
+        let mut spec = CreateGroup::new(name, Vec::new());
+        spec.community = true;
+        self.create_group_with(spec).await
+    }
+
+    /// Links a group into a community (we must administer both).
+    pub async fn link_group(&self, community: &Jid, group: &Jid) -> Result<(), ClientError> {
+        self.done(Query::LinkGroup {
+            community: community.clone(),
+            group: group.clone(),
+        })
+        .await
+    }
+
+    /// Takes a group out of its community.
+    pub async fn unlink_group(&self, community: &Jid, group: &Jid) -> Result<(), ClientError> {
+        self.done(Query::UnlinkGroup {
+            community: community.clone(),
+            group: group.clone(),
+        })
+        .await
+    }
+
+    /// The groups of a community.
+    pub async fn community_groups(&self, community: &Jid) -> Result<Vec<SubGroup>, ClientError> {
+        match self.query(Query::SubGroups(community.clone())).await? {
+            Answer::SubGroups(groups) => Ok(groups),
+            other => unexpected(other),
+        }
+    }
+
+    /// Joins a group with an invite received in a message (`Message.groupInviteMessage`:
+    /// its group, code and expiry, and the admin who sent it).
+    pub async fn accept_group_invite(
+        &self,
+        group: &Jid,
+        inviter: &Jid,
+        code: &str,
+        expiration: i64,
+    ) -> Result<(), ClientError> {
+        self.done(Query::AcceptInvite {
+            group: group.clone(),
+            inviter: inviter.clone(),
+            code: code.to_owned(),
+            expiration,
+        })
+        .await
+    }
+
+    /// Sets the picture of our own user or of a group we administer (a square JPEG, as the
+    /// apps send it); returns the new picture's id.
+    pub async fn set_picture(&self, jid: &Jid, jpeg: Vec<u8>) -> Result<String, ClientError> {
+        let query = Query::SetPicture {
+            jid: jid.clone(),
+            jpeg: Some(jpeg),
+        };
+        match self.query(query).await? {
+            Answer::PictureSet(Some(id)) => Ok(id),
+            other => unexpected(other),
+        }
+    }
+
+    /// Removes the picture of our own user or of a group we administer.
+    pub async fn remove_picture(&self, jid: &Jid) -> Result<(), ClientError> {
+        let query = Query::SetPicture {
+            jid: jid.clone(),
+            jpeg: None,
+        };
+        match self.query(query).await? {
+            Answer::PictureSet(None) => Ok(()),
+            other => unexpected(other),
+        }
     }
 
     async fn invite(&self, group: &Jid, reset: bool) -> Result<String, ClientError> {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use amarula::ClientError;
 use amarula::core::iq::IqError;
 use amarula::core::iq::groups::{
-    INVITE_LINK_PREFIX, JoinOutcome, MemberAddMode, ParticipantRole, ParticipantStatus,
+    CreateGroup, INVITE_LINK_PREFIX, JoinOutcome, MemberAddMode, ParticipantRole, ParticipantStatus,
 };
 use amarula::core::jid::Jid;
 use amarula::core::notify::group::{GroupChange, GroupNotification};
@@ -402,6 +402,120 @@ async fn groups_end_to_end<R: Rt>(env: &Env) {
     }
 }
 
+/// Communities (create, a group inside, link, list, unlink), group and own pictures, and an
+/// invite v4 accepted after a privacy refusal.
+async fn communities_pictures_invites<R: Rt>(env: &Env) {
+    let (a, b, e) = ("15550102001", "15550102002", "15550102003");
+    let a1 = Device::start::<R>(env, "a1", a, 111).await;
+    let b1 = Device::start::<R>(env, "b1", b, 112).await;
+    let e1 = Device::start::<R>(env, "e1", e, 113).await;
+
+    // A community, a group created inside it, and an existing group linked into it.
+    let community = a1.client.create_community("Neighbours").await.unwrap();
+    assert!(
+        community.community.is_community,
+        "{:?}",
+        community.community
+    );
+    let mut spec = CreateGroup::new("Garden", vec![user(b)]);
+    spec.parent = Some(community.jid.clone());
+    let garden = a1.client.create_group_with(spec).await.unwrap();
+    assert_eq!(garden.community.parent.as_ref(), Some(&community.jid));
+    let street = a1.client.create_group("Street", &[user(b)]).await.unwrap();
+    a1.client
+        .link_group(&community.jid, &street.jid)
+        .await
+        .unwrap();
+    let mut listed: Vec<Jid> = a1
+        .client
+        .community_groups(&community.jid)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|g| g.jid)
+        .collect();
+    listed.sort();
+    let mut expected = vec![garden.jid.clone(), street.jid.clone()];
+    expected.sort();
+    assert_eq!(listed, expected);
+    let meta = b1.client.group_metadata(&street.jid).await.unwrap();
+    assert_eq!(meta.community.parent.as_ref(), Some(&community.jid));
+    // Linked twice: a conflict. Someone outside the community may not link into it.
+    assert_eq!(
+        server_code(a1.client.link_group(&community.jid, &street.jid).await),
+        409
+    );
+    assert_eq!(
+        server_code(b1.client.link_group(&community.jid, &street.jid).await),
+        403
+    );
+    a1.client
+        .unlink_group(&community.jid, &street.jid)
+        .await
+        .unwrap();
+    let after = a1.client.community_groups(&community.jid).await.unwrap();
+    assert_eq!(after.len(), 1);
+    assert_eq!(after[0].jid, garden.jid);
+    assert_eq!(after[0].subject.as_deref(), Some("Garden"));
+
+    // Pictures: a group's (admins only), our own; read back by another member; removed.
+    let id = a1
+        .client
+        .set_picture(&street.jid, vec![0xFF, 0xD8, 0xFF, 0xE0, 1, 2, 3])
+        .await
+        .unwrap();
+    let seen = b1.client.profile_picture(&street.jid, false).await.unwrap();
+    assert_eq!(seen.map(|p| p.id), Some(id));
+    assert_eq!(
+        server_code(b1.client.set_picture(&street.jid, vec![0xFF, 0xD8]).await),
+        401
+    );
+    a1.client.remove_picture(&street.jid).await.unwrap();
+    assert_eq!(
+        b1.client.profile_picture(&street.jid, false).await.unwrap(),
+        None
+    );
+    let own = b1
+        .client
+        .set_picture(&user(b), vec![0xFF, 0xD8, 9])
+        .await
+        .unwrap();
+    let seen = a1.client.profile_picture(&user(b), true).await.unwrap();
+    assert_eq!(seen.map(|p| p.id), Some(own));
+
+    // Invite v4: E's privacy refuses adds, so A gets an invite code to send E; E joins with it.
+    env.sim.account(e).unwrap().set_privacy("groupadd", "none");
+    let r = a1
+        .client
+        .add_participants(&street.jid, &[user(e)])
+        .await
+        .unwrap();
+    let ParticipantStatus::Forbidden {
+        add_request: Some(req),
+    } = &r[0].status
+    else {
+        panic!("{r:?}");
+    };
+    let (code, expiration) = (req.code.clone(), req.expiration.unwrap() as i64);
+    assert_eq!(
+        server_code(
+            e1.client
+                .accept_group_invite(&street.jid, &user(a), "WRONGCODE", expiration)
+                .await
+        ),
+        401
+    );
+    e1.client
+        .accept_group_invite(&street.jid, &user(a), &code, expiration)
+        .await
+        .unwrap();
+    let meta = e1.client.group_metadata(&street.jid).await.unwrap();
+    assert!(meta.participant(&user(e)).is_some(), "{meta:?}");
+    for dev in [a1, b1, e1] {
+        dev.stop().await;
+    }
+}
+
 macro_rules! scenarios {
     ($($name:ident),* $(,)?) => {
         mod tokio_driver {
@@ -415,4 +529,4 @@ macro_rules! scenarios {
     };
 }
 
-scenarios!(groups_end_to_end);
+scenarios!(groups_end_to_end, communities_pictures_invites);

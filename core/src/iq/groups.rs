@@ -355,6 +355,10 @@ pub struct CreateGroup {
     pub ephemeral: Option<u32>,
     /// Start with join approval on.
     pub approval: bool,
+    /// Create a community (a parent group: `<parent/>`) rather than a group.
+    pub community: bool,
+    /// Create the group inside this community (`<linked_parent jid/>`).
+    pub parent: Option<Jid>,
 }
 
 impl CreateGroup {
@@ -570,6 +574,13 @@ pub fn create(spec: &CreateGroup) -> IqRequest {
     if spec.announce {
         kids.push(Node::new("announcement"));
     }
+    if spec.community {
+        // Joining a community asks its admins, as the apps create them.
+        kids.push(Node::new("parent").attr("default_membership_approval_mode", "request_required"));
+    }
+    if let Some(parent) = &spec.parent {
+        kids.push(Node::new("linked_parent").attr("jid", parent.to_non_device()));
+    }
     group_iq(
         "set",
         group_server(),
@@ -698,7 +709,88 @@ pub fn membership_action(group: &Jid, approve: bool, jids: &[Jid]) -> IqRequest 
     )
 }
 
+/// Links an existing group into a community: `set` to the community,
+/// `<links><link link_type="sub_group"><group jid/></link></links>`. Needs admin rights in
+/// both.
+pub fn link_group(community: &Jid, group: &Jid) -> IqRequest {
+    group_iq(
+        "set",
+        community.to_non_device(),
+        Node::new("links").children([Node::new("link")
+            .attr("link_type", "sub_group")
+            .children([Node::new("group").attr("jid", group.to_non_device())])]),
+    )
+}
+
+/// Takes a group out of its community: `set` to the community,
+/// `<unlink unlink_type="sub_group"><group jid/></unlink>`.
+pub fn unlink_group(community: &Jid, group: &Jid) -> IqRequest {
+    group_iq(
+        "set",
+        community.to_non_device(),
+        Node::new("unlink")
+            .attr("unlink_type", "sub_group")
+            .children([Node::new("group").attr("jid", group.to_non_device())]),
+    )
+}
+
+/// The groups of a community: `get` to the community, `<sub_groups/>`.
+pub fn sub_groups(community: &Jid) -> IqRequest {
+    group_iq("get", community.to_non_device(), Node::new("sub_groups"))
+}
+
+/// Joins a group with the invite a member sent in a message (`GroupInviteMessage`, "invite
+/// v4"): `set` to the group, `<accept code expiration admin/>`.
+pub fn accept_invite(group: &Jid, inviter: &Jid, code: &str, expiration: i64) -> IqRequest {
+    group_iq(
+        "set",
+        group.to_non_device(),
+        Node::new("accept")
+            .attr("code", code)
+            .attr("expiration", expiration.to_string())
+            .attr("admin", inviter.to_non_device()),
+    )
+}
+
+/// One group of a community ([`sub_groups`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SubGroup {
+    /// `ID@g.us`.
+    pub jid: Jid,
+    /// Its name, when given.
+    pub subject: Option<String>,
+    /// Whether it is the community's announcement group.
+    pub is_default_sub_group: bool,
+}
+
 // ---- parsers ----
+
+/// The `<sub_groups><group id subject/>…</sub_groups>` of [`sub_groups`].
+pub fn parse_sub_groups(result: IqResult) -> Result<Vec<SubGroup>, IqError> {
+    let node = ok(result)?;
+    let list = node
+        .child("sub_groups")
+        .ok_or(IqError::Malformed("no <sub_groups>"))?;
+    Ok(children(list, "group")
+        .take(MAX_LIST)
+        .filter_map(|g| {
+            let jid = jid_attr(g, "jid").filter(Jid::is_group).or_else(|| {
+                let id = str_attr(g, "id")?;
+                if id.contains('@') {
+                    id.parse().ok().filter(Jid::is_group)
+                } else {
+                    format!("{id}@g.us").parse().ok()
+                }
+            })?;
+            Some(SubGroup {
+                jid,
+                subject: str_attr(g, "subject"),
+                is_default_sub_group: g.child("default_sub_group").is_some(),
+            })
+        })
+        .collect())
+}
 
 /// The `<group>` of an answer (metadata, create, invite info).
 pub fn parse_group(result: IqResult) -> Result<Group, IqError> {
@@ -810,6 +902,63 @@ mod tests {
                 .attr("id", "1")
                 .children(children),
         )
+    }
+
+    #[test]
+    fn community_requests_and_sub_groups() {
+        let c = jid("120363000000000009@g.us");
+        let g = jid("120363000000000001@g.us");
+        let link = link_group(&c, &g).node;
+        assert_eq!(link.attr_str("xmlns"), Some("w:g2"));
+        let group = link
+            .child("links")
+            .and_then(|l| l.child("link"))
+            .filter(|l| l.attr_str("link_type") == Some("sub_group"))
+            .and_then(|l| l.child("group"))
+            .expect("links/link/group");
+        assert_eq!(group.attr_jid("jid"), Some(&g));
+        let unlink = unlink_group(&c, &g).node;
+        assert_eq!(
+            unlink
+                .child("unlink")
+                .and_then(|u| u.attr_str("unlink_type")),
+            Some("sub_group")
+        );
+        let mut spec = CreateGroup::new("Hood", Vec::new());
+        spec.community = true;
+        let created = create(&spec).node;
+        assert!(
+            created
+                .child("create")
+                .and_then(|c| c.child("parent"))
+                .is_some()
+        );
+        let accept = accept_invite(
+            &g,
+            &jid("15550000001@s.whatsapp.net"),
+            "CODE",
+            1_900_000_000,
+        );
+        let a = accept.node.child("accept").expect("accept");
+        assert_eq!(a.attr_str("code"), Some("CODE"));
+        assert_eq!(a.attr_str("expiration"), Some("1900000000"));
+        let answer = result(vec![
+            Node::new("sub_groups").children([
+                Node::new("group")
+                    .attr("id", "120363000000000001")
+                    .attr("subject", "Garden")
+                    .children([Node::new("default_sub_group")]),
+                Node::new("group").attr("id", "120363000000000002@g.us"),
+                Node::new("group"),
+            ]),
+        ]);
+        let subs = parse_sub_groups(answer).unwrap();
+        assert_eq!(subs.len(), 2);
+        assert_eq!(subs[0].jid, g);
+        assert_eq!(subs[0].subject.as_deref(), Some("Garden"));
+        assert!(subs[0].is_default_sub_group);
+        assert_eq!(subs[1].jid, jid("120363000000000002@g.us"));
+        assert!(parse_sub_groups(result(Vec::new())).is_err());
     }
 
     fn group_node() -> Node {

@@ -64,6 +64,34 @@ pub fn parse_picture(result: IqResult) -> Result<Option<ProfilePicture>, IqError
     }))
 }
 
+/// Sets (or, with `None`, removes) the picture of `jid`: our own user, or a group we
+/// administer. `jpeg` is the image as the apps send it (a square JPEG, 640 px at most).
+pub fn set_picture(jid: &Jid, jpeg: Option<&[u8]>) -> IqRequest {
+    let children = match jpeg {
+        Some(bytes) => vec![
+            Node::new("picture")
+                .attr("type", "image")
+                .bytes(bytes.to_vec()),
+        ],
+        None => Vec::new(),
+    };
+    let mut req = IqRequest::iq("w:profile:picture", "set", Jid::server(), children);
+    req.node = req.node.attr("target", jid.to_non_device());
+    req
+}
+
+/// The answer to [`set_picture`]: the new picture's id (`None` after a removal).
+pub fn parse_set_picture(result: IqResult, removed: bool) -> Result<Option<String>, IqError> {
+    let node = ok(result)?;
+    if removed {
+        return Ok(None);
+    }
+    node.child("picture")
+        .and_then(|p| str_attr(p, "id"))
+        .map(Some)
+        .ok_or(IqError::Malformed("no picture id"))
+}
+
 /// Sets our status ("about") text.
 pub fn set_status(text: &str) -> IqRequest {
     IqRequest::iq(

@@ -19,7 +19,7 @@ use super::{CloseReason, ConnectionMachine, Event, IqKind, IqResult, RequestId, 
 use crate::iq::blocklist::{self, Blocklist};
 use crate::iq::groups::{
     self, CreateGroup, Group, GroupSetting, JoinOutcome, MembershipRequest, ParticipantAction,
-    ParticipantResult,
+    ParticipantResult, SubGroup,
 };
 use crate::iq::privacy::{self, PrivacyCategory, PrivacySettings, PrivacyValue};
 use crate::iq::profile::{self, ProfilePicture};
@@ -134,6 +134,42 @@ pub enum Query {
     /// Removes this device from the account → [`Answer::Done`], then the connection closes
     /// with [`CloseReason::Logout`].
     Logout,
+    /// Links a group into a community (admin of both) → [`Answer::Done`].
+    LinkGroup {
+        /// The community.
+        community: Jid,
+        /// The group.
+        group: Jid,
+    },
+    /// Takes a group out of its community → [`Answer::Done`].
+    UnlinkGroup {
+        /// The community.
+        community: Jid,
+        /// The group.
+        group: Jid,
+    },
+    /// The groups of a community → [`Answer::SubGroups`].
+    SubGroups(Jid),
+    /// Joins a group with an invite received in a message (`GroupInviteMessage`) →
+    /// [`Answer::Done`].
+    AcceptInvite {
+        /// The group.
+        group: Jid,
+        /// Who sent the invite (an admin).
+        inviter: Jid,
+        /// The invite's code.
+        code: String,
+        /// The invite's expiry (unix seconds).
+        expiration: i64,
+    },
+    /// Sets (or, with `None`, removes) the picture of our own user or of a group we
+    /// administer → [`Answer::PictureSet`].
+    SetPicture {
+        /// Our user, or the group.
+        jid: Jid,
+        /// The JPEG image, or `None` to remove the picture.
+        jpeg: Option<Vec<u8>>,
+    },
 }
 
 /// The typed answer of a [`Query`].
@@ -162,6 +198,10 @@ pub enum Answer {
     Blocklist(Option<Blocklist>),
     /// The privacy settings.
     Privacy(PrivacySettings),
+    /// The groups of a community.
+    SubGroups(Vec<SubGroup>),
+    /// The new picture's id (`None` after a removal).
+    PictureSet(Option<String>),
     /// Done; nothing to return.
     Done,
 }
@@ -197,6 +237,16 @@ impl ConnectionMachine {
             }
             Query::SetSetting { group, setting } => groups::set_setting(group, setting),
             Query::LeaveGroup(g) => groups::leave(g),
+            Query::LinkGroup { community, group } => groups::link_group(community, group),
+            Query::UnlinkGroup { community, group } => groups::unlink_group(community, group),
+            Query::SubGroups(c) => groups::sub_groups(c),
+            Query::AcceptInvite {
+                group,
+                inviter,
+                code,
+                expiration,
+            } => groups::accept_invite(group, inviter, code, *expiration),
+            Query::SetPicture { jid, jpeg } => profile::set_picture(jid, jpeg.as_deref()),
             Query::InviteCode { group, reset } => groups::invite_code(group, *reset),
             Query::InviteInfo(code) => groups::invite_info(code),
             Query::JoinGroup(code) => groups::join(code),
@@ -285,7 +335,14 @@ impl ConnectionMachine {
             Query::Blocklist => Answer::Blocklist(Some(blocklist::parse_list(result)?)),
             Query::UpdateBlocklist { .. } => Answer::Blocklist(blocklist::parse(result)?),
             Query::PrivacySettings => Answer::Privacy(privacy::parse(result)?),
+            Query::SubGroups(_) => Answer::SubGroups(groups::parse_sub_groups(result)?),
+            Query::SetPicture { jpeg, .. } => {
+                Answer::PictureSet(profile::parse_set_picture(result, jpeg.is_none())?)
+            }
             Query::SetSubject { .. }
+            | Query::LinkGroup { .. }
+            | Query::UnlinkGroup { .. }
+            | Query::AcceptInvite { .. }
             | Query::SetDescription { .. }
             | Query::SetSetting { .. }
             | Query::LeaveGroup(_)

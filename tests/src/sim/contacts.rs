@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use amarula_core::binary::Node;
 use amarula_core::jid::{Jid, Server};
+use rand_core::RngCore;
 
 use super::iq::{error, result};
 use super::state::{State, jid_attr, notification};
@@ -189,13 +190,18 @@ pub(crate) fn status(st: &mut State, me: &str, iq: &Node) -> Node {
 
 /// `xmlns="w:profile:picture"`: the picture of `target` (a user or a group).
 pub(crate) fn picture(st: &mut State, me: &str, iq: &Node) -> Node {
+    if iq.attr_str("type") == Some("set") {
+        return set_picture(st, me, iq);
+    }
     let (Some(target), Some(pic)) = (jid_attr(iq, "target"), iq.child("picture")) else {
         return error(iq, 400, "bad-request");
     };
     let kind = pic.attr_str("type").unwrap_or("image").to_owned();
     let id = if target.is_group() {
-        // Groups have no picture in the simulator.
-        None
+        match st.groups.get(target.user_part()) {
+            Some(g) => g.picture.clone(),
+            None => return error(iq, 404, "item-not-found"),
+        }
     } else {
         let Some(phone) = st.phone_of(target.user_part()).map(str::to_owned) else {
             return error(iq, 404, "item-not-found");
@@ -225,6 +231,35 @@ pub(crate) fn picture(st: &mut State, me: &str, iq: &Node) -> Node {
                 .attr("direct_path", format!("/v/{id}/{kind}")),
         ],
     )
+}
+
+/// A `set` of `w:profile:picture`: our own picture, or a group's (admins only); a
+/// `<picture type="image">` with the JPEG sets it (the answer names the new id), none removes
+/// it.
+fn set_picture(st: &mut State, me: &str, iq: &Node) -> Node {
+    let Some(target) = jid_attr(iq, "target") else {
+        return error(iq, 400, "bad-request");
+    };
+    let image = iq.child("picture").and_then(Node::content_bytes);
+    if image.is_some_and(|b| b.is_empty()) {
+        return error(iq, 406, "not-acceptable");
+    }
+    let id = image.map(|_| format!("{}", 1_000_000_000 + st.rng.next_u32() % 1_000_000_000));
+    if target.is_group() {
+        match st.groups.get_mut(target.user_part()) {
+            None => return error(iq, 404, "item-not-found"),
+            Some(g) if !g.is_admin(me) => return error(iq, 401, "not-authorized"),
+            Some(g) => g.picture = id.clone(),
+        }
+    } else if st.phone_of(target.user_part()) == Some(me) {
+        st.profile(me).picture = id.clone();
+    } else {
+        return error(iq, 401, "not-authorized");
+    }
+    match id {
+        Some(id) => result(iq, vec![Node::new("picture").attr("id", id)]),
+        None => result(iq, Vec::new()),
+    }
 }
 
 /// `xmlns="privacy"`: the asker's settings, or one changed.

@@ -42,6 +42,25 @@ pub(crate) struct GroupState {
     pub(crate) requests: BTreeMap<String, u64>,
     /// Members removed: adding them again is refused with 408 (invite them instead).
     pub(crate) removed: BTreeSet<String>,
+    /// Community links: a community (parent group), or the community this group is in.
+    pub(crate) community: Community,
+    /// The current picture's id.
+    pub(crate) picture: Option<String>,
+    /// Invite codes given out for adds the person's privacy refused (phone → code): the
+    /// person joins by accepting it (invite v4).
+    pub(crate) add_requests: BTreeMap<String, String>,
+}
+
+/// A group's place in a community.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) enum Community {
+    /// An ordinary group.
+    #[default]
+    None,
+    /// A community (`<parent/>`).
+    Parent,
+    /// A group of the community with this id.
+    Linked(String),
 }
 
 impl GroupState {
@@ -109,6 +128,15 @@ impl GroupState {
                 Node::new("membership_approval_mode")
                     .children([Node::new("group_join").attr("state", "on")]),
             );
+        }
+        match &self.community {
+            Community::None => {}
+            Community::Parent => children.push(
+                Node::new("parent").attr("default_membership_approval_mode", "request_required"),
+            ),
+            Community::Linked(parent) => {
+                children.push(Node::new("linked_parent").attr("jid", Jid::group(parent.as_str())));
+            }
         }
         let mode: &[u8] = if self.all_member_add {
             b"all_member_add"
@@ -193,6 +221,9 @@ impl State {
             revoked: BTreeSet::new(),
             requests: BTreeMap::new(),
             removed: BTreeSet::new(),
+            community: Community::None,
+            picture: None,
+            add_requests: BTreeMap::new(),
         };
         let jid = group.jid();
         self.groups.insert(id, group);

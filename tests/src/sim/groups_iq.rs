@@ -20,7 +20,7 @@
 use amarula_core::binary::{AttrValue, Node};
 use amarula_core::jid::{Jid, Server};
 
-use super::group::{GroupState, invite_code};
+use super::group::{Community, GroupState, invite_code};
 use super::iq::{error, result};
 use super::state::{State, jid_attr};
 
@@ -59,6 +59,11 @@ pub(crate) fn answer(st: &mut State, device: &Jid, iq: &Node) -> Node {
     let Some(g) = st.groups.get(&id) else {
         return error(iq, 404, "item-not-found");
     };
+    // Accepting an invite v4 is what a non-member does.
+    if kind == "set" && child.tag == "accept" {
+        let reply = accept(st, &ctx, &id, &child);
+        return from_group(reply, &group);
+    }
     if !g.is_member(&me) {
         return error(iq, 403, "forbidden");
     }
@@ -100,10 +105,93 @@ pub(crate) fn answer(st: &mut State, device: &Jid, iq: &Node) -> Node {
         ) => setting(st, &ctx, &id, &child),
         (_, "invite") => invite(st, &ctx, &id, kind == "set"),
         ("get", "membership_approval_requests") => requests(st, &ctx, &id),
+        ("get", "sub_groups") => sub_groups(st, &ctx, &id),
+        ("set", "links" | "unlink") => links(st, &ctx, &id, &child),
         ("set", "membership_requests_action") => request_action(st, &ctx, &id, &child),
         _ => error(iq, 501, "feature-not-implemented"),
     };
     from_group(reply, &group)
+}
+
+/// `<accept code expiration admin/>`: joins with the invite an admin sent in a message after
+/// our privacy refused their add. The code must be the one given out for us, unexpired.
+fn accept(st: &mut State, ctx: &Ctx<'_>, id: &str, child: &Node) -> Node {
+    let Some(g) = st.groups.get(id) else {
+        return error(ctx.iq, 404, "item-not-found");
+    };
+    if g.is_member(ctx.me) {
+        return error(ctx.iq, 409, "conflict");
+    }
+    let code = child.attr_str("code").unwrap_or_default();
+    if g.add_requests.get(ctx.me).map(String::as_str) != Some(code) || code.is_empty() {
+        return error(ctx.iq, 401, "not-authorized");
+    }
+    let expired = child
+        .attr_str("expiration")
+        .and_then(|e| e.parse::<u64>().ok())
+        .is_some_and(|e| e < super::unix_now());
+    if expired {
+        return error(ctx.iq, 410, "gone");
+    }
+    if let Some(g) = st.groups.get_mut(id) {
+        g.add_requests.remove(ctx.me);
+    }
+    apply_participants(st, ctx, id, "add", &[ctx.me.to_owned()], None);
+    result(ctx.iq, Vec::new())
+}
+
+/// `<sub_groups/>` of a community: its groups, each `<group id subject>`.
+fn sub_groups(st: &State, ctx: &Ctx<'_>, id: &str) -> Node {
+    if st.groups.get(id).map(|g| &g.community) != Some(&Community::Parent) {
+        return error(ctx.iq, 400, "bad-request");
+    }
+    let linked = Community::Linked(id.to_owned());
+    let list: Vec<Node> = st
+        .groups
+        .values()
+        .filter(|g| g.community == linked)
+        .map(|g| {
+            Node::new("group")
+                .attr("id", g.id.as_str())
+                .attr("subject", g.subject.as_str())
+        })
+        .collect();
+    result(ctx.iq, vec![Node::new("sub_groups").children(list)])
+}
+
+/// `<links><link link_type="sub_group"><group jid/></link></links>` or `<unlink
+/// unlink_type="sub_group"><group jid/></unlink>` to a community: we must administer the
+/// community (checked by the caller) and the group.
+fn links(st: &mut State, ctx: &Ctx<'_>, id: &str, child: &Node) -> Node {
+    if st.groups.get(id).map(|g| &g.community) != Some(&Community::Parent) {
+        return error(ctx.iq, 400, "bad-request");
+    }
+    let target = if child.tag == "links" {
+        child.child("link").and_then(|l| l.child("group"))
+    } else {
+        child.child("group")
+    };
+    let Some(group) = target.and_then(|g| jid_attr(g, "jid")) else {
+        return error(ctx.iq, 400, "bad-request");
+    };
+    let Some(g) = st.groups.get_mut(group.user_part()) else {
+        return error(ctx.iq, 404, "item-not-found");
+    };
+    if !g.is_admin(ctx.me) {
+        return error(ctx.iq, 403, "forbidden");
+    }
+    let linked = Community::Linked(id.to_owned());
+    if child.tag == "links" {
+        if g.community != Community::None {
+            return error(ctx.iq, 409, "conflict");
+        }
+        g.community = linked;
+    } else if g.community == linked {
+        g.community = Community::None;
+    } else {
+        return error(ctx.iq, 404, "item-not-found");
+    }
+    result(ctx.iq, Vec::new())
 }
 
 /// Who asks what.
@@ -179,6 +267,28 @@ fn create(st: &mut State, ctx: &Ctx<'_>, child: &Node) -> Node {
             .and_then(|j| j.attr_str("state"))
             == Some("on");
     }
+    // A community, or a group created inside one (the creator must administer it).
+    if child.child("parent").is_some() {
+        if let Some(g) = st.groups.get_mut(&id) {
+            g.community = Community::Parent;
+            g.approval = true;
+        }
+    } else if let Some(parent) = child
+        .child("linked_parent")
+        .and_then(|l| jid_attr(l, "jid"))
+    {
+        let may = st
+            .groups
+            .get(parent.user_part())
+            .is_some_and(|p| p.community == Community::Parent && p.is_admin(ctx.me));
+        if !may {
+            st.groups.remove(&id);
+            return error(ctx.iq, 403, "forbidden");
+        }
+        if let Some(g) = st.groups.get_mut(&id) {
+            g.community = Community::Linked(parent.user_part().to_owned());
+        }
+    }
     let Some(info) = st.groups.get(&id).map(|g| g.info(st)) else {
         return error(ctx.iq, 500, "internal-server-error");
     };
@@ -251,6 +361,9 @@ fn participant_rule(
         "add" if g.removed.contains(phone) => Some(("408", None)),
         "add" if st.privacy_value(phone, "groupadd") == Some("none") => {
             let code = invite_code(st);
+            if let Some(g) = st.groups.get_mut(id) {
+                g.add_requests.insert(phone.to_owned(), code.clone());
+            }
             Some(("403", Some(code)))
         }
         "add" => None,
