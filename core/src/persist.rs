@@ -224,6 +224,10 @@ pub struct LoadRequest {
     pub device_lists: Vec<Jid>,
     /// Message secrets, by message.
     pub message_secrets: Vec<SecretKey>,
+    // ---- LID addressing ----
+    /// LID/phone number mappings, by user JID (without device) of either kind: the answer
+    /// names the other identity of the same user ([`Change::LidMapping`]).
+    pub lid_mappings: Vec<Jid>,
 }
 
 impl LoadRequest {
@@ -234,6 +238,7 @@ impl LoadRequest {
             && self.prekeys.is_empty()
             && self.device_lists.is_empty()
             && self.message_secrets.is_empty()
+            && self.lid_mappings.is_empty()
     }
 }
 
@@ -252,6 +257,10 @@ pub struct Loaded {
     pub device_lists: Vec<(Jid, Option<DeviceList>)>,
     /// Serialized message secret records.
     pub message_secrets: Vec<(SecretKey, Option<Vec<u8>>)>,
+    // ---- LID addressing ----
+    /// The other identity of each user asked for: the phone number user of a LID, the LID of
+    /// a phone number user.
+    pub lid_mappings: Vec<(Jid, Option<Jid>)>,
 }
 
 impl Loaded {
@@ -275,6 +284,11 @@ impl Loaded {
                 .iter()
                 .map(|k| (k.clone(), None))
                 .collect(),
+            lid_mappings: request
+                .lid_mappings
+                .iter()
+                .map(|j| (j.clone(), None))
+                .collect(),
         }
     }
 }
@@ -288,6 +302,7 @@ impl fmt::Debug for Loaded {
             .field("prekeys", &self.prekeys.len())
             .field("device_lists", &self.device_lists.len())
             .field("message_secrets", &self.message_secrets.len())
+            .field("lid_mappings", &self.lid_mappings.len())
             .finish()
     }
 }

@@ -39,7 +39,7 @@ impl Env {
             .build()
             .expect("tokio runtime");
         let sim = rt
-            .block_on(Simulator::start(SimConfig::default()))
+            .block_on(Simulator::start(SimConfig::pn_legacy()))
             .expect("simulator");
         Self { sim, rt }
     }

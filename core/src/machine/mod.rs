@@ -910,6 +910,8 @@ impl ConnectionMachine {
             self.creds.own_lid.clone_from(&own_lid);
             self.emit(Event::CredentialsChanged(Box::new(self.creds.clone())));
         }
+        // LID addressing: our own pair is a mapping like any other.
+        self.learn_own_lid();
         self.emit(Event::LoggedIn {
             own_lid,
             server_time_offset_ms: offset,
@@ -1199,12 +1201,18 @@ impl ConnectionMachine {
                         .clone_from(&success.device.business_name);
                 }
                 self.creds.device = Some(success.device.clone());
+                // LID addressing: the phone tells whether our 1:1 chats are LID-migrated.
+                if messaging::pair_props_lid_migrated(node) {
+                    self.creds.lid_migrated = true;
+                }
                 // The identity reaches the store before the reply that commits the phone to
                 // it.
                 self.emit(Event::CredentialsChanged(Box::new(self.creds.clone())));
                 self.emit(Event::Paired {
                     device: Box::new(success.device),
                 });
+                // LID addressing: `<device jid lid>` pairs our two identities.
+                self.learn_own_lid();
                 self.send_internal(now, &success.reply);
                 // The server answers with stream error 515; allow it the handshake timeout.
                 self.timers

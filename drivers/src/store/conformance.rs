@@ -321,6 +321,7 @@ fn assert_loaded(
 pub(crate) async fn conformance(store: &impl Inspect) {
     unacked_sent(store).await;
     message_secrets(store).await;
+    lid_mappings(store).await;
     let n = names();
     // Empty: every key absent, nothing pending.
     let request = request(&n);
@@ -576,6 +577,52 @@ pub(crate) async fn conformance(store: &impl Inspect) {
     // Usable afterwards.
     store.apply(&every_kind(&n)).await.expect("apply again");
     assert_eq!(store.session_count().await.expect("count"), 6);
+    store.delete().await.expect("delete");
+}
+
+/// LID mappings load by either identity (device parts ignored), in request order, absent ones
+/// as `None`; a new pair for a phone number replaces the old one in both directions.
+async fn lid_mappings(store: &impl Inspect) {
+    let lid = jid("111111111111111@lid");
+    let phone = jid("15551112222@s.whatsapp.net");
+    let mut request = LoadRequest::default();
+    request.lid_mappings = vec![
+        jid("111111111111111:4@lid"),
+        jid("15553334444@s.whatsapp.net"),
+        jid("15551112222:4@s.whatsapp.net"),
+    ];
+    let loaded = store.load_keys(&request).await.expect("load mappings");
+    assert_eq!(
+        loaded.lid_mappings,
+        Loaded::nothing_for(&request).lid_mappings
+    );
+    store
+        .apply(&[Change::LidMapping {
+            lid: lid.clone(),
+            phone: phone.clone(),
+        }])
+        .await
+        .expect("apply");
+    let loaded = store.load_keys(&request).await.expect("load mappings");
+    assert_eq!(
+        loaded.lid_mappings,
+        [
+            (request.lid_mappings[0].clone(), Some(phone.clone())),
+            (request.lid_mappings[1].clone(), None),
+            (request.lid_mappings[2].clone(), Some(lid.clone())),
+        ]
+    );
+    let moved = jid("222222222222222@lid");
+    store
+        .apply(&[Change::LidMapping {
+            lid: moved.clone(),
+            phone: phone.clone(),
+        }])
+        .await
+        .expect("apply");
+    let loaded = store.load_keys(&request).await.expect("load mappings");
+    assert_eq!(loaded.lid_mappings[0].1, None, "old LID forgotten");
+    assert_eq!(loaded.lid_mappings[2].1, Some(moved.clone()));
     store.delete().await.expect("delete");
 }
 

@@ -340,6 +340,14 @@ impl MemoryInner {
         for (key, record) in &mut loaded.message_secrets {
             *record = self.secrets.get(key).map(|r| r.to_vec());
         }
+        for (user, other) in &mut loaded.lid_mappings {
+            let user = user.to_non_device();
+            *other = if user.is_lid() {
+                self.phone_by_lid.get(&user).cloned()
+            } else {
+                self.lid_by_phone.get(&user).cloned()
+            };
+        }
         loaded
     }
 }

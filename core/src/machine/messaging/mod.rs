@@ -12,6 +12,7 @@
 
 mod compose;
 mod groups;
+mod lid;
 mod media;
 mod nodes;
 mod receive;
@@ -22,6 +23,7 @@ mod types;
 use std::collections::{HashMap, HashSet, VecDeque};
 
 pub use compose::SentPoll;
+pub(crate) use lid::pair_props_lid_migrated;
 pub use types::{DecryptError, IncomingMessage, MessagingError, UndecryptableMessage};
 
 use self::nodes::{device_address, user_of};
@@ -56,6 +58,8 @@ pub(crate) struct Messaging {
     devices: Records<Jid, DeviceList>,
     /// Message secrets (polls, events) by message, for the add-ons that refer to them.
     secrets: Records<SecretKey, SecretRecord>,
+    /// LID addressing: the other identity of each user (PN user -> LID user and back).
+    lids: Records<Jid, Jid>,
     /// The media hosts and upload token, while fresh, and whether a request is out.
     media_conn: Option<crate::media::MediaConn>,
     media_conn_inflight: bool,
@@ -64,6 +68,8 @@ pub(crate) struct Messaging {
     votes: VecDeque<IncomingMessage>,
     /// Group participants (user JIDs), until a `w:gp2` notification.
     groups: HashMap<Jid, Vec<Jid>>,
+    /// Groups in `addressing_mode="lid"` (from their metadata).
+    lid_groups: HashSet<Jid>,
     /// Per group, the devices that have our sender key (in memory: after a restart every
     /// device gets it again once, which is harmless).
     sk_memory: HashMap<Jid, HashSet<Jid>>,
@@ -147,6 +153,7 @@ impl Messaging {
             + self.prekeys.len()
             + self.devices.len()
             + self.secrets.len()
+            + self.lids.len()
     }
 
     pub(crate) fn waiting(&self) -> usize {
@@ -188,6 +195,11 @@ impl LoadBatch {
             self.0.message_secrets.push(key.clone());
         }
     }
+    fn lid_mapping(&mut self, m: &mut Messaging, user: &Jid) {
+        if m.lids.start_loading(user) {
+            self.0.lid_mappings.push(user.clone());
+        }
+    }
 }
 
 impl ConnectionMachine {
@@ -223,6 +235,16 @@ impl ConnectionMachine {
         for (key, bytes) in loaded.message_secrets {
             let record = bytes.and_then(|b| SecretRecord::from_bytes(&b));
             m.secrets.loaded(key, record, cap);
+        }
+        for (user, other) in loaded.lid_mappings {
+            let user = user_of(&user);
+            // A pair learned meanwhile wins over the store's older answer.
+            if let Some(other) = &other {
+                if !m.lids.is_known(&user_of(other)) {
+                    m.lids.loaded(user_of(other), Some(user.clone()), cap);
+                }
+            }
+            m.lids.loaded(user, other.map(|o| user_of(&o)), cap);
         }
         if !self.is_closed() {
             self.advance(now);
@@ -317,6 +339,7 @@ impl ConnectionMachine {
                 }
             }
             (Some("devices"), Some(from)) => {
+                self.learn_lid_pairs(nodes::devices_notification_lids(node, &from));
                 let user = user_of(&from);
                 self.session_msg
                     .devices
@@ -394,6 +417,7 @@ impl ConnectionMachine {
         m.prekeys.clear_loading();
         m.devices.clear_loading();
         m.secrets.clear_loading();
+        m.lids.clear_loading();
     }
 
     // ---- internals ----
@@ -424,6 +448,7 @@ impl ConnectionMachine {
         m.prekeys.next_pass();
         m.devices.next_pass();
         m.secrets.next_pass();
+        m.lids.next_pass();
         let mut loads = LoadBatch::default();
         self.advance_incoming(now, &mut loads);
         self.advance_votes(&mut loads);

@@ -467,6 +467,24 @@ pub(crate) fn load_keys(
                 .optional()?;
         }
     }
+    if !loaded.lid_mappings.is_empty() {
+        let mut by_lid =
+            conn.prepare_cached("SELECT phone FROM lid_mappings WHERE account = ?1 AND lid = ?2")?;
+        let mut by_phone =
+            conn.prepare_cached("SELECT lid FROM lid_mappings WHERE account = ?1 AND phone = ?2")?;
+        for (user, other) in &mut loaded.lid_mappings {
+            let user = user.to_non_device();
+            let stmt = if user.is_lid() {
+                &mut by_lid
+            } else {
+                &mut by_phone
+            };
+            let text: Option<String> = stmt
+                .query_row(params![account, user.to_string()], |r| r.get(0))
+                .optional()?;
+            *other = text.and_then(|t| t.parse().ok());
+        }
+    }
     Ok(loaded)
 }
 
