@@ -171,6 +171,8 @@ pub(crate) async fn start<R: Runtime, S: CredentialStore>(
     let media = crate::media::Transfers::new(config.media.clone());
     let (command_tx, command_rx) = async_channel::unbounded();
     let (event_tx, event_rx) = async_channel::unbounded();
+    let store = Arc::new(store);
+    let lids: Arc<dyn crate::client::LidLookup> = Arc::clone(&store) as _;
     let driver = Driver::<R, S> {
         config,
         store,
@@ -194,7 +196,7 @@ pub(crate) async fn start<R: Runtime, S: CredentialStore>(
     };
     R::spawn(driver.run(session));
     Ok((
-        Client::new(command_tx, media, status),
+        Client::new(command_tx, media, status, lids),
         Events::new(event_rx),
     ))
 }
@@ -209,7 +211,8 @@ type Reply<T> = oneshot::Sender<Result<T, ClientError>>;
 
 struct Driver<R, S> {
     config: ClientConfig,
-    store: S,
+    /// Shared with the [`Client`] handle, which reads LID mappings from it.
+    store: Arc<S>,
     tls: Arc<rustls::ClientConfig>,
     commands: async_channel::Receiver<Command>,
     events: async_channel::Sender<ClientEvent>,

@@ -154,6 +154,46 @@ impl Account {
         identity
     }
 
+    /// The phone tells its companions that the account is LID-migrated: a
+    /// `ProtocolMessage{LID_MIGRATION_MAPPING_SYNC}` to its own account (LID.md §1.2) with
+    /// the pairs of `peers` (phone numbers) and a migration timestamp. Returns the message id.
+    ///
+    /// # Errors
+    /// As [`phone_send`](Self::phone_send).
+    pub fn push_lid_migration(&self, peers: &[&str]) -> Result<String, PhoneSendError> {
+        use amarula_proto::e2e;
+        use amarula_proto::lid_migration::{LidMigrationMapping, LidMigrationMappingSyncPayload};
+        let mappings = {
+            let st = self.shared.lock();
+            peers
+                .iter()
+                .filter_map(|p| {
+                    let a = st.accounts.get(*p)?;
+                    Some(LidMigrationMapping {
+                        pn: a.phone.parse().ok()?,
+                        assigned_lid: a.lid.parse().ok()?,
+                        latest_lid: None,
+                    })
+                })
+                .collect()
+        };
+        let payload = LidMigrationMappingSyncPayload {
+            pn_to_lid_mappings: mappings,
+            chat_db_migration_timestamp: Some(super::unix_now()),
+        };
+        let message = e2e::Message {
+            protocol_message: Some(Box::new(e2e::ProtocolMessage {
+                r#type: Some(e2e::protocol_message::Type::LidMigrationMappingSync as i32),
+                lid_migration_mapping_sync_message: Some(e2e::LidMigrationMappingSyncMessage {
+                    encoded_mapping_payload: Some(payload.encode_to_vec().into()),
+                }),
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        self.phone_send(&self.jid(), &message)
+    }
+
     /// Links a companion directly ([`link_device`](Self::link_device)) into `creds`: its
     /// device identity, and in LID mode the LID migration a pair-success would have told
     /// (`isChatDbLidMigrated`, LID.md §3.1).

@@ -308,6 +308,12 @@ impl Simulator {
             .then(|| Account::new(Arc::clone(&self.shared), phone))
     }
 
+    /// Switches the addressing mode from now on (a server-side LID migration in the middle of
+    /// a test); messages already routed stay as they were.
+    pub fn set_addressing(&self, addressing: Addressing) {
+        self.shared.lock().lid_mode = addressing == Addressing::Lid;
+    }
+
     /// Stops accepting and closes every connection (without a close frame).
     pub fn shutdown(&self) {
         self.shared.shutdown.send_replace(true);
