@@ -328,8 +328,16 @@ pub(crate) fn signed_key_node((id, public, signature): (u32, &[u8; 32], &[u8; 64
     ])
 }
 
-/// The participants (user JIDs) of a `<group>` answer (§13).
-pub(crate) fn parse_group(result: &Node) -> Option<(Vec<Jid>, bool, Vec<(Jid, Jid)>)> {
+/// A group's members as a send needs them: the users, whether the group is in
+/// `addressing_mode="lid"`, and the (LID, PN) pairs its metadata tells.
+pub(crate) struct GroupMembers {
+    pub(crate) users: Vec<Jid>,
+    pub(crate) lid_mode: bool,
+    pub(crate) pairs: Vec<(Jid, Jid)>,
+}
+
+/// The participants of a `<group>` answer (§13), with its addressing mode and LID pairs.
+pub(crate) fn parse_group(result: &Node) -> Option<GroupMembers> {
     let group = result.child("group")?;
     let mut pairs = Vec::new();
     let mut users: Vec<Jid> = group
@@ -360,7 +368,11 @@ pub(crate) fn parse_group(result: &Node) -> Option<(Vec<Jid>, bool, Vec<(Jid, Ji
         Some(mode) => mode == "lid",
         None => users.first().is_some_and(Jid::is_lid),
     };
-    Some((users, lid_mode, pairs))
+    Some(GroupMembers {
+        users,
+        lid_mode,
+        pairs,
+    })
 }
 
 /// Whether a JID names a user (phone number or LID), not a group or server.

@@ -691,7 +691,11 @@ impl ConnectionMachine {
         self.session_msg.groups_inflight.remove(group);
         match result {
             IqResult::Ok(node) => match nodes::parse_group(&node) {
-                Some((users, lid_mode, pairs)) => {
+                Some(nodes::GroupMembers {
+                    users,
+                    lid_mode,
+                    pairs,
+                }) => {
                     self.learn_lid_pairs(pairs);
                     if lid_mode {
                         self.session_msg.lid_groups.insert(group.clone());
