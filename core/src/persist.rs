@@ -130,6 +130,15 @@ pub enum Change {
     Pending(PendingMessage),
     /// The application handled this pending message (by [`PendingMessage::id`]).
     PendingDone(String),
+    // ---- LID addressing and privacy tokens ----
+    /// Store (or replace) the privacy token a contact gave us (LID.md §5), keyed by the
+    /// contact's user (its LID when known).
+    TcToken {
+        /// The contact (a user JID without device).
+        user: Jid,
+        /// The token.
+        token: TcToken,
+    },
     /// Store (or replace) a message's secret and what its add-ons need with it (a poll's
     /// option names), so that votes decrypt after a restart.
     MessageSecret {
@@ -155,6 +164,7 @@ impl Change {
             Self::LidMapping { .. } => "LID mappings",
             Self::Pending(_) | Self::PendingDone(_) => "pending messages",
             Self::MessageSecret { .. } => "message secrets",
+            Self::TcToken { .. } => "privacy tokens",
         }
     }
 }
@@ -186,10 +196,30 @@ impl fmt::Debug for Change {
             Self::LidMapping { lid, phone } => write!(f, "LidMapping({lid}, {phone})"),
             Self::Pending(p) => write!(f, "Pending({p:?})"),
             Self::PendingDone(id) => write!(f, "PendingDone({id})"),
+            Self::TcToken { user, token } => write!(f, "TcToken({user}, t={})", token.timestamp),
             Self::MessageSecret { key, .. } => {
                 write!(f, "MessageSecret({}, {}, {})", key.chat, key.author, key.id)
             }
         }
+    }
+}
+
+/// A privacy (`trusted_contact`) token a contact issued us, with the issuer's timestamp.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TcToken {
+    /// The opaque token bytes.
+    pub token: Vec<u8>,
+    /// When the contact issued it (unix seconds, the notification's `t`).
+    pub timestamp: u64,
+}
+
+impl fmt::Debug for TcToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The token proves trust to the server: only its size is shown.
+        f.debug_struct("TcToken")
+            .field("len", &self.token.len())
+            .field("timestamp", &self.timestamp)
+            .finish()
     }
 }
 
@@ -228,6 +258,8 @@ pub struct LoadRequest {
     /// LID/phone number mappings, by user JID (without device) of either kind: the answer
     /// names the other identity of the same user ([`Change::LidMapping`]).
     pub lid_mappings: Vec<Jid>,
+    /// Privacy tokens, by contact user (without device).
+    pub tc_tokens: Vec<Jid>,
 }
 
 impl LoadRequest {
@@ -239,6 +271,7 @@ impl LoadRequest {
             && self.device_lists.is_empty()
             && self.message_secrets.is_empty()
             && self.lid_mappings.is_empty()
+            && self.tc_tokens.is_empty()
     }
 }
 
@@ -261,6 +294,8 @@ pub struct Loaded {
     /// The other identity of each user asked for: the phone number user of a LID, the LID of
     /// a phone number user.
     pub lid_mappings: Vec<(Jid, Option<Jid>)>,
+    /// Privacy tokens.
+    pub tc_tokens: Vec<(Jid, Option<TcToken>)>,
 }
 
 impl Loaded {
@@ -289,6 +324,11 @@ impl Loaded {
                 .iter()
                 .map(|j| (j.clone(), None))
                 .collect(),
+            tc_tokens: request
+                .tc_tokens
+                .iter()
+                .map(|j| (j.clone(), None))
+                .collect(),
         }
     }
 }
@@ -303,6 +343,7 @@ impl fmt::Debug for Loaded {
             .field("device_lists", &self.device_lists.len())
             .field("message_secrets", &self.message_secrets.len())
             .field("lid_mappings", &self.lid_mappings.len())
+            .field("tc_tokens", &self.tc_tokens.len())
             .finish()
     }
 }

@@ -623,7 +623,35 @@ async fn lid_mappings(store: &impl Inspect) {
     let loaded = store.load_keys(&request).await.expect("load mappings");
     assert_eq!(loaded.lid_mappings[0].1, None, "old LID forgotten");
     assert_eq!(loaded.lid_mappings[2].1, Some(moved.clone()));
+
+    // Privacy tokens: by contact user, replaced in place, absent ones as `None`.
+    let token = |b: u8, t: u64| amarula_core::persist::TcToken {
+        token: vec![b; 4],
+        timestamp: t,
+    };
+    let mut request = LoadRequest::default();
+    request.tc_tokens = vec![moved.clone(), phone.clone()];
+    store
+        .apply(&[
+            Change::TcToken {
+                user: moved.clone(),
+                token: token(1, 100),
+            },
+            Change::TcToken {
+                user: moved.clone(),
+                token: token(2, 200),
+            },
+        ])
+        .await
+        .expect("apply tokens");
+    let loaded = store.load_keys(&request).await.expect("load tokens");
+    assert_eq!(
+        loaded.tc_tokens,
+        [(moved.clone(), Some(token(2, 200))), (phone.clone(), None)]
+    );
     store.delete().await.expect("delete");
+    let loaded = store.load_keys(&request).await.expect("load tokens");
+    assert_eq!(loaded.tc_tokens, Loaded::nothing_for(&request).tc_tokens);
 }
 
 /// Two stores (two accounts of one file, or two memory stores) share nothing.
