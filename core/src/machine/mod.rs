@@ -874,7 +874,7 @@ impl ConnectionMachine {
             "stream:error" => self.close(now, stanza::stream_error_reason(&node)),
             "xmlstreamend" => self.close(now, CloseReason::ServerClosedStream),
             "iq" => self.on_iq(now, node),
-            "ack" => self.on_server_ack(node),
+            "ack" => self.on_server_ack(now, node),
             "ib" => self.on_ib(now, node),
             "message" | "receipt" | "notification" | "call" | "appdata" | "status" => {
                 self.on_ackable(now, node)
@@ -995,7 +995,7 @@ impl ConnectionMachine {
         self.emit(Event::Stanza { node, ack: None });
     }
 
-    fn on_server_ack(&mut self, node: Node) {
+    fn on_server_ack(&mut self, now: Instant, node: Node) {
         let Some(id) = node.attr_str("id").map(str::to_owned) else {
             return;
         };
@@ -1004,7 +1004,7 @@ impl ConnectionMachine {
                 self.message_deadlines.remove(&(deadline, id.clone()));
                 self.arm_message_timer();
                 let result = stanza::message_ack_result(&node);
-                self.messaging_acked(&id, &result);
+                self.messaging_acked(now, &id, &result);
                 // The server has it (or refused it for good): not to be resent after a restart.
                 self.emit(Event::Persist(crate::persist::Change::SentAcked(
                     id.clone(),

@@ -419,11 +419,20 @@ fn status(
     } else {
         vec![to.clone(), own_user]
     };
+    // A 1:1 message to someone else carries their privacy token when we hold a valid one:
+    // it is loaded with the rest.
+    let token_ready = group || ctx.is_own_user(&to) || {
+        let key = m.token_key(&to);
+        m.token_known(&key, loads)
+    };
     let mut devices = match devices_of(m, &users, ctx, loads, asks) {
         Err(e) => return Status::Failed(e),
         Ok(None) => return Status::Waiting,
         Ok(Some(d)) => d,
     };
+    if !token_ready {
+        return Status::Waiting;
+    }
     if !group && !devices.iter().any(|d| user_of(d) == to) {
         return Status::Failed(MessagingError::NoDevices);
     }
@@ -928,13 +937,28 @@ impl ConnectionMachine {
         if let Some(meta) = attrs.meta {
             children.push(meta.node());
         }
+        let dm_peer =
+            (!group && job.resend.is_none() && !is_own_user(route.to)).then(|| user_of(route.to));
+        if let Some(peer) = &dm_peer {
+            let key = self.session_msg.token_key(peer);
+            let now_s = self.clock.unix_secs(now);
+            if let Some(token) = self.session_msg.valid_token(&key, now_s) {
+                children.push(Node::new("tctoken").bytes(token));
+            }
+        }
         if group && self.session_msg.lid_groups.contains(&job.chat) && job.resend.is_none() {
             node = node.attr("addressing_mode", "lid");
         }
         let node = node.children(children);
         let context = encode_context(&job.chat, &job.message);
         self.relay_message(now, node, context)
-            .map_err(|e| MessagingError::Relay(e.to_string()))
+            .map_err(|e| MessagingError::Relay(e.to_string()))?;
+        if let Some(peer) = dm_peer {
+            // LID.md §5.3: our token goes to whom we write (fire and forget).
+            self.remember_dm_peer(&job.id, &peer);
+            self.issue_privacy_token(now, &peer, false);
+        }
+        Ok(())
     }
 
     /// Queues the resend a retry receipt asks for, if this layer sent the message.
