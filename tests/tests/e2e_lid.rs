@@ -257,3 +257,72 @@ fn a_lid_group_with_a_late_joiner_smol() {
     let env = Env::with(SimConfig::default());
     Smol::block_on(&env.rt, lid_group::<Smol>(&env));
 }
+
+async fn refused_463<R: Runtime>(env: &Env) {
+    let mut alice = Device::start::<R>(env, "alice", ALICE, 41).await;
+    let mut bob = Device::start::<R>(env, "bob", BOB, 42).await;
+    let bob_account = env.sim.account(BOB).expect("bob");
+    bob_account.restrict_strangers(true);
+
+    // Alice never talked to Bob, who takes no message from strangers: 463, nothing routed.
+    let refused = alice
+        .client
+        .send_text(&Jid::user(BOB), "hello stranger")
+        .await;
+    assert!(
+        format!("{refused:?}").contains("code: 463"),
+        "the send reports the refusal: {refused:?}"
+    );
+    // Alice's client gave Bob her token instead (the privacy IQ), which Bob keeps.
+    bob.until("Alice's privacy token", |d, _| {
+        d.seen
+            .iter()
+            .any(|e| e.contains("Persist(TcToken("))
+            .then_some(())
+    })
+    .await;
+    assert!(env.sim.account(ALICE).expect("alice").trusts(BOB));
+
+    // Bob writes back; his client gives Alice his token after the send.
+    bob.client
+        .send_text(&Jid::user(ALICE), "who is this?")
+        .await
+        .expect("send");
+    alice.receive("who is this?").await;
+    alice
+        .until("Bob's privacy token", |d, _| {
+            d.seen
+                .iter()
+                .any(|e| e.contains("Persist(TcToken("))
+                .then_some(())
+        })
+        .await;
+    assert!(bob_account.trusts(ALICE));
+
+    // Now Alice's message carries Bob's token and is delivered.
+    alice
+        .client
+        .send_text(&Jid::user(BOB), "hello again")
+        .await
+        .expect("send");
+    bob.receive("hello again").await;
+    assert!(
+        !bob.messages.iter().any(|m| m.text() == Some("hello stranger")),
+        "the refused message was not delivered"
+    );
+    none_undecryptable(&[&alice, &bob]);
+    alice.stop().await;
+    bob.stop().await;
+}
+
+#[test]
+fn a_463_is_recovered_with_privacy_tokens_tokio() {
+    let env = Env::with(SimConfig::default());
+    Tokio::block_on(&env.rt, refused_463::<Tokio>(&env));
+}
+
+#[test]
+fn a_463_is_recovered_with_privacy_tokens_smol() {
+    let env = Env::with(SimConfig::default());
+    Smol::block_on(&env.rt, refused_463::<Smol>(&env));
+}

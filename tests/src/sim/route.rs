@@ -102,7 +102,10 @@ fn addressing_error(st: &State, sender: &Jid, to: &Jid, msg: &Node) -> Option<&'
         let token_ok = msg
             .child("tctoken")
             .and_then(Node::content_bytes)
-            .is_some_and(|b| b == super::contacts::token_bytes(them, me).as_slice());
+            .is_some_and(|b| {
+                st.trusted.contains(&(them.to_owned(), me.to_owned()))
+                    && b == super::contacts::token_bytes(them, me).as_slice()
+            });
         if me != them && !st.may_reach(me, them) && !token_ok {
             return Some("463");
         }

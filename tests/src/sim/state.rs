@@ -245,10 +245,10 @@ impl State {
     }
 
     /// Whether `me` may send 1:1 to `them` without a privacy token (LID mode): `them` takes
-    /// messages from anyone, issued `me` a token, or shares a group with `me`.
+    /// messages from anyone, or shares a group with `me`. Otherwise the stanza must carry
+    /// the token `them` issued `me`.
     pub(crate) fn may_reach(&self, me: &str, them: &str) -> bool {
         !self.restricted.contains(them)
-            || self.trusted.contains(&(them.to_owned(), me.to_owned()))
             || self
                 .groups
                 .values()
