@@ -307,7 +307,9 @@ async fn refused_463<R: Runtime>(env: &Env) {
         .expect("send");
     bob.receive("hello again").await;
     assert!(
-        !bob.messages.iter().any(|m| m.text() == Some("hello stranger")),
+        !bob.messages
+            .iter()
+            .any(|m| m.text() == Some("hello stranger")),
         "the refused message was not delivered"
     );
     none_undecryptable(&[&alice, &bob]);
