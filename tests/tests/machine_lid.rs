@@ -200,3 +200,37 @@ fn a_devices_notification_teaches_pairs() {
         Some(&jid(BOB_LID_USER))
     );
 }
+
+#[test]
+fn a_failure_under_the_lid_is_retried_under_the_phone_number() {
+    let (mut pair, bundle) = logged_in();
+    // Bob's live session is under his number (his first prekey message used our one-time
+    // prekey); a stale one, from another install, under his LID.
+    let mut bob = Peer::new(BOB_PN, 40);
+    let enc = bob.encrypt_text(&jid(OWN), Some(&bundle), "y1");
+    pair.server_send(&stanza(BOB_PN, "Y1", enc, &[]));
+    let mut stale = Peer::new(BOB_LID, 41);
+    let mut signed_only = bundle.clone();
+    signed_only.prekey = None;
+    let enc = stale.encrypt_text(&jid(OWN), Some(&signed_only), "x");
+    pair.server_send(&stanza(BOB_LID, "X1", enc, &[]));
+    assert_eq!(messages(&pair.events).len(), 2);
+    assert!(pair.store.sessions.contains_key(&jid(BOB_PN)));
+    assert!(pair.store.sessions.contains_key(&jid(BOB_LID)));
+    // Bob now writes by LID with his number beside it: the LID session cannot decrypt it
+    // (its prekey is used), the phone-number one can; no retry receipt goes out.
+    let enc = bob.encrypt_text(&jid(OWN), None, "y2");
+    pair.events.clear();
+    let before = pair.server.received.len();
+    pair.server_send(&stanza(BOB_LID, "Y2", enc, &[("sender_pn", BOB_PN)]));
+    let msgs = messages(&pair.events);
+    assert_eq!(msgs.len(), 1, "{:?}", pair.events);
+    assert_eq!(msgs[0].text(), Some("y2"));
+    assert!(
+        !pair
+            .server
+            .received_since(before)
+            .iter()
+            .any(|n| n.attr_str("type") == Some("retry"))
+    );
+}
