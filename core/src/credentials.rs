@@ -86,6 +86,10 @@ pub struct Credentials {
     pub device: Option<DeviceIdentity>,
     /// Our own LID user, from `<success lid=…>`.
     pub own_lid: Option<Jid>,
+    /// Whether the account's 1:1 chats are LID-migrated (LID.md §3.1): 1:1 messages are
+    /// then addressed by LID. Set from pair-success `client-props` (`isChatDbLidMigrated`) or
+    /// the primary's LID migration push; never lowered.
+    pub lid_migrated: bool,
     /// Our display name (push name): sent in the ClientPayload and with presence. Learned at
     /// pairing (a business account's name), from the messages our own devices send, or set
     /// with [`set_push_name`](crate::machine::ConnectionMachine::set_push_name).
@@ -115,6 +119,7 @@ impl Credentials {
             adv_secret,
             device: None,
             own_lid: None,
+            lid_migrated: false,
             push_name: None,
             routing_info: None,
             next_prekey_id: 1,
@@ -137,6 +142,7 @@ impl fmt::Debug for Credentials {
             .field("adv_secret", &"[redacted]")
             .field("device", &self.device)
             .field("own_lid", &self.own_lid)
+            .field("lid_migrated", &self.lid_migrated)
             .field("next_prekey_id", &self.next_prekey_id)
             .finish_non_exhaustive()
     }

@@ -251,6 +251,11 @@ impl Jid {
         self.user.is_empty()
     }
 
+    /// Whether this JID is on a LID server (`lid` or `hosted.lid`).
+    pub fn is_lid(&self) -> bool {
+        matches!(self.server, Server::Lid | Server::HostedLid)
+    }
+
     /// Whether this JID names a group.
     pub fn is_group(&self) -> bool {
         self.server == Server::Group

@@ -130,6 +130,15 @@ pub enum Change {
     Pending(PendingMessage),
     /// The application handled this pending message (by [`PendingMessage::id`]).
     PendingDone(String),
+    // ---- LID addressing and privacy tokens ----
+    /// Store (or replace) the privacy token a contact gave us (LID.md §5), keyed by the
+    /// contact's user (its LID when known).
+    TcToken {
+        /// The contact (a user JID without device).
+        user: Jid,
+        /// The token.
+        token: TcToken,
+    },
     /// Store (or replace) a message's secret and what its add-ons need with it (a poll's
     /// option names), so that votes decrypt after a restart.
     MessageSecret {
@@ -155,6 +164,7 @@ impl Change {
             Self::LidMapping { .. } => "LID mappings",
             Self::Pending(_) | Self::PendingDone(_) => "pending messages",
             Self::MessageSecret { .. } => "message secrets",
+            Self::TcToken { .. } => "privacy tokens",
         }
     }
 }
@@ -186,10 +196,30 @@ impl fmt::Debug for Change {
             Self::LidMapping { lid, phone } => write!(f, "LidMapping({lid}, {phone})"),
             Self::Pending(p) => write!(f, "Pending({p:?})"),
             Self::PendingDone(id) => write!(f, "PendingDone({id})"),
+            Self::TcToken { user, token } => write!(f, "TcToken({user}, t={})", token.timestamp),
             Self::MessageSecret { key, .. } => {
                 write!(f, "MessageSecret({}, {}, {})", key.chat, key.author, key.id)
             }
         }
+    }
+}
+
+/// A privacy (`trusted_contact`) token a contact issued us, with the issuer's timestamp.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TcToken {
+    /// The opaque token bytes.
+    pub token: Vec<u8>,
+    /// When the contact issued it (unix seconds, the notification's `t`).
+    pub timestamp: u64,
+}
+
+impl fmt::Debug for TcToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The token proves trust to the server: only its size is shown.
+        f.debug_struct("TcToken")
+            .field("len", &self.token.len())
+            .field("timestamp", &self.timestamp)
+            .finish()
     }
 }
 
@@ -224,6 +254,12 @@ pub struct LoadRequest {
     pub device_lists: Vec<Jid>,
     /// Message secrets, by message.
     pub message_secrets: Vec<SecretKey>,
+    // ---- LID addressing ----
+    /// LID/phone number mappings, by user JID (without device) of either kind: the answer
+    /// names the other identity of the same user ([`Change::LidMapping`]).
+    pub lid_mappings: Vec<Jid>,
+    /// Privacy tokens, by contact user (without device).
+    pub tc_tokens: Vec<Jid>,
 }
 
 impl LoadRequest {
@@ -234,6 +270,8 @@ impl LoadRequest {
             && self.prekeys.is_empty()
             && self.device_lists.is_empty()
             && self.message_secrets.is_empty()
+            && self.lid_mappings.is_empty()
+            && self.tc_tokens.is_empty()
     }
 }
 
@@ -252,6 +290,12 @@ pub struct Loaded {
     pub device_lists: Vec<(Jid, Option<DeviceList>)>,
     /// Serialized message secret records.
     pub message_secrets: Vec<(SecretKey, Option<Vec<u8>>)>,
+    // ---- LID addressing ----
+    /// The other identity of each user asked for: the phone number user of a LID, the LID of
+    /// a phone number user.
+    pub lid_mappings: Vec<(Jid, Option<Jid>)>,
+    /// Privacy tokens.
+    pub tc_tokens: Vec<(Jid, Option<TcToken>)>,
 }
 
 impl Loaded {
@@ -275,6 +319,16 @@ impl Loaded {
                 .iter()
                 .map(|k| (k.clone(), None))
                 .collect(),
+            lid_mappings: request
+                .lid_mappings
+                .iter()
+                .map(|j| (j.clone(), None))
+                .collect(),
+            tc_tokens: request
+                .tc_tokens
+                .iter()
+                .map(|j| (j.clone(), None))
+                .collect(),
         }
     }
 }
@@ -288,6 +342,8 @@ impl fmt::Debug for Loaded {
             .field("prekeys", &self.prekeys.len())
             .field("device_lists", &self.device_lists.len())
             .field("message_secrets", &self.message_secrets.len())
+            .field("lid_mappings", &self.lid_mappings.len())
+            .field("tc_tokens", &self.tc_tokens.len())
             .finish()
     }
 }

@@ -1,6 +1,7 @@
 //! The async facade: [`Client`] sends commands to the drive task, [`Events`] receives what
 //! happened.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -23,7 +24,7 @@ use futures_channel::oneshot;
 use futures_util::Stream;
 
 use crate::status::Status;
-use crate::store::StoreError;
+use crate::store::{CredentialStore, StoreError};
 
 /// The production WebSocket endpoint.
 pub const WHATSAPP_URL: &str = "wss://web.whatsapp.com/ws/chat";
@@ -222,6 +223,7 @@ pub(crate) struct WeakClient {
     commands: async_channel::WeakSender<Command>,
     media: crate::media::Transfers,
     status: Arc<Status>,
+    lids: Arc<dyn LidLookup>,
 }
 
 impl WeakClient {
@@ -231,6 +233,7 @@ impl WeakClient {
             self.commands.upgrade()?,
             self.media.clone(),
             Arc::clone(&self.status),
+            Arc::clone(&self.lids),
         ))
     }
 }
@@ -244,6 +247,37 @@ pub struct Client {
     commands: async_channel::Sender<Command>,
     pub(crate) media: crate::media::Transfers,
     status: Arc<Status>,
+    /// The store, for LID mappings ([`canonical_jid`](Self::canonical_jid)).
+    lids: Arc<dyn LidLookup>,
+}
+
+impl std::fmt::Debug for dyn LidLookup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LidLookup")
+    }
+}
+
+/// Reads LID mappings from a store (object-safe, for the non-generic [`Client`]).
+pub(crate) trait LidLookup: Send + Sync {
+    /// The other identity of `user` (a JID without device), when the store maps it.
+    fn other_identity<'a>(
+        &'a self,
+        user: Jid,
+    ) -> Pin<Box<dyn Future<Output = Result<Option<Jid>, StoreError>> + Send + 'a>>;
+}
+
+impl<S: CredentialStore> LidLookup for S {
+    fn other_identity<'a>(
+        &'a self,
+        user: Jid,
+    ) -> Pin<Box<dyn Future<Output = Result<Option<Jid>, StoreError>> + Send + 'a>> {
+        Box::pin(async move {
+            let mut request = amarula_core::persist::LoadRequest::default();
+            request.lid_mappings.push(user);
+            let loaded = self.load_keys(&request).await?;
+            Ok(loaded.lid_mappings.into_iter().next().and_then(|(_, o)| o))
+        })
+    }
 }
 
 impl Client {
@@ -251,8 +285,10 @@ impl Client {
         commands: async_channel::Sender<Command>,
         media: crate::media::Transfers,
         status: Arc<Status>,
+        lids: Arc<dyn LidLookup>,
     ) -> Self {
         Self {
+            lids,
             commands,
             media,
             status,
@@ -269,6 +305,7 @@ impl Client {
             commands: self.commands.downgrade(),
             media: self.media.clone(),
             status: Arc::clone(&self.status),
+            lids: Arc::clone(&self.lids),
         }
     }
 
@@ -650,6 +687,44 @@ impl Client {
         let name = name.to_owned();
         self.call(|tx| Command::Status(StatusCommand::PushName(name), tx))
             .await
+    }
+
+    /// The canonical form of a user or device JID (LID.md §0): its LID, device kept, when
+    /// the mapping is known (learned from usync, groups, notifications, message envelopes or
+    /// the primary's migration push); otherwise the JID itself. A LID, a group or another
+    /// server is returned as is.
+    ///
+    /// # Errors
+    /// When the store cannot be read.
+    pub async fn canonical_jid(&self, jid: &Jid) -> Result<Jid, StoreError> {
+        if jid.is_lid() || !matches!(jid.server_part(), amarula_core::jid::Server::User) {
+            return Ok(jid.clone());
+        }
+        self.other_form(jid).await
+    }
+
+    /// The reverse of [`canonical_jid`](Self::canonical_jid): the phone number JID of a LID,
+    /// device kept, when the mapping is known; otherwise the JID itself.
+    ///
+    /// # Errors
+    /// When the store cannot be read.
+    pub async fn phone_jid(&self, jid: &Jid) -> Result<Jid, StoreError> {
+        if !matches!(jid.server_part(), amarula_core::jid::Server::Lid) {
+            return Ok(jid.clone());
+        }
+        self.other_form(jid).await
+    }
+
+    async fn other_form(&self, jid: &Jid) -> Result<Jid, StoreError> {
+        let user = jid.to_non_device();
+        let Some(other) = self.lids.other_identity(user).await? else {
+            return Ok(jid.clone());
+        };
+        let other = other.to_non_device();
+        Ok(match jid.explicit_device() {
+            Some(d) => other.with_device(d),
+            None => other,
+        })
     }
 
     /// Sends a node that needs no answer (receipts, presence, …); returns once it is queued

@@ -173,7 +173,9 @@ pub(crate) async fn start<R: Runtime, S: CredentialStore>(
     let media = crate::media::Transfers::new(config.media.clone());
     let (command_tx, command_rx) = async_channel::unbounded();
     let (event_tx, event_rx) = async_channel::unbounded();
-    let client = Client::new(command_tx, media, status.clone());
+    let store = Arc::new(store);
+    let lids: Arc<dyn crate::client::LidLookup> = Arc::clone(&store) as _;
+    let client = Client::new(command_tx, media, status.clone(), lids);
     let driver = Driver::<R, S> {
         config,
         store,
@@ -211,7 +213,8 @@ type Reply<T> = oneshot::Sender<Result<T, ClientError>>;
 
 struct Driver<R, S> {
     config: ClientConfig,
-    store: S,
+    /// Shared with the [`Client`] handle, which reads LID mappings from it.
+    store: Arc<S>,
     tls: Arc<rustls::ClientConfig>,
     commands: async_channel::Receiver<Command>,
     events: async_channel::Sender<ClientEvent>,

@@ -247,6 +247,10 @@ impl CredentialStore for FailingStore {
     async fn save_sent(&self, _: &SentMessage) -> Result<(), StoreError> {
         Ok(())
     }
+    // Every write fails, batches of Signal state (the LID pair `<success>` tells) included.
+    async fn apply(&self, _: &[amarula::store::Change]) -> Result<(), StoreError> {
+        Err(StoreError::Io(std::io::Error::other("disk full")))
+    }
     async fn delete(&self) -> Result<(), StoreError> {
         Ok(())
     }

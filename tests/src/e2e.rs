@@ -39,7 +39,7 @@ impl Env {
             .build()
             .expect("a tokio runtime");
         let sim = rt
-            .block_on(Simulator::start(SimConfig::default()))
+            .block_on(Simulator::start(SimConfig::pn_legacy()))
             .expect("the simulator listens");
         Self { sim, rt }
     }

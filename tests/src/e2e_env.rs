@@ -33,14 +33,20 @@ impl Env {
     /// # Panics
     /// When the runtime or the listener cannot be set up.
     pub fn new() -> Self {
+        Self::with(SimConfig::pn_legacy())
+    }
+
+    /// A fresh simulator with `config` (e.g. the default, LID addressing).
+    ///
+    /// # Panics
+    /// When the runtime or the listener cannot be set up.
+    pub fn with(config: SimConfig) -> Self {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
             .build()
             .expect("tokio runtime");
-        let sim = rt
-            .block_on(Simulator::start(SimConfig::default()))
-            .expect("simulator");
+        let sim = rt.block_on(Simulator::start(config)).expect("simulator");
         Self { sim, rt }
     }
 
@@ -68,7 +74,7 @@ impl Env {
             .account(phone)
             .unwrap_or_else(|| self.sim.add_account(phone));
         let mut creds = fresh_credentials(seed);
-        creds.device = Some(account.link_device(&creds));
+        account.link_into(&mut creds);
         creds
     }
 }
@@ -138,6 +144,31 @@ impl Device {
         };
         d.until("PreKeysUploaded", |_, e| {
             matches!(e, ClientEvent::Event(Event::PreKeysUploaded { .. })).then_some(())
+        })
+        .await;
+        d
+    }
+
+    /// A device started again from `store` (its prekeys already uploaded): logged in.
+    ///
+    /// # Panics
+    /// When the store holds no paired credentials or the client does not start.
+    pub async fn restart<R: Runtime, S: CredentialStore>(env: &Env, name: &str, store: S) -> Self {
+        let creds = store.load().await.expect("store").expect("credentials");
+        let jid = creds.device.expect("paired").jid;
+        let (client, events) = R::connect(env.config(), store).await.expect("connect");
+        let mut d = Self {
+            name: name.to_owned(),
+            jid,
+            client,
+            events,
+            seen: Vec::new(),
+            messages: Vec::new(),
+            group_changes: Vec::new(),
+            calls: Vec::new(),
+        };
+        d.until("LoggedIn", |_, e| {
+            matches!(e, ClientEvent::Event(Event::LoggedIn { .. })).then_some(())
         })
         .await;
         d

@@ -26,6 +26,10 @@ pub struct TestStore {
     pub acked: Vec<String>,
     /// Message secrets (polls, events) by message.
     pub secrets: HashMap<SecretKey, Vec<u8>>,
+    /// LID mappings: each user (LID or phone number) to the other.
+    pub lids: HashMap<Jid, Jid>,
+    /// Privacy tokens by contact user.
+    pub tc_tokens: HashMap<Jid, amarula_core::persist::TcToken>,
     /// How many load requests were answered.
     pub loads: usize,
 }
@@ -79,6 +83,19 @@ impl TestStore {
             Change::MessageSecret { key, record } => {
                 self.secrets.insert(key.clone(), record.clone());
             }
+            Change::LidMapping { lid, phone } => {
+                if let Some(old) = self.lids.remove(lid) {
+                    self.lids.remove(&old);
+                }
+                if let Some(old) = self.lids.remove(phone) {
+                    self.lids.remove(&old);
+                }
+                self.lids.insert(lid.clone(), phone.clone());
+                self.lids.insert(phone.clone(), lid.clone());
+            }
+            Change::TcToken { user, token } => {
+                self.tc_tokens.insert(user.clone(), token.clone());
+            }
             _ => {}
         }
     }
@@ -110,6 +127,12 @@ impl TestStore {
         }
         for (key, slot) in &mut loaded.message_secrets {
             *slot = self.secrets.get(key).cloned();
+        }
+        for (user, slot) in &mut loaded.lid_mappings {
+            *slot = self.lids.get(&user.to_non_device()).cloned();
+        }
+        for (user, slot) in &mut loaded.tc_tokens {
+            *slot = self.tc_tokens.get(&user.to_non_device()).cloned();
         }
         loaded
     }

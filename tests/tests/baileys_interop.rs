@@ -306,7 +306,7 @@ fn baileys_against_the_simulator() {
         .build()
         .expect("runtime");
     let sim = rt
-        .block_on(Simulator::start(SimConfig::default()))
+        .block_on(Simulator::start(SimConfig::pn_legacy()))
         .expect("simulator");
     let mut log = SimLog::start(&sim, &rt);
     rt.block_on(scenario(&sim, &mut log));

@@ -705,7 +705,7 @@ fn lives(lines: Vec<LogLine>) -> Vec<Vec<LogLine>> {
 async fn crash_run(settings: &Settings, dir: &Path) -> Outcome {
     let sim = Simulator::start(SimConfig {
         event_capacity: 1 << 16,
-        ..SimConfig::default()
+        ..SimConfig::pn_legacy()
     })
     .await
     .expect("start the simulator");

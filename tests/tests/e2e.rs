@@ -33,7 +33,9 @@ impl Env {
             .enable_all()
             .build()
             .unwrap();
-        let sim = rt.block_on(Simulator::start(SimConfig::default())).unwrap();
+        let sim = rt
+            .block_on(Simulator::start(SimConfig::pn_legacy()))
+            .unwrap();
         let dir = std::env::temp_dir().join(format!(
             "amarula-e2e-{}-{}",
             std::process::id(),

@@ -28,7 +28,9 @@ impl Env {
             .enable_all()
             .build()
             .unwrap();
-        let sim = rt.block_on(Simulator::start(SimConfig::default())).unwrap();
+        let sim = rt
+            .block_on(Simulator::start(SimConfig::pn_legacy()))
+            .unwrap();
         Self { sim, rt }
     }
 

@@ -15,7 +15,9 @@ use amarula_tests::sim::{ConnId, ConnKind, SimConfig, SimEvent, Simulator, Subsc
 const T: Duration = Duration::from_secs(10);
 
 async fn sim() -> Simulator {
-    Simulator::start(SimConfig::default()).await.expect("bind")
+    Simulator::start(SimConfig::pn_legacy())
+        .await
+        .expect("bind")
 }
 
 async fn login(sim: &Simulator, session: Session, seed: u8) -> TestClient {

@@ -11,7 +11,9 @@ use amarula_tests::sim::{Action, Direction, Rule, SimConfig, SimEvent, Simulator
 const T: Duration = Duration::from_secs(10);
 
 async fn sim() -> Simulator {
-    Simulator::start(SimConfig::default()).await.expect("bind")
+    Simulator::start(SimConfig::pn_legacy())
+        .await
+        .expect("bind")
 }
 
 /// A linked device of a fresh account, connected (not yet waited for login).
@@ -261,7 +263,7 @@ async fn retry_receipt_reaches_the_sender() {
 async fn server_pings_are_answered() {
     let sim = Simulator::start(SimConfig {
         server_ping_interval: Some(Duration::from_millis(100)),
-        ..SimConfig::default()
+        ..SimConfig::pn_legacy()
     })
     .await
     .unwrap();

@@ -22,7 +22,9 @@ use rand_core::SeedableRng;
 const T: Duration = Duration::from_secs(10);
 
 async fn sim() -> Simulator {
-    Simulator::start(SimConfig::default()).await.expect("bind")
+    Simulator::start(SimConfig::pn_legacy())
+        .await
+        .expect("bind")
 }
 
 /// Credentials linked to `account` (not connected yet): the session, identity and device JID.

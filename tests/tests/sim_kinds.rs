@@ -59,7 +59,9 @@ fn said(node: &Node) -> [Option<&str>; 5] {
 
 #[tokio::test]
 async fn the_server_keeps_the_attributes_of_every_kind() {
-    let sim = Simulator::start(SimConfig::default()).await.expect("bind");
+    let sim = Simulator::start(SimConfig::pn_legacy())
+        .await
+        .expect("bind");
     let (a, _) = login(&sim, "15550021001", 1).await;
     let (mut b, b_jid) = login(&sim, "15550021002", 2).await;
     let bob = Jid::user("15550021002");
@@ -134,7 +136,9 @@ async fn publish(c: &mut TestClient, peer: &mut Peer) {
 
 #[tokio::test]
 async fn a_phone_sends_every_kind_with_its_attributes() {
-    let sim = Simulator::start(SimConfig::default()).await.expect("bind");
+    let sim = Simulator::start(SimConfig::pn_legacy())
+        .await
+        .expect("bind");
     let (mut b, b_jid) = login(&sim, "15550022002", 4).await;
     let mut peer = Peer::new(&b_jid.to_string(), 4);
     publish(&mut b, &mut peer).await;

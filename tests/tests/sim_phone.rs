@@ -17,7 +17,9 @@ use rand_core::SeedableRng;
 const T: Duration = Duration::from_secs(10);
 
 async fn sim() -> Simulator {
-    Simulator::start(SimConfig::default()).await.expect("bind")
+    Simulator::start(SimConfig::pn_legacy())
+        .await
+        .expect("bind")
 }
 
 /// A linked companion of `account`, logged in, with its Signal identity.

@@ -886,7 +886,7 @@ impl ConnectionMachine {
             "stream:error" => self.close(now, stanza::stream_error_reason(&node)),
             "xmlstreamend" => self.close(now, CloseReason::ServerClosedStream),
             "iq" => self.on_iq(now, node),
-            "ack" => self.on_server_ack(node),
+            "ack" => self.on_server_ack(now, node),
             "ib" => self.on_ib(now, node),
             "message" | "receipt" | "notification" | "call" | "appdata" | "status" => {
                 self.on_ackable(now, node)
@@ -922,6 +922,8 @@ impl ConnectionMachine {
             self.creds.own_lid.clone_from(&own_lid);
             self.emit(Event::CredentialsChanged(Box::new(self.creds.clone())));
         }
+        // LID addressing: our own pair is a mapping like any other.
+        self.learn_own_lid();
         self.emit(Event::LoggedIn {
             own_lid,
             server_time_offset_ms: offset,
@@ -1005,7 +1007,7 @@ impl ConnectionMachine {
         self.emit(Event::Stanza { node, ack: None });
     }
 
-    fn on_server_ack(&mut self, node: Node) {
+    fn on_server_ack(&mut self, now: Instant, node: Node) {
         let Some(id) = node.attr_str("id").map(str::to_owned) else {
             return;
         };
@@ -1014,7 +1016,7 @@ impl ConnectionMachine {
                 self.message_deadlines.remove(&(deadline, id.clone()));
                 self.arm_message_timer();
                 let result = stanza::message_ack_result(&node);
-                self.messaging_acked(&id, &result);
+                self.messaging_acked(now, &id, &result);
                 // The server has it (or refused it for good): not to be resent after a restart.
                 self.emit(Event::Persist(crate::persist::Change::SentAcked(
                     id.clone(),
@@ -1216,12 +1218,18 @@ impl ConnectionMachine {
                         .clone_from(&success.device.business_name);
                 }
                 self.creds.device = Some(success.device.clone());
+                // LID addressing: the phone tells whether our 1:1 chats are LID-migrated.
+                if messaging::pair_props_lid_migrated(node) {
+                    self.creds.lid_migrated = true;
+                }
                 // The identity reaches the store before the reply that commits the phone to
                 // it.
                 self.emit(Event::CredentialsChanged(Box::new(self.creds.clone())));
                 self.emit(Event::Paired {
                     device: Box::new(success.device),
                 });
+                // LID addressing: `<device jid lid>` pairs our two identities.
+                self.learn_own_lid();
                 self.send_internal(now, &success.reply);
                 // The server answers with stream error 515; allow it the handshake timeout.
                 self.timers

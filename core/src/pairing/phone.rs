@@ -49,6 +49,8 @@ pub struct PairSuccessSpec {
     /// A hosted account: sets `accountType` and `deviceType` to HOSTED, which switches the HMAC
     /// and the account signature to their `06 05` prefixes.
     pub hosted: bool,
+    /// `<client-props>`: serialized `ClientPairingProps` (e.g. `isChatDbLidMigrated`).
+    pub client_props: Option<Vec<u8>>,
 }
 
 impl PairSuccessSpec {
@@ -65,6 +67,7 @@ impl PairSuccessSpec {
             platform: "android".to_owned(),
             business_name: None,
             hosted: false,
+            client_props: None,
         }
     }
 }
@@ -138,6 +141,9 @@ pub fn pair_success_node(spec: &PairSuccessSpec, container: &[u8]) -> Node {
     ];
     if let Some(biz) = &spec.business_name {
         children.push(Node::new("biz").attr("name", biz.as_str()));
+    }
+    if let Some(props) = &spec.client_props {
+        children.push(Node::new("client-props").bytes(props.clone()));
     }
     Node::new("iq")
         .attr("from", Jid::server())

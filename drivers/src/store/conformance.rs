@@ -321,6 +321,7 @@ fn assert_loaded(
 pub(crate) async fn conformance(store: &impl Inspect) {
     unacked_sent(store).await;
     message_secrets(store).await;
+    lid_mappings(store).await;
     let n = names();
     // Empty: every key absent, nothing pending.
     let request = request(&n);
@@ -577,6 +578,80 @@ pub(crate) async fn conformance(store: &impl Inspect) {
     store.apply(&every_kind(&n)).await.expect("apply again");
     assert_eq!(store.session_count().await.expect("count"), 6);
     store.delete().await.expect("delete");
+}
+
+/// LID mappings load by either identity (device parts ignored), in request order, absent ones
+/// as `None`; a new pair for a phone number replaces the old one in both directions.
+async fn lid_mappings(store: &impl Inspect) {
+    let lid = jid("111111111111111@lid");
+    let phone = jid("15551112222@s.whatsapp.net");
+    let mut request = LoadRequest::default();
+    request.lid_mappings = vec![
+        jid("111111111111111:4@lid"),
+        jid("15553334444@s.whatsapp.net"),
+        jid("15551112222:4@s.whatsapp.net"),
+    ];
+    let loaded = store.load_keys(&request).await.expect("load mappings");
+    assert_eq!(
+        loaded.lid_mappings,
+        Loaded::nothing_for(&request).lid_mappings
+    );
+    store
+        .apply(&[Change::LidMapping {
+            lid: lid.clone(),
+            phone: phone.clone(),
+        }])
+        .await
+        .expect("apply");
+    let loaded = store.load_keys(&request).await.expect("load mappings");
+    assert_eq!(
+        loaded.lid_mappings,
+        [
+            (request.lid_mappings[0].clone(), Some(phone.clone())),
+            (request.lid_mappings[1].clone(), None),
+            (request.lid_mappings[2].clone(), Some(lid.clone())),
+        ]
+    );
+    let moved = jid("222222222222222@lid");
+    store
+        .apply(&[Change::LidMapping {
+            lid: moved.clone(),
+            phone: phone.clone(),
+        }])
+        .await
+        .expect("apply");
+    let loaded = store.load_keys(&request).await.expect("load mappings");
+    assert_eq!(loaded.lid_mappings[0].1, None, "old LID forgotten");
+    assert_eq!(loaded.lid_mappings[2].1, Some(moved.clone()));
+
+    // Privacy tokens: by contact user, replaced in place, absent ones as `None`.
+    let token = |b: u8, t: u64| amarula_core::persist::TcToken {
+        token: vec![b; 4],
+        timestamp: t,
+    };
+    let mut request = LoadRequest::default();
+    request.tc_tokens = vec![moved.clone(), phone.clone()];
+    store
+        .apply(&[
+            Change::TcToken {
+                user: moved.clone(),
+                token: token(1, 100),
+            },
+            Change::TcToken {
+                user: moved.clone(),
+                token: token(2, 200),
+            },
+        ])
+        .await
+        .expect("apply tokens");
+    let loaded = store.load_keys(&request).await.expect("load tokens");
+    assert_eq!(
+        loaded.tc_tokens,
+        [(moved.clone(), Some(token(2, 200))), (phone.clone(), None)]
+    );
+    store.delete().await.expect("delete");
+    let loaded = store.load_keys(&request).await.expect("load tokens");
+    assert_eq!(loaded.tc_tokens, Loaded::nothing_for(&request).tc_tokens);
 }
 
 /// Two stores (two accounts of one file, or two memory stores) share nothing.

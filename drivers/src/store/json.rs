@@ -70,6 +70,7 @@ pub fn credentials_to_json(c: &Credentials) -> Value {
             "business_name": d.business_name,
         })),
         "own_lid": c.own_lid.as_ref().map(ToString::to_string),
+        "lid_migrated": c.lid_migrated,
         "push_name": c.push_name,
         "routing_info": c.routing_info.as_ref().map(hex::encode),
         "next_prekey_id": c.next_prekey_id,
@@ -152,6 +153,11 @@ pub fn credentials_from_json(v: &Value) -> Result<Credentials, CredentialsJsonEr
         adv_secret: Zeroizing::new(hex_array(v, "adv_secret")?),
         device,
         own_lid: opt_jid(v, "own_lid")?,
+        // Absent in files written before LID addressing: not migrated.
+        lid_migrated: v
+            .get("lid_migrated")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
         push_name: opt_str(v, "push_name")?.map(str::to_owned),
         routing_info: opt_str(v, "routing_info")?
             .map(|s| unhex(s, "routing_info"))

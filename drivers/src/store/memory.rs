@@ -57,6 +57,8 @@ struct MemoryInner {
     next_pending: u64,
     /// Message secrets (polls, events) by message.
     secrets: HashMap<SecretKey, Secret>,
+    /// Privacy tokens by contact user.
+    tc_tokens: HashMap<Jid, amarula_core::persist::TcToken>,
 }
 
 impl MemoryInner {
@@ -75,6 +77,7 @@ impl MemoryInner {
             + self.lid_by_phone.len()
             + self.pending.len()
             + self.secrets.len()
+            + self.tc_tokens.len()
     }
 }
 
@@ -318,6 +321,9 @@ impl MemoryInner {
                 self.secrets
                     .insert(key.clone(), Zeroizing::new(record.clone()));
             }
+            Change::TcToken { user, token } => {
+                self.tc_tokens.insert(user.to_non_device(), token.clone());
+            }
             // `known` refused every other kind before the batch began.
             _ => {}
         }
@@ -339,6 +345,17 @@ impl MemoryInner {
         }
         for (key, record) in &mut loaded.message_secrets {
             *record = self.secrets.get(key).map(|r| r.to_vec());
+        }
+        for (user, token) in &mut loaded.tc_tokens {
+            *token = self.tc_tokens.get(&user.to_non_device()).cloned();
+        }
+        for (user, other) in &mut loaded.lid_mappings {
+            let user = user.to_non_device();
+            *other = if user.is_lid() {
+                self.phone_by_lid.get(&user).cloned()
+            } else {
+                self.lid_by_phone.get(&user).cloned()
+            };
         }
         loaded
     }
@@ -365,6 +382,7 @@ fn known(change: &Change) -> bool {
             | Change::Pending(_)
             | Change::PendingDone(_)
             | Change::MessageSecret { .. }
+            | Change::TcToken { .. }
     )
 }
 

@@ -42,7 +42,7 @@ async fn main() {
 }
 
 async fn run() -> Result<(), String> {
-    let sim = Simulator::start(SimConfig::default())
+    let sim = Simulator::start(SimConfig::pn_legacy())
         .await
         .map_err(|e| format!("simulator: {e}"))?;
     let alice = sim.add_account(ALICE);

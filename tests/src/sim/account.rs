@@ -154,6 +154,56 @@ impl Account {
         identity
     }
 
+    /// The phone tells its companions that the account is LID-migrated: a
+    /// `ProtocolMessage{LID_MIGRATION_MAPPING_SYNC}` to its own account (LID.md §1.2) with
+    /// the pairs of `peers` (phone numbers) and a migration timestamp. Returns the message id.
+    ///
+    /// # Errors
+    /// As [`phone_send`](Self::phone_send).
+    pub fn push_lid_migration(&self, peers: &[&str]) -> Result<String, PhoneSendError> {
+        use amarula_proto::e2e;
+        use amarula_proto::lid_migration::{LidMigrationMapping, LidMigrationMappingSyncPayload};
+        let mappings = {
+            let st = self.shared.lock();
+            peers
+                .iter()
+                .filter_map(|p| {
+                    let a = st.accounts.get(*p)?;
+                    Some(LidMigrationMapping {
+                        pn: a.phone.parse().ok()?,
+                        assigned_lid: a.lid.parse().ok()?,
+                        latest_lid: None,
+                    })
+                })
+                .collect()
+        };
+        let payload = LidMigrationMappingSyncPayload {
+            pn_to_lid_mappings: mappings,
+            chat_db_migration_timestamp: Some(super::unix_now()),
+        };
+        let message = e2e::Message {
+            protocol_message: Some(Box::new(e2e::ProtocolMessage {
+                r#type: Some(e2e::protocol_message::Type::LidMigrationMappingSync as i32),
+                lid_migration_mapping_sync_message: Some(e2e::LidMigrationMappingSyncMessage {
+                    encoded_mapping_payload: Some(payload.encode_to_vec().into()),
+                }),
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        self.phone_send(&self.jid(), &message)
+    }
+
+    /// Links a companion directly ([`link_device`](Self::link_device)) into `creds`: its
+    /// device identity, and in LID mode the LID migration a pair-success would have told
+    /// (`isChatDbLidMigrated`, LID.md §3.1).
+    pub fn link_into(&self, creds: &mut Credentials) {
+        creds.device = Some(self.link_device(creds));
+        if self.shared.lock().lid_mode {
+            creds.lid_migrated = true;
+        }
+    }
+
     /// Creates a group with this account as creator (superadmin) and `members` (phone numbers;
     /// accounts are created for unknown ones). Returns its JID, `ID@g.us`. No notification is
     /// sent; members learn of it from the messages and the metadata IQ.
@@ -171,6 +221,25 @@ impl Account {
     /// An unknown group, or `phone` already a member.
     pub fn add_to_group(&self, group: &Jid, phone: &str) -> Result<(), GroupError> {
         self.shared.lock().add_to_group(group, phone)
+    }
+
+    /// LID mode: whether this account refuses 1:1 messages from users it gave no privacy
+    /// token and shares no group with (their sends get ack error 463).
+    pub fn restrict_strangers(&self, on: bool) {
+        let mut st = self.shared.lock();
+        if on {
+            st.restricted.insert(self.phone.clone());
+        } else {
+            st.restricted.remove(&self.phone);
+        }
+    }
+
+    /// Whether this account gave `holder` (a phone number) a privacy token.
+    pub fn trusts(&self, holder: &str) -> bool {
+        self.shared
+            .lock()
+            .trusted
+            .contains(&(self.phone.clone(), holder.to_owned()))
     }
 
     /// The members of `group` (phone numbers, in joining order), or `None` for an unknown
@@ -326,6 +395,7 @@ pub(crate) fn pair_success(
 ) -> (amarula_core::binary::Node, PendingPair, Jid) {
     let mut st = shared.lock();
     let st = &mut *st;
+    let lid_mode = st.lid_mode;
     let account = st.new_account(phone);
     let n = account.next_device;
     account.next_device = n.saturating_add(1);
@@ -338,6 +408,14 @@ pub(crate) fn pair_success(
     let mut spec = PairSuccessSpec::new(&iq_id, jid.clone(), u32::from(n), unix);
     spec.lid = Some(account.lid_jid(n));
     spec.platform.clone_from(&shared.config.platform);
+    if lid_mode {
+        // LID.md §3.1: the phone tells the companion its chats are LID-migrated.
+        let props = amarula_proto::generated::wa_companion_reg::ClientPairingProps {
+            is_chat_db_lid_migrated: Some(true),
+            ..Default::default()
+        };
+        spec.client_props = Some(amarula_proto::Message::encode_to_vec(&props));
+    }
     let key = account.key.clone();
     let node = phone::sign_pair_success(&spec, &key, &identity_pub, adv_secret, &mut st.rng);
     let pending = PendingPair {

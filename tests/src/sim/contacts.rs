@@ -276,6 +276,7 @@ pub(crate) fn privacy(st: &mut State, me: &str, iq: &Node) -> Node {
                 .collect();
             result(iq, vec![Node::new("privacy").children(categories)])
         }
+        _ if iq.child("tokens").is_some() => issue_tokens(st, me, iq),
         _ => {
             let Some(cat) = iq.child("privacy").and_then(|p| p.child("category")) else {
                 return error(iq, 400, "bad-request");
@@ -361,4 +362,54 @@ pub(crate) fn remove_companion(st: &mut State, device: &Jid, iq: &Node) -> Optio
         }
     }
     Some(result(iq, Vec::new()))
+}
+
+/// The privacy token `issuer` gives `holder` (opaque to clients; the simulator checks it).
+pub(crate) fn token_bytes(issuer: &str, holder: &str) -> Vec<u8> {
+    format!("sim-tctoken:{issuer}>{holder}").into_bytes()
+}
+
+/// `<iq xmlns="privacy" type="set"><tokens><token jid t type="trusted_contact"/></tokens>`
+/// (LID.md §5.3): `me` trusts each named user, who gets a `privacy_token` notification from
+/// `me` (with `sender_lid`) carrying the token; answered with a bare result.
+fn issue_tokens(st: &mut State, me: &str, iq: &Node) -> Node {
+    let tokens: Vec<Node> = iq
+        .child("tokens")
+        .map(|t| t.child_nodes().to_vec())
+        .unwrap_or_default();
+    let issuer = st
+        .accounts
+        .get(me)
+        .map(|a| (a.pn(0).to_non_device(), a.lid.clone()));
+    let Some((issuer_pn, issuer_lid)) = issuer else {
+        return error(iq, 404, "item-not-found");
+    };
+    for token in tokens.iter().filter(|t| t.tag == "token").take(256) {
+        if token.attr_str("type") != Some("trusted_contact") {
+            continue;
+        }
+        let Some(target) = token.attr_jid("jid") else {
+            continue;
+        };
+        let Some(holder) = st.phone_of(target.user_part()).map(str::to_owned) else {
+            continue;
+        };
+        if holder == me {
+            continue;
+        }
+        st.trusted.insert((me.to_owned(), holder.clone()));
+        let t = token
+            .attr_str("t")
+            .map_or_else(|| super::unix_now().to_string(), str::to_owned);
+        let body = Node::new("tokens").children([Node::new("token")
+            .attr("type", "trusted_contact")
+            .attr("t", t)
+            .bytes(token_bytes(me, &holder))]);
+        let note = notification(st, "privacy_token", issuer_pn.clone(), vec![body])
+            .attr("sender_lid", Jid::lid(issuer_lid.as_str()));
+        for device in st.companion_devices(&holder) {
+            st.deliver(&holder, device, note.clone());
+        }
+    }
+    result(iq, Vec::new())
 }

@@ -76,16 +76,23 @@ impl GroupState {
         phone == self.creator || self.admins.contains(phone)
     }
 
-    /// The `<participant>` of a member, with its role and LID (a PN-addressed group).
+    /// The `<participant>` of a member, with its role: by phone number with its LID (a
+    /// PN-addressed group), or in LID mode by LID with its `phone_number` (LID.md §1 row 4).
     pub(crate) fn participant(st: &State, phone: &str, role: Option<&str>) -> Node {
-        let mut n = Node::new("participant").attr("jid", Jid::user(phone));
+        let account = st.accounts.get(phone);
+        let mut n = match account {
+            Some(a) if st.lid_mode => Node::new("participant")
+                .attr("jid", Jid::lid(a.lid.as_str()))
+                .attr("phone_number", Jid::user(phone)),
+            Some(a) => Node::new("participant")
+                .attr("jid", Jid::user(phone))
+                .attr("lid", Jid::lid(a.lid.as_str())),
+            None => Node::new("participant").attr("jid", Jid::user(phone)),
+        };
         if let Some(role) = role {
             n = n.attr("type", role);
         }
-        match st.accounts.get(phone) {
-            Some(a) => n.attr("lid", Jid::lid(a.lid.as_str())),
-            None => n,
-        }
+        n
     }
 
     fn role(&self, phone: &str) -> Option<&'static str> {
@@ -151,7 +158,7 @@ impl GroupState {
             .attr("s_t", self.subject_at.to_string())
             .attr("creation", self.creation.to_string())
             .attr("creator", Jid::user(self.creator.as_str()))
-            .attr("addressing_mode", "pn")
+            .attr("addressing_mode", if st.lid_mode { "lid" } else { "pn" })
             .attr("size", self.participants.len().to_string())
             .children(children)
     }

@@ -241,14 +241,16 @@ fn usync(st: &mut State, iq: &Node) -> Node {
                         dev.attr("key-index", d.key_index.to_string())
                     }
                 });
-                Node::new("user")
-                    .attr("jid", jid.to_non_device())
-                    .children([
-                        Node::new("devices").children([
-                            Node::new("device-list").children(devices.collect::<Vec<_>>())
-                        ]),
-                        Node::new("lid").attr("val", Jid::lid(account.lid.as_str())),
-                    ])
+                let mut user = Node::new("user").attr("jid", jid.to_non_device());
+                // A LID-keyed user names its number (LID.md §1.1).
+                if jid.is_lid() {
+                    user = user.attr("pn_jid", Jid::user(account.phone.as_str()));
+                }
+                user.children([
+                    Node::new("devices")
+                        .children([Node::new("device-list").children(devices.collect::<Vec<_>>())]),
+                    Node::new("lid").attr("val", Jid::lid(account.lid.as_str())),
+                ])
             }
             None => Node::new("user")
                 .attr("jid", jid.to_non_device())

@@ -127,6 +127,25 @@ impl std::fmt::Display for ConnId {
     }
 }
 
+/// How the simulated server addresses users (LID.md §6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Addressing {
+    /// WhatsApp as of 2026, the default: every account has a LID and is LID-migrated
+    /// (pair-success `client-props` say so); 1:1 messages addressed by LID are delivered from
+    /// the sender's LID device with `sender_pn` (own copies with `recipient` and
+    /// `peer_recipient_pn`), groups are in `addressing_mode="lid"` (metadata, `w:gp2` and
+    /// messages name members by LID with their numbers), a stanza mixing namespaces is
+    /// refused with ack error 400, and a 1:1 send to a non-contact without a valid privacy
+    /// token with 463. Phone-number addressed 1:1 messages are still delivered, with
+    /// `sender_lid`.
+    #[default]
+    Lid,
+    /// The legacy phone-number world: the same accounts and LIDs (told in `<success>`,
+    /// usync and group metadata), but every message is delivered by phone number, groups are
+    /// phone-number groups, and no privacy token is required.
+    Pn,
+}
+
 /// Settings of a [`Simulator`].
 #[derive(Debug, Clone)]
 pub struct SimConfig {
@@ -147,6 +166,19 @@ pub struct SimConfig {
     pub platform: String,
     /// Capacity of the event channel (events a slow subscriber may fall behind by).
     pub event_capacity: usize,
+    /// LID (default) or legacy phone-number addressing.
+    pub addressing: Addressing,
+}
+
+impl SimConfig {
+    /// The default settings with legacy phone-number addressing ([`Addressing::Pn`]), for
+    /// tests written against phone-number chats.
+    pub fn pn_legacy() -> Self {
+        Self {
+            addressing: Addressing::Pn,
+            ..Self::default()
+        }
+    }
 }
 
 impl Default for SimConfig {
@@ -160,6 +192,7 @@ impl Default for SimConfig {
             media_host: "media.sim.invalid".to_owned(),
             platform: "android".to_owned(),
             event_capacity: 4096,
+            addressing: Addressing::default(),
         }
     }
 }
@@ -208,6 +241,9 @@ impl Simulator {
                 encrypted: state::BoundedSet::new(ENCRYPTED_COPIES),
                 presence: Default::default(),
                 phone_media: Default::default(),
+                lid_mode: config.addressing == Addressing::Lid,
+                trusted: Default::default(),
+                restricted: Default::default(),
             }),
             media: media.clone(),
             config,
@@ -275,6 +311,12 @@ impl Simulator {
             .accounts
             .contains_key(phone)
             .then(|| Account::new(Arc::clone(&self.shared), phone))
+    }
+
+    /// Switches the addressing mode from now on (a server-side LID migration in the middle of
+    /// a test); messages already routed stay as they were.
+    pub fn set_addressing(&self, addressing: Addressing) {
+        self.shared.lock().lid_mode = addressing == Addressing::Lid;
     }
 
     /// Stops accepting and closes every connection (without a close frame).

@@ -50,6 +50,9 @@ impl Plan {
 
 /// Where `msg` from device `sender` goes, addressed `to`, stamped `t`.
 pub(crate) fn plan(st: &mut State, sender: &Jid, to: &Jid, msg: &Node, t: &str) -> Plan {
+    if let Some(code) = addressing_error(st, sender, to, msg) {
+        return Plan::refused(code);
+    }
     if to.is_group() {
         group(st, sender, to, msg, t)
     } else if !is_user_jid(to) {
@@ -59,6 +62,68 @@ pub(crate) fn plan(st: &mut State, sender: &Jid, to: &Jid, msg: &Node, t: &str) 
         fan_out(st, sender, to, msg, t)
     } else {
         direct(st, sender, to, msg, t)
+    }
+}
+
+/// Whether a stanza is wrongly addressed (LID.md §3.5): the ack error the real server gives.
+/// - 400: `<to jid>` entries in another namespace than the 1:1 `to` (or, in a LID group,
+///   than the group's `lid`); a LID-addressed 1:1 message in legacy phone-number mode.
+/// - 463: in LID mode, a 1:1 message to another user who has not issued the sender a privacy
+///   token and is not in its contacts (no earlier conversation), when the stanza carries no
+///   `<tctoken>`.
+fn addressing_error(st: &State, sender: &Jid, to: &Jid, msg: &Node) -> Option<&'static str> {
+    let tos: Vec<Jid> = msg
+        .child("participants")
+        .map(Node::child_nodes)
+        .unwrap_or_default()
+        .iter()
+        .filter(|c| c.tag == "to")
+        .filter_map(|c| jid_attr(c, "jid"))
+        .collect();
+    if to.is_group() {
+        let lid_group = st.lid_mode && st.groups.contains_key(to.user_part());
+        if lid_group && tos.iter().any(|j| !j.is_lid()) {
+            return Some("400");
+        }
+        return None;
+    }
+    if !is_user_jid(to) {
+        return None;
+    }
+    if tos.iter().any(|j| j.is_lid() != to.is_lid()) {
+        return Some("400");
+    }
+    if to.is_lid() && !st.lid_mode {
+        return Some("400");
+    }
+    if st.lid_mode && to.explicit_device().is_none() && msg.attr_str("category") != Some("peer") {
+        let me = st.phone_of(sender.user_part())?;
+        let them = st.phone_of(to.user_part())?;
+        let token_ok = msg
+            .child("tctoken")
+            .and_then(Node::content_bytes)
+            .is_some_and(|b| {
+                st.trusted.contains(&(them.to_owned(), me.to_owned()))
+                    && b == super::contacts::token_bytes(them, me).as_slice()
+            });
+        if me != them && !st.may_reach(me, them) && !token_ok {
+            return Some("463");
+        }
+    }
+    None
+}
+
+/// The identity of `sender` a copy names, in the namespace of the stanza's `to`, and the
+/// alternate attribute (`sender_pn` or `sender_lid`) with the other identity, in LID mode.
+fn sender_as(st: &State, sender: &Jid, to: &Jid) -> (Jid, Option<(&'static str, Jid)>) {
+    if to.is_lid() {
+        let lid = st.to_lid(sender).unwrap_or_else(|| sender.clone());
+        let pn = st.to_pn(sender).map(|p| ("sender_pn", p));
+        (lid, pn)
+    } else if st.lid_mode {
+        (sender.clone(), st.to_lid(sender).map(|l| ("sender_lid", l)))
+    } else {
+        (sender.clone(), None)
     }
 }
 
@@ -135,15 +200,30 @@ fn fan_out(st: &mut State, sender: &Jid, to: &Jid, msg: &Node, t: &str) -> Plan 
     };
     let me = sender_phone(st, sender);
     let others = other_children(msg, false);
+    let (from, alt) = sender_as(st, sender, to);
+    let peer_alt = if to.is_lid() {
+        st.to_pn(&to.to_non_device())
+            .map(|j| ("peer_recipient_pn", j))
+    } else if st.lid_mode {
+        st.to_lid(&to.to_non_device())
+            .map(|j| ("peer_recipient_lid", j))
+    } else {
+        None
+    };
     let mut copies = Vec::new();
     for ((phone, device), encs) in pairwise(st, msg) {
         let own = phone == me;
         if (!own && phone != to_phone) || (own && device == sender.device()) {
             continue;
         }
-        let mut node = stanza(msg, sender, None, t, &["recipient"]);
+        let mut node = stanza(msg, &from, None, t, &["recipient", "peer_recipient_pn"]);
         if own {
             node = node.attr("recipient", to.to_non_device());
+            if let Some((key, jid)) = &peer_alt {
+                node = node.attr(*key, jid.clone());
+            }
+        } else if let Some((key, jid)) = &alt {
+            node = node.attr(*key, jid.clone());
         }
         let mut children = encs;
         children.extend(others.iter().cloned());
@@ -174,6 +254,7 @@ fn direct(st: &mut State, sender: &Jid, to: &Jid, msg: &Node, t: &str) -> Plan {
     let me = sender_phone(st, sender);
     let pairwise = pairwise(st, msg);
     let others = other_children(msg, false);
+    let (from, alt) = sender_as(st, sender, to);
     let copies = devices
         .into_iter()
         .filter(|d| !(to_phone == me && *d == sender.device()))
@@ -186,11 +267,17 @@ fn direct(st: &mut State, sender: &Jid, to: &Jid, msg: &Node, t: &str) -> Plan {
                 .flat_map(|(_, encs)| encs.iter().cloned())
                 .collect();
             children.extend(others.iter().cloned());
+            let mut node = stanza(msg, &from, None, t, &[]);
+            if let Some((key, jid)) = &alt {
+                if to_phone != me {
+                    node = node.attr(*key, jid.clone());
+                }
+            }
             Copy {
                 jid: Jid::user(to_phone.as_str()).with_device(device),
                 phone: to_phone.clone(),
                 device,
-                node: with_children(stanza(msg, sender, None, t, &[]), children),
+                node: with_children(node, children),
             }
         })
         .collect();
@@ -213,6 +300,24 @@ fn group(st: &mut State, sender: &Jid, to: &Jid, msg: &Node, t: &str) -> Plan {
     }
     let gjid = group.jid();
     let members = group.participants.clone();
+    // LID groups name the sender by LID with `participant_pn` (LID.md §2.1).
+    let (participant, mode_attrs): (Jid, Vec<(&str, Jid)>) = if st.lid_mode {
+        let lid = st.to_lid(sender).unwrap_or_else(|| sender.clone());
+        let pn = st.to_pn(sender).unwrap_or_else(|| sender.clone());
+        (lid, vec![("participant_pn", pn)])
+    } else {
+        (sender.clone(), Vec::new())
+    };
+    let group_stanza = |skip: &[&str]| {
+        let mut node = stanza(msg, &gjid, Some(&participant), t, skip);
+        for (k, v) in &mode_attrs {
+            node = node.attr(*k, v.clone());
+        }
+        if st.lid_mode {
+            node = node.attr("addressing_mode", "lid");
+        }
+        node
+    };
     let is_member_device = |dev: &(String, u16)| members.contains(&dev.0);
     let is_sender = |dev: &(String, u16)| dev.0 == me && dev.1 == sender.device();
     let mut copies = Vec::new();
@@ -220,7 +325,7 @@ fn group(st: &mut State, sender: &Jid, to: &Jid, msg: &Node, t: &str) -> Plan {
         let children = other_children(msg, false);
         if let Some(dev) = known_device(st, &target).filter(|d| is_member_device(d)) {
             if !is_sender(&dev) {
-                let node = stanza(msg, &gjid, Some(sender), t, &["participant"]);
+                let node = group_stanza(&["participant", "addressing_mode"]);
                 copies.push(Copy {
                     jid: Jid::user(dev.0.as_str()).with_device(dev.1),
                     phone: dev.0,
@@ -254,7 +359,7 @@ fn group(st: &mut State, sender: &Jid, to: &Jid, msg: &Node, t: &str) -> Plan {
                     .collect();
                 children.extend(top_encs.iter().cloned());
                 children.extend(others.iter().cloned());
-                let node = stanza(msg, &gjid, Some(sender), t, &["participant"]);
+                let node = group_stanza(&["participant", "addressing_mode"]);
                 copies.push(Copy {
                     jid: account.pn(device),
                     phone: dev.0,

@@ -139,6 +139,14 @@ pub(crate) struct State {
     pub(crate) presence: super::presence::PresenceBook,
     /// The media files phones have seen, for re-upload requests.
     pub(crate) phone_media: super::reupload::PhoneMedia,
+    // ---- LID addressing ----
+    /// Whether the server runs in LID mode ([`Addressing::Lid`](super::Addressing::Lid)).
+    pub(crate) lid_mode: bool,
+    /// Privacy tokens: `(issuer phone, holder phone)` for each trusted-contact token the
+    /// issuer gave the holder (a send from holder to issuer needs none then).
+    pub(crate) trusted: std::collections::HashSet<(String, String)>,
+    /// Accounts that refuse 1:1 messages from strangers without a privacy token (463).
+    pub(crate) restricted: std::collections::HashSet<String>,
 }
 
 /// A set that forgets its oldest members past a capacity.
@@ -216,6 +224,39 @@ impl State {
             return self.accounts.get_mut(user);
         }
         self.accounts.values_mut().find(|a| a.lid == user)
+    }
+
+    /// The device `jid` (phone-number or LID form) in the LID namespace, when its account is
+    /// known.
+    pub(crate) fn to_lid(&self, jid: &Jid) -> Option<Jid> {
+        let phone = self.phone_of(jid.user_part())?;
+        let account = self.accounts.get(phone)?;
+        let lid = Jid::lid(account.lid.as_str());
+        Some(match jid.explicit_device() {
+            Some(d) => lid.with_device(d),
+            None => lid,
+        })
+    }
+
+    /// The device `jid` (phone-number or LID form) in the phone-number namespace, when its
+    /// account is known.
+    pub(crate) fn to_pn(&self, jid: &Jid) -> Option<Jid> {
+        let phone = Jid::user(self.phone_of(jid.user_part())?);
+        Some(match jid.explicit_device() {
+            Some(d) => phone.with_device(d),
+            None => phone,
+        })
+    }
+
+    /// Whether `me` may send 1:1 to `them` without a privacy token (LID mode): `them` takes
+    /// messages from anyone, or shares a group with `me`. Otherwise the stanza must carry
+    /// the token `them` issued `me`.
+    pub(crate) fn may_reach(&self, me: &str, them: &str) -> bool {
+        !self.restricted.contains(them)
+            || self
+                .groups
+                .values()
+                .any(|g| g.is_member(me) && g.is_member(them))
     }
 
     /// The phone number of the account whose phone number or LID is `user`.

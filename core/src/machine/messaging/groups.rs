@@ -10,7 +10,6 @@ use crate::iq::groups::Group;
 use crate::jid::Jid;
 use crate::machine::ConnectionMachine;
 use crate::notify::group::{GroupChange, GroupNotification};
-use crate::persist::Change;
 
 impl ConnectionMachine {
     /// A group's metadata arrived (metadata, the participating list, create): its member list
@@ -103,23 +102,6 @@ impl ConnectionMachine {
                 // Roles, names and settings do not change who gets a message.
                 _ => {}
             }
-        }
-    }
-
-    /// Persists LID/PN pairs (when end-to-end state is kept: other stores take only
-    /// credentials).
-    pub(in crate::machine) fn learn_lid_pairs(
-        &mut self,
-        pairs: impl IntoIterator<Item = (Jid, Jid)>,
-    ) {
-        if !self.config.end_to_end {
-            return;
-        }
-        for (lid, phone) in pairs {
-            self.persist(Change::LidMapping {
-                lid: lid.to_non_device(),
-                phone: phone.to_non_device(),
-            });
         }
     }
 }

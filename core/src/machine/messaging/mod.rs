@@ -12,16 +12,19 @@
 
 mod compose;
 mod groups;
+mod lid;
 mod media;
 mod nodes;
 mod receive;
 mod records;
 mod send;
+mod tctoken;
 mod types;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
 pub use compose::SentPoll;
+pub(crate) use lid::pair_props_lid_migrated;
 pub use types::{DecryptError, IncomingMessage, MessagingError, UndecryptableMessage};
 
 use self::nodes::{device_address, user_of};
@@ -45,6 +48,8 @@ enum MsgIq {
     PreKeyCount,
     PreKeyUpload(u32),
     MediaConn,
+    /// Our privacy token issued to a contact (fire and forget).
+    PrivacyToken,
 }
 
 /// The messaging state of a session.
@@ -56,6 +61,15 @@ pub(crate) struct Messaging {
     devices: Records<Jid, DeviceList>,
     /// Message secrets (polls, events) by message, for the add-ons that refer to them.
     secrets: Records<SecretKey, SecretRecord>,
+    /// LID addressing: the other identity of each user (PN user -> LID user and back).
+    lids: Records<Jid, Jid>,
+    /// Privacy tokens contacts gave us, by contact user (LID when known).
+    tc_tokens: Records<Jid, crate::persist::TcToken>,
+    /// When we last issued our token to each contact (unix seconds; in memory, as the peers).
+    tc_issued: HashMap<Jid, u64>,
+    /// The peer of each recent 1:1 send, by message id, for a 463 ack.
+    dm_sent: HashMap<String, Jid>,
+    dm_sent_order: VecDeque<String>,
     /// The media hosts and upload token, while fresh, and whether a request is out.
     media_conn: Option<crate::media::MediaConn>,
     media_conn_inflight: bool,
@@ -64,6 +78,8 @@ pub(crate) struct Messaging {
     votes: VecDeque<IncomingMessage>,
     /// Group participants (user JIDs), until a `w:gp2` notification.
     groups: HashMap<Jid, Vec<Jid>>,
+    /// Groups in `addressing_mode="lid"` (from their metadata).
+    lid_groups: HashSet<Jid>,
     /// Per group, the devices that have our sender key (in memory: after a restart every
     /// device gets it again once, which is harmless).
     sk_memory: HashMap<Jid, HashSet<Jid>>,
@@ -147,6 +163,7 @@ impl Messaging {
             + self.prekeys.len()
             + self.devices.len()
             + self.secrets.len()
+            + self.lids.len()
     }
 
     pub(crate) fn waiting(&self) -> usize {
@@ -188,6 +205,16 @@ impl LoadBatch {
             self.0.message_secrets.push(key.clone());
         }
     }
+    fn tc_token(&mut self, m: &mut Messaging, user: &Jid) {
+        if m.tc_tokens.start_loading(user) {
+            self.0.tc_tokens.push(user.clone());
+        }
+    }
+    fn lid_mapping(&mut self, m: &mut Messaging, user: &Jid) {
+        if m.lids.start_loading(user) {
+            self.0.lid_mappings.push(user.clone());
+        }
+    }
 }
 
 impl ConnectionMachine {
@@ -223,6 +250,19 @@ impl ConnectionMachine {
         for (key, bytes) in loaded.message_secrets {
             let record = bytes.and_then(|b| SecretRecord::from_bytes(&b));
             m.secrets.loaded(key, record, cap);
+        }
+        for (user, token) in loaded.tc_tokens {
+            m.tc_tokens.loaded(user_of(&user), token, cap);
+        }
+        for (user, other) in loaded.lid_mappings {
+            let user = user_of(&user);
+            // A pair learned meanwhile wins over the store's older answer.
+            if let Some(other) = &other {
+                if !m.lids.is_known(&user_of(other)) {
+                    m.lids.loaded(user_of(other), Some(user.clone()), cap);
+                }
+            }
+            m.lids.loaded(user, other.map(|o| user_of(&o)), cap);
         }
         if !self.is_closed() {
             self.advance(now);
@@ -289,6 +329,11 @@ impl ConnectionMachine {
             MsgIq::Bundles(devices) => self.on_bundles(now, &devices, result),
             MsgIq::Group(group) => self.on_group(now, &group, result),
             MsgIq::MediaConn => self.on_media_conn(now, result),
+            MsgIq::PrivacyToken => {
+                if !matches!(result, IqResult::Ok(_)) {
+                    tracing::debug!(?result, "privacy token not issued");
+                }
+            }
         }
     }
 
@@ -317,19 +362,34 @@ impl ConnectionMachine {
                 }
             }
             (Some("devices"), Some(from)) => {
+                self.learn_lid_pairs(nodes::devices_notification_lids(node, &from));
                 let user = user_of(&from);
                 self.session_msg
                     .devices
                     .put(user, None, self.config.max_loaded_records);
             }
             (Some("w:gp2"), Some(from)) => self.group_notification_cache(&from, node),
+            (Some("privacy_token"), Some(_)) => self.on_privacy_token(node),
             _ => {}
         }
     }
 
     /// The server acked a message: when it names a different participant hash for a group
     /// send (SESSION.md §5.5), our view of the group is stale and is fetched again.
-    pub(super) fn messaging_acked(&mut self, id: &str, result: &super::MessageAckResult) {
+    pub(super) fn messaging_acked(
+        &mut self,
+        now: Instant,
+        id: &str,
+        result: &super::MessageAckResult,
+    ) {
+        if let Some(peer) = self.session_msg.dm_sent.remove(id) {
+            if let super::MessageAckResult::Error { code: 463 } = result {
+                // LID.md §5.1: no token the server accepts. We do not resend (that counts as
+                // another reach-out); we give the peer ours, so that it may write back.
+                tracing::warn!(%id, %peer, "message refused with 463 (privacy token)");
+                self.issue_privacy_token(now, &peer, true);
+            }
+        }
         let Some((group, ours)) = self.session_msg.group_phash.remove(id) else {
             return;
         };
@@ -346,6 +406,18 @@ impl ConnectionMachine {
                         m.devices.forget(&u);
                     }
                 }
+            }
+        }
+    }
+
+    pub(super) fn remember_dm_peer(&mut self, id: &str, peer: &Jid) {
+        let m = &mut self.session_msg;
+        if m.dm_sent.insert(id.to_owned(), peer.clone()).is_none() {
+            m.dm_sent_order.push_back(id.to_owned());
+        }
+        while m.dm_sent_order.len() > 256 {
+            if let Some(old) = m.dm_sent_order.pop_front() {
+                m.dm_sent.remove(&old);
             }
         }
     }
@@ -394,6 +466,8 @@ impl ConnectionMachine {
         m.prekeys.clear_loading();
         m.devices.clear_loading();
         m.secrets.clear_loading();
+        m.lids.clear_loading();
+        m.tc_tokens.clear_loading();
     }
 
     // ---- internals ----
@@ -424,6 +498,8 @@ impl ConnectionMachine {
         m.prekeys.next_pass();
         m.devices.next_pass();
         m.secrets.next_pass();
+        m.lids.next_pass();
+        m.tc_tokens.next_pass();
         let mut loads = LoadBatch::default();
         self.advance_incoming(now, &mut loads);
         self.advance_votes(&mut loads);

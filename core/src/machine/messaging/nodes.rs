@@ -106,7 +106,9 @@ pub(crate) fn usync_query(sid: &str, users: &[Jid]) -> Node {
         .attr("last", "true")
         .attr("index", "0")
         .children([
-            Node::new("query").children([Node::new("devices").attr("version", "2")]),
+            // `<lid/>` always beside `<devices>` (LID.md §1.1): every answer maps the users.
+            Node::new("query")
+                .children([Node::new("devices").attr("version", "2"), Node::new("lid")]),
             Node::new("list").children(
                 users
                     .iter()
@@ -163,11 +165,45 @@ pub(crate) fn parse_usync_lids(result: &Node) -> Vec<(Jid, Jid)> {
         .take(MAX_LIST)
         .filter_map(|u| {
             let jid = user_of(&jid_attr(u, "jid")?);
-            let lid = user_of(&jid_attr(u.child("lid")?, "val")?);
-            (matches!(jid.server_part(), Server::User) && matches!(lid.server_part(), Server::Lid))
-                .then_some((jid, lid))
+            // `<user jid="p@s.whatsapp.net"><lid val="l@lid"/>`, or for a LID query
+            // `<user jid="l@lid" pn_jid="p@s.whatsapp.net">`.
+            let (pn, lid) = if jid.is_lid() {
+                (user_of(&jid_attr(u, "pn_jid")?), jid)
+            } else {
+                (jid, user_of(&jid_attr(u.child("lid")?, "val")?))
+            };
+            (matches!(pn.server_part(), Server::User) && matches!(lid.server_part(), Server::Lid))
+                .then_some((pn, lid))
         })
         .collect()
+}
+
+/// The (LID, PN) user pairs of a `devices` notification (LID.md §1 row 6): `lid` on the root
+/// beside `from`, and `<device jid lid>` in its `<add|remove|update>` children.
+pub(crate) fn devices_notification_lids(node: &Node, from: &Jid) -> Vec<(Jid, Jid)> {
+    let mut out = Vec::new();
+    let mut push = |a: Jid, b: Jid| {
+        let (lid, pn) = if a.is_lid() { (a, b) } else { (b, a) };
+        if lid.is_lid() && matches!(pn.server_part(), Server::User) {
+            out.push((user_of(&lid), user_of(&pn)));
+        }
+    };
+    if let Some(lid) = jid_attr(node, "lid") {
+        push(from.clone(), lid);
+    }
+    for change in node.child_nodes().iter().take(MAX_LIST) {
+        for device in change
+            .child_nodes()
+            .iter()
+            .filter(|d| d.tag == "device")
+            .take(MAX_LIST)
+        {
+            if let (Some(jid), Some(lid)) = (jid_attr(device, "jid"), jid_attr(device, "lid")) {
+                push(jid, lid);
+            }
+        }
+    }
+    out
 }
 
 /// `<key>` bundle query for `devices` (§10.3).
@@ -292,20 +328,51 @@ pub(crate) fn signed_key_node((id, public, signature): (u32, &[u8; 32], &[u8; 64
     ])
 }
 
-/// The participants (user JIDs) of a `<group>` answer (§13).
-pub(crate) fn parse_group(result: &Node) -> Option<Vec<Jid>> {
+/// A group's members as a send needs them: the users, whether the group is in
+/// `addressing_mode="lid"`, and the (LID, PN) pairs its metadata tells.
+pub(crate) struct GroupMembers {
+    pub(crate) users: Vec<Jid>,
+    pub(crate) lid_mode: bool,
+    pub(crate) pairs: Vec<(Jid, Jid)>,
+}
+
+/// The participants of a `<group>` answer (§13), with its addressing mode and LID pairs.
+pub(crate) fn parse_group(result: &Node) -> Option<GroupMembers> {
     let group = result.child("group")?;
+    let mut pairs = Vec::new();
     let mut users: Vec<Jid> = group
         .child_nodes()
         .iter()
         .filter(|p| p.tag == "participant")
-        .filter_map(|p| jid_attr(p, "jid"))
-        .map(|j| user_of(&j))
         .take(MAX_LIST)
+        .filter_map(|p| {
+            let jid = user_of(&jid_attr(p, "jid")?);
+            // LID groups name each member's number, PN groups its LID (LID.md §1 row 4).
+            let alt = jid_attr(p, if jid.is_lid() { "phone_number" } else { "lid" });
+            if let Some(alt) = alt {
+                let alt = user_of(&alt);
+                if jid.is_lid() != alt.is_lid() {
+                    pairs.push(if jid.is_lid() {
+                        (jid.clone(), alt)
+                    } else {
+                        (alt, jid.clone())
+                    });
+                }
+            }
+            Some(jid)
+        })
         .collect();
     users.sort_by_key(ToString::to_string);
     users.dedup();
-    Some(users)
+    let lid_mode = match group.attr_str("addressing_mode") {
+        Some(mode) => mode == "lid",
+        None => users.first().is_some_and(Jid::is_lid),
+    };
+    Some(GroupMembers {
+        users,
+        lid_mode,
+        pairs,
+    })
 }
 
 /// Whether a JID names a user (phone number or LID), not a group or server.

@@ -31,35 +31,105 @@ pub(crate) struct Parked {
     pub(crate) ack: Option<Node>,
 }
 
-/// Who sent a message and in which chat (§9.1).
+/// Who sent a message and in which chat (§9.1, LID.md §2.1–§2.2).
 struct Origin {
     id: String,
     from: Jid,
     sender: Jid,
+    /// The sender device's other identity, from the stanza (`sender_pn`/`sender_lid`,
+    /// `participant_pn`/`participant_lid`), with the sender's device number.
+    sender_alt: Option<Jid>,
     chat: Jid,
+    /// The chat's other identity, when the stanza names it (`peer_recipient_pn`/`_lid` on our
+    /// own messages, the sender's alternate on a 1:1 message).
+    chat_alt: Option<Jid>,
     from_me: bool,
 }
 
-fn origin(node: &Node, own: &Jid) -> Option<Origin> {
+impl Origin {
+    /// The (LID, PN) user pairs the stanza tells.
+    fn lid_pairs(&self) -> Vec<(Jid, Jid)> {
+        let mut out = Vec::with_capacity(2);
+        for (a, b) in [
+            (&self.sender, &self.sender_alt),
+            (&self.chat, &self.chat_alt),
+        ] {
+            if let Some(b) = b {
+                if a.is_lid() {
+                    out.push((user_of(a), user_of(b)));
+                } else {
+                    out.push((user_of(b), user_of(a)));
+                }
+            }
+        }
+        out
+    }
+}
+
+/// The other identity named by `key`, when it is in the other namespace than `primary`; it
+/// gets `primary`'s device number when it has none.
+fn alt_attr(node: &Node, key: &str, primary: &Jid) -> Option<Jid> {
+    let alt = jid_attr(node, key)?;
+    if alt.is_lid() == primary.is_lid() || !nodes::is_user(&alt) {
+        return None;
+    }
+    Some(match alt.explicit_device() {
+        Some(_) => device_address(&alt),
+        None => user_of(&alt).with_device(primary.device()),
+    })
+}
+
+/// Resolves a stanza's chat, sender and `from_me`; `own` holds our users (phone number and,
+/// when known, LID): either is "me".
+fn origin(node: &Node, own: &[Jid]) -> Option<Origin> {
     let id = node.attr_str("id")?.to_owned();
     let from = jid_attr(node, "from")?;
-    let participant = jid_attr(node, "participant");
-    let own_user = user_of(own);
-    let (sender, chat) = if from.is_group() || !nodes::is_user(&from) {
-        (participant?, from.to_non_device())
-    } else if user_of(&from) == own_user {
-        let chat = jid_attr(node, "recipient").map_or_else(|| user_of(&from), |r| user_of(&r));
-        (from.clone(), chat)
+    let is_own = |j: &Jid| own.contains(&user_of(j));
+    let (sender, chat, sender_alt, chat_alt);
+    if from.is_group() || !nodes::is_user(&from) {
+        let participant = jid_attr(node, "participant")?;
+        let lid_mode = match node.attr_str("addressing_mode") {
+            Some(mode) => mode == "lid",
+            None => participant.is_lid(),
+        };
+        let key = if lid_mode {
+            "participant_pn"
+        } else {
+            "participant_lid"
+        };
+        sender_alt = alt_attr(node, key, &participant);
+        sender = device_address(&participant);
+        chat = from.to_non_device();
+        chat_alt = None;
+    } else if is_own(&from) {
+        chat = jid_attr(node, "recipient").map_or_else(|| user_of(&from), |r| user_of(&r));
+        let key = if chat.is_lid() {
+            "peer_recipient_pn"
+        } else {
+            "peer_recipient_lid"
+        };
+        chat_alt = alt_attr(node, key, &chat).map(|j| user_of(&j));
+        sender = device_address(&from);
+        sender_alt = None;
     } else {
-        (from.clone(), user_of(&from))
-    };
-    let sender = device_address(&sender);
-    let from_me = user_of(&sender) == own_user;
+        let key = if from.is_lid() {
+            "sender_pn"
+        } else {
+            "sender_lid"
+        };
+        sender_alt = alt_attr(node, key, &from);
+        sender = device_address(&from);
+        chat = user_of(&from);
+        chat_alt = sender_alt.as_ref().map(user_of);
+    }
+    let from_me = is_own(&sender);
     Some(Origin {
         id,
         from,
         sender,
+        sender_alt,
         chat,
+        chat_alt,
         from_me,
     })
 }
@@ -94,6 +164,9 @@ fn pending_record(msg: &IncomingMessage) -> Vec<u8> {
     if let Some(name) = &msg.push_name {
         node = node.attr("notify", name.as_str());
     }
+    if let Some(alt) = &msg.sender_alt {
+        node = node.attr("sender_alt", alt.clone());
+    }
     let node = node.children([Node::new("plaintext").bytes(msg.raw.clone())]);
     binary::to_vec(&node).unwrap_or_default()
 }
@@ -103,7 +176,8 @@ fn from_pending_record(p: &PendingMessage, own: &[Jid]) -> Option<IncomingMessag
     let raw = Bytes::copy_from_slice(node.child("plaintext")?.content_bytes()?);
     let from_me = node.attr_str("from_me") == Some("1");
     let message = content_message(&raw, from_me)?;
-    Some(incoming(
+    let sender_alt = jid_attr(&node, "sender_alt");
+    let mut msg = incoming(
         node.attr_str("id")?.to_owned(),
         jid_attr(&node, "chat")?,
         jid_attr(&node, "sender")?,
@@ -114,7 +188,9 @@ fn from_pending_record(p: &PendingMessage, own: &[Jid]) -> Option<IncomingMessag
         raw,
         p.id.clone(),
         own,
-    ))
+    );
+    msg.sender_alt = sender_alt;
+    Some(msg)
 }
 
 /// An incoming message with its content classified.
@@ -146,6 +222,7 @@ fn incoming(
         id,
         chat,
         sender,
+        sender_alt: None,
         from_me,
         timestamp,
         push_name,
@@ -205,9 +282,10 @@ impl ConnectionMachine {
 
     /// Decrypts waiting messages in order while their records are at hand.
     pub(super) fn advance_incoming(&mut self, now: Instant, loads: &mut LoadBatch) {
-        let Some(own) = self.own_device() else {
+        if self.own_device().is_none() {
             return;
-        };
+        }
+        let own = self.own_identities();
         while let Some(front) = self.session_msg.incoming.front() {
             let node = front.node.clone();
             if !self.gather_needs(&node, &own, loads) {
@@ -219,22 +297,51 @@ impl ConnectionMachine {
         }
     }
 
-    /// Whether every record `node` needs is known; asks for the others.
-    fn gather_needs(&mut self, node: &Node, own: &Jid, loads: &mut LoadBatch) -> bool {
+    /// The Signal addresses to decrypt a message of `o` under: the primary (the LID device
+    /// whenever the mapping is known) and the alternate identity to retry under.
+    fn addresses(&self, o: &Origin) -> (Jid, Option<Jid>) {
+        let m = &self.session_msg;
+        let primary = m.signal_address(&o.sender);
+        let alternate = if primary == o.sender {
+            o.sender_alt.clone().or_else(|| {
+                m.alt_user(&o.sender)
+                    .map(|u| super::lid::same_device_on(&u, &o.sender))
+            })
+        } else {
+            Some(o.sender.clone())
+        };
+        let alternate = alternate.filter(|a| *a != primary);
+        (primary, alternate)
+    }
+
+    /// Whether every record `node` needs is known; asks for the others. Pairs the stanza
+    /// tells are learned (and persisted) first.
+    fn gather_needs(&mut self, node: &Node, own: &[Jid], loads: &mut LoadBatch) -> bool {
         let Some(o) = origin(node, own) else {
             return true;
         };
+        self.learn_lid_pairs(o.lid_pairs());
+        if !self.session_msg.lid_known(&o.sender, loads) {
+            return false;
+        }
+        let (primary, alternate) = self.addresses(&o);
         let m = &mut self.session_msg;
         let mut ready = true;
+        let addresses: Vec<&Jid> = std::iter::once(&primary)
+            .chain(alternate.as_ref())
+            .collect();
         for enc in node.child_nodes().iter().filter(|c| c.tag == "enc") {
             match enc.attr_str("type") {
-                Some("pkmsg") => {
-                    if !m.sessions.is_known(&o.sender) {
-                        loads.session(m, &o.sender);
-                        ready = false;
+                Some(kind @ ("pkmsg" | "msg")) => {
+                    for addr in &addresses {
+                        if !m.sessions.is_known(addr) {
+                            loads.session(m, addr);
+                            ready = false;
+                        }
                     }
-                    let prekey = enc
-                        .content_bytes()
+                    let prekey = (kind == "pkmsg")
+                        .then(|| enc.content_bytes())
+                        .flatten()
                         .and_then(|b| PreKeySignalMessage::parse(b).ok())
                         .and_then(|p| p.pre_key_id);
                     if let Some(id) = prekey {
@@ -244,21 +351,73 @@ impl ConnectionMachine {
                         }
                     }
                 }
-                Some("msg") if !m.sessions.is_known(&o.sender) => {
-                    loads.session(m, &o.sender);
-                    ready = false;
-                }
                 Some("skmsg") => {
-                    let key = (o.chat.clone(), o.sender.clone());
-                    if !m.sender_keys.is_known(&key) {
-                        loads.sender_key(m, &key);
-                        ready = false;
+                    for addr in &addresses {
+                        let key = (o.chat.clone(), (*addr).clone());
+                        if !m.sender_keys.is_known(&key) {
+                            loads.sender_key(m, &key);
+                            ready = false;
+                        }
                     }
                 }
                 _ => {}
             }
         }
         ready
+    }
+
+    /// Decrypts one pairwise `enc` under `primary`, and on a failure under `alternate` when it
+    /// holds a session (LID.md §2.3).
+    fn decrypt_pairwise_either(
+        &mut self,
+        primary: &Jid,
+        alternate: Option<&Jid>,
+        kind: &str,
+        bytes: &[u8],
+    ) -> Result<Vec<u8>, SignalError> {
+        match self.decrypt_pairwise(primary, kind, bytes) {
+            Err(e) if !matches!(e, SignalError::DuplicateMessage { .. }) => {
+                let Some(alt) = alternate else {
+                    return Err(e);
+                };
+                let has = matches!(
+                    self.session_msg.sessions.lookup(alt),
+                    Lookup::Held(r) if r.has_session()
+                );
+                if !has {
+                    return Err(e);
+                }
+                tracing::debug!(%primary, %alt, error = %e, "retrying under the alternate identity");
+                self.decrypt_pairwise(alt, kind, bytes).map_err(|_| e)
+            }
+            other => other,
+        }
+    }
+
+    /// Decrypts a group `enc` under the primary sender, then the alternate one.
+    fn decrypt_group_either(
+        &mut self,
+        chat: &Jid,
+        primary: &Jid,
+        alternate: Option<&Jid>,
+        bytes: &[u8],
+    ) -> Result<Vec<u8>, SignalError> {
+        match self.decrypt_group(chat, primary, bytes) {
+            Err(e) if !matches!(e, SignalError::DuplicateMessage { .. }) => match alternate {
+                Some(alt)
+                    if matches!(
+                        self.session_msg
+                            .sender_keys
+                            .lookup(&(chat.clone(), alt.clone())),
+                        Lookup::Held(_)
+                    ) =>
+                {
+                    self.decrypt_group(chat, alt, bytes).map_err(|_| e)
+                }
+                _ => Err(e),
+            },
+            other => other,
+        }
     }
 
     fn decrypt_pairwise(
@@ -379,7 +538,7 @@ impl ConnectionMachine {
         self.persist_sender_key(&key);
     }
 
-    fn decrypt_parked(&mut self, now: Instant, parked: Parked, own: &Jid) {
+    fn decrypt_parked(&mut self, now: Instant, parked: Parked, own: &[Jid]) {
         let Parked { node, ack } = parked;
         let Some(o) = origin(&node, own) else {
             tracing::debug!("encrypted message without id or sender");
@@ -388,6 +547,17 @@ impl ConnectionMachine {
             }
             return;
         };
+        let (primary, alternate) = self.addresses(&o);
+        if let Some(alt) = alternate
+            .as_ref()
+            .filter(|a| primary.is_lid() && !a.is_lid())
+        {
+            // A PN sender with a known LID: its state moves to the LID address once.
+            self.migrate_session(alt, &primary);
+            if o.chat.is_group() {
+                self.migrate_sender_key(&o.chat, alt, &primary);
+            }
+        }
         let mut content: Option<(Message, Bytes)> = None;
         let mut error: Option<DecryptError> = None;
         let mut pairwise_ok = false;
@@ -410,8 +580,10 @@ impl ConnectionMachine {
                 continue;
             }
             let result = match kind.as_str() {
-                "pkmsg" | "msg" => self.decrypt_pairwise(&o.sender, &kind, bytes),
-                "skmsg" => self.decrypt_group(&o.chat, &o.sender, bytes),
+                "pkmsg" | "msg" => {
+                    self.decrypt_pairwise_either(&primary, alternate.as_ref(), &kind, bytes)
+                }
+                "skmsg" => self.decrypt_group_either(&o.chat, &primary, alternate.as_ref(), bytes),
                 other => {
                     error.get_or_insert_with(|| DecryptError::Unsupported(other.to_owned()));
                     continue;
@@ -436,7 +608,10 @@ impl ConnectionMachine {
                 continue;
             };
             if let Some(skdm) = &message.sender_key_distribution_message {
-                self.process_skdm(&o.chat, &o.sender, skdm);
+                self.process_skdm(&o.chat, &primary, skdm);
+            }
+            if o.from_me {
+                self.lid_migration_sync(&message);
             }
             // Only pure key distribution is the machine's own to consume. The check is on the
             // bytes, not the decoded message: a field our schema lacks is content too.
@@ -524,6 +699,11 @@ impl ConnectionMachine {
             return;
         }
         let own = self.own_identities();
+        let sender_alt = o.sender_alt.clone().or_else(|| {
+            self.session_msg
+                .alt_user(&o.sender)
+                .map(|u| super::lid::same_device_on(&u, &o.sender))
+        });
         let mut incoming = incoming(
             o.id,
             o.chat,
@@ -538,6 +718,7 @@ impl ConnectionMachine {
             pending_key.clone(),
             &own,
         );
+        incoming.sender_alt = sender_alt;
         self.keep_secret(&incoming);
         if !self.config.hold_message_acks {
             self.hand_out(incoming);

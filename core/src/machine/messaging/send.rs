@@ -107,12 +107,30 @@ pub(crate) fn decode_context(context: &[u8]) -> Option<(Jid, Vec<u8>)> {
     Some((chat, rest[len..].to_vec()))
 }
 
+/// How a ready send is addressed.
+struct Route<'a> {
+    to: &'a Jid,
+    sender: &'a Jid,
+    own: &'a Jid,
+    own_lid: Option<&'a Jid>,
+}
+
+impl Route<'_> {
+    fn is_own_user(&self, jid: &Jid) -> bool {
+        let user = user_of(jid);
+        user == user_of(self.own) || self.own_lid.is_some_and(|l| user == user_of(l))
+    }
+}
+
 /// Requests gathered while looking at the waiting sends.
 #[derive(Default)]
 struct Asks {
     usync: BTreeSet<Jid>,
     bundles: BTreeSet<Jid>,
     groups: BTreeSet<Jid>,
+    /// Changes made while looking (sessions moved to their LID address), persisted before
+    /// anything is sent with them.
+    persist: Vec<crate::persist::Change>,
 }
 
 /// Where a send stands.
@@ -124,13 +142,38 @@ enum Status {
     Ready {
         devices: Vec<Jid>,
         pairwise: Vec<Jid>,
+        /// Where the stanza goes (the chat in the namespace chosen for it).
+        to: Jid,
+        /// Our sending device in the same namespace (sender key owner, phash member).
+        sender: Jid,
     },
 }
 
 struct Ctx<'a> {
     own: &'a Jid,
+    /// Our LID device, when our LID is known.
+    own_lid: Option<Jid>,
+    /// Whether 1:1 chats are addressed by LID (the account is LID-migrated).
+    lid_mode: bool,
     now_ms: u64,
     ttl_ms: u64,
+    cap: usize,
+}
+
+impl Ctx<'_> {
+    /// Whether `jid` is one of our users (phone number or LID).
+    fn is_own_user(&self, jid: &Jid) -> bool {
+        let user = user_of(jid);
+        user == user_of(self.own) || self.own_lid.as_ref().is_some_and(|l| user == user_of(l))
+    }
+
+    /// Our device in the namespace of `to`.
+    fn sender_for(&self, to: &Jid) -> Jid {
+        match &self.own_lid {
+            Some(lid) if to.is_lid() => lid.clone(),
+            _ => self.own.clone(),
+        }
+    }
 }
 
 /// Device lists of `users`, or what is missing.
@@ -143,9 +186,17 @@ fn devices_of(
 ) -> Result<Option<Vec<Jid>>, MessagingError> {
     let mut out = Vec::new();
     let mut waiting = false;
+    // The store is asked for every mapping and list at once; the server only for what the
+    // store did not have, once it answered for all (one usync query).
+    let mut loading = false;
+    let mut stale = Vec::new();
     for user in users {
         if let Some(e) = m.usync_failed.get(user) {
             return Err(MessagingError::DeviceList(e.clone()));
+        }
+        if !m.lid_known(user, loads) {
+            waiting = true;
+            loading = true;
         }
         match m.devices.lookup(user) {
             Lookup::Held(list)
@@ -160,20 +211,25 @@ fn devices_of(
             }
             Lookup::Held(_) | Lookup::Absent => {
                 if !m.usync_inflight.contains(user) {
-                    asks.usync.insert(user.clone());
+                    stale.push(user.clone());
                 }
                 waiting = true;
             }
             Lookup::Unknown => {
                 loads.device_list(m, user);
                 waiting = true;
+                loading = true;
             }
         }
+    }
+    if !loading {
+        asks.usync.extend(stale);
     }
     if waiting {
         return Ok(None);
     }
-    out.retain(|d| d != ctx.own);
+    // Our sending device is left out under either identity.
+    out.retain(|d| d != ctx.own && Some(d) != ctx.own_lid.as_ref());
     Ok(Some(out))
 }
 
@@ -181,29 +237,60 @@ fn devices_of(
 fn sessions_ready(
     m: &mut Messaging,
     devices: &mut Vec<Jid>,
+    cap: usize,
     loads: &mut LoadBatch,
     asks: &mut Asks,
 ) -> bool {
     let mut ready = true;
+    let mut loading = false;
     let mut skip = Vec::new();
+    let mut wanted = Vec::new();
     for d in devices.iter() {
-        match m.sessions.lookup(d) {
+        let addr = m.signal_address(d);
+        if addr != device_address(d) {
+            // A PN device with a known LID: a session kept only under the number moves once.
+            let pn = device_address(d);
+            match (m.sessions.lookup(&addr), m.sessions.lookup(&pn)) {
+                (Lookup::Unknown, Lookup::Unknown) => {
+                    // Both asked at once: one store round.
+                    loads.session(m, &pn);
+                    loading = true;
+                }
+                (Lookup::Absent, Lookup::Unknown) => {
+                    loads.session(m, &pn);
+                    ready = false;
+                    loading = true;
+                    continue;
+                }
+                (Lookup::Absent, Lookup::Held(_)) => {
+                    let changes = m.migrate_session(&pn, &addr, cap);
+                    asks.persist.extend(changes);
+                }
+                _ => {}
+            }
+        }
+        match m.sessions.lookup(&addr) {
             Lookup::Held(r) if r.has_session() => {}
             Lookup::Held(_) | Lookup::Absent => {
                 if m.bundle_failed.contains(d) {
                     skip.push(d.clone());
                 } else {
                     if !m.bundles_inflight.contains(d) {
-                        asks.bundles.insert(d.clone());
+                        wanted.push(d.clone());
                     }
                     ready = false;
                 }
             }
             Lookup::Unknown => {
-                loads.session(m, d);
+                loads.session(m, &addr);
                 ready = false;
+                loading = true;
             }
         }
+    }
+    // Bundles are asked for once the store has answered for every device: one query.
+    if !loading {
+        asks.bundles.extend(wanted);
     }
     devices.retain(|d| !skip.contains(d));
     ready
@@ -216,21 +303,34 @@ fn status(
     loads: &mut LoadBatch,
     asks: &mut Asks,
 ) -> Status {
-    let own_user = user_of(ctx.own);
     let group = job.chat.is_group();
+    let lid_group = group && m.lid_groups.contains(&job.chat);
     if let Some(resend) = &job.resend {
         let mut waiting = false;
+        let d = &resend.requester;
+        if !m.lid_known(d, loads) {
+            return Status::Waiting;
+        }
+        let sender = if group {
+            if lid_group {
+                ctx.own_lid.clone().unwrap_or_else(|| ctx.own.clone())
+            } else {
+                ctx.own.clone()
+            }
+        } else {
+            ctx.sender_for(d)
+        };
         if group {
-            let key = (job.chat.clone(), ctx.own.clone());
+            let key = (job.chat.clone(), sender.clone());
             if !m.sender_keys.is_known(&key) {
                 loads.sender_key(m, &key);
                 waiting = true;
             }
         }
-        let d = &resend.requester;
-        match m.sessions.lookup(d) {
+        let addr = m.signal_address(d);
+        match m.sessions.lookup(&addr) {
             Lookup::Unknown => {
-                loads.session(m, d);
+                loads.session(m, &addr);
                 waiting = true;
             }
             _ if resend.bundle.is_some() => {}
@@ -251,9 +351,51 @@ fn status(
             Status::Ready {
                 devices: vec![d.clone()],
                 pairwise: vec![d.clone()],
+                to: if group { job.chat.clone() } else { d.clone() },
+                sender,
             }
         };
     }
+    // LID.md §3.1: a 1:1 chat goes by LID when the account is LID-migrated and the peer's
+    // LID is known, else by phone number (a LID chat goes back to its number when known).
+    let to = if group {
+        job.chat.clone()
+    } else {
+        let settled = m.lid_known(&job.chat, loads);
+        if !settled {
+            // Our own list is asked for meanwhile, in the same store round.
+            let own_user = user_of(ctx.own);
+            let _ = devices_of(m, &[own_user], ctx, loads, &mut Asks::default());
+            return Status::Waiting;
+        }
+        if ctx.is_own_user(&job.chat) {
+            if ctx.lid_mode {
+                ctx.own_lid
+                    .as_ref()
+                    .map_or_else(|| user_of(ctx.own), user_of)
+            } else {
+                user_of(ctx.own)
+            }
+        } else if ctx.lid_mode && ctx.own_lid.is_some() {
+            m.to_lid(&job.chat)
+        } else if job.chat.is_lid() {
+            m.alt_user(&job.chat)
+                .filter(|p| !p.is_lid())
+                .unwrap_or_else(|| job.chat.clone())
+        } else {
+            job.chat.clone()
+        }
+    };
+    let sender = if group {
+        if lid_group {
+            ctx.own_lid.clone().unwrap_or_else(|| ctx.own.clone())
+        } else {
+            ctx.own.clone()
+        }
+    } else {
+        ctx.sender_for(&to)
+    };
+    let own_user = user_of(&sender);
     let users: Vec<Jid> = if group {
         let Some(participants) = m.groups.get(&job.chat) else {
             if let Some(e) = m.group_failed.get(&job.chat) {
@@ -264,26 +406,38 @@ fn status(
             }
             return Status::Waiting;
         };
-        let mut users = participants.clone();
-        if !users.contains(&own_user) {
-            users.push(own_user);
-        }
+        // Our own devices under the group's namespace, never twice.
+        let mut users: Vec<Jid> = participants
+            .iter()
+            .filter(|u| !ctx.is_own_user(u))
+            .cloned()
+            .collect();
+        users.push(own_user);
         users
-    } else if job.chat == own_user {
+    } else if to == own_user {
         vec![own_user]
     } else {
-        vec![job.chat.clone(), own_user]
+        vec![to.clone(), own_user]
+    };
+    // A 1:1 message to someone else carries their privacy token when we hold a valid one:
+    // it is loaded with the rest.
+    let token_ready = group || ctx.is_own_user(&to) || {
+        let key = m.token_key(&to);
+        m.token_known(&key, loads)
     };
     let mut devices = match devices_of(m, &users, ctx, loads, asks) {
         Err(e) => return Status::Failed(e),
         Ok(None) => return Status::Waiting,
         Ok(Some(d)) => d,
     };
-    if !group && !devices.iter().any(|d| user_of(d) == job.chat) {
+    if !token_ready {
+        return Status::Waiting;
+    }
+    if !group && !devices.iter().any(|d| user_of(d) == to) {
         return Status::Failed(MessagingError::NoDevices);
     }
     if group {
-        let key = (job.chat.clone(), ctx.own.clone());
+        let key = (job.chat.clone(), sender.clone());
         if !m.sender_keys.is_known(&key) {
             loads.sender_key(m, &key);
             return Status::Waiting;
@@ -294,20 +448,27 @@ fn status(
             .filter(|d| memory.is_none_or(|mem| !mem.contains(*d)))
             .cloned()
             .collect();
-        if !sessions_ready(m, &mut pairwise, loads, asks) {
+        if !sessions_ready(m, &mut pairwise, ctx.cap, loads, asks) {
             return Status::Waiting;
         }
-        Status::Ready { devices, pairwise }
+        Status::Ready {
+            devices,
+            pairwise,
+            to,
+            sender,
+        }
     } else {
-        if !sessions_ready(m, &mut devices, loads, asks) {
+        if !sessions_ready(m, &mut devices, ctx.cap, loads, asks) {
             return Status::Waiting;
         }
-        if !devices.iter().any(|d| user_of(d) == job.chat) {
+        if !devices.iter().any(|d| user_of(d) == to) {
             return Status::Failed(MessagingError::NoDevices);
         }
         Status::Ready {
             pairwise: devices.clone(),
             devices,
+            to,
+            sender,
         }
     }
 }
@@ -321,8 +482,17 @@ impl ConnectionMachine {
         if !self.is_logged_in() {
             return;
         }
+        let own_lid = self
+            .creds
+            .own_lid
+            .clone()
+            .or_else(|| self.creds.device.as_ref().and_then(|d| d.lid.clone()))
+            .map(|l| user_of(&l).with_device(own.device()));
         let ctx = Ctx {
             own: &own,
+            own_lid,
+            lid_mode: self.creds.lid_migrated,
+            cap: self.config.max_loaded_records,
             now_ms: self.clock.unix_ms(now),
             ttl_ms: u64::try_from(self.config.device_list_ttl.as_millis()).unwrap_or(u64::MAX),
         };
@@ -359,7 +529,11 @@ impl ConnectionMachine {
                     }
                 }
             }
-            match status(&mut self.session_msg, &job, &ctx, loads, &mut asks) {
+            let state = status(&mut self.session_msg, &job, &ctx, loads, &mut asks);
+            for change in std::mem::take(&mut asks.persist) {
+                self.persist(change);
+            }
+            match state {
                 Status::Waiting => {
                     blocked.insert(key);
                     i += 1;
@@ -368,9 +542,21 @@ impl ConnectionMachine {
                     self.session_msg.sends.remove(i);
                     self.emit(Event::SendFailed { id: job.id, error });
                 }
-                Status::Ready { devices, pairwise } => {
+                Status::Ready {
+                    devices,
+                    pairwise,
+                    to,
+                    sender,
+                } => {
                     self.session_msg.sends.remove(i);
-                    if let Err(error) = self.encrypt_and_relay(now, &job, &own, &devices, &pairwise)
+                    let route = Route {
+                        to: &to,
+                        sender: &sender,
+                        own: ctx.own,
+                        own_lid: ctx.own_lid.as_ref(),
+                    };
+                    if let Err(error) =
+                        self.encrypt_and_relay(now, &job, &route, &devices, &pairwise)
                     {
                         self.emit(Event::SendFailed { id: job.id, error });
                     }
@@ -435,9 +621,11 @@ impl ConnectionMachine {
             IqResult::Ok(node) => {
                 let now_ms = self.clock.unix_ms(now);
                 let lists = nodes::parse_usync(&node, now_ms);
-                for (phone, lid) in nodes::parse_usync_lids(&node) {
-                    self.persist(crate::persist::Change::LidMapping { lid, phone });
-                }
+                self.learn_lid_pairs(
+                    nodes::parse_usync_lids(&node)
+                        .into_iter()
+                        .map(|(phone, lid)| (lid, phone)),
+                );
                 let cap = self.config.max_loaded_records;
                 for user in users {
                     let list = lists
@@ -484,16 +672,20 @@ impl ConnectionMachine {
                 self.session_msg.bundle_failed.insert(d.clone());
                 continue;
             };
-            let mut record = match self.session_msg.sessions.get_mut(d) {
+            // Kept under the device's Signal address (its LID device when known).
+            let addr = self.session_msg.signal_address(d);
+            let mut record = match self.session_msg.sessions.get_mut(&addr) {
                 Some(r) => r.clone(),
                 None => SessionRecord::new(),
             };
             match record.process_bundle(&identity, bundle, IdentityPolicy::default(), &mut self.rng)
             {
                 Ok(change) => {
-                    self.session_msg.sessions.put(d.clone(), Some(record), cap);
-                    self.persist_session(d);
-                    self.report_identity(d, change);
+                    self.session_msg
+                        .sessions
+                        .put(addr.clone(), Some(record), cap);
+                    self.persist_session(&addr);
+                    self.report_identity(&addr, change);
                 }
                 Err(e) => {
                     tracing::warn!(device = %d, error = %e, "bad prekey bundle");
@@ -508,7 +700,17 @@ impl ConnectionMachine {
         self.session_msg.groups_inflight.remove(group);
         match result {
             IqResult::Ok(node) => match nodes::parse_group(&node) {
-                Some(users) => {
+                Some(nodes::GroupMembers {
+                    users,
+                    lid_mode,
+                    pairs,
+                }) => {
+                    self.learn_lid_pairs(pairs);
+                    if lid_mode {
+                        self.session_msg.lid_groups.insert(group.clone());
+                    } else {
+                        self.session_msg.lid_groups.remove(group);
+                    }
                     self.session_msg.groups.insert(group.clone(), users);
                 }
                 None => {
@@ -554,7 +756,7 @@ impl ConnectionMachine {
         &mut self,
         now: Instant,
         job: &SendJob,
-        own: &Jid,
+        route: &Route<'_>,
         devices: &[Jid],
         pairwise: &[Jid],
     ) -> Result<(), MessagingError> {
@@ -562,7 +764,8 @@ impl ConnectionMachine {
             Message::decode(job.message.as_slice()).map_err(|_| MessagingError::Encode)?;
         // Derived from the plaintext, so a resend (retry receipt, restart) carries the same.
         let attrs = StanzaAttrs::of(&message);
-        let own_user = user_of(own);
+        let own = route.sender;
+        let is_own_user = |j: &Jid| route.is_own_user(j);
         let group = job.chat.is_group();
         let cap = self.config.max_loaded_records;
         if let Some(Resend {
@@ -572,10 +775,11 @@ impl ConnectionMachine {
         }) = &job.resend
         {
             let identity = Identity::from_credentials(&self.creds);
+            let addr = self.session_msg.signal_address(requester);
             let mut record = self
                 .session_msg
                 .sessions
-                .get_mut(requester)
+                .get_mut(&addr)
                 .cloned()
                 .unwrap_or_default();
             let change = record
@@ -583,17 +787,23 @@ impl ConnectionMachine {
                 .map_err(MessagingError::Encrypt)?;
             self.session_msg
                 .sessions
-                .put(requester.clone(), Some(record), cap);
-            self.report_identity(requester, change);
+                .put(addr.clone(), Some(record), cap);
+            self.report_identity(&addr, change);
         }
         // The plaintexts: the message itself, wrapped for our own devices, and the SKDM.
         let plain = job.message.clone();
-        let to_own = if group || job.chat == own_user {
+        // The chat as our other devices see it, in the stanza's namespace (LID.md §3.2).
+        let destination = match &job.resend {
+            Some(r) if r.requester.is_lid() => self.session_msg.to_lid(&job.chat),
+            Some(_) => job.chat.clone(),
+            None => user_of(route.to),
+        };
+        let to_own = if group || is_own_user(&job.chat) {
             plain.clone()
         } else {
             Message {
                 device_sent_message: Some(Box::new(DeviceSentMessage {
-                    destination_jid: Some(job.chat.to_string()),
+                    destination_jid: Some(destination.to_string()),
                     message: Some(Box::new(message.clone())),
                     phash: None,
                 })),
@@ -625,11 +835,12 @@ impl ConnectionMachine {
         for d in pairwise {
             let body = match (&skdm, job.resend.is_some()) {
                 (Some(s), _) => s.clone(),
-                (None, _) if user_of(d) == own_user => to_own.clone(),
+                (None, _) if is_own_user(d) => to_own.clone(),
                 (None, _) => plain.clone(),
             };
             let padded = self.padded(&body);
-            let Some(record) = self.session_msg.sessions.get_mut(d) else {
+            let addr = self.session_msg.signal_address(d);
+            let Some(record) = self.session_msg.sessions.get_mut(&addr) else {
                 continue;
             };
             let ct = match record.encrypt(&padded) {
@@ -639,7 +850,7 @@ impl ConnectionMachine {
                     continue;
                 }
             };
-            self.persist_session(d);
+            self.persist_session(&addr);
             any_pkmsg |= ct.enc_type() == "pkmsg";
             // A group's pairwise encs carry only our sender key, except in a resend.
             let carries_content = !group || job.resend.is_some();
@@ -657,10 +868,7 @@ impl ConnectionMachine {
             }
         }
         let mut children = Vec::new();
-        let to = match &job.resend {
-            Some(r) if !group => r.requester.clone(),
-            _ => job.chat.clone(),
-        };
+        let to = route.to.clone();
         let mut node = Node::new("message")
             .attr("id", job.id.as_str())
             .attr("to", to)
@@ -677,8 +885,13 @@ impl ConnectionMachine {
                     node = node.attr("participant", r.requester.clone());
                 } else {
                     node = node.attr("device_fanout", "false");
-                    if user_of(&r.requester) == own_user && job.chat != own_user {
-                        node = node.attr("recipient", job.chat.clone());
+                    if is_own_user(&r.requester) && !is_own_user(&job.chat) {
+                        let chat = if r.requester.is_lid() {
+                            self.session_msg.to_lid(&job.chat)
+                        } else {
+                            job.chat.clone()
+                        };
+                        node = node.attr("recipient", chat);
                     }
                 }
                 children.push(enc);
@@ -724,10 +937,28 @@ impl ConnectionMachine {
         if let Some(meta) = attrs.meta {
             children.push(meta.node());
         }
+        let dm_peer =
+            (!group && job.resend.is_none() && !is_own_user(route.to)).then(|| user_of(route.to));
+        if let Some(peer) = &dm_peer {
+            let key = self.session_msg.token_key(peer);
+            let now_s = self.clock.unix_secs(now);
+            if let Some(token) = self.session_msg.valid_token(&key, now_s) {
+                children.push(Node::new("tctoken").bytes(token));
+            }
+        }
+        if group && self.session_msg.lid_groups.contains(&job.chat) && job.resend.is_none() {
+            node = node.attr("addressing_mode", "lid");
+        }
         let node = node.children(children);
         let context = encode_context(&job.chat, &job.message);
         self.relay_message(now, node, context)
-            .map_err(|e| MessagingError::Relay(e.to_string()))
+            .map_err(|e| MessagingError::Relay(e.to_string()))?;
+        if let Some(peer) = dm_peer {
+            // LID.md §5.3: our token goes to whom we write (fire and forget).
+            self.remember_dm_peer(&job.id, &peer);
+            self.issue_privacy_token(now, &peer, false);
+        }
+        Ok(())
     }
 
     /// Queues the resend a retry receipt asks for, if this layer sent the message.

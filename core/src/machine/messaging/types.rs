@@ -33,8 +33,11 @@ pub struct IncomingMessage {
     /// The chat: the other user for a 1:1 message (also for our own messages sent from
     /// another device), or the group.
     pub chat: Jid,
-    /// The device that sent it.
+    /// The device that sent it, as the stanza names it (a phone number or a LID device).
     pub sender: Jid,
+    /// The same device in the other namespace (LID for a phone number sender and back),
+    /// when known (LID.md §2.1).
+    pub sender_alt: Option<Jid>,
     /// Whether it was sent by another device of our own account.
     pub from_me: bool,
     /// The server's timestamp (unix seconds).

@@ -127,8 +127,20 @@ CREATE TABLE message_secrets (
 ) WITHOUT ROWID;
 ";
 
+/// Version 5 (LID addressing and privacy tokens): the `trusted_contact` token each contact
+/// gave us, by the contact's user (its LID when known), with the issuer's timestamp.
+const V5_TC_TOKENS: &str = "
+CREATE TABLE tc_tokens (
+    account INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    user TEXT NOT NULL,
+    token BLOB NOT NULL,
+    timestamp INTEGER NOT NULL,
+    PRIMARY KEY (account, user)
+) WITHOUT ROWID;
+";
+
 /// The migration steps; step `i` takes the schema from version `i` to `i + 1`.
-pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
+pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5_TC_TOKENS];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;

@@ -164,7 +164,7 @@ pub(crate) fn load_sent(
 }
 
 /// Every table holding rows of an account (all but `accounts`).
-pub(crate) const ACCOUNT_TABLES: [&str; 11] = [
+pub(crate) const ACCOUNT_TABLES: [&str; 12] = [
     "credentials",
     "sent_messages",
     "prekeys",
@@ -176,6 +176,7 @@ pub(crate) const ACCOUNT_TABLES: [&str; 11] = [
     "lid_mappings",
     "pending_messages",
     "message_secrets",
+    "tc_tokens",
 ];
 
 /// How many rows the account has in the tables of [`ACCOUNT_TABLES`], each.
@@ -308,6 +309,16 @@ pub(crate) fn apply(
         Change::PendingDone(id) => exec(
             "DELETE FROM pending_messages WHERE account = ?1 AND id = ?2",
             params![account, id],
+        )?,
+        Change::TcToken { user, token } => exec(
+            "INSERT OR REPLACE INTO tc_tokens(account, user, token, timestamp)
+             VALUES (?1, ?2, ?3, ?4)",
+            params![
+                account,
+                user.to_non_device().to_string(),
+                token.token,
+                i64::try_from(token.timestamp).unwrap_or(i64::MAX)
+            ],
         )?,
         Change::MessageSecret { key, record } => exec(
             "INSERT OR REPLACE INTO message_secrets(account, chat, author, id, record)
@@ -465,6 +476,40 @@ pub(crate) fn load_keys(
                     |r| r.get(0),
                 )
                 .optional()?;
+        }
+    }
+    if !loaded.tc_tokens.is_empty() {
+        let mut stmt = conn.prepare_cached(
+            "SELECT token, timestamp FROM tc_tokens WHERE account = ?1 AND user = ?2",
+        )?;
+        for (user, token) in &mut loaded.tc_tokens {
+            let row: Option<(Vec<u8>, i64)> = stmt
+                .query_row(params![account, user.to_non_device().to_string()], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
+                .optional()?;
+            *token = row.map(|(token, t)| amarula_core::persist::TcToken {
+                token,
+                timestamp: u64::try_from(t).unwrap_or(0),
+            });
+        }
+    }
+    if !loaded.lid_mappings.is_empty() {
+        let mut by_lid =
+            conn.prepare_cached("SELECT phone FROM lid_mappings WHERE account = ?1 AND lid = ?2")?;
+        let mut by_phone =
+            conn.prepare_cached("SELECT lid FROM lid_mappings WHERE account = ?1 AND phone = ?2")?;
+        for (user, other) in &mut loaded.lid_mappings {
+            let user = user.to_non_device();
+            let stmt = if user.is_lid() {
+                &mut by_lid
+            } else {
+                &mut by_phone
+            };
+            let text: Option<String> = stmt
+                .query_row(params![account, user.to_string()], |r| r.get(0))
+                .optional()?;
+            *other = text.and_then(|t| t.parse().ok());
         }
     }
     Ok(loaded)
