@@ -13,9 +13,8 @@
 
 use std::time::Duration;
 
-use amarula::core::binary::Node;
 use amarula::core::jid::Jid;
-use amarula::core::machine::{Confirm, Event, IqRequest, IqResult};
+use amarula::core::machine::{Confirm, Event};
 use amarula::store::{MemoryStore, SqliteStore};
 use amarula::{Client, ClientConfig, ClientEvent, Events};
 use amarula_tests::sim::client::{config_for, fresh_credentials};
@@ -42,7 +41,7 @@ async fn main() {
 }
 
 async fn run() -> Result<(), String> {
-    let sim = Simulator::start(SimConfig::pn_legacy())
+    let sim = Simulator::start(SimConfig::default())
         .await
         .map_err(|e| format!("simulator: {e}"))?;
     let alice = sim.add_account(ALICE);
@@ -126,19 +125,27 @@ async fn run() -> Result<(), String> {
         }
     }
 
-    // A server query: the device list of Bob's account.
-    let usync = IqRequest::iq("usync", "get", Jid::server(), vec![Node::new("usync")]);
-    match client.query_iq(usync).await.map_err(|e| e.to_string())? {
-        IqResult::Ok(reply) => println!("[alice] usync answered: {reply}"),
-        other => println!("[alice] usync: {other:?}"),
-    }
-
     // End-to-end encrypted messages: Alice's client fetches Bob's devices and prekey bundles,
     // encrypts for each (and for her own other devices), and Bob's client decrypts.
     wait_logged_in(&mut bob_events).await?;
     let bob_jid: Jid = format!("{BOB}@s.whatsapp.net")
         .parse()
         .map_err(|e: amarula::core::jid::JidParseError| e.to_string())?;
+
+    // A server query (usync): who Bob is, by phone number: his LID and his devices.
+    for user in client
+        .user_info(std::slice::from_ref(&bob_jid))
+        .await
+        .map_err(|e| e.to_string())?
+    {
+        let lid = user
+            .lid
+            .map_or_else(|| "none".to_owned(), |l| l.to_string());
+        println!(
+            "[alice] usync: {} is {lid}, devices {:?}",
+            user.jid, user.devices
+        );
+    }
     let alice_jid: Jid = format!("{ALICE}@s.whatsapp.net")
         .parse()
         .map_err(|e: amarula::core::jid::JidParseError| e.to_string())?;
