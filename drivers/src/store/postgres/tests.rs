@@ -397,3 +397,65 @@ fn postgres_every_account_table_is_wiped() {
         }
     });
 }
+
+/// Two fleets share five accounts: each takes up to its limit, a worker that stops renewing
+/// loses its accounts to the other at the next step, and learns it lost them at its own.
+#[test]
+fn fleets_share_and_take_over() {
+    use crate::fleet::{Fleet, FleetOptions};
+    let Some(schema) = TestSchema::new("fleet") else {
+        return;
+    };
+    smol::block_on(async {
+        let db = PostgresDatabase::open(&schema.url).await.expect("open");
+        for i in 0..5 {
+            db.account(&format!("acct{i}")).await.expect("account");
+        }
+        let options = |max| {
+            let mut o = FleetOptions::default();
+            o.max_accounts = max;
+            o.lease_time = Duration::from_secs(60);
+            o
+        };
+        let mut a = Fleet::new(db.clone(), "a", options(3));
+        let mut b = Fleet::new(db.clone(), "b", options(5));
+        assert_eq!(a.renew_every(), Duration::from_secs(20));
+        let step = a.step().await.expect("a");
+        let names = |s: &crate::fleet::FleetStep| {
+            s.started
+                .iter()
+                .map(|(l, _)| l.account().to_owned())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(names(&step), ["acct0", "acct1", "acct2"]);
+        let step = b.step().await.expect("b");
+        assert_eq!(names(&step), ["acct3", "acct4"]);
+        assert!(a.step().await.expect("a again").started.is_empty());
+
+        // a dies (stops renewing): its leases expire.
+        admin(
+            &schema.url,
+            "UPDATE amarula_leases SET expires_at = now() WHERE owner = 'a'",
+        );
+        let step = b.step().await.expect("b takes over");
+        assert_eq!(names(&step), ["acct0", "acct1", "acct2"]);
+        assert!(step.lost.is_empty());
+        assert_eq!(b.held().count(), 5);
+        // b holds them now: nobody else can lease them; a's next step reports the loss.
+        assert!(
+            db.acquire("acct0", "probe", Duration::from_secs(1))
+                .await
+                .expect("acquire")
+                .is_none()
+        );
+        let step = a.step().await.expect("a wakes up");
+        assert_eq!(step.lost, ["acct0", "acct1", "acct2"]);
+        assert!(step.started.is_empty(), "b holds everything");
+        // b finishes one account: released, a takes it.
+        b.finished("acct4").await.expect("finished");
+        assert_eq!(names(&a.step().await.expect("a")), ["acct4"]);
+        a.release_all().await.expect("release");
+        b.release_all().await.expect("release");
+        assert_eq!(db.leasable(10).await.expect("leasable").len(), 5);
+    });
+}
