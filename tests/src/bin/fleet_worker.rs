@@ -1,0 +1,187 @@
+//! A fleet worker for the failover test (`tests/tests/fleet_failover.rs`): runs every account
+//! of a Postgres database it can lease, up to K, against the simulator, with the tokio driver.
+//!
+//! `fleet_worker URL ROOT_HEX PG_URL OWNER MAX LEASE_MS`
+//!
+//! It prints one line per fact to stdout, flushed at once (the test reads them):
+//! `LEASED <account> <token>`, `LOGGEDIN <account>`, `RECV <account> <id> <text>` (a message
+//! handed to this application), `DONE <account> <id>` (the application confirmed it: the
+//! client acked it and dropped it from the store), `UNDECRYPTABLE <account> <id>`,
+//! `LOST <account>`, `ENDED <account> <why>`.
+
+#![forbid(unsafe_code)]
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use amarula::core::machine::{Config, Confirm, Event};
+use amarula::core::noise::TrustAnchor;
+use amarula::fleet::{Fleet, FleetOptions};
+use amarula::store::{PostgresDatabase, PostgresOptions, PostgresStore};
+use amarula::{Client, ClientConfig, ClientEvent, Events};
+use tokio::sync::mpsc;
+
+const USAGE: &str = "usage: fleet_worker URL ROOT_HEX PG_URL OWNER MAX LEASE_MS";
+
+struct Args {
+    url: String,
+    root: [u8; 32],
+    pg_url: String,
+    owner: String,
+    max: usize,
+    lease: Duration,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let [url, root, pg_url, owner, max, lease] = args.as_slice() else {
+        return Err(USAGE.to_owned());
+    };
+    let root = hex::decode(root)
+        .ok()
+        .and_then(|r| <[u8; 32]>::try_from(r).ok())
+        .ok_or("ROOT_HEX: 32 bytes of hex")?;
+    Ok(Args {
+        url: url.clone(),
+        root,
+        pg_url: pg_url.clone(),
+        owner: owner.clone(),
+        max: max.parse().map_err(|e| format!("MAX {max}: {e}"))?,
+        lease: Duration::from_millis(lease.parse().map_err(|e| format!("LEASE_MS {lease}: {e}"))?),
+    })
+}
+
+/// One line to stdout, flushed (the test reads it as it comes).
+fn say(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("fleet_worker: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    let mut options = PostgresOptions::default();
+    options.connections = 4;
+    let db = PostgresDatabase::open_with(&args.pg_url, options).await?;
+    let mut fleet_options = FleetOptions::default();
+    fleet_options.max_accounts = args.max;
+    fleet_options.lease_time = args.lease;
+    let mut fleet = Fleet::new(db, args.owner.clone(), fleet_options);
+    let mut running: HashMap<String, Client> = HashMap::new();
+    let (ended_tx, mut ended) = mpsc::unbounded_channel::<String>();
+    let mut tick = tokio::time::interval(fleet.renew_every());
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            Some(account) = ended.recv() => {
+                running.remove(&account);
+                fleet.finished(&account).await?;
+                continue;
+            }
+        }
+        let step = match fleet.step().await {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("fleet step: {e}");
+                continue;
+            }
+        };
+        for account in step.lost {
+            say(&format!("LOST {account}"));
+            if let Some(client) = running.remove(&account) {
+                client.stop().await;
+            }
+        }
+        for (lease, store) in step.started {
+            let account = lease.account().to_owned();
+            say(&format!("LEASED {account} {}", lease.token()));
+            match start(&args, store).await {
+                Ok((client, events)) => {
+                    tokio::spawn(handle(
+                        account.clone(),
+                        client.clone(),
+                        events,
+                        ended_tx.clone(),
+                    ));
+                    running.insert(account, client);
+                }
+                Err(e) => {
+                    say(&format!("ENDED {account} start: {e}"));
+                    fleet.finished(&account).await?;
+                }
+            }
+        }
+    }
+}
+
+async fn start(args: &Args, store: PostgresStore) -> Result<(Client, Events), amarula::Error> {
+    let config = ClientConfig {
+        url: args.url.clone(),
+        machine: Config {
+            trust: TrustAnchor::new(args.root, 0),
+            end_to_end: true,
+            ..Config::default()
+        },
+        close_timeout: Duration::from_millis(200),
+        ..ClientConfig::default()
+    };
+    amarula::tokio::connect(config, store).await
+}
+
+/// The application of one account: records and confirms what it receives.
+async fn handle(
+    account: String,
+    client: Client,
+    mut events: Events,
+    ended: mpsc::UnboundedSender<String>,
+) {
+    let mut why = String::from("stopped");
+    while let Some(event) = events.recv().await {
+        match event {
+            ClientEvent::Event(Event::LoggedIn { .. }) => say(&format!("LOGGEDIN {account}")),
+            ClientEvent::Event(Event::Message(m)) => {
+                let text = m.text().unwrap_or_default().replace(' ', "_");
+                say(&format!("RECV {account} {} {text}", m.id));
+                if let Some(token) = m.ack {
+                    match client.confirm(token, Confirm::Ack).await {
+                        Ok(()) => say(&format!("DONE {account} {}", m.id)),
+                        Err(e) => eprintln!("{account}: confirm {}: {e}", m.id),
+                    }
+                }
+            }
+            ClientEvent::Event(Event::Undecryptable(u)) => {
+                say(&format!("UNDECRYPTABLE {account} {}", u.id));
+            }
+            ClientEvent::Event(Event::Stanza {
+                ack: Some(token), ..
+            }) => {
+                let _ = client.confirm(token, Confirm::Ack).await;
+            }
+            ClientEvent::StoreFailed(e) => why = format!("store: {e}").replace(' ', "_"),
+            ClientEvent::Stopped => break,
+            _ => {}
+        }
+    }
+    say(&format!("ENDED {account} {why}"));
+    let _ = ended.send(account);
+}
