@@ -5,9 +5,14 @@
 //!
 //! It prints one line per fact to stdout, flushed at once (the test reads them):
 //! `LEASED <account> <token>`, `LOGGEDIN <account>`, `RECV <account> <id> <text>` (a message
-//! handed to this application), `DONE <account> <id>` (the application confirmed it: the
-//! client acked it and dropped it from the store), `UNDECRYPTABLE <account> <id>`,
-//! `LOST <account>`, `ENDED <account> <why>`.
+//! handled by the application), `DUP <account> <id>` (a message handed again that the
+//! application had already handled, maybe on another worker: skipped), `DONE <account> <id>`
+//! (the application confirmed it), `UNDECRYPTABLE <account> <id>`, `LOST <account>`,
+//! `ENDED <account> <why>`.
+//!
+//! The application keeps what it handled in a table of the same database (`fleet_app_handled`),
+//! as an application of a fleet must: `Client::confirm` returns once the ack is queued, so a
+//! worker killed right after it may leave the message to be handed again to the next owner.
 
 #![forbid(unsafe_code)]
 
@@ -78,7 +83,47 @@ async fn main() -> ExitCode {
     }
 }
 
+/// The application's own record of the messages it handled, shared by the workers.
+struct Handled(std::sync::Arc<std::sync::Mutex<postgres::Client>>);
+
+impl Handled {
+    fn open(url: &str) -> Result<Self, postgres::Error> {
+        let mut client = postgres::Client::connect(url, postgres::NoTls)?;
+        client.batch_execute(
+            "CREATE TABLE IF NOT EXISTS fleet_app_handled (id TEXT PRIMARY KEY, account TEXT)",
+        )?;
+        Ok(Self(std::sync::Arc::new(std::sync::Mutex::new(client))))
+    }
+
+    /// Records `id` as handled; false when it already was.
+    async fn first(&self, account: &str, id: &str) -> Result<bool, String> {
+        let (client, account, id) = (self.0.clone(), account.to_owned(), id.to_owned());
+        tokio::task::spawn_blocking(move || {
+            let mut c = client.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            c.execute(
+                "INSERT INTO fleet_app_handled (id, account) VALUES ($1, $2)
+                 ON CONFLICT (id) DO NOTHING",
+                &[&id, &account],
+            )
+            .map(|n| n == 1)
+            .map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|e| e.to_string())?
+    }
+}
+
+impl Clone for Handled {
+    fn clone(&self) -> Self {
+        Self(self.0.clone())
+    }
+}
+
 async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    let handled = {
+        let url = args.pg_url.clone();
+        tokio::task::spawn_blocking(move || Handled::open(&url)).await??
+    };
     let mut options = PostgresOptions::default();
     options.connections = 4;
     let db = PostgresDatabase::open_with(&args.pg_url, options).await?;
@@ -121,6 +166,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                         account.clone(),
                         client.clone(),
                         events,
+                        handled.clone(),
                         ended_tx.clone(),
                     ));
                     running.insert(account, client);
@@ -153,6 +199,7 @@ async fn handle(
     account: String,
     client: Client,
     mut events: Events,
+    handled: Handled,
     ended: mpsc::UnboundedSender<String>,
 ) {
     let mut why = String::from("stopped");
@@ -161,7 +208,15 @@ async fn handle(
             ClientEvent::Event(Event::LoggedIn { .. }) => say(&format!("LOGGEDIN {account}")),
             ClientEvent::Event(Event::Message(m)) => {
                 let text = m.text().unwrap_or_default().replace(' ', "_");
-                say(&format!("RECV {account} {} {text}", m.id));
+                match handled.first(&account, &m.id).await {
+                    Ok(true) => say(&format!("RECV {account} {} {text}", m.id)),
+                    Ok(false) => say(&format!("DUP {account} {}", m.id)),
+                    Err(e) => {
+                        // Not recorded: not confirmed either, so it comes again.
+                        eprintln!("{account}: record {}: {e}", m.id);
+                        continue;
+                    }
+                }
                 if let Some(token) = m.ack {
                     match client.confirm(token, Confirm::Ack).await {
                         Ok(()) => say(&format!("DONE {account} {}", m.id)),
