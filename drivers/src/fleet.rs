@@ -18,7 +18,7 @@
 //! its own timer, drives it (see `tests/src/bin/fleet_worker.rs`).
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::store::{Lease, PostgresDatabase, PostgresStore, StoreError};
 
@@ -48,9 +48,12 @@ impl Default for FleetOptions {
 pub struct FleetStep {
     /// Accounts newly leased, with their fenced stores: start a client on each.
     pub started: Vec<(Lease, PostgresStore)>,
-    /// Accounts whose lease was lost (expired, or taken by another worker): stop their clients
-    /// now (their writes already fail).
+    /// Accounts whose lease was lost (expired, or taken by another worker), or that this
+    /// worker could not renew and whose lease runs out before the next step: stop their
+    /// clients now, so that no account is ever connected from two workers at once.
     pub lost: Vec<String>,
+    /// Why the renewal or the leasing failed (the database is unreachable, say), when it did.
+    pub error: Option<StoreError>,
 }
 
 /// One worker's leased accounts.
@@ -59,7 +62,9 @@ pub struct Fleet {
     db: PostgresDatabase,
     owner: String,
     options: FleetOptions,
-    held: BTreeMap<String, Lease>,
+    /// The held leases, with until when they surely hold by this process's clock (the
+    /// renewal's start plus the lease time: the database's expiry is later).
+    held: BTreeMap<String, (Lease, Instant)>,
 }
 
 impl Fleet {
@@ -86,56 +91,88 @@ impl Fleet {
 
     /// The accounts the worker holds, by name.
     pub fn held(&self) -> impl Iterator<Item = &Lease> {
-        self.held.values()
+        self.held.values().map(|(l, _)| l)
     }
 
-    /// Renews every held lease (reporting those lost), then leases free accounts up to the
-    /// limit. A failure to reach the database ends the step early with the error; the held
-    /// leases stay as they were (they expire on their own if the database stays away, and
-    /// the stores' writes fail with them).
-    pub async fn step(&mut self) -> Result<FleetStep, StoreError> {
+    /// Renews every held lease (in one statement) and reports those lost, then leases free
+    /// accounts up to the limit. When the database cannot be reached, the leases that run out
+    /// before the next step are reported lost (stop them: another worker may take them once
+    /// they expire) and the others are kept; the error is in [`FleetStep::error`].
+    pub async fn step(&mut self) -> FleetStep {
         let mut step = FleetStep::default();
         let ttl = self.options.lease_time;
-        let names: Vec<String> = self.held.keys().cloned().collect();
-        for name in names {
-            let Some(lease) = self.held.get(&name) else {
-                continue;
-            };
-            match self.db.renew(lease, ttl).await {
-                Ok(()) => {}
-                Err(StoreError::LeaseLost { .. }) => {
-                    tracing::warn!(account = %name, "lease lost");
+        let started = Instant::now();
+        let leases: Vec<Lease> = self.held.values().map(|(l, _)| l.clone()).collect();
+        match self.db.renew_all(&leases, ttl).await {
+            Ok(renewed) => {
+                for (lease, live) in leases.into_iter().zip(renewed) {
+                    let name = lease.account().to_owned();
+                    if live {
+                        self.held.insert(name, (lease, started + ttl));
+                    } else {
+                        tracing::warn!(account = %name, "lease lost");
+                        self.held.remove(&name);
+                        step.lost.push(name);
+                    }
+                }
+            }
+            Err(e) => {
+                let horizon = Instant::now() + self.renew_every();
+                let expiring: Vec<String> = self
+                    .held
+                    .iter()
+                    .filter(|(_, (_, until))| *until <= horizon)
+                    .map(|(name, _)| name.clone())
+                    .collect();
+                for name in expiring {
+                    tracing::warn!(account = %name, error = %e, "lease not renewed in time");
                     self.held.remove(&name);
                     step.lost.push(name);
                 }
-                Err(e) => return Err(e),
+                step.error = Some(e);
+                return step;
             }
         }
         let room = self.options.max_accounts.saturating_sub(self.held.len());
         if room > 0 {
             // Other workers race for the same accounts: ask for more than the room.
-            for name in self.db.leasable(room.saturating_mul(2)).await? {
+            let candidates = match self.db.leasable(room.saturating_mul(2)).await {
+                Ok(c) => c,
+                Err(e) => {
+                    step.error = Some(e);
+                    return step;
+                }
+            };
+            for name in candidates {
                 if self.held.len() >= self.options.max_accounts {
                     break;
                 }
                 if self.held.contains_key(&name) {
                     continue;
                 }
-                if let Some(lease) = self.db.acquire(&name, &self.owner, ttl).await? {
-                    tracing::info!(account = %name, token = lease.token(), "account leased");
-                    let store = self.db.fenced(&lease);
-                    self.held.insert(name, lease.clone());
-                    step.started.push((lease, store));
+                let asked = Instant::now();
+                match self.db.acquire(&name, &self.owner, ttl).await {
+                    Ok(Some(lease)) => {
+                        tracing::info!(account = %name, token = lease.token(), "account leased");
+                        let store = self.db.fenced(&lease);
+                        self.held.insert(name, (lease.clone(), asked + ttl));
+                        step.started.push((lease, store));
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        step.error = Some(e);
+                        break;
+                    }
                 }
             }
         }
-        Ok(step)
+        step
     }
 
     /// The worker stopped running `account` (its client ended: logged out, a store failure):
     /// the lease is released, so another worker (or this one's next step) may take it.
     pub async fn finished(&mut self, account: &str) -> Result<(), StoreError> {
-        if let Some(lease) = self.held.remove(account) {
+        if let Some((lease, _)) = self.held.remove(account) {
             self.db.release(&lease).await?;
         }
         Ok(())
@@ -144,7 +181,7 @@ impl Fleet {
     /// Releases every held lease (a clean shutdown: the other workers take the accounts at
     /// once instead of after the lease time). Stop the clients first.
     pub async fn release_all(&mut self) -> Result<(), StoreError> {
-        for lease in std::mem::take(&mut self.held).into_values() {
+        for (lease, _) in std::mem::take(&mut self.held).into_values() {
             self.db.release(&lease).await?;
         }
         Ok(())

@@ -64,7 +64,10 @@ impl TestSchema {
 
 impl Drop for TestSchema {
     fn drop(&mut self) {
-        admin(&self.base, &format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name));
+        admin(
+            &self.base,
+            &format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name),
+        );
     }
 }
 

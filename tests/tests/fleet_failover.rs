@@ -254,10 +254,11 @@ async fn fleet_failover() {
                 let i = k % n;
                 let text = format!("F-{k}");
                 match peer.send_text(&Jid::user(phone(i)), &text).await {
-                    Ok(id) => sent
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .push((id, account(i), text)),
+                    Ok(id) => sent.lock().unwrap_or_else(PoisonError::into_inner).push((
+                        id,
+                        account(i),
+                        text,
+                    )),
                     Err(e) => errors
                         .lock()
                         .unwrap_or_else(PoisonError::into_inner)
@@ -290,15 +291,20 @@ async fn fleet_failover() {
     sender.await.expect("sender");
     let sent = sent.lock().unwrap_or_else(PoisonError::into_inner).clone();
     let all_ids: HashSet<String> = sent.iter().map(|(id, _, _)| id.clone()).collect();
-    until("every accepted message confirmed", &seen, &mut changes, |s| {
-        let done: HashSet<&str> = s
-            .lines
-            .iter()
-            .filter_map(|(_, l)| l.strip_prefix("DONE "))
-            .filter_map(|l| l.split(' ').nth(1))
-            .collect();
-        all_ids.iter().all(|id| done.contains(id.as_str()))
-    })
+    until(
+        "every accepted message confirmed",
+        &seen,
+        &mut changes,
+        |s| {
+            let done: HashSet<&str> = s
+                .lines
+                .iter()
+                .filter_map(|(_, l)| l.strip_prefix("DONE "))
+                .filter_map(|l| l.split(' ').nth(1))
+                .collect();
+            all_ids.iter().all(|id| done.contains(id.as_str()))
+        },
+    )
     .await;
 
     // The checks.

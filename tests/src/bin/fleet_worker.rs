@@ -26,7 +26,7 @@ use amarula::core::noise::TrustAnchor;
 use amarula::fleet::{Fleet, FleetOptions};
 use amarula::store::{PostgresDatabase, PostgresOptions, PostgresStore};
 use amarula::{Client, ClientConfig, ClientEvent, Events};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 const USAGE: &str = "usage: fleet_worker URL ROOT_HEX PG_URL OWNER MAX LEASE_MS";
 
@@ -54,7 +54,11 @@ fn parse_args() -> Result<Args, String> {
         pg_url: pg_url.clone(),
         owner: owner.clone(),
         max: max.parse().map_err(|e| format!("MAX {max}: {e}"))?,
-        lease: Duration::from_millis(lease.parse().map_err(|e| format!("LEASE_MS {lease}: {e}"))?),
+        lease: Duration::from_millis(
+            lease
+                .parse()
+                .map_err(|e| format!("LEASE_MS {lease}: {e}"))?,
+        ),
     })
 }
 
@@ -99,7 +103,9 @@ impl Handled {
     async fn first(&self, account: &str, id: &str) -> Result<bool, String> {
         let (client, account, id) = (self.0.clone(), account.to_owned(), id.to_owned());
         tokio::task::spawn_blocking(move || {
-            let mut c = client.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut c = client
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             c.execute(
                 "INSERT INTO fleet_app_handled (id, account) VALUES ($1, $2)
                  ON CONFLICT (id) DO NOTHING",
@@ -131,51 +137,65 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     fleet_options.max_accounts = args.max;
     fleet_options.lease_time = args.lease;
     let mut fleet = Fleet::new(db, args.owner.clone(), fleet_options);
-    let mut running: HashMap<String, Client> = HashMap::new();
-    let (ended_tx, mut ended) = mpsc::unbounded_channel::<String>();
+    let args = std::sync::Arc::new(args);
+    // Each running account's stop switch: the step loop never waits for a connection.
+    let mut running: HashMap<String, watch::Sender<bool>> = HashMap::new();
+    let (ended_tx, mut ended) = mpsc::unbounded_channel::<(String, bool)>();
     let mut tick = tokio::time::interval(fleet.renew_every());
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            Some(account) = ended.recv() => {
+            Some((account, release)) = ended.recv() => {
                 running.remove(&account);
-                fleet.finished(&account).await?;
+                if release {
+                    fleet.finished(&account).await?;
+                }
                 continue;
             }
         }
-        let step = match fleet.step().await {
-            Ok(s) => s,
-            Err(e) => {
-                eprintln!("fleet step: {e}");
-                continue;
-            }
-        };
+        let step = fleet.step().await;
+        if let Some(e) = &step.error {
+            eprintln!("fleet step: {e}");
+        }
         for account in step.lost {
             say(&format!("LOST {account}"));
-            if let Some(client) = running.remove(&account) {
-                client.stop().await;
+            if let Some(stop) = running.remove(&account) {
+                let _ = stop.send(true);
             }
         }
         for (lease, store) in step.started {
             let account = lease.account().to_owned();
             say(&format!("LEASED {account} {}", lease.token()));
-            match start(&args, store).await {
-                Ok((client, events)) => {
-                    tokio::spawn(handle(
-                        account.clone(),
-                        client.clone(),
-                        events,
-                        handled.clone(),
-                        ended_tx.clone(),
-                    ));
-                    running.insert(account, client);
-                }
-                Err(e) => {
-                    say(&format!("ENDED {account} start: {e}"));
-                    fleet.finished(&account).await?;
-                }
-            }
+            let (stop_tx, stop) = watch::channel(false);
+            running.insert(account.clone(), stop_tx);
+            tokio::spawn(run_account(
+                std::sync::Arc::clone(&args),
+                account,
+                store,
+                handled.clone(),
+                ended_tx.clone(),
+                stop,
+            ));
+        }
+    }
+}
+
+/// Connects one account and runs its application until the client stops (or the fleet stops
+/// it: its lease is lost).
+async fn run_account(
+    args: std::sync::Arc<Args>,
+    account: String,
+    store: PostgresStore,
+    handled: Handled,
+    ended: mpsc::UnboundedSender<(String, bool)>,
+    stop: watch::Receiver<bool>,
+) {
+    match start(&args, store).await {
+        Ok((client, events)) => handle(account, client, events, handled, ended, stop).await,
+        Err(e) => {
+            say(&format!("ENDED {account} start:_{e}").replace(' ', "_"));
+            let _ = ended.send((account, true));
         }
     }
 }
@@ -200,10 +220,25 @@ async fn handle(
     client: Client,
     mut events: Events,
     handled: Handled,
-    ended: mpsc::UnboundedSender<String>,
+    ended: mpsc::UnboundedSender<(String, bool)>,
+    mut stop: watch::Receiver<bool>,
 ) {
     let mut why = String::from("stopped");
-    while let Some(event) = events.recv().await {
+    let mut stopping = false;
+    loop {
+        let event = tokio::select! {
+            e = events.recv() => e,
+            // The switch only ever turns on.
+            _ = stop.changed(), if !stopping => {
+                stopping = true;
+                why = String::from("lease_lost");
+                client.stop().await;
+                continue;
+            }
+        };
+        let Some(event) = event else {
+            break;
+        };
         match event {
             ClientEvent::Event(Event::LoggedIn { .. }) => say(&format!("LOGGEDIN {account}")),
             ClientEvent::Event(Event::Message(m)) => {
@@ -238,5 +273,6 @@ async fn handle(
         }
     }
     say(&format!("ENDED {account} {why}"));
-    let _ = ended.send(account);
+    // A lost lease is not this worker's to release.
+    let _ = ended.send((account, !stopping));
 }

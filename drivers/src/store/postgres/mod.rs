@@ -304,6 +304,41 @@ impl PostgresDatabase {
         .await
     }
 
+    /// Extends every lease of `leases` to `ttl` from now, in one statement; answers, in the
+    /// order of `leases`, whether each was still live (and is now extended). A lease answered
+    /// `false` is lost: the worker must stop running its account.
+    pub async fn renew_all(
+        &self,
+        leases: &[Lease],
+        ttl: Duration,
+    ) -> Result<Vec<bool>, StoreError> {
+        if leases.is_empty() {
+            return Ok(Vec::new());
+        }
+        let accounts: Vec<i64> = leases.iter().map(|l| l.account_id).collect();
+        let tokens: Vec<i64> = leases.iter().map(|l| l.token).collect();
+        let ttl_ms = duration_ms(ttl);
+        let renewed = self
+            .in_tx(move |tx, _| {
+                tx.query(
+                    "UPDATE amarula_leases l
+                     SET expires_at = now() + $3::bigint * interval '1 millisecond'
+                     FROM unnest($1::bigint[], $2::bigint[]) AS k(account, token)
+                     WHERE l.account = k.account AND l.token = k.token AND l.expires_at > now()
+                     RETURNING l.account, l.token",
+                    &[&accounts, &tokens, &ttl_ms],
+                )?
+                .iter()
+                .map(|r| Ok((r.try_get::<_, i64>(0)?, r.try_get::<_, i64>(1)?)))
+                .collect::<Result<std::collections::HashSet<(i64, i64)>, StoreError>>()
+            })
+            .await?;
+        Ok(leases
+            .iter()
+            .map(|l| renewed.contains(&(l.account_id, l.token)))
+            .collect())
+    }
+
     /// Gives `lease` up at once (another worker may take the account right away). Releasing a
     /// lease already lost is not an error.
     pub async fn release(&self, lease: &Lease) -> Result<(), StoreError> {

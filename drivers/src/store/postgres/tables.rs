@@ -261,8 +261,10 @@ pub(crate) const ACCOUNT_TABLES: [&str; 11] = [
 /// Everything of the account but its row and its lease.
 pub(crate) fn delete_account_data(tx: &mut Tx<'_>, account: AccountId) -> Result<(), StoreError> {
     for table in ACCOUNT_TABLES {
-        tx.tx
-            .execute(&format!("DELETE FROM {table} WHERE account = $1"), &[&account])?;
+        tx.tx.execute(
+            &format!("DELETE FROM {table} WHERE account = $1"),
+            &[&account],
+        )?;
     }
     Ok(())
 }
@@ -436,9 +438,7 @@ pub(crate) fn blob(
     sql: &'static str,
     p: &[&(dyn ToSql + Sync)],
 ) -> Result<Option<Vec<u8>>, StoreError> {
-    tx.query_opt(sql, p)?
-        .map(|r| Ok(r.try_get(0)?))
-        .transpose()
+    tx.query_opt(sql, p)?.map(|r| Ok(r.try_get(0)?)).transpose()
 }
 
 pub(crate) fn sessions_for(
