@@ -390,14 +390,12 @@ fn track(s: &mut Seen, event: SimEvent) {
             device: Some(device),
             node,
             ..
-        } => {
-            if node.tag == "iq"
-                && node.attr_str("xmlns") == Some("encrypt")
-                && node.attr_str("type") == Some("set")
-                && node.child("list").is_some()
-            {
-                s.prekeys.insert(device.user_part().to_owned());
-            }
+        } if node.tag == "iq"
+            && node.attr_str("xmlns") == Some("encrypt")
+            && node.attr_str("type") == Some("set")
+            && node.child("list").is_some() =>
+        {
+            s.prekeys.insert(device.user_part().to_owned());
         }
         _ => {}
     }

@@ -160,8 +160,10 @@ fn postgres_store_conforms_on_tokio() {
         .build()
         .expect("runtime");
     rt.block_on(async {
-        let mut options = PostgresOptions::default();
-        options.connections = 1;
+        let options = PostgresOptions {
+            connections: 1,
+            ..PostgresOptions::default()
+        };
         let db = PostgresDatabase::open_with(&schema.url, options)
             .await
             .expect("open");
@@ -431,11 +433,9 @@ fn fleets_share_and_take_over() {
         for i in 0..5 {
             db.account(&format!("acct{i}")).await.expect("account");
         }
-        let options = |max| {
-            let mut o = FleetOptions::default();
-            o.max_accounts = max;
-            o.lease_time = Duration::from_secs(60);
-            o
+        let options = |max| FleetOptions {
+            max_accounts: max,
+            lease_time: Duration::from_secs(60),
         };
         let mut a = Fleet::new(db.clone(), "a", options(3));
         let mut b = Fleet::new(db.clone(), "b", options(5));
