@@ -40,6 +40,17 @@ pub(crate) enum Wake<T> {
     Timer,
 }
 
+/// The WebSocket settings of every connection. tungstenite's defaults suit one busy
+/// connection: a 128 KiB read buffer allocated up front and writes held until 128 KiB. A
+/// process with thousands of accounts pays that per connection (128 KiB × 10,000 is 1.25 GiB),
+/// so the read buffer starts at 4 KiB (it grows for a larger frame) and every frame is written
+/// at once (the drive task flushes after each anyway).
+pub(crate) fn ws_config() -> async_tungstenite::tungstenite::protocol::WebSocketConfig {
+    async_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(0)
+}
+
 /// The few things a runtime provides to the drive loop.
 pub(crate) trait Runtime: Send + Sync + 'static {
     /// An open WebSocket.
