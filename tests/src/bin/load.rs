@@ -3,7 +3,11 @@
 //! rate across the fleet.
 //!
 //! `cargo run --release -p amarula-tests --bin load -- --accounts N [--rate MSGS_PER_SEC]
-//!     [--secs SECS] [--runtime tokio|smol]`
+//!     [--secs SECS] [--runtime tokio|smol] [--store sqlite|memory]`
+//!
+//! The store is by default one SQLite file (synchronous=NORMAL) holding every account, on one
+//! connection, as a gateway would run them; `memory` keeps every account's Signal state (812
+//! prekeys each, sessions) on the heap, where it counts as the accounts' memory.
 //!
 //! It prints: connect+login throughput, resident memory per account (process RSS growth ÷ N)
 //! and heap per account (a counting allocator), CPU per message (the process's user+system
@@ -30,7 +34,7 @@ use amarula::core::credentials::Credentials;
 use amarula::core::jid::Jid;
 use amarula::core::machine::{Config, Confirm, Event};
 use amarula::core::noise::TrustAnchor;
-use amarula::store::{MemoryStore, credentials_from_json, credentials_to_json};
+use amarula::store::{CredentialStore, MemoryStore, credentials_from_json, credentials_to_json};
 use amarula::{Client, ClientConfig, ClientEvent, Events};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
@@ -78,8 +82,8 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
 
-const USAGE: &str =
-    "usage: load --accounts N [--rate MSGS_PER_SEC] [--secs SECS] [--runtime tokio|smol]";
+const USAGE: &str = "usage: load --accounts N [--rate MSGS_PER_SEC] [--secs SECS] \
+                     [--runtime tokio|smol] [--store sqlite|memory]";
 
 fn phone(i: usize) -> String {
     format!("1555{i:07}")
@@ -144,6 +148,7 @@ struct Args {
     rate: f64,
     secs: u64,
     rt: Rt,
+    sqlite: bool,
 }
 
 fn parse() -> Result<Option<(usize, bool)>, String> {
@@ -164,6 +169,7 @@ fn parse_args() -> Result<Args, String> {
         rate: 10.0,
         secs: 20,
         rt: Rt::Tokio,
+        sqlite: true,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -180,6 +186,13 @@ fn parse_args() -> Result<Args, String> {
                     "tokio" => Rt::Tokio,
                     "smol" => Rt::Smol,
                     other => return Err(format!("--runtime {other}: tokio or smol")),
+                }
+            }
+            "--store" => {
+                out.sqlite = match v()?.as_str() {
+                    "sqlite" => true,
+                    "memory" => false,
+                    other => return Err(format!("--store {other}: sqlite or memory")),
                 }
             }
             _ => return Err(USAGE.to_owned()),
@@ -275,6 +288,19 @@ fn bench(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     }
     let n = creds.len();
     let rt = args.rt;
+    let dir = std::env::temp_dir().join(format!("amarula-load-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let db = if args.sqlite {
+        Some(amarula::store::SqliteDatabase::open_with(
+            dir.join("accounts.db"),
+            amarula::store::SqliteOptions {
+                synchronous: amarula::store::Synchronous::Normal,
+                ..amarula::store::SqliteOptions::default()
+            },
+        )?)
+    } else {
+        None
+    };
     let run = async move {
         let base_rss = rss();
         let base_heap = HEAP.load(Ordering::Relaxed);
@@ -282,7 +308,7 @@ fn bench(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         let epoch = Instant::now();
         let started = Instant::now();
         let mut clients = Vec::with_capacity(n);
-        for c in creds {
+        for (i, c) in creds.into_iter().enumerate() {
             let config = ClientConfig {
                 url: url.clone(),
                 machine: Config {
@@ -292,10 +318,24 @@ fn bench(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                 },
                 ..ClientConfig::default()
             };
-            let store = MemoryStore::with_credentials(c);
-            let connected = match rt {
-                Rt::Tokio => amarula::tokio::connect(config, store).await,
-                Rt::Smol => amarula::smol::connect(config, store).await,
+            let connected = match &db {
+                Some(db) => {
+                    let store = match db.account(&phone(i)) {
+                        Ok(s) => s,
+                        Err(e) => {
+                            eprintln!("store: {e}");
+                            stats.errors.fetch_add(1, Ordering::Relaxed);
+                            continue;
+                        }
+                    };
+                    if let Err(e) = store.save(&c).await {
+                        eprintln!("store: {e}");
+                        stats.errors.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                    connect(rt, config, store).await
+                }
+                None => connect(rt, config, MemoryStore::with_credentials(c)).await,
             };
             match connected {
                 Ok((client, events)) => {
@@ -378,7 +418,12 @@ fn bench(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             v[i] as f64 / 1000.0
         };
         let runtime = if rt == Rt::Tokio { "tokio" } else { "smol" };
-        println!("accounts                {n} ({runtime} driver)");
+        let store = if args.sqlite {
+            "one SQLite file"
+        } else {
+            "memory"
+        };
+        println!("accounts                {n} ({runtime} driver, {store} store)");
         println!(
             "connect+login           {:.2} s, {:.0} accounts/s",
             login.as_secs_f64(),
@@ -428,7 +473,19 @@ fn bench(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     }
     drop(child.stdin.take());
     let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
     Ok(())
+}
+
+async fn connect(
+    rt: Rt,
+    config: ClientConfig,
+    store: impl CredentialStore,
+) -> Result<(Client, Events), amarula::Error> {
+    match rt {
+        Rt::Tokio => amarula::tokio::connect(config, store).await,
+        Rt::Smol => amarula::smol::connect(config, store).await,
+    }
 }
 
 /// One account's application: counts the login, times and confirms what it receives.
