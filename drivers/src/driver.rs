@@ -134,8 +134,18 @@ pub(crate) fn handshake_request(url: &str) -> Result<Request, WsError> {
 }
 
 /// rustls with the ring provider and the webpki roots, chosen explicitly so no process-wide
-/// default provider is needed.
+/// default provider is needed; built once and shared by every client of the process (a copy
+/// of the root store per account adds up over thousands).
 fn tls_config() -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
+    static SHARED: std::sync::OnceLock<Arc<rustls::ClientConfig>> = std::sync::OnceLock::new();
+    if let Some(c) = SHARED.get() {
+        return Ok(Arc::clone(c));
+    }
+    let config = build_tls_config()?;
+    Ok(Arc::clone(SHARED.get_or_init(|| config)))
+}
+
+fn build_tls_config() -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
     let roots = rustls::RootCertStore {
         roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
     };
