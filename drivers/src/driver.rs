@@ -19,6 +19,7 @@ use amarula_core::time::{Clock, Instant};
 use async_tungstenite::tungstenite::client::IntoClientRequest;
 use async_tungstenite::tungstenite::handshake::client::Request;
 use async_tungstenite::tungstenite::http::HeaderValue;
+use async_tungstenite::tungstenite::protocol::WebSocketConfig;
 use async_tungstenite::tungstenite::{Error as WsError, Message};
 use futures_channel::oneshot;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
@@ -45,8 +46,8 @@ pub(crate) enum Wake<T> {
 /// process with thousands of accounts pays that per connection (128 KiB × 10,000 is 1.25 GiB),
 /// so the read buffer starts at 4 KiB (it grows for a larger frame) and every frame is written
 /// at once (the drive task flushes after each anyway).
-pub(crate) fn ws_config() -> async_tungstenite::tungstenite::protocol::WebSocketConfig {
-    async_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+pub(crate) fn ws_config() -> WebSocketConfig {
+    WebSocketConfig::default()
         .read_buffer_size(4 * 1024)
         .write_buffer_size(0)
 }
