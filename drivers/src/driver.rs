@@ -20,6 +20,7 @@ use amarula_core::time::{Clock, Instant};
 use async_tungstenite::tungstenite::client::IntoClientRequest;
 use async_tungstenite::tungstenite::handshake::client::Request;
 use async_tungstenite::tungstenite::http::HeaderValue;
+use async_tungstenite::tungstenite::protocol::WebSocketConfig;
 use async_tungstenite::tungstenite::{Error as WsError, Message};
 use futures_channel::oneshot;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
@@ -40,6 +41,17 @@ pub(crate) enum Wake<T> {
     Command(Option<Command>),
     /// The deadline passed.
     Timer,
+}
+
+/// The WebSocket settings of every connection. tungstenite's defaults suit one busy
+/// connection: a 128 KiB read buffer allocated up front and writes held until 128 KiB. A
+/// process with thousands of accounts pays that per connection (128 KiB × 10,000 is 1.25 GiB),
+/// so the read buffer starts at 4 KiB (it grows for a larger frame) and every frame is written
+/// at once (the drive task flushes after each anyway).
+pub(crate) fn ws_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(0)
 }
 
 /// The few things a runtime provides to the drive loop.
@@ -125,8 +137,18 @@ pub(crate) fn handshake_request(url: &str) -> Result<Request, WsError> {
 }
 
 /// rustls with the ring provider and the webpki roots, chosen explicitly so no process-wide
-/// default provider is needed.
+/// default provider is needed; built once and shared by every client of the process (a copy
+/// of the root store per account adds up over thousands).
 fn tls_config() -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
+    static SHARED: std::sync::OnceLock<Arc<rustls::ClientConfig>> = std::sync::OnceLock::new();
+    if let Some(c) = SHARED.get() {
+        return Ok(Arc::clone(c));
+    }
+    let config = build_tls_config()?;
+    Ok(Arc::clone(SHARED.get_or_init(|| config)))
+}
+
+fn build_tls_config() -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
     let roots = rustls::RootCertStore {
         roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
     };

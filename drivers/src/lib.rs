@@ -57,6 +57,8 @@ pub use amarula_proto as proto;
 
 mod client;
 mod driver;
+#[cfg(feature = "postgres")]
+pub mod fleet;
 pub mod media;
 mod ops;
 #[cfg(feature = "smol")]
@@ -73,5 +75,7 @@ pub use client::{Client, ClientConfig, ClientError, ClientEvent, Events, WHATSAP
 pub use driver::Error;
 pub use status::ClientState;
 pub use store::{CredentialStore, FileStore, MemoryStore, StoreError};
+#[cfg(feature = "postgres")]
+pub use store::{PostgresDatabase, PostgresStore};
 #[cfg(feature = "sqlite")]
 pub use store::{SqliteDatabase, SqliteStore};

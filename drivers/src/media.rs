@@ -89,7 +89,9 @@ pub struct Uploaded {
 /// The HTTP side of media, shared by the clients of one process.
 #[derive(Debug, Clone)]
 pub(crate) struct Transfers {
-    agent: ureq::Agent,
+    /// Made at the first transfer: most accounts of a large process never move media, and an
+    /// agent (its pool, its TLS setup) per account adds up over thousands.
+    agent: std::sync::Arc<std::sync::OnceLock<ureq::Agent>>,
     config: MediaConfig,
 }
 
@@ -105,12 +107,20 @@ enum Attempt<T> {
 
 impl Transfers {
     pub(crate) fn new(config: MediaConfig) -> Self {
-        let agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(config.timeout))
-            .build()
-            .into();
-        Self { agent, config }
+        Self {
+            agent: std::sync::Arc::default(),
+            config,
+        }
+    }
+
+    fn agent(&self) -> &ureq::Agent {
+        self.agent.get_or_init(|| {
+            ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .timeout_global(Some(self.config.timeout))
+                .build()
+                .into()
+        })
     }
 
     /// Tries `host` by host, each up to `attempts` times with backoff, as SESSION.md §12.5
@@ -165,7 +175,7 @@ impl Transfers {
             let url =
                 media::upload_url(&self.config.scheme, host, kind, &conn.auth, file_enc_sha256);
             let request = self
-                .agent
+                .agent()
                 .post(&url)
                 .header("Origin", "https://web.whatsapp.com")
                 .header("Referer", "https://web.whatsapp.com/");
@@ -235,7 +245,7 @@ impl Transfers {
         self.each_host(hosts, |host| {
             let url = media::download_url(&self.config.scheme, host, direct_path, kind, &enc);
             let answer = match self
-                .agent
+                .agent()
                 .get(&url)
                 .header("Origin", "https://web.whatsapp.com")
                 .call()

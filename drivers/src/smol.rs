@@ -38,8 +38,12 @@ impl Runtime for Smol {
     ) -> Result<Self::Socket, WsError> {
         let connector = futures_rustls::TlsConnector::from(tls);
         let (socket, _response) =
-            async_tungstenite::smol::connect_async_with_tls_connector(request, Some(connector))
-                .await?;
+            async_tungstenite::smol::connect_async_with_tls_connector_and_config(
+                request,
+                Some(connector),
+                Some(crate::driver::ws_config()),
+            )
+            .await?;
         Ok(socket)
     }
 

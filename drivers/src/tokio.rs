@@ -40,8 +40,12 @@ impl Runtime for Tokio {
     ) -> Result<Self::Socket, WsError> {
         let connector = tokio_rustls::TlsConnector::from(tls);
         let (socket, _response) =
-            async_tungstenite::tokio::connect_async_with_tls_connector(request, Some(connector))
-                .await?;
+            async_tungstenite::tokio::connect_async_with_tls_connector_and_config(
+                request,
+                Some(connector),
+                Some(crate::driver::ws_config()),
+            )
+            .await?;
         Ok(socket)
     }
 

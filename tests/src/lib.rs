@@ -20,6 +20,7 @@ pub mod json;
 pub mod keystore;
 pub mod noise_vectors;
 pub mod peer;
+pub mod pg;
 pub mod record;
 pub mod report;
 pub mod runtimes;

@@ -29,6 +29,8 @@ mod conformance;
 mod file;
 mod json;
 mod memory;
+#[cfg(feature = "postgres")]
+mod postgres;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 #[cfg(test)]
@@ -38,6 +40,10 @@ pub use amarula_core::persist::{Change, DeviceList, LoadRequest, Loaded, Pending
 pub use file::FileStore;
 pub use json::{CredentialsJsonError, credentials_from_json, credentials_to_json};
 pub use memory::{MEMORY_SENT_LIMIT, MemoryStore};
+#[cfg(feature = "postgres")]
+pub use postgres::{
+    Lease, POSTGRES_SCHEMA_VERSION, PostgresDatabase, PostgresOptions, PostgresStore,
+};
 #[cfg(feature = "sqlite")]
 pub use sqlite::{
     DEFAULT_ACCOUNT, SCHEMA_VERSION, SqliteDatabase, SqliteOptions, SqliteStore, Synchronous,
@@ -189,6 +195,17 @@ pub enum StoreError {
     #[cfg(feature = "sqlite")]
     #[error("sqlite: {0}")]
     Sqlite(rusqlite::Error),
+    /// Postgres failed (cannot connect, connection lost, a statement failed, …).
+    #[cfg(feature = "postgres")]
+    #[error("postgres: {0}")]
+    Postgres(::postgres::Error),
+    /// The worker no longer holds the account's lease (it expired, or another worker took
+    /// the account): nothing was written, and the worker must stop running the account.
+    #[error("the lease on account {account} is lost")]
+    LeaseLost {
+        /// The account.
+        account: String,
+    },
     /// The database file is damaged, truncated, not a SQLite database, not an amarula
     /// database, or holds a value this build cannot read.
     #[error("the store is corrupt: {0}")]
