@@ -57,6 +57,7 @@ mod cache;
 mod chatstate;
 mod config;
 mod event;
+mod history;
 mod ids;
 mod messaging;
 mod presence;
@@ -81,6 +82,7 @@ pub use event::{
     AckToken, CloseReason, Confirm, Event, IqResult, MessageAckResult, Output, PairingCodeFailure,
     Reconnect, RetryRejection, RetryRequest, SendError, SentMessage,
 };
+pub use history::{HistorySyncBatch, HistorySyncError};
 pub use ids::RequestId;
 pub use messaging::{
     DecryptError, IncomingMessage, MessagingError, SentPoll, UndecryptableMessage,
