@@ -62,7 +62,8 @@ pub enum BlobError {
 #[derive(Debug)]
 pub(crate) enum BlobPurpose {
     /// A history-sync chunk (history sync).
-    History(Box<super::history::HistoryJob>),
+    /// Names the chunk in the machine's history queue.
+    History(u64),
 }
 
 impl ConnectionMachine {
@@ -103,7 +104,7 @@ impl ConnectionMachine {
         result: Result<Vec<u8>, BlobError>,
     ) {
         match purpose {
-            BlobPurpose::History(job) => self.history_chunk(now, *job, result),
+            BlobPurpose::History(seq) => self.history_file(now, seq, result),
         }
     }
 }

@@ -70,15 +70,20 @@ impl HistorySyncBatch {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum HistorySyncError {
-    /// The notification names no file.
-    #[error("the notification names no file")]
-    NoFile,
     /// The file could not be had, or failed its checks.
     #[error(transparent)]
     Blob(#[from] BlobError),
     /// The file did not inflate or decode, or is larger than the cap.
     #[error(transparent)]
     Decode(#[from] HistoryError),
+}
+
+/// Chunks in arrival order, each with its file once it came: a chunk is handed out only
+/// after every chunk announced before it (files may arrive in any order).
+#[derive(Debug, Default)]
+pub(crate) struct HistoryQueue {
+    next: u64,
+    slots: std::collections::VecDeque<(u64, HistoryJob, Option<Result<Vec<u8>, BlobError>>)>,
 }
 
 /// The work waiting for a history file.
@@ -93,6 +98,8 @@ pub(crate) struct HistoryJob {
     ack: Option<AckToken>,
     /// The receipts to send once handed out (acks not held).
     frames: Vec<Node>,
+    /// Its place in the [`HistoryQueue`].
+    seq: u64,
 }
 
 /// The history-sync notification a decrypted message carries, when it is one from our own
@@ -168,30 +175,53 @@ impl ConnectionMachine {
                 .filter(|s| !s.is_empty()),
             ack,
             frames,
+            seq: self.history.next,
         };
+        self.history.next += 1;
         tracing::debug!(id = %job.message_id, sync_type = ?job.sync_type, "history sync notification");
+        let seq = job.seq;
         if let Some(inline) = notification
             .initial_hist_bootstrap_inline_payload
             .as_ref()
             .filter(|p| !p.is_empty())
         {
-            self.history_chunk(now, job, Ok(inline.to_vec()));
-            return;
+            let file = Ok(inline.to_vec());
+            self.history.slots.push_back((seq, job, Some(file)));
+        } else if let Some(media) = media_of(&notification) {
+            self.request_blob(media, MediaType::History, BlobPurpose::History(seq));
+            self.history.slots.push_back((seq, job, None));
+        } else {
+            let file = Err(BlobError::Invalid("the notification names no file".into()));
+            self.history.slots.push_back((seq, job, Some(file)));
         }
-        match media_of(&notification) {
-            Some(media) => {
-                self.request_blob(
-                    media,
-                    MediaType::History,
-                    BlobPurpose::History(Box::new(job)),
-                );
-            }
-            None => self.history_failed(job, HistorySyncError::NoFile),
+        self.history_advance(now);
+    }
+
+    /// The file of the chunk `seq` arrived (or could not be had).
+    pub(super) fn history_file(
+        &mut self,
+        now: Instant,
+        seq: u64,
+        file: Result<Vec<u8>, BlobError>,
+    ) {
+        if let Some(slot) = self.history.slots.iter_mut().find(|s| s.0 == seq) {
+            slot.2 = Some(file);
+        }
+        self.history_advance(now);
+    }
+
+    /// Hands out the chunks at the front whose files are at hand.
+    fn history_advance(&mut self, now: Instant) {
+        while self.history.slots.front().is_some_and(|s| s.2.is_some()) {
+            let Some((_, job, Some(file))) = self.history.slots.pop_front() else {
+                break;
+            };
+            self.history_chunk(now, job, file);
         }
     }
 
-    /// The file of a history chunk arrived (or could not be had).
-    pub(super) fn history_chunk(
+    /// Decodes and hands out one chunk, or reports why not.
+    fn history_chunk(
         &mut self,
         now: Instant,
         mut job: HistoryJob,

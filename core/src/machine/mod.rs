@@ -312,6 +312,8 @@ pub struct ConnectionMachine {
     blobs: HashMap<BlobId, blob::BlobPurpose>,
     /// Media re-upload requests waiting for the phone's answer.
     reuploads: reupload::Reuploads,
+    /// History sync: chunks waiting for their files, handed out in arrival order.
+    history: history::HistoryQueue,
 }
 
 impl std::fmt::Debug for ConnectionMachine {
@@ -369,6 +371,7 @@ impl ConnectionMachine {
             queries: HashMap::new(),
             blobs: HashMap::new(),
             reuploads: reupload::Reuploads::default(),
+            history: history::HistoryQueue::default(),
             retry,
             attempts,
             creds: credentials,

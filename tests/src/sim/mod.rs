@@ -80,6 +80,7 @@ mod events;
 mod faults;
 mod group;
 mod groups_iq;
+pub mod history;
 mod iq;
 pub mod media;
 pub mod peer;
