@@ -384,6 +384,14 @@ pub fn from_proto(sync: history_sync::HistorySync, own: &[Jid]) -> HistoryChunk 
     chunk
 }
 
+/// One serialized `WebMessageInfo` (a placeholder resend answer carries them) as a
+/// [`HistoryMessage`]; `None` when it does not decode or lacks an id or a chat.
+#[must_use]
+pub fn web_message(bytes: &[u8], own: &[Jid]) -> Option<HistoryMessage> {
+    let info = WebMessageInfo::decode(bytes).ok()?;
+    message(info, None, None, own)
+}
+
 /// One `WebMessageInfo` as a [`HistoryMessage`]; `None` without an id or a chat.
 fn message(
     mut info: WebMessageInfo,

@@ -161,6 +161,10 @@ pub enum Event {
         /// Why.
         error: super::HistorySyncError,
     },
+    /// Our phone answered a [`request_resend`](super::ConnectionMachine::request_resend)
+    /// (history sync): the messages it had, matched by `request_id`. Confirm its `ack` once
+    /// handled.
+    PlaceholderResend(Box<super::ResendAnswer>),
     /// Our phone answered a
     /// [`request_media_reupload`](super::ConnectionMachine::request_media_reupload): the new
     /// direct path of the file, or why not (already acked).

@@ -7,17 +7,25 @@
 //! A chunk that cannot be had or read is reported ([`Event::HistorySyncFailed`]), not applied
 //! and not acknowledged: the stored pending copy brings it back after a restart.
 
-use amarula_proto::e2e::HistorySyncNotification;
+use amarula_proto::common::MessageKey;
+use amarula_proto::e2e::{
+    HistorySyncNotification, Message, PeerDataOperationRequestMessage,
+    PeerDataOperationRequestResponseMessage, PeerDataOperationRequestType, ProtocolMessage,
+    peer_data_operation_request_message as pdo, protocol_message,
+};
 
 use super::blob::{BlobError, BlobPurpose};
 use super::cache::Held;
 use super::messaging::IncomingMessage;
-use super::{AckToken, ConnectionMachine, Event};
+use super::{AckToken, ConnectionMachine, Event, SendError};
 use crate::binary::Node;
+use crate::content::build::MessageRef;
 use crate::content::{self, MediaRef};
 use crate::history::{
-    self, HistoryConversation, HistoryError, LidPn, PrivacyToken, PushName, SyncType,
+    self, HistoryConversation, HistoryError, HistoryMessage, LidPn, PrivacyToken, PushName,
+    SyncType,
 };
+use crate::jid::Jid;
 use crate::media::MediaType;
 use crate::persist::Change;
 use crate::time::Instant;
@@ -102,18 +110,84 @@ pub(crate) struct HistoryJob {
     seq: u64,
 }
 
-/// The history-sync notification a decrypted message carries, when it is one from our own
-/// phone (device 0 of our own user).
-pub(super) fn notification_of(msg: &IncomingMessage) -> Option<HistorySyncNotification> {
+/// What our own phone sends that history sync consumes.
+pub(super) enum FromPhone {
+    /// A history chunk is ready.
+    Notification(HistorySyncNotification),
+    /// The answer to a [`request_resend`](ConnectionMachine::request_resend).
+    Resend(PeerDataOperationRequestResponseMessage),
+}
+
+/// The history-sync input a decrypted message carries, when it is one from our own phone
+/// (device 0 of our own user).
+pub(super) fn from_phone(msg: &IncomingMessage) -> Option<FromPhone> {
     if !msg.from_me || msg.sender.device() != 0 {
         return None;
     }
     let (inner, _) = content::unwrap(&msg.message);
-    inner
-        .protocol_message
-        .as_ref()?
-        .history_sync_notification
-        .clone()
+    let p = inner.protocol_message.as_ref()?;
+    if let Some(n) = &p.history_sync_notification {
+        return Some(FromPhone::Notification(n.clone()));
+    }
+    let r = p.peer_data_operation_request_response_message.as_ref()?;
+    (r.peer_data_operation_request_type
+        == Some(PeerDataOperationRequestType::PlaceholderMessageResend as i32))
+    .then(|| FromPhone::Resend(r.clone()))
+}
+
+/// The message history is asked before (for [`request_history`]).
+///
+/// [`request_history`]: ConnectionMachine::request_history
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct OldestMessage {
+    /// Its chat.
+    pub chat: Jid,
+    /// Its id.
+    pub id: String,
+    /// Sent by us.
+    pub from_me: bool,
+    /// When it was sent (unix seconds).
+    pub timestamp: u64,
+}
+
+impl OldestMessage {
+    /// The oldest message known in `chat`.
+    pub fn new(chat: Jid, id: impl Into<String>, from_me: bool, timestamp: u64) -> Self {
+        Self {
+            chat: chat.to_non_device(),
+            id: id.into(),
+            from_me,
+            timestamp,
+        }
+    }
+}
+
+impl From<&HistoryMessage> for OldestMessage {
+    fn from(m: &HistoryMessage) -> Self {
+        Self::new(m.chat.clone(), m.id.clone(), m.from_me, m.timestamp)
+    }
+}
+
+impl From<&IncomingMessage> for OldestMessage {
+    fn from(m: &IncomingMessage) -> Self {
+        Self::new(m.chat.clone(), m.id.clone(), m.from_me, m.timestamp)
+    }
+}
+
+/// Our phone's answer to a [`request_resend`](ConnectionMachine::request_resend): the
+/// messages it had, as it stores them.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct ResendAnswer {
+    /// The id `request_resend` returned.
+    pub request_id: String,
+    /// The messages (empty when the phone had none of them).
+    pub messages: Vec<HistoryMessage>,
+    /// Answer parts that did not decode.
+    pub unreadable: usize,
+    /// Confirm it with [`confirm`](ConnectionMachine::confirm) once handled (acks held).
+    pub ack: Option<AckToken>,
 }
 
 fn media_of(n: &HistorySyncNotification) -> Option<MediaRef> {
@@ -129,11 +203,155 @@ fn media_of(n: &HistorySyncNotification) -> Option<MediaRef> {
     })
 }
 
+fn peer_request(request: PeerDataOperationRequestMessage) -> Message {
+    Message {
+        protocol_message: Some(Box::new(ProtocolMessage {
+            r#type: Some(protocol_message::Type::PeerDataOperationRequestMessage as i32),
+            peer_data_operation_request_message: Some(request),
+            ..ProtocolMessage::default()
+        })),
+        ..Message::default()
+    }
+}
+
 impl ConnectionMachine {
-    /// Takes over a history-sync notification (`receipt`: its delivery receipt, none when
+    /// Asks our phone for up to `count` messages of `oldest.chat` older than `oldest` (a
+    /// peer message to the phone alone). The answer comes as [`Event::HistorySync`] parts of
+    /// type [`SyncType::OnDemand`] whose `request_id` is the returned id. Fifty at a time is
+    /// what the reference clients ask.
+    ///
+    /// # Errors
+    /// Not logged in, or too many sends pending.
+    pub fn request_history(
+        &mut self,
+        now: Instant,
+        oldest: &OldestMessage,
+        count: u32,
+    ) -> Result<String, SendError> {
+        let request = PeerDataOperationRequestMessage {
+            peer_data_operation_request_type: Some(
+                PeerDataOperationRequestType::HistorySyncOnDemand as i32,
+            ),
+            history_sync_on_demand_request: Some(pdo::HistorySyncOnDemandRequest {
+                chat_jid: Some(oldest.chat.to_string()),
+                oldest_msg_id: Some(oldest.id.clone()),
+                oldest_msg_from_me: Some(oldest.from_me),
+                on_demand_msg_count: Some(i32::try_from(count).unwrap_or(i32::MAX)),
+                // Seconds, whatever the field's name says (as the phone reads it).
+                oldest_msg_timestamp_ms: Some(i64::try_from(oldest.timestamp).unwrap_or(0)),
+                ..pdo::HistorySyncOnDemandRequest::default()
+            }),
+            ..PeerDataOperationRequestMessage::default()
+        };
+        self.queue_peer(now, &peer_request(request))
+    }
+
+    /// Asks our phone to send again a message this device could not decrypt (a placeholder
+    /// resend). The answer comes as [`Event::PlaceholderResend`] whose `request_id` is the
+    /// returned id.
+    ///
+    /// # Errors
+    /// Not logged in, or too many sends pending.
+    pub fn request_resend(&mut self, now: Instant, key: &MessageRef) -> Result<String, SendError> {
+        let own = self.own_identities();
+        let from_me = key
+            .author
+            .as_ref()
+            .is_none_or(|a| own.contains(&a.to_non_device()));
+        let participant = key
+            .author
+            .as_ref()
+            .filter(|_| key.chat.is_group() && !from_me)
+            .map(|a| a.to_non_device().to_string());
+        let request = PeerDataOperationRequestMessage {
+            peer_data_operation_request_type: Some(
+                PeerDataOperationRequestType::PlaceholderMessageResend as i32,
+            ),
+            placeholder_message_resend_request: vec![pdo::PlaceholderMessageResendRequest {
+                message_key: Some(MessageKey {
+                    remote_jid: Some(key.chat.to_string()),
+                    from_me: Some(from_me),
+                    id: Some(key.id.clone()),
+                    participant,
+                }),
+            }],
+            ..PeerDataOperationRequestMessage::default()
+        };
+        self.queue_peer(now, &peer_request(request))
+    }
+
+    /// Takes over what our phone sent for history sync (see [`from_phone`]).
+    pub(super) fn receive_from_phone(
+        &mut self,
+        now: Instant,
+        msg: &IncomingMessage,
+        input: FromPhone,
+        receipt: Option<Node>,
+        nack: Option<Node>,
+        pending: Option<String>,
+    ) {
+        match input {
+            FromPhone::Notification(n) => {
+                self.receive_history(now, msg, n, receipt, nack, pending);
+            }
+            FromPhone::Resend(r) => self.receive_resend(now, r, receipt, nack, pending),
+        }
+    }
+
+    /// A placeholder resend answer: its messages handed out, then acknowledged.
+    fn receive_resend(
+        &mut self,
+        now: Instant,
+        answer: PeerDataOperationRequestResponseMessage,
+        receipt: Option<Node>,
+        nack: Option<Node>,
+        pending: Option<String>,
+    ) {
+        let own = self.own_identities();
+        let mut messages = Vec::new();
+        let mut unreadable = 0;
+        for part in &answer.peer_data_operation_result {
+            match part
+                .placeholder_message_resend_response
+                .as_ref()
+                .and_then(|r| r.web_message_info_bytes.as_deref())
+                .and_then(|b| history::web_message(b, &own))
+            {
+                Some(m) => messages.push(m),
+                None => unreadable += 1,
+            }
+        }
+        let frames: Vec<Node> = receipt.into_iter().collect();
+        let (ack, frames) = if self.config.hold_message_acks {
+            let n = self.held.hold(
+                Held {
+                    frames,
+                    nack,
+                    pending,
+                },
+                self.config.max_held_acks,
+            );
+            (Some(AckToken((self.generation << 40) | n)), Vec::new())
+        } else {
+            (None, frames)
+        };
+        let request_id = answer.stanza_id.unwrap_or_default();
+        tracing::debug!(%request_id, n = messages.len(), "placeholder resend answered");
+        self.emit(Event::PlaceholderResend(Box::new(ResendAnswer {
+            request_id,
+            messages,
+            unreadable,
+            ack,
+        })));
+        for frame in &frames {
+            self.send_internal(now, frame);
+        }
+    }
+
+    /// A history-sync notification (`receipt`: its delivery receipt, none when
     /// redelivered from the store; `nack`: its ack for a refusal; `pending`: its stored
     /// pending key).
-    pub(super) fn receive_history(
+    fn receive_history(
         &mut self,
         now: Instant,
         msg: &IncomingMessage,

@@ -82,7 +82,7 @@ pub use event::{
     AckToken, CloseReason, Confirm, Event, IqResult, MessageAckResult, Output, PairingCodeFailure,
     Reconnect, RetryRejection, RetryRequest, SendError, SentMessage,
 };
-pub use history::{HistorySyncBatch, HistorySyncError};
+pub use history::{HistorySyncBatch, HistorySyncError, OldestMessage, ResendAnswer};
 pub use ids::RequestId;
 pub use messaging::{
     DecryptError, IncomingMessage, MessagingError, SentPoll, UndecryptableMessage,

@@ -540,7 +540,7 @@ impl ConnectionMachine {
         );
         self.keep_secret(&incoming);
         // History sync: the machine's own to fetch and hand out; acked once handed out.
-        if let Some(notification) = crate::machine::history::notification_of(&incoming) {
+        if let Some(input) = crate::machine::history::from_phone(&incoming) {
             if self.config.hold_message_acks {
                 self.persist(Change::Pending(PendingMessage {
                     id: pending_key.clone(),
@@ -550,7 +550,7 @@ impl ConnectionMachine {
                 }));
             }
             let pending = Some(pending_key).filter(|_| self.config.hold_message_acks);
-            self.receive_history(now, &incoming, notification, Some(receipt), ack, pending);
+            self.receive_from_phone(now, &incoming, input, Some(receipt), ack, pending);
             return;
         }
         if !self.config.hold_message_acks {
@@ -696,8 +696,8 @@ impl ConnectionMachine {
             return;
         };
         // History sync: fetched and handed out again (the hist_sync receipt still owed).
-        if let Some(notification) = crate::machine::history::notification_of(&incoming) {
-            self.receive_history(now, &incoming, notification, None, None, Some(pending.id));
+        if let Some(input) = crate::machine::history::from_phone(&incoming) {
+            self.receive_from_phone(now, &incoming, input, None, None, Some(pending.id));
             return;
         }
         let n = self.held.hold(
