@@ -7,11 +7,12 @@
 
 use std::time::Duration;
 
+use amarula::MessageRef;
 use amarula::core::content::Content;
 use amarula::core::history::SyncType;
 use amarula::core::jid::Jid;
 use amarula::core::machine::{
-    BlobError, Confirm, Event, HistorySyncBatch, HistorySyncError, IncomingMessage,
+    BlobError, Confirm, Event, HistorySyncBatch, HistorySyncError, IncomingMessage, OldestMessage,
 };
 use amarula::media::MediaConfig;
 use amarula::store::MemoryStore;
@@ -123,6 +124,11 @@ impl Device {
     /// Every part of the chunk announced by `message_id`, up to its last; none confirmed.
     /// Panics on any other history event (a chunk seen twice, a failure) and on messages.
     async fn chunk(&mut self, message_id: &str) -> Vec<HistorySyncBatch> {
+        self.next_chunk(Some(message_id)).await
+    }
+
+    /// Every part of the next chunk (announced by `message_id` when given).
+    async fn next_chunk(&mut self, message_id: Option<&str>) -> Vec<HistorySyncBatch> {
         let mut parts = Vec::new();
         loop {
             let batch = self
@@ -137,7 +143,12 @@ impl Device {
                     _ => None,
                 })
                 .await;
-            assert_eq!(batch.message_id, message_id, "chunks in order");
+            let want = message_id.or(parts
+                .first()
+                .map(|p: &HistorySyncBatch| p.message_id.as_str()));
+            if let Some(want) = want {
+                assert_eq!(batch.message_id, want, "chunks in order");
+            }
             assert_eq!(batch.part as usize, parts.len(), "parts in order");
             let last = batch.last;
             parts.push(batch);
@@ -465,6 +476,92 @@ async fn an_oversized_chunk_is_refused<R: Rt>(env: &Env) {
     dev.stop().await;
 }
 
+async fn on_demand_history_arrives_matched<R: Rt>(env: &Env) {
+    let phone = "15557770005";
+    let store = env.linked(phone, 65);
+    let mut dev = Device::start::<R>(env.config(), store.clone(), true).await;
+    let mut rx = env.sim.subscribe();
+    let alice = jid("15550001111@s.whatsapp.net");
+    let oldest = OldestMessage::new(alice.clone(), "H-A1", false, 1_700_000_010);
+    let request = dev.client.request_history(&oldest, 5).await.unwrap();
+    // A peer message to our own phone, pushed with priority.
+    let stanza = sim_event(&mut rx, "the request stanza", |e| match e {
+        SimEvent::StanzaReceived { node, .. }
+            if node.tag == "message" && node.attr_str("id") == Some(request.as_str()) =>
+        {
+            Some(node.clone())
+        }
+        _ => None,
+    })
+    .await;
+    assert_eq!(stanza.attr_str("category"), Some("peer"));
+    assert_eq!(stanza.attr_str("push_priority"), Some("high_force"));
+    assert_eq!(
+        stanza.get_attr("to").map(ToString::to_string).as_deref(),
+        Some("15557770005@s.whatsapp.net")
+    );
+    let parts = dev.next_chunk(None).await;
+    assert_eq!(parts.len(), 2, "5 messages in parts of 3");
+    for p in &parts {
+        assert_eq!(p.sync_type, SyncType::OnDemand);
+        assert_eq!(p.request_id.as_deref(), Some(request.as_str()));
+    }
+    let got: Vec<(String, String)> = all_messages(&parts);
+    let want: Vec<(String, String)> = (1..=5)
+        .map(|k| (alice.to_string(), format!("OD-H-A1-{k}")))
+        .collect();
+    assert_eq!(got, want);
+    let timestamps: Vec<u64> = parts
+        .iter()
+        .flat_map(|p| p.conversations.iter())
+        .flat_map(|c| c.messages.iter().map(|m| m.timestamp))
+        .collect();
+    assert!(timestamps.iter().all(|t| *t < 1_700_000_010));
+    dev.confirm_last(&parts).await;
+    hist_sync_receipt(&mut rx, &parts[0].message_id).await;
+    assert!(store.pending().is_empty());
+    dev.stop().await;
+}
+
+async fn a_placeholder_resend_is_answered<R: Rt>(env: &Env) {
+    let phone = "15557770006";
+    let store = env.linked(phone, 66);
+    let mut dev = Device::start::<R>(env.config(), store.clone(), true).await;
+    let alice = jid("15550001111@s.whatsapp.net");
+    let request = dev
+        .client
+        .request_resend(&MessageRef::theirs(alice.clone(), "H-A1", alice.clone()))
+        .await
+        .unwrap();
+    let answer = dev
+        .until("the resend answer", |e| match e {
+            ClientEvent::Event(Event::PlaceholderResend(a)) => Some(*a),
+            ClientEvent::Event(Event::Message(m)) => panic!("handed out as a message: {m:?}"),
+            _ => None,
+        })
+        .await;
+    assert_eq!(answer.request_id, request);
+    assert_eq!(answer.unreadable, 0);
+    assert_eq!(answer.messages.len(), 1);
+    let m = &answer.messages[0];
+    assert_eq!(m.id, "H-A1");
+    assert_eq!(m.chat, alice);
+    assert!(matches!(&m.content, Content::Text { text, .. } if text == "hello"));
+    let mut rx = env.sim.subscribe();
+    dev.client
+        .confirm(answer.ack.expect("held"), Confirm::Ack)
+        .await
+        .unwrap();
+    // The answer's receipt leaves only once it is confirmed, after its stored copy is gone.
+    sim_event(&mut rx, "the answer's receipt", |e| match e {
+        SimEvent::StanzaReceived { node, .. } if node.tag == "receipt" => Some(()),
+        _ => None,
+    })
+    .await;
+    assert!(store.pending().is_empty());
+    dev.stop().await;
+}
+
 macro_rules! on_both {
     ($($name:ident),* $(,)?) => {
         mod tokio_driver {
@@ -483,4 +580,6 @@ on_both!(
     a_restart_mid_sync_redoes_it_once,
     a_tampered_blob_is_reported_not_acked,
     an_oversized_chunk_is_refused,
+    on_demand_history_arrives_matched,
+    a_placeholder_resend_is_answered,
 );

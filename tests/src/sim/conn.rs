@@ -737,6 +737,8 @@ impl Conn {
             queued,
         });
         for e in phone_events {
+            // History sync: the phone answers peer data requests from its companions.
+            super::history::answer_peer(&self.shared, &e);
             self.shared.emit(e);
         }
         if self.shared.rules().withhold_ack(self.view(), &id) {

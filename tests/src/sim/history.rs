@@ -289,3 +289,125 @@ impl Account {
         ])
     }
 }
+
+/// The `count` messages the phone holds in `chat` before the message `oldest_id` sent at
+/// `oldest_t`: on-demand answers are made up the same way each time (ids `OD-<oldest>-<k>`,
+/// one second apart going back), so a test can check them.
+pub fn older_messages(chat: &str, oldest_id: &str, oldest_t: u64, count: usize) -> HistorySync {
+    HistorySync {
+        sync_type: SyncType::OnDemand.to_i32(),
+        conversations: vec![Conversation {
+            id: chat.to_owned(),
+            messages: (1..=count)
+                .map(|k| {
+                    text_message(
+                        chat,
+                        &format!("OD-{oldest_id}-{k}"),
+                        k % 2 == 0,
+                        None,
+                        oldest_t.saturating_sub(k as u64),
+                        text(&format!("older message {k}")),
+                    )
+                })
+                .collect(),
+            ..Conversation::default()
+        }],
+        ..HistorySync::default()
+    }
+}
+
+/// The sample history's message with `id`, as the phone stores it.
+fn stored_message(id: &str) -> Option<WebMessageInfo> {
+    sample_history()
+        .conversations
+        .into_iter()
+        .flat_map(|c| c.messages)
+        .filter_map(|m| m.message)
+        .find(|m| m.key.id.as_deref() == Some(id))
+}
+
+/// The phone answers a peer data request one of its companions sent it (`event` is what the
+/// phone received): an on-demand history request with an `ON_DEMAND` chunk, a placeholder
+/// resend with the messages it has. Anything else is left alone.
+pub(crate) fn answer_peer(shared: &std::sync::Arc<super::state::Shared>, event: &super::SimEvent) {
+    use e2e::PeerDataOperationRequestType as T;
+    use e2e::peer_data_operation_request_response_message::PeerDataOperationResult;
+    use e2e::peer_data_operation_request_response_message::peer_data_operation_result::PlaceholderMessageResendResponse;
+    let super::SimEvent::PhoneMessage {
+        account,
+        from,
+        id,
+        message,
+        ..
+    } = event
+    else {
+        return;
+    };
+    if from.user_part() != account.as_str() {
+        return;
+    }
+    let Some(request) = message
+        .protocol_message
+        .as_ref()
+        .and_then(|p| p.peer_data_operation_request_message.as_ref())
+    else {
+        return;
+    };
+    let phone = Account {
+        shared: std::sync::Arc::clone(shared),
+        phone: account.clone(),
+    };
+    let kind = request.peer_data_operation_request_type;
+    if kind == Some(T::HistorySyncOnDemand as i32) {
+        let Some(r) = &request.history_sync_on_demand_request else {
+            return;
+        };
+        let chunk = older_messages(
+            r.chat_jid.as_deref().unwrap_or_default(),
+            r.oldest_msg_id.as_deref().unwrap_or_default(),
+            u64::try_from(r.oldest_msg_timestamp_ms.unwrap_or(0)).unwrap_or(0),
+            usize::try_from(r.on_demand_msg_count.unwrap_or(0))
+                .unwrap_or(0)
+                .min(500),
+        );
+        let delivery = Delivery {
+            request_id: Some(id.clone()),
+            ..Delivery::default()
+        };
+        if let Err(e) = phone.send_history(&chunk, &delivery) {
+            tracing::warn!(error = %e, "phone: on-demand history not sent");
+        }
+    } else if kind == Some(T::PlaceholderMessageResend as i32) {
+        let results = request
+            .placeholder_message_resend_request
+            .iter()
+            .filter_map(|r| r.message_key.as_ref()?.id.as_deref())
+            .filter_map(stored_message)
+            .map(|m| PeerDataOperationResult {
+                placeholder_message_resend_response: Some(PlaceholderMessageResendResponse {
+                    web_message_info_bytes: Some(Bytes::from(m.encode_to_vec())),
+                }),
+                ..PeerDataOperationResult::default()
+            })
+            .collect();
+        let answer = e2e::Message {
+            protocol_message: Some(Box::new(e2e::ProtocolMessage {
+                r#type: Some(
+                    e2e::protocol_message::Type::PeerDataOperationRequestResponseMessage as i32,
+                ),
+                peer_data_operation_request_response_message: Some(
+                    e2e::PeerDataOperationRequestResponseMessage {
+                        peer_data_operation_request_type: Some(T::PlaceholderMessageResend as i32),
+                        stanza_id: Some(id.clone()),
+                        peer_data_operation_result: results,
+                    },
+                ),
+                ..e2e::ProtocolMessage::default()
+            })),
+            ..e2e::Message::default()
+        };
+        if let Err(e) = phone.phone_send(&phone.jid(), &answer) {
+            tracing::warn!(error = %e, "phone: placeholder resend not answered");
+        }
+    }
+}
