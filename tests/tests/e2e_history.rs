@@ -143,9 +143,11 @@ impl Device {
                     _ => None,
                 })
                 .await;
-            let want = message_id.or(parts
-                .first()
-                .map(|p: &HistorySyncBatch| p.message_id.as_str()));
+            let want = message_id.or_else(|| {
+                parts
+                    .first()
+                    .map(|p: &HistorySyncBatch| p.message_id.as_str())
+            });
             if let Some(want) = want {
                 assert_eq!(batch.message_id, want, "chunks in order");
             }

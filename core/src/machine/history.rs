@@ -91,8 +91,11 @@ pub enum HistorySyncError {
 #[derive(Debug, Default)]
 pub(crate) struct HistoryQueue {
     next: u64,
-    slots: std::collections::VecDeque<(u64, HistoryJob, Option<Result<Vec<u8>, BlobError>>)>,
+    slots: std::collections::VecDeque<(u64, HistoryJob, Option<FileResult>)>,
 }
+
+/// A history file, or why it could not be had.
+type FileResult = Result<Vec<u8>, BlobError>;
 
 /// The work waiting for a history file.
 #[derive(Debug)]
