@@ -38,7 +38,12 @@ impl Env {
             .enable_all()
             .build()
             .unwrap();
-        let sim = rt.block_on(Simulator::start(SimConfig::default())).unwrap();
+        // Devices paired by QR get the initial history; linked ones (most tests) do not.
+        let config = SimConfig {
+            initial_history: true,
+            ..SimConfig::default()
+        };
+        let sim = rt.block_on(Simulator::start(config)).unwrap();
         Self { sim, rt }
     }
 
@@ -564,6 +569,30 @@ async fn a_placeholder_resend_is_answered<R: Rt>(env: &Env) {
     dev.stop().await;
 }
 
+async fn history_follows_qr_pairing<R: Rt>(env: &Env) {
+    let account = env.sim.add_account("15557770007");
+    let store = MemoryStore::new();
+    let (client, events) = R::connect(env.config(), store.clone()).await.unwrap();
+    let mut dev = Device { client, events };
+    let qr = dev
+        .until("a QR", |e| match e {
+            ClientEvent::Event(Event::PairingQr { qr, .. }) => Some(qr),
+            _ => None,
+        })
+        .await;
+    account.scan_qr(&qr).unwrap();
+    // After the restart (515) and the key upload, the bootstrap, then the push names.
+    let parts = dev.next_chunk(None).await;
+    check_bootstrap(&parts);
+    check_store(&store);
+    dev.confirm_last(&parts).await;
+    let names = dev.next_chunk(None).await;
+    assert_eq!(names[0].sync_type, SyncType::PushName);
+    assert_eq!(names[0].push_names.len(), 3);
+    dev.confirm_last(&names).await;
+    dev.stop().await;
+}
+
 macro_rules! on_both {
     ($($name:ident),* $(,)?) => {
         mod tokio_driver {
@@ -584,4 +613,5 @@ on_both!(
     an_oversized_chunk_is_refused,
     on_demand_history_arrives_matched,
     a_placeholder_resend_is_answered,
+    history_follows_qr_pairing,
 );

@@ -7,6 +7,7 @@
 //! inline) to its own companions, like any message it sends.
 
 use amarula_core::history::{self, SyncType};
+use amarula_core::jid::Jid;
 use amarula_core::media::{MediaType, encrypt};
 use amarula_proto::common::MessageKey;
 use amarula_proto::e2e;
@@ -409,5 +410,29 @@ pub(crate) fn answer_peer(shared: &std::sync::Arc<super::state::Shared>, event: 
         if let Err(e) = phone.phone_send(&phone.jid(), &answer) {
             tracing::warn!(error = %e, "phone: placeholder resend not answered");
         }
+    }
+}
+
+/// After `device` published keys: when it is a newly paired device waiting for the initial
+/// history ([`SimConfig::initial_history`](super::SimConfig)), the phone sends it now.
+pub(crate) fn after_key_upload(shared: &std::sync::Arc<super::state::Shared>, device: &Jid) {
+    let phone = {
+        let mut st = shared.lock();
+        let published = st
+            .accounts
+            .get(device.user_part())
+            .and_then(|a| a.devices.get(&device.device()))
+            .is_some_and(|d| d.keys.identity.is_some() && d.keys.signed.is_some());
+        if !published || !st.history_due.remove(device) {
+            return;
+        }
+        device.user_part().to_owned()
+    };
+    let account = Account {
+        shared: std::sync::Arc::clone(shared),
+        phone,
+    };
+    if let Err(e) = account.send_initial_history() {
+        tracing::warn!(%device, error = %e, "phone: initial history not sent");
     }
 }

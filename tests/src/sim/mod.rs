@@ -146,6 +146,10 @@ pub struct SimConfig {
     pub platform: String,
     /// Capacity of the event channel (events a slow subscriber may fall behind by).
     pub event_capacity: usize,
+    /// History sync: the phone sends its initial history (the sample bootstrap chunk, then
+    /// push names) to each device paired by QR or code, once the device has published its
+    /// keys. Off by default, so that other tests see no history.
+    pub initial_history: bool,
 }
 
 impl Default for SimConfig {
@@ -159,6 +163,7 @@ impl Default for SimConfig {
             media_host: "media.sim.invalid".to_owned(),
             platform: "android".to_owned(),
             event_capacity: 4096,
+            initial_history: false,
         }
     }
 }
@@ -207,6 +212,7 @@ impl Simulator {
                 encrypted: state::BoundedSet::new(ENCRYPTED_COPIES),
                 presence: Default::default(),
                 phone_media: Default::default(),
+                history_due: Default::default(),
             }),
             media: media.clone(),
             config,

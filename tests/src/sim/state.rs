@@ -139,6 +139,9 @@ pub(crate) struct State {
     pub(crate) presence: super::presence::PresenceBook,
     /// The media files phones have seen, for re-upload requests.
     pub(crate) phone_media: super::reupload::PhoneMedia,
+    /// History sync: newly paired devices the phone sends the initial history once their
+    /// keys are published ([`SimConfig::initial_history`](super::SimConfig)).
+    pub(crate) history_due: std::collections::HashSet<Jid>,
 }
 
 /// A set that forgets its oldest members past a capacity.
