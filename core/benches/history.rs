@@ -79,6 +79,10 @@ fn history_decode(bencher: Bencher<'_, '_>, n: usize) {
 fn history_inflate(bencher: Bencher<'_, '_>, n: usize) {
     let blob = chunk(n);
     bencher.counter(ItemsCount::new(n)).bench_local(|| {
-        black_box(inflate(black_box(&blob), DEFAULT_MAX_INFLATED).unwrap().len())
+        black_box(
+            inflate(black_box(&blob), DEFAULT_MAX_INFLATED)
+                .unwrap()
+                .len(),
+        )
     });
 }

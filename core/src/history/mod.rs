@@ -273,32 +273,18 @@ pub fn deflate(plain: &[u8]) -> Vec<u8> {
 /// Inflates (at most `max` bytes) and decodes a history chunk; `own` are our own users
 /// (phone number and LID), which make a message "from me".
 ///
+/// The chunk is read in two levels: the outer `HistorySync` and each `Conversation` with their
+/// messages left as bytes (the generated `WebMessageInfo` is 16 KiB in memory, so decoding a
+/// whole chunk of them at once would take gigabytes), then each message on its own. A
+/// message's `raw` bytes are a slice of the inflated chunk, not a copy.
+///
 /// # Errors
 /// See [`inflate`]; [`HistoryError::Decode`] when the protobuf does not decode.
 pub fn decode(compressed: &[u8], own: &[Jid], max: usize) -> Result<HistoryChunk, HistoryError> {
-    let plain = inflate(compressed, max)?;
-    let sync = history_sync::HistorySync::decode(plain.as_slice())
-        .map_err(|e| HistoryError::Decode(e.to_string()))?;
-    Ok(from_proto(sync, own))
-}
-
-fn jid(s: Option<&str>) -> Option<Jid> {
-    s.filter(|s| !s.is_empty()).and_then(|s| s.parse().ok())
-}
-
-fn is_lid(j: &Jid) -> bool {
-    matches!(j.server_part(), Server::Lid | Server::HostedLid)
-}
-
-fn user(j: &Jid) -> Jid {
-    j.to_non_device()
-}
-
-/// Turns a decoded `HistorySync` into typed values.
-#[must_use]
-pub fn from_proto(sync: history_sync::HistorySync, own: &[Jid]) -> HistoryChunk {
+    let plain = Bytes::from(inflate(compressed, max)?);
+    let sync = wire::Sync::decode(plain).map_err(|e| HistoryError::Decode(e.to_string()))?;
     let mut chunk = HistoryChunk {
-        sync_type: SyncType::from_i32(sync.sync_type),
+        sync_type: SyncType::from_i32(sync.sync_type.unwrap_or(0)),
         chunk_order: sync.chunk_order,
         progress: sync.progress,
         conversations: Vec::with_capacity(sync.conversations.len()),
@@ -321,7 +307,9 @@ pub fn from_proto(sync: history_sync::HistorySync, own: &[Jid]) -> HistoryChunk 
             }
         }
     };
-    for m in &sync.phone_number_to_lid_mappings {
+    for m in sync.phone_number_to_lid_mappings {
+        let m = history_sync::PhoneNumberToLidMapping::decode(m)
+            .map_err(|e| HistoryError::Decode(e.to_string()))?;
         add_mapping(
             &mut chunk,
             jid(m.lid_jid.as_deref()),
@@ -329,11 +317,14 @@ pub fn from_proto(sync: history_sync::HistorySync, own: &[Jid]) -> HistoryChunk 
         );
     }
     for p in sync.pushnames {
+        let p =
+            history_sync::Pushname::decode(p).map_err(|e| HistoryError::Decode(e.to_string()))?;
         if let (Some(j), Some(name)) = (jid(p.id.as_deref()), p.pushname) {
             chunk.push_names.push(PushName { jid: j, name });
         }
     }
     for c in sync.conversations {
+        let c = wire::Conversation::decode(c).map_err(|e| HistoryError::Decode(e.to_string()))?;
         let id = jid(Some(&c.id));
         let lid_jid = jid(c.lid_jid.as_deref());
         let pn_jid = jid(c.pn_jid.as_deref());
@@ -369,37 +360,121 @@ pub fn from_proto(sync: history_sync::HistorySync, own: &[Jid]) -> HistoryChunk 
             id,
         };
         for hm in c.messages {
-            let order = hm.msg_order_id;
-            let Some(info) = hm.message else {
-                chunk.skipped_messages += 1;
-                continue;
-            };
-            match message(info, conv.id.as_ref(), order, own) {
+            let parsed = wire::Msg::decode(hm)
+                .ok()
+                .and_then(|hm| Some((hm.msg_order_id, hm.message?)))
+                .and_then(|(order, raw)| message(raw, conv.id.as_ref(), order, own));
+            match parsed {
                 Some(m) => conv.messages.push(m),
                 None => chunk.skipped_messages += 1,
             }
         }
         chunk.conversations.push(conv);
     }
-    chunk
+    Ok(chunk)
+}
+
+/// The outer levels of the history schema with the parts read later left as bytes (same
+/// field numbers as `WAWebProtobufsHistorySync.proto`).
+mod wire {
+    use bytes::Bytes;
+
+    /// `HistorySync`.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub(super) struct Sync {
+        #[prost(int32, optional, tag = "1")]
+        pub(super) sync_type: Option<i32>,
+        #[prost(bytes = "bytes", repeated, tag = "2")]
+        pub(super) conversations: Vec<Bytes>,
+        #[prost(uint32, optional, tag = "5")]
+        pub(super) chunk_order: Option<u32>,
+        #[prost(uint32, optional, tag = "6")]
+        pub(super) progress: Option<u32>,
+        #[prost(bytes = "bytes", repeated, tag = "7")]
+        pub(super) pushnames: Vec<Bytes>,
+        #[prost(bytes = "bytes", repeated, tag = "15")]
+        pub(super) phone_number_to_lid_mappings: Vec<Bytes>,
+    }
+
+    /// `Conversation`, the fields we read.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub(super) struct Conversation {
+        #[prost(string, tag = "1")]
+        pub(super) id: String,
+        #[prost(bytes = "bytes", repeated, tag = "2")]
+        pub(super) messages: Vec<Bytes>,
+        #[prost(uint64, optional, tag = "5")]
+        pub(super) last_msg_timestamp: Option<u64>,
+        #[prost(uint32, optional, tag = "6")]
+        pub(super) unread_count: Option<u32>,
+        #[prost(bool, optional, tag = "8")]
+        pub(super) end_of_history_transfer: Option<bool>,
+        #[prost(uint32, optional, tag = "9")]
+        pub(super) ephemeral_expiration: Option<u32>,
+        #[prost(uint64, optional, tag = "12")]
+        pub(super) conversation_timestamp: Option<u64>,
+        #[prost(string, optional, tag = "13")]
+        pub(super) name: Option<String>,
+        #[prost(bool, optional, tag = "16")]
+        pub(super) archived: Option<bool>,
+        #[prost(bool, optional, tag = "19")]
+        pub(super) marked_as_unread: Option<bool>,
+        #[prost(bytes = "bytes", optional, tag = "21")]
+        pub(super) tc_token: Option<Bytes>,
+        #[prost(uint64, optional, tag = "22")]
+        pub(super) tc_token_timestamp: Option<u64>,
+        #[prost(uint32, optional, tag = "24")]
+        pub(super) pinned: Option<u32>,
+        #[prost(uint64, optional, tag = "25")]
+        pub(super) mute_end_time: Option<u64>,
+        #[prost(uint64, optional, tag = "28")]
+        pub(super) tc_token_sender_timestamp: Option<u64>,
+        #[prost(string, optional, tag = "38")]
+        pub(super) display_name: Option<String>,
+        #[prost(string, optional, tag = "39")]
+        pub(super) pn_jid: Option<String>,
+        #[prost(string, optional, tag = "42")]
+        pub(super) lid_jid: Option<String>,
+    }
+
+    /// `HistorySyncMsg`.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub(super) struct Msg {
+        #[prost(bytes = "bytes", optional, tag = "1")]
+        pub(super) message: Option<Bytes>,
+        #[prost(uint64, optional, tag = "2")]
+        pub(super) msg_order_id: Option<u64>,
+    }
+}
+
+fn jid(s: Option<&str>) -> Option<Jid> {
+    s.filter(|s| !s.is_empty()).and_then(|s| s.parse().ok())
+}
+
+fn is_lid(j: &Jid) -> bool {
+    matches!(j.server_part(), Server::Lid | Server::HostedLid)
+}
+
+fn user(j: &Jid) -> Jid {
+    j.to_non_device()
 }
 
 /// One serialized `WebMessageInfo` (a placeholder resend answer carries them) as a
 /// [`HistoryMessage`]; `None` when it does not decode or lacks an id or a chat.
 #[must_use]
 pub fn web_message(bytes: &[u8], own: &[Jid]) -> Option<HistoryMessage> {
-    let info = WebMessageInfo::decode(bytes).ok()?;
-    message(info, None, None, own)
+    message(Bytes::copy_from_slice(bytes), None, None, own)
 }
 
 /// One `WebMessageInfo` as a [`HistoryMessage`]; `None` without an id or a chat.
 fn message(
-    mut info: WebMessageInfo,
+    raw: Bytes,
     conv: Option<&Jid>,
     order_id: Option<u64>,
     own: &[Jid],
 ) -> Option<HistoryMessage> {
-    let raw = Bytes::from(info.encode_to_vec());
+    // Boxed: the generated type is 16 KiB.
+    let mut info = Box::new(WebMessageInfo::decode(raw.clone()).ok()?);
     let key = &info.key;
     let id = key.id.clone().filter(|i| !i.is_empty())?;
     let chat = jid(key.remote_jid.as_deref()).or_else(|| conv.cloned())?;

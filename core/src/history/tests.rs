@@ -198,3 +198,13 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_decoded_message_is_small() {
+    // What a chunk holds per message stays far below the generated WebMessageInfo (16 KiB).
+    assert!(
+        size_of::<HistoryMessage>() <= 1024,
+        "{}",
+        size_of::<HistoryMessage>()
+    );
+}
