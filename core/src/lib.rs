@@ -106,6 +106,7 @@ pub mod binary;
 pub mod content;
 pub mod credentials;
 pub mod frame;
+pub mod history;
 pub mod iq;
 pub mod jid;
 pub mod machine;

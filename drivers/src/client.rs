@@ -366,6 +366,30 @@ impl Client {
         Ok(sent.id().to_owned())
     }
 
+    /// History sync: asks our phone for up to `count` messages of `oldest.chat` older than
+    /// `oldest`, and returns the request id once the server accepted the request. The answer
+    /// comes as [`Event::HistorySync`](amarula_core::machine::Event::HistorySync) parts of
+    /// type `OnDemand` whose `request_id` is this id.
+    pub async fn request_history(
+        &self,
+        oldest: &amarula_core::machine::OldestMessage,
+        count: u32,
+    ) -> Result<String, ClientError> {
+        let oldest = oldest.clone();
+        self.send_with(move |m, now| m.request_history(now, &oldest, count))
+            .await
+    }
+
+    /// History sync: asks our phone to send again a message this device could not decrypt,
+    /// and returns the request id once the server accepted the request. The answer comes as
+    /// [`Event::PlaceholderResend`](amarula_core::machine::Event::PlaceholderResend) with
+    /// this `request_id`.
+    pub async fn request_resend(&self, key: &MessageRef) -> Result<String, ClientError> {
+        let key = key.clone();
+        self.send_with(move |m, now| m.request_resend(now, &key))
+            .await
+    }
+
     /// Sends an end-to-end encrypted text message to a user (every device of theirs, and our
     /// own other devices) or a group, and returns its id once the server has accepted it.
     /// `text` is a `&str`, or a [`Text`] with a reply and mentions. A send the connection

@@ -209,6 +209,8 @@ fn default_config_follows_whatsmeow() {
         (Some(0), Some(1), Some(0))
     );
     let history = props.history_sync_config.unwrap();
-    assert_eq!(history, pairing::whatsmeow_history_sync());
+    assert_eq!(history, pairing::handled_history_sync());
+    assert_eq!(history.inline_initial_payload_in_e2_ee_msg, Some(true));
+    assert_eq!(history.support_call_log_history, None);
     assert_eq!(history.thumbnail_sync_days_limit, Some(60));
 }

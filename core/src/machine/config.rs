@@ -82,6 +82,13 @@ pub struct Config {
     /// Retry receipts sent for one undecryptable message at most (SESSION.md §7.1: WA Web
     /// stops when the count reaches 5, so 4).
     pub max_decrypt_retries: u8,
+    /// History sync: the largest inflated history chunk accepted (default
+    /// [`history::DEFAULT_MAX_INFLATED`](crate::history::DEFAULT_MAX_INFLATED)); a larger
+    /// one is refused and reported.
+    pub max_history_inflated: usize,
+    /// History sync: most messages in one [`Event::HistorySync`](super::Event) part
+    /// (default 1000).
+    pub history_batch_messages: usize,
 }
 
 impl Default for Config {
@@ -115,6 +122,8 @@ impl Default for Config {
             max_pending_sends: 1024,
             max_parked_messages: 1024,
             max_decrypt_retries: 4,
+            max_history_inflated: crate::history::DEFAULT_MAX_INFLATED,
+            history_batch_messages: 1000,
         }
     }
 }

@@ -147,6 +147,24 @@ pub enum Event {
     /// [`handle_blob`](super::ConnectionMachine::handle_blob). The `amarula` drivers do this
     /// by themselves.
     FetchBlob(super::BlobRequest),
+    /// A part of a history-sync chunk from our phone (history sync): chats, messages, push
+    /// names, LID mappings (already persisted) and privacy tokens. Parts of one chunk come in
+    /// order; confirm the last part's `ack` once the chunk is stored.
+    HistorySync(Box<super::HistorySyncBatch>),
+    /// A history-sync chunk could not be had or read (history sync): nothing of it was
+    /// applied and the notification was not acknowledged (it comes again after a restart).
+    HistorySyncFailed {
+        /// The notification message's id.
+        message_id: String,
+        /// Which history.
+        sync_type: crate::history::SyncType,
+        /// Why.
+        error: super::HistorySyncError,
+    },
+    /// Our phone answered a [`request_resend`](super::ConnectionMachine::request_resend)
+    /// (history sync): the messages it had, matched by `request_id`. Confirm its `ack` once
+    /// handled.
+    PlaceholderResend(Box<super::ResendAnswer>),
     /// Our phone answered a
     /// [`request_media_reupload`](super::ConnectionMachine::request_media_reupload): the new
     /// direct path of the file, or why not (already acked).

@@ -57,6 +57,7 @@ mod cache;
 mod chatstate;
 mod config;
 mod event;
+mod history;
 mod ids;
 mod messaging;
 mod presence;
@@ -81,6 +82,7 @@ pub use event::{
     AckToken, CloseReason, Confirm, Event, IqResult, MessageAckResult, Output, PairingCodeFailure,
     Reconnect, RetryRejection, RetryRequest, SendError, SentMessage,
 };
+pub use history::{HistorySyncBatch, HistorySyncError, OldestMessage, ResendAnswer};
 pub use ids::RequestId;
 pub use messaging::{
     DecryptError, IncomingMessage, MessagingError, SentPoll, UndecryptableMessage,
@@ -310,6 +312,8 @@ pub struct ConnectionMachine {
     blobs: HashMap<BlobId, blob::BlobPurpose>,
     /// Media re-upload requests waiting for the phone's answer.
     reuploads: reupload::Reuploads,
+    /// History sync: chunks waiting for their files, handed out in arrival order.
+    history: history::HistoryQueue,
 }
 
 impl std::fmt::Debug for ConnectionMachine {
@@ -367,6 +371,7 @@ impl ConnectionMachine {
             queries: HashMap::new(),
             blobs: HashMap::new(),
             reuploads: reupload::Reuploads::default(),
+            history: history::HistoryQueue::default(),
             retry,
             attempts,
             creds: credentials,

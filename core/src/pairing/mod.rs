@@ -30,8 +30,8 @@ pub use code::{
 pub use error::{PairError, PairRefused, PairingError, QrError};
 pub use payload::{
     ClientConfig, DEFAULT_BROWSER_DISPLAY, DEFAULT_OS, WA_WEB_VERSION, device_props,
-    login_client_payload, login_payload, registration_client_payload, registration_payload,
-    whatsmeow_history_sync,
+    handled_history_sync, login_client_payload, login_payload, registration_client_payload,
+    registration_payload, whatsmeow_history_sync,
 };
 pub use qr::{
     PairDevice, QR_FIRST_REF_TIMEOUT, QR_NEXT_REF_TIMEOUT, QR_PREFIX, QrParts, parse_qr,

@@ -51,7 +51,8 @@ pub struct ClientConfig {
     pub platform_type: PlatformType,
     /// `DeviceProps.requireFullSync`: ask the phone for the full history. Default false.
     pub require_full_sync: bool,
-    /// `DeviceProps.historySyncConfig`. Default [`whatsmeow_history_sync`].
+    /// `DeviceProps.historySyncConfig`. Default [`handled_history_sync`] (what amarula's
+    /// history sync decodes); [`whatsmeow_history_sync`] is WM's.
     pub history_sync: HistorySyncConfig,
     /// `WebInfo.webSubPlatform`. Default `WEB_BROWSER` (BL sends `DARWIN`/`WIN32` when it poses
     /// as a desktop app).
@@ -84,7 +85,7 @@ impl Default for ClientConfig {
             os_version: Some([0, 1, 0]),
             platform_type: PlatformType::Chrome,
             require_full_sync: false,
-            history_sync: whatsmeow_history_sync(),
+            history_sync: handled_history_sync(),
             web_sub_platform: web_info::WebSubPlatform::WebBrowser,
             manufacturer: Some(String::new()),
             locale_language: "en".to_owned(),
@@ -129,6 +130,24 @@ pub fn whatsmeow_history_sync() -> HistorySyncConfig {
         thumbnail_sync_days_limit: Some(60),
         support_manus_history: Some(true),
         support_hatch_history: Some(true),
+        ..HistorySyncConfig::default()
+    }
+}
+
+/// The history sync configuration amarula claims by default: only what `history` decodes
+/// into typed values (chats and their messages, groups included, inline bootstrap payload,
+/// chunk tuning); no call logs, bot chats or message associations, which it would not hand
+/// out.
+pub fn handled_history_sync() -> HistorySyncConfig {
+    HistorySyncConfig {
+        storage_quota_mb: Some(10240),
+        inline_initial_payload_in_e2_ee_msg: Some(true),
+        support_cag_reactions_and_polls: Some(true),
+        support_biz_hosted_msg: Some(true),
+        support_recent_sync_chunk_message_count_tuning: Some(true),
+        support_hosted_group_msg: Some(true),
+        support_group_history: Some(true),
+        thumbnail_sync_days_limit: Some(60),
         ..HistorySyncConfig::default()
     }
 }

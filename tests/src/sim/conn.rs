@@ -542,7 +542,14 @@ impl Conn {
             return self.on_md(&node).await;
         }
         let reply = iq::answer(&self.shared, self.device.as_ref(), &node);
-        self.send(&reply).await
+        self.send(&reply).await?;
+        // History sync: a newly paired device that just published its keys gets the history.
+        if xmlns == Some("encrypt") {
+            if let Some(device) = &self.device {
+                super::history::after_key_upload(&self.shared, device);
+            }
+        }
+        Ok(())
     }
 
     /// A client's reply to a server IQ: pair-device, ping, or the pair-success.
@@ -580,6 +587,9 @@ impl Conn {
             );
             let jid = account.pn(pending.device);
             st.announce_device(&pending.phone, pending.device);
+            if self.shared.config.initial_history {
+                st.history_due.insert(jid.clone());
+            }
             jid
         };
         self.shared.emit(SimEvent::Paired {
@@ -737,6 +747,8 @@ impl Conn {
             queued,
         });
         for e in phone_events {
+            // History sync: the phone answers peer data requests from its companions.
+            super::history::answer_peer(&self.shared, &e);
             self.shared.emit(e);
         }
         if self.shared.rules().withhold_ack(self.view(), &id) {

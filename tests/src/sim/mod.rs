@@ -80,6 +80,7 @@ mod events;
 mod faults;
 mod group;
 mod groups_iq;
+pub mod history;
 mod iq;
 pub mod media;
 pub mod peer;
@@ -168,6 +169,10 @@ pub struct SimConfig {
     pub event_capacity: usize,
     /// LID (default) or legacy phone-number addressing.
     pub addressing: Addressing,
+    /// History sync: the phone sends its initial history (the sample bootstrap chunk, then
+    /// push names) to each device paired by QR or code, once the device has published its
+    /// keys. Off by default, so that other tests see no history.
+    pub initial_history: bool,
 }
 
 impl SimConfig {
@@ -193,6 +198,7 @@ impl Default for SimConfig {
             platform: "android".to_owned(),
             event_capacity: 4096,
             addressing: Addressing::default(),
+            initial_history: false,
         }
     }
 }
@@ -244,6 +250,7 @@ impl Simulator {
                 lid_mode: config.addressing == Addressing::Lid,
                 trusted: Default::default(),
                 restricted: Default::default(),
+                history_due: Default::default(),
             }),
             media: media.clone(),
             config,

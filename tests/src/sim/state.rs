@@ -147,6 +147,9 @@ pub(crate) struct State {
     pub(crate) trusted: std::collections::HashSet<(String, String)>,
     /// Accounts that refuse 1:1 messages from strangers without a privacy token (463).
     pub(crate) restricted: std::collections::HashSet<String>,
+    /// History sync: newly paired devices the phone sends the initial history once their
+    /// keys are published ([`SimConfig::initial_history`](super::SimConfig)).
+    pub(crate) history_due: std::collections::HashSet<Jid>,
 }
 
 /// A set that forgets its oldest members past a capacity.

@@ -261,6 +261,32 @@ impl ConnectionMachine {
         Ok(id)
     }
 
+    /// History sync: queues a peer message for our own phone alone (`category="peer"`) and
+    /// returns its id.
+    pub(in crate::machine) fn queue_peer(
+        &mut self,
+        now: Instant,
+        message: &Message,
+    ) -> Result<String, SendError> {
+        let own = self.own_user()?;
+        if self.session_msg.sends.len() >= self.config.max_pending_sends {
+            return Err(SendError::TooManyPending);
+        }
+        let mut random = [0u8; 16];
+        self.rng.fill_bytes(&mut random);
+        let id = nodes::message_id(self.clock.unix_secs(now), own.user_part(), &random);
+        let mut job = SendJob::new(id.clone(), own.clone(), message.encode_to_vec());
+        job.resend = Some(super::send::Resend {
+            requester: nodes::device_address(&own.with_device(0)),
+            count: 0,
+            bundle: None,
+        });
+        job.peer = true;
+        self.session_msg.sends.push_back(job);
+        self.advance(now);
+        Ok(id)
+    }
+
     /// Keeps the secret of a message we send (a poll, an event) under (chat, us, id).
     fn keep_sent_secret(&mut self, chat: &Jid, own: &Jid, id: &str, bytes: &[u8]) {
         let Ok(message) = Message::decode(bytes) else {

@@ -277,7 +277,7 @@ impl ConnectionMachine {
         self.send_messaging_iq(now, count, MsgIq::PreKeyCount);
         let restored = std::mem::take(&mut self.session_msg.restored);
         for pending in restored {
-            self.redeliver_pending(pending);
+            self.redeliver_pending(now, pending);
         }
         let outbox = std::mem::take(&mut self.session_msg.outbox);
         let carried = std::mem::take(&mut self.session_msg.carried);

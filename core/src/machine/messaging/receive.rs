@@ -720,6 +720,20 @@ impl ConnectionMachine {
         );
         incoming.sender_alt = sender_alt;
         self.keep_secret(&incoming);
+        // History sync: the machine's own to fetch and hand out; acked once handed out.
+        if let Some(input) = crate::machine::history::from_phone(&incoming) {
+            if self.config.hold_message_acks {
+                self.persist(Change::Pending(PendingMessage {
+                    id: pending_key.clone(),
+                    node: pending_record(&incoming),
+                    ack_token: None,
+                    received_unix_ms: self.clock.unix_ms(now),
+                }));
+            }
+            let pending = Some(pending_key).filter(|_| self.config.hold_message_acks);
+            self.receive_from_phone(now, &incoming, input, Some(receipt), ack, pending);
+            return;
+        }
         if !self.config.hold_message_acks {
             self.hand_out(incoming);
             self.send_internal(now, &receipt);
@@ -749,7 +763,7 @@ impl ConnectionMachine {
     }
 
     /// Our own users: the phone number one and, once known, the LID.
-    pub(super) fn own_identities(&self) -> Vec<Jid> {
+    pub(in crate::machine) fn own_identities(&self) -> Vec<Jid> {
         let mut own = Vec::with_capacity(2);
         if let Some(d) = &self.creds.device {
             own.push(user_of(&d.jid));
@@ -855,13 +869,18 @@ impl ConnectionMachine {
     }
 
     /// A stored pending message, handed out again after a restart; confirming it forgets it.
-    pub(super) fn redeliver_pending(&mut self, pending: PendingMessage) {
+    pub(super) fn redeliver_pending(&mut self, now: Instant, pending: PendingMessage) {
         let own = self.own_identities();
         let Some(mut incoming) = from_pending_record(&pending, &own) else {
             tracing::warn!(id = %pending.id, "unreadable pending message dropped");
             self.persist(Change::PendingDone(pending.id));
             return;
         };
+        // History sync: fetched and handed out again (the hist_sync receipt still owed).
+        if let Some(input) = crate::machine::history::from_phone(&incoming) {
+            self.receive_from_phone(now, &incoming, input, None, None, Some(pending.id));
+            return;
+        }
         let n = self.held.hold(
             Held {
                 frames: Vec::new(),

@@ -56,6 +56,9 @@ pub(crate) struct SendJob {
     pub(crate) resend: Option<Resend>,
     /// A vote still to be encrypted with its poll's secret.
     pub(crate) vote: Option<PendingVote>,
+    /// History sync: a peer message to our own phone (`category="peer"`), sent through the
+    /// one-device `resend` path.
+    pub(crate) peer: bool,
 }
 
 impl SendJob {
@@ -66,12 +69,24 @@ impl SendJob {
             message,
             resend: None,
             vote: None,
+            peer: false,
         }
     }
 }
 
 /// An `<enc>` with the attributes its content calls for: `mediatype` when it carries the
 /// content (not on a group's key-distribution encs), `decrypt-fail` when hidden.
+/// History sync: whether `message` is an on-demand history request.
+fn is_on_demand(message: &Message) -> bool {
+    use amarula_proto::e2e::PeerDataOperationRequestType;
+    message
+        .protocol_message
+        .as_ref()
+        .and_then(|p| p.peer_data_operation_request_message.as_ref())
+        .and_then(|r| r.peer_data_operation_request_type)
+        == Some(PeerDataOperationRequestType::HistorySyncOnDemand as i32)
+}
+
 fn enc_node(kind: &str, bytes: Vec<u8>, attrs: &StanzaAttrs, carries_content: bool) -> Node {
     let mut enc = Node::new("enc").attr("v", "2").attr("type", kind);
     if let (true, Some(media)) = (carries_content, attrs.media_type) {
@@ -81,6 +96,18 @@ fn enc_node(kind: &str, bytes: Vec<u8>, attrs: &StanzaAttrs, carries_content: bo
         enc = enc.attr("decrypt-fail", "hide");
     }
     enc.bytes(bytes)
+}
+
+/// History sync: the attributes of a peer message to our own phone; an on-demand history
+/// request is pushed with the highest priority, as privacy-sensitive.
+fn peer_attrs(node: Node, on_demand: bool) -> Node {
+    let node = node.attr("category", "peer");
+    if on_demand {
+        node.attr("push_priority", "high_force")
+            .attr("privacy_sensitive", "1")
+    } else {
+        node
+    }
 }
 
 /// What the sent-message cache keeps for a message (its `context`): the chat and the plaintext,
@@ -766,6 +793,7 @@ impl ConnectionMachine {
         let attrs = StanzaAttrs::of(&message);
         let own = route.sender;
         let is_own_user = |j: &Jid| route.is_own_user(j);
+        let on_demand = job.peer && is_on_demand(&message);
         let group = job.chat.is_group();
         let cap = self.config.max_loaded_records;
         if let Some(Resend {
@@ -861,14 +889,20 @@ impl ConnectionMachine {
                 carries_content,
             );
             if let Some(r) = &job.resend {
-                enc = enc.attr("count", r.count.to_string());
+                if !job.peer {
+                    enc = enc.attr("count", r.count.to_string());
+                }
                 single_enc = Some(enc);
             } else {
                 participants.push(Node::new("to").attr("jid", d.clone()).children([enc]));
             }
         }
         let mut children = Vec::new();
-        let to = route.to.clone();
+        // A peer request goes to our own user (its one `enc` is for our phone).
+        let to = match &job.resend {
+            Some(_) if job.peer => job.chat.clone(),
+            _ => route.to.clone(),
+        };
         let mut node = Node::new("message")
             .attr("id", job.id.as_str())
             .attr("to", to)
@@ -881,7 +915,10 @@ impl ConnectionMachine {
                 let Some(enc) = single_enc else {
                     return Err(MessagingError::NoDevices);
                 };
-                if group {
+                if job.peer {
+                    node = peer_attrs(node, on_demand);
+                    children.push(Node::new("meta").attr("appdata", "default"));
+                } else if group {
                     node = node.attr("participant", r.requester.clone());
                 } else {
                     node = node.attr("device_fanout", "false");
@@ -1004,6 +1041,7 @@ impl ConnectionMachine {
                 bundle,
             }),
             vote: None,
+            peer: false,
         });
         self.advance(now);
     }
