@@ -170,6 +170,8 @@ pub(crate) async fn start<R: Runtime, S: CredentialStore>(
     session.restore_sent(store.load_sent().await?);
     session.restore_pending(store.load_pending().await?);
     session.restore_outbox(store.load_unacked_sent().await?);
+    let app_state = store.load_app_state().await?;
+    session.restore_app_state(app_state.keys, app_state.collections);
     let media = crate::media::Transfers::new(config.media.clone());
     let (command_tx, command_rx) = async_channel::unbounded();
     let (event_tx, event_rx) = async_channel::unbounded();

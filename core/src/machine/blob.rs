@@ -60,12 +60,14 @@ pub enum BlobError {
 /// What a requested file is for: the work that waits for it. Each feature that needs
 /// external blobs (history sync, app state) adds its variant and its arm in `on_blob`.
 #[derive(Debug)]
-pub(crate) enum BlobPurpose {}
+pub(crate) enum BlobPurpose {
+    /// An app-state snapshot or a patch's mutations.
+    AppState(super::appstate::AppStateBlob),
+}
 
 impl ConnectionMachine {
     /// Asks the driver for a file and remembers what it is for; the answer comes to
     /// [`handle_blob`](Self::handle_blob).
-    #[allow(dead_code)] // used by the features that need external blobs
     pub(crate) fn request_blob(
         &mut self,
         media: MediaRef,
@@ -95,11 +97,13 @@ impl ConnectionMachine {
     /// Hands a fetched file to the work that waited for it.
     fn on_blob(
         &mut self,
-        _now: Instant,
-        _id: BlobId,
+        now: Instant,
+        id: BlobId,
         purpose: BlobPurpose,
-        _result: Result<Vec<u8>, BlobError>,
+        result: Result<Vec<u8>, BlobError>,
     ) {
-        match purpose {}
+        match purpose {
+            BlobPurpose::AppState(what) => self.appstate_on_blob(now, id, what, result),
+        }
     }
 }

@@ -52,6 +52,7 @@
 //!
 //! The crate docs show the whole run loop.
 
+mod appstate;
 mod blob;
 mod cache;
 mod chatstate;
@@ -74,6 +75,7 @@ use bytes::Bytes;
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
 
+pub use appstate::{AppStateSyncError, AppStateUpdate};
 pub use blob::{BlobError, BlobId, BlobRequest};
 pub use chatstate::{ChatState, ChatStateUpdate};
 pub use config::Config;
@@ -176,6 +178,8 @@ pub struct Session {
     /// Connections made with this session; numbers each machine's ack tokens apart.
     connections: u64,
     messaging: Messaging,
+    /// App-state keys and collections.
+    appstate: appstate::AppStateHeld,
 }
 
 impl Session {
@@ -188,6 +192,7 @@ impl Session {
             attempts: 0,
             connections: 0,
             messaging: Messaging::default(),
+            appstate: appstate::AppStateHeld::default(),
         }
     }
 
@@ -219,6 +224,32 @@ impl Session {
     /// and relayed with the same id at the next login. Give them oldest first.
     pub fn restore_outbox(&mut self, unacked: impl IntoIterator<Item = SentMessage>) {
         self.messaging.restore_outbox(unacked.into_iter().collect());
+    }
+
+    /// Puts the app-state sync keys and the collections' states from the store back (at
+    /// start; they are small and every patch needs them, so they are held whole).
+    pub fn restore_app_state(
+        &mut self,
+        keys: impl IntoIterator<Item = crate::appstate::SyncKey>,
+        collections: impl IntoIterator<
+            Item = (
+                crate::appstate::Collection,
+                crate::appstate::CollectionState,
+            ),
+        >,
+    ) {
+        for k in keys {
+            self.appstate.keys.insert(&k);
+        }
+        self.appstate.collections.extend(collections);
+    }
+
+    /// The app-state collections as the machine holds them (version, LTHash, live values).
+    pub fn app_state(
+        &self,
+        collection: crate::appstate::Collection,
+    ) -> Option<&crate::appstate::CollectionState> {
+        self.appstate.collections.get(&collection)
     }
 
     /// Consecutive failed connection attempts (the backoff position); reset at login.
@@ -258,6 +289,8 @@ enum IqKind {
     Messaging(u64),
     /// A typed query of the application ([`ConnectionMachine::send_query`]).
     Query(RequestId),
+    /// An app-state pull or push (the number keys it).
+    AppState(u64),
 }
 
 #[derive(Debug)]
@@ -310,6 +343,10 @@ pub struct ConnectionMachine {
     blobs: HashMap<BlobId, blob::BlobPurpose>,
     /// Media re-upload requests waiting for the phone's answer.
     reuploads: reupload::Reuploads,
+    /// App-state keys and collections (kept across connections).
+    appstate: appstate::AppStateHeld,
+    /// App-state pulls and pushes of this connection.
+    appsync: appstate::AppStateSync,
 }
 
 impl std::fmt::Debug for ConnectionMachine {
@@ -341,6 +378,7 @@ impl ConnectionMachine {
             attempts,
             connections,
             messaging,
+            appstate,
         } = session;
         let mut machine = Self {
             frames_in: FrameDecoder::new().with_max_len(crate::frame::MAX_PAYLOAD_LEN),
@@ -367,6 +405,8 @@ impl ConnectionMachine {
             queries: HashMap::new(),
             blobs: HashMap::new(),
             reuploads: reupload::Reuploads::default(),
+            appstate,
+            appsync: appstate::AppStateSync::default(),
             retry,
             attempts,
             creds: credentials,
@@ -448,6 +488,7 @@ impl ConnectionMachine {
             attempts: self.attempts,
             connections: self.generation,
             messaging: self.session_msg,
+            appstate: self.appstate,
         }
     }
 
@@ -773,6 +814,7 @@ impl ConnectionMachine {
         }
         self.held.clear();
         self.messaging_closed();
+        self.appstate_closed();
         self.qr = None;
         self.phone = None;
         let reconnect = match reason.policy() {
@@ -798,6 +840,7 @@ impl ConnectionMachine {
             IqKind::Messaging(n) => self.messaging_iq_done(now, n, result),
             IqKind::App(id) => self.emit(Event::IqResponse { id, result }),
             IqKind::Query(id) => self.query_done(now, id, result),
+            IqKind::AppState(n) => self.appstate_iq_done(now, n, result),
             IqKind::CompanionHello => {
                 if !matches!(result, IqResult::Ok(_)) && result != IqResult::Disconnected {
                     self.phone = None;
@@ -933,6 +976,7 @@ impl ConnectionMachine {
         self.arm_keepalive(now);
         if self.config.end_to_end {
             self.messaging_logged_in(now);
+            self.appstate_logged_in(now);
         }
     }
 
@@ -1037,6 +1081,14 @@ impl ConnectionMachine {
             }
             return;
         }
+        if node
+            .child("dirty")
+            .is_some_and(|d| matches!(d.attr_str("type"), Some("account_sync" | "syncd_app_state")))
+            && self.config.end_to_end
+            && !self.appstate.keys.is_empty()
+        {
+            self.sync_app_state(now, &[]);
+        }
         if node.child("downgrade_webclient").is_some() {
             return self.close(now, CloseReason::MultideviceMismatch);
         }
@@ -1057,6 +1109,9 @@ impl ConnectionMachine {
         }
         if node.tag == "notification" && self.config.end_to_end {
             self.messaging_notification(now, &node);
+            if node.attr_str("type") == Some("server_sync") {
+                self.appstate_on_server_sync(now, &node);
+            }
         }
         let encrypted = node.tag == "message"
             && self.config.end_to_end

@@ -9,7 +9,8 @@ use amarula_core::jid::Jid;
 use amarula_core::machine::SentMessage;
 use zeroize::Zeroizing;
 
-use amarula_core::persist::SecretKey;
+use amarula_core::appstate::{Collection, CollectionState, SyncKey};
+use amarula_core::persist::{SecretKey, StoredAppState};
 
 use super::{Change, CredentialStore, DeviceList, LoadRequest, Loaded, PendingMessage, StoreError};
 
@@ -57,6 +58,9 @@ struct MemoryInner {
     next_pending: u64,
     /// Message secrets (polls, events) by message.
     secrets: HashMap<SecretKey, Secret>,
+    /// App-state sync keys by id, and the collections' states.
+    app_keys: BTreeMap<Vec<u8>, SyncKey>,
+    app_collections: BTreeMap<Collection, CollectionState>,
 }
 
 impl MemoryInner {
@@ -75,6 +79,8 @@ impl MemoryInner {
             + self.lid_by_phone.len()
             + self.pending.len()
             + self.secrets.len()
+            + self.app_keys.len()
+            + self.app_collections.len()
     }
 }
 
@@ -318,6 +324,12 @@ impl MemoryInner {
                 self.secrets
                     .insert(key.clone(), Zeroizing::new(record.clone()));
             }
+            Change::AppStateSyncKey(k) => {
+                self.app_keys.insert(k.id.clone(), k.clone());
+            }
+            Change::AppStateCollection(d) => {
+                d.apply_to(self.app_collections.entry(d.collection).or_default());
+            }
             // `known` refused every other kind before the batch began.
             _ => {}
         }
@@ -365,6 +377,8 @@ fn known(change: &Change) -> bool {
             | Change::Pending(_)
             | Change::PendingDone(_)
             | Change::MessageSecret { .. }
+            | Change::AppStateSyncKey(_)
+            | Change::AppStateCollection(_)
     )
 }
 
@@ -420,6 +434,18 @@ impl CredentialStore for MemoryStore {
 
     async fn load_pending(&self) -> Result<Vec<PendingMessage>, StoreError> {
         Ok(self.pending())
+    }
+
+    async fn load_app_state(&self) -> Result<StoredAppState, StoreError> {
+        let inner = self.lock();
+        Ok(StoredAppState {
+            keys: inner.app_keys.values().cloned().collect(),
+            collections: inner
+                .app_collections
+                .iter()
+                .map(|(c, s)| (*c, s.clone()))
+                .collect(),
+        })
     }
 
     async fn delete(&self) -> Result<(), StoreError> {

@@ -539,6 +539,8 @@ impl ConnectionMachine {
             &own,
         );
         self.keep_secret(&incoming);
+        // App-state keys from our phone are stored before the message is acknowledged.
+        self.appstate_on_message(now, incoming.from_me, &incoming.message);
         if !self.config.hold_message_acks {
             self.hand_out(incoming);
             self.send_internal(now, &receipt);
