@@ -60,6 +60,10 @@ pub(crate) fn answer(shared: &Shared, device: Option<&Jid>, iq: &Node) -> Node {
                 _ => super::contacts::blocklist(&mut st, &me, iq),
             }
         }
+        ("w:sync:app:state", "set", Some("sync")) => match device {
+            Some(d) => super::appstate::answer(shared, d, iq),
+            None => error(iq, 401, "not-authorized"),
+        },
         ("w:m", "set", Some("media_conn")) => result(
             iq,
             vec![

@@ -72,6 +72,7 @@
 //! sends can panic the simulator.
 
 mod account;
+mod appstate;
 mod account_ops;
 pub mod client;
 mod conn;
@@ -104,6 +105,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{broadcast, watch};
 
 pub use account::{Account, PairingError};
+pub use appstate::PatchCorruption;
 pub use events::{ConnKind, SimEvent, Subscription, WaitError};
 pub use faults::{Action, Direction, Faults, Rule, RuleId, Target};
 pub use group::GroupError;
@@ -206,6 +208,7 @@ impl Simulator {
                 encrypted: state::BoundedSet::new(ENCRYPTED_COPIES),
                 presence: Default::default(),
                 phone_media: Default::default(),
+                appstate: Default::default(),
             }),
             media: media.clone(),
             config,

@@ -139,6 +139,8 @@ pub(crate) struct State {
     pub(crate) presence: super::presence::PresenceBook,
     /// The media files phones have seen, for re-upload requests.
     pub(crate) phone_media: super::reupload::PhoneMedia,
+    /// App state by account phone number.
+    pub(crate) appstate: HashMap<String, super::appstate::SimAppState>,
 }
 
 /// A set that forgets its oldest members past a capacity.
