@@ -484,6 +484,8 @@ impl ConnectionMachine {
 
     fn finish(&mut self, now: Instant, c: Collection) {
         self.appsync.work.remove(&c);
+        // A later divergence may be recovered again.
+        self.appsync.recovered.remove(&c);
         let version = self.appstate.collections.get(&c).map_or(0, |s| s.version);
         self.emit(Event::AppStateSynced {
             collection: c,
