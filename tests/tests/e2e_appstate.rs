@@ -177,7 +177,10 @@ fn all_synced(seen: &Seen) -> bool {
 async fn names_mutes_pins_arrive<R: Rt>(env: &Env) {
     let phone = "15550007001";
     let account = env.account(phone);
-    account.app_state_snapshot(&[contact("15550000001", "Ann Lee"), contact("15550000002", "Bo Chan")]);
+    account.app_state_snapshot(&[
+        contact("15550000001", "Ann Lee"),
+        contact("15550000002", "Bo Chan"),
+    ]);
     account.app_state_snapshot(&[AppStateAction::Mute {
         chat: user("15550000001"),
         muted: true,
@@ -190,7 +193,8 @@ async fn names_mutes_pins_arrive<R: Rt>(env: &Env) {
     d.ready().await;
     account.share_app_state_key().unwrap();
     let mut seen = Seen::default();
-    d.until(&mut seen, "every collection synced", all_synced).await;
+    d.until(&mut seen, "every collection synced", all_synced)
+        .await;
     let got = actions(&seen);
     assert!(got.contains(&contact("15550000001", "Ann Lee")), "{got:?}");
     assert!(got.contains(&contact("15550000002", "Bo Chan")), "{got:?}");
@@ -228,14 +232,22 @@ async fn patch_reaches_other_companion<R: Rt>(env: &Env) {
     a.until(&mut sa, "a synced", all_synced).await;
     b.until(&mut sb, "b synced", all_synced).await;
     // A pins; B hears of it; the phone (which checked every MAC) accepted it.
-    let v = a.client.send_app_state(pin("15550000005", true)).await.unwrap();
+    let v = a
+        .client
+        .send_app_state(pin("15550000005", true))
+        .await
+        .unwrap();
     assert_eq!(v, 2);
     let mut sa = Seen::default();
-    a.until(&mut sa, "a's own pin applied", |s| actions(s).contains(&pin("15550000005", true)))
-        .await;
+    a.until(&mut sa, "a's own pin applied", |s| {
+        actions(s).contains(&pin("15550000005", true))
+    })
+    .await;
     let mut sb = Seen::default();
-    b.until(&mut sb, "a's pin at b", |s| actions(s).contains(&pin("15550000005", true)))
-        .await;
+    b.until(&mut sb, "a's pin at b", |s| {
+        actions(s).contains(&pin("15550000005", true))
+    })
+    .await;
     // B mutes; A hears of it.
     let mute = AppStateAction::Mute {
         chat: user("15550000006"),
@@ -244,7 +256,8 @@ async fn patch_reaches_other_companion<R: Rt>(env: &Env) {
     };
     b.client.send_app_state(mute.clone()).await.unwrap();
     let mut sa = Seen::default();
-    a.until(&mut sa, "b's mute at a", |s| actions(s).contains(&mute)).await;
+    a.until(&mut sa, "b's mute at a", |s| actions(s).contains(&mute))
+        .await;
     assert_eq!(account.app_state_pushed(), 2);
     assert_eq!(account.app_state_version(Collection::RegularLow), 2);
     assert_eq!(account.app_state_version(Collection::RegularHigh), 1);
@@ -283,7 +296,11 @@ async fn corrupted_patch_recovered<R: Rt>(env: &Env) {
         // Refetched from the snapshot: its pin again (marked as such), then the patches.
         let got = actions(&seen);
         assert!(got.contains(&pin(chat, true)), "{got:?}");
-        assert!(seen.updates.iter().any(|u| u.from_snapshot && u.action == pin("15550000001", true)));
+        assert!(
+            seen.updates
+                .iter()
+                .any(|u| u.from_snapshot && u.action == pin("15550000001", true))
+        );
     }
     d.client.stop().await;
 }
@@ -300,15 +317,22 @@ async fn restart_mid_sync<R: Rt>(env: &Env) {
     let store = env.linked(phone, 75);
     let mut d = Device::start::<R>(env, store.clone()).await;
     d.ready().await;
+    // The five first pulls are answered, the next page of regular_low is not: the client
+    // stops with the first page applied.
+    account.answer_app_state_iqs(Some(5));
     account.share_app_state_key().unwrap();
-    // Stop after the first page started applying.
     let mut seen = Seen::default();
-    d.until(&mut seen, "some patches", |s| s.updates.len() >= 30).await;
+    d.until(&mut seen, "the first page", |s| s.updates.len() >= 51)
+        .await;
     d.client.stop().await;
+    account.answer_app_state_iqs(None);
     while let Some(e) = d.events.recv().await {
         record(&mut seen, e);
     }
     let first = seen.updates.len();
+    // The first run stopped mid-sync.
+    assert_eq!(first, 51, "the snapshot and the first page");
+    assert!(seen.synced.get(&Collection::RegularLow).is_none());
     // Restart on the same store: the pull resumes from the stored version.
     let mut d = Device::start::<R>(env, store).await;
     d.until(&mut seen, "the rest", |s| {
@@ -327,7 +351,10 @@ async fn restart_mid_sync<R: Rt>(env: &Env) {
     let total = chats.len();
     chats.sort();
     chats.dedup();
-    assert_eq!(total, n as usize, "each patch applied once (first run {first})");
+    assert_eq!(
+        total, n as usize,
+        "each patch applied once (first run {first})"
+    );
     assert_eq!(chats.len(), n as usize);
     d.client.stop().await;
 }

@@ -335,6 +335,11 @@ impl ConnectionMachine {
     fn on_pull(&mut self, now: Instant, c: Collection, result: IqResult) {
         let node = match result {
             IqResult::Ok(node) => node,
+            // The connection ended: the next login pulls again from the stored version.
+            IqResult::Disconnected => {
+                self.appsync.work.remove(&c);
+                return;
+            }
             other => return self.fail(now, c, AppStateSyncError::Server(other)),
         };
         let Some(col) = collection_node(&node) else {

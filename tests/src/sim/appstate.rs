@@ -55,6 +55,8 @@ pub(crate) struct SimAppState {
     phone: HashMap<Collection, CollectionState>,
     server: HashMap<Collection, ServerCollection>,
     corrupt_next: Option<PatchCorruption>,
+    /// Sync IQs still answered; past it they go unanswered (`None`: all answered).
+    answer_budget: Option<u32>,
     /// Patches pushed by companions and accepted.
     pub(crate) pushed: u64,
 }
@@ -206,7 +208,9 @@ impl Account {
         state.apply(&decoded);
         let server = app.server.entry(c).or_default();
         server.version = decoded.version;
-        server.patches.insert(decoded.version, patch.encode_to_vec());
+        server
+            .patches
+            .insert(decoded.version, patch.encode_to_vec());
         notify(&mut st, &self.phone, c, decoded.version, None);
         decoded.version
     }
@@ -249,7 +253,21 @@ impl Account {
     /// The next patch the server hands to a device is corrupted in transit (once).
     pub fn corrupt_next_app_state_patch(&self, how: PatchCorruption) {
         self.with_app_state(|st| {
-            st.appstate.entry(self.phone.clone()).or_default().corrupt_next = Some(how);
+            st.appstate
+                .entry(self.phone.clone())
+                .or_default()
+                .corrupt_next = Some(how);
+        });
+    }
+
+    /// The server answers `n` more `w:sync:app:state` IQs of this account, then none
+    /// (`None`: answers all again).
+    pub fn answer_app_state_iqs(&self, n: Option<u32>) {
+        self.with_app_state(|st| {
+            st.appstate
+                .entry(self.phone.clone())
+                .or_default()
+                .answer_budget = n;
         });
     }
 
@@ -266,6 +284,25 @@ impl Account {
     /// How many patches companions pushed and the server accepted.
     pub fn app_state_pushed(&self) -> u64 {
         self.with_app_state(|st| st.appstate.get(&self.phone).map_or(0, |a| a.pushed))
+    }
+}
+
+/// Whether the sync IQ of `device` goes unanswered (its account's budget is spent).
+pub(crate) fn withhold(shared: &Shared, device: Option<&Jid>) -> bool {
+    let mut st = shared.lock();
+    let Some(phone) = device.and_then(|d| st.phone_of(d.user_part()).map(str::to_owned)) else {
+        return false;
+    };
+    let Some(app) = st.appstate.get_mut(&phone) else {
+        return false;
+    };
+    match &mut app.answer_budget {
+        None => false,
+        Some(0) => true,
+        Some(n) => {
+            *n -= 1;
+            false
+        }
     }
 }
 
@@ -315,7 +352,14 @@ pub(crate) fn answer(shared: &Shared, device: &Jid, iq: &Node) -> Node {
     result(iq, vec![Node::new("sync").children(out)])
 }
 
-fn push(st: &mut State, phone: &str, device: u16, c: Collection, version: u64, bytes: &[u8]) -> Node {
+fn push(
+    st: &mut State,
+    phone: &str,
+    device: u16,
+    c: Collection,
+    version: u64,
+    bytes: &[u8],
+) -> Node {
     let refuse = |code: &str| {
         Node::new("collection")
             .attr("name", c.name())

@@ -72,8 +72,8 @@
 //! sends can panic the simulator.
 
 mod account;
-mod appstate;
 mod account_ops;
+mod appstate;
 pub mod client;
 mod conn;
 mod contacts;
