@@ -332,7 +332,7 @@ async fn restart_mid_sync<R: Rt>(env: &Env) {
     let first = seen.updates.len();
     // The first run stopped mid-sync.
     assert_eq!(first, 51, "the snapshot and the first page");
-    assert!(seen.synced.get(&Collection::RegularLow).is_none());
+    assert!(!seen.synced.contains_key(&Collection::RegularLow));
     // Restart on the same store: the pull resumes from the stored version.
     let mut d = Device::start::<R>(env, store).await;
     d.until(&mut seen, "the rest", |s| {
