@@ -83,6 +83,7 @@ struct Seen {
     updates: Vec<AppStateUpdate>,
     synced: BTreeMap<Collection, u64>,
     recovering: Vec<(Collection, AppStateSyncError)>,
+    failed: Vec<(Collection, AppStateSyncError)>,
 }
 
 impl Device {
@@ -139,8 +140,11 @@ fn record(seen: &mut Seen, e: ClientEvent) {
             error,
             recovering,
         }) => {
-            assert!(recovering, "{collection}: {error}");
-            seen.recovering.push((collection, error));
+            if recovering {
+                seen.recovering.push((collection, error));
+            } else {
+                seen.failed.push((collection, error));
+            }
         }
         _ => {}
     }
@@ -208,7 +212,10 @@ async fn names_mutes_pins_arrive<R: Rt>(env: &Env) {
     assert_eq!(seen.synced[&Collection::RegularLow], 2);
     assert_eq!(seen.synced[&Collection::CriticalUnblockLow], 1);
     assert_eq!(seen.synced[&Collection::CriticalBlock], 1);
-    assert!(seen.recovering.is_empty());
+    assert!(
+        seen.recovering.is_empty() && seen.failed.is_empty(),
+        "{seen:?}"
+    );
     // A later patch of the phone arrives through the server_sync notification.
     account.app_state_patch(&[contact("15550000003", "Cy Dee")]);
     let mut seen = Seen::default();
@@ -359,6 +366,66 @@ async fn restart_mid_sync<R: Rt>(env: &Env) {
     d.client.stop().await;
 }
 
+async fn missing_key_requested<R: Rt>(env: &Env) {
+    let phone = "15550007005";
+    let account = env.account(phone);
+    account.app_state_snapshot(&[pin("15550000001", true)]);
+    let mut d = Device::start::<R>(env, env.linked(phone, 76)).await;
+    d.ready().await;
+    account.share_app_state_key().unwrap();
+    let mut seen = Seen::default();
+    d.until(&mut seen, "synced", all_synced).await;
+    // The phone rotates its key and patches with the new one, not shared yet.
+    let mut phone_events = env.sim.subscribe();
+    let new_key = account.rotate_app_state_key();
+    let version = account.app_state_patch(&[pin("15550000002", true)]);
+    let mut seen = Seen::default();
+    d.until(&mut seen, "the missing key", |s| !s.failed.is_empty())
+        .await;
+    assert_eq!(
+        seen.failed[0].1,
+        AppStateSyncError::Decode(amarula::core::appstate::AppStateError::MissingKey(
+            new_key.clone()
+        ))
+    );
+    // The companion asked our phone for it (APP_STATE_SYNC_KEY_REQUEST).
+    let _rt = env.rt.enter();
+    let asked = phone_events
+        .wait_for(WAIT, |e| match e {
+            amarula_tests::sim::SimEvent::PhoneMessage {
+                account: a,
+                message,
+                ..
+            } if a == phone => {
+                let pm = message.protocol_message.as_ref()?;
+                (pm.r#type == Some(7)).then(|| {
+                    pm.app_state_sync_key_request
+                        .as_ref()
+                        .map(|r| {
+                            r.key_i_ds
+                                .iter()
+                                .filter_map(|k| k.key_id.clone())
+                                .collect::<Vec<_>>()
+                        })
+                        .unwrap_or_default()
+                })
+            }
+            _ => None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(asked, vec![bytes::Bytes::from(new_key)]);
+    // The phone answers with its keys: the pull goes through.
+    account.share_app_state_key().unwrap();
+    let mut seen = Seen::default();
+    d.until(&mut seen, "the pin", |s| {
+        s.synced.get(&Collection::RegularLow) == Some(&version)
+    })
+    .await;
+    assert!(actions(&seen).contains(&pin("15550000002", true)));
+    d.client.stop().await;
+}
+
 macro_rules! both {
     ($name:ident) => {
         mod $name {
@@ -381,3 +448,4 @@ both!(names_mutes_pins_arrive);
 both!(patch_reaches_other_companion);
 both!(corrupted_patch_recovered);
 both!(restart_mid_sync);
+both!(missing_key_requested);

@@ -50,7 +50,10 @@ struct ServerCollection {
 /// An account's app state: the phone's key and states, the server's collections.
 #[derive(Debug, Default)]
 pub(crate) struct SimAppState {
+    /// The key new snapshots and patches use.
     key: Option<SyncKey>,
+    /// Every key the phone made (all are shared).
+    all: Vec<SyncKey>,
     keys: KeyRing,
     phone: HashMap<Collection, CollectionState>,
     server: HashMap<Collection, ServerCollection>,
@@ -76,6 +79,7 @@ impl SimAppState {
             timestamp: 1,
         };
         self.keys.insert(&key);
+        self.all.push(key.clone());
         self.key = Some(key);
         id
     }
@@ -222,32 +226,55 @@ impl Account {
     /// # Errors
     /// As [`phone_send`](Self::phone_send).
     pub fn share_app_state_key(&self) -> Result<String, PhoneSendError> {
-        let key = self.with_app_state(|st| {
+        let keys = self.with_app_state(|st| {
             let State { rng, appstate, .. } = st;
             let app = appstate.entry(self.phone.clone()).or_default();
             app.ensure_key(rng);
-            app.key.clone().expect("made above")
+            app.all.clone()
         });
         let message = e2e::Message {
             protocol_message: Some(Box::new(e2e::ProtocolMessage {
                 r#type: Some(6),
                 app_state_sync_key_share: Some(e2e::AppStateSyncKeyShare {
-                    keys: vec![e2e::AppStateSyncKey {
-                        key_id: Some(e2e::AppStateSyncKeyId {
-                            key_id: Some(key.id.clone().into()),
-                        }),
-                        key_data: Some(e2e::AppStateSyncKeyData {
-                            key_data: Some(key.data.clone().into()),
-                            fingerprint: None,
-                            timestamp: Some(key.timestamp),
-                        }),
-                    }],
+                    keys: keys
+                        .iter()
+                        .map(|key| e2e::AppStateSyncKey {
+                            key_id: Some(e2e::AppStateSyncKeyId {
+                                key_id: Some(key.id.clone().into()),
+                            }),
+                            key_data: Some(e2e::AppStateSyncKeyData {
+                                key_data: Some(key.data.clone().into()),
+                                fingerprint: None,
+                                timestamp: Some(key.timestamp),
+                            }),
+                        })
+                        .collect(),
                 }),
                 ..Default::default()
             })),
             ..Default::default()
         };
         self.phone_send(&Jid::user(self.phone.as_str()), &message)
+    }
+
+    /// The phone makes a new app-state sync key (not shared yet): its later snapshots and
+    /// patches use it. Returns its id.
+    pub fn rotate_app_state_key(&self) -> Vec<u8> {
+        self.with_app_state(|st| {
+            let State { rng, appstate, .. } = st;
+            let app = appstate.entry(self.phone.clone()).or_default();
+            let timestamp = app.key.as_ref().map_or(1, |k| k.timestamp + 1);
+            app.key = None;
+            app.ensure_key(rng);
+            let key = app.key.as_mut().expect("made above");
+            key.timestamp = timestamp;
+            let key = key.clone();
+            app.keys.insert(&key);
+            if let Some(last) = app.all.last_mut() {
+                *last = key.clone();
+            }
+            key.id.clone()
+        })
     }
 
     /// The next patch the server hands to a device is corrupted in transit (once).
