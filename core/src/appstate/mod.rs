@@ -172,7 +172,7 @@ impl AppStateError {
 
 /// What a device holds of one collection: the version reached, the LTHash, and the value MAC
 /// of every live index (by index MAC).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct CollectionState {
     /// The version reached (0: never synced).
     pub version: u64,
@@ -180,6 +180,16 @@ pub struct CollectionState {
     pub hash: LtHash,
     /// Value MAC of each live index, by index MAC.
     pub macs: HashMap<[u8; 32], [u8; 32]>,
+}
+
+impl std::fmt::Debug for CollectionState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CollectionState")
+            .field("version", &self.version)
+            .field("hash", &self.hash)
+            .field("live", &self.macs.len())
+            .finish()
+    }
 }
 
 impl CollectionState {

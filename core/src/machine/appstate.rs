@@ -145,7 +145,8 @@ impl ConnectionMachine {
 
     /// Sends a chat setting (mute, pin, archive, mark read, star) as an app-state patch. It
     /// applies locally (with [`Event::AppState`]) once the server accepts it;
-    /// [`Event::AppStatePatchSent`] tells the outcome.
+    /// [`Event::AppStatePatchSent`] tells the outcome. Another action gives
+    /// [`SendError::InvalidRecipient`]; no key yet, [`SendError::NoAppStateKey`].
     pub fn send_app_state(
         &mut self,
         now: Instant,
@@ -162,15 +163,12 @@ impl ConnectionMachine {
             .latest()
             .map(<[u8]>::to_vec)
             .ok_or(SendError::NoAppStateKey)?;
-        let state = self
-            .appstate
-            .collections
-            .get(&collection)
-            .cloned()
-            .unwrap_or_default();
+        let empty = CollectionState::default();
+        let state = self.appstate.collections.get(&collection).unwrap_or(&empty);
+        let base = state.version;
         let (patch, decoded) = encode_patch(
             collection,
-            &state,
+            state,
             &self.appstate.keys,
             &key_id,
             std::slice::from_ref(&pending),
@@ -180,7 +178,7 @@ impl ConnectionMachine {
         let node = sync_iq(vec![
             Node::new("collection")
                 .attr("name", collection.name())
-                .attr("version", state.version.to_string())
+                .attr("version", base.to_string())
                 .attr("return_snapshot", "false")
                 .children(vec![Node::new("patch").bytes(patch.encode_to_vec())]),
         ]);
@@ -455,12 +453,8 @@ impl ConnectionMachine {
                     return;
                 }
             }
-            let state = self
-                .appstate
-                .collections
-                .get(&c)
-                .cloned()
-                .unwrap_or_default();
+            let empty = CollectionState::default();
+            let state = self.appstate.collections.get(&c).unwrap_or(&empty);
             let version = patch.version.as_ref().and_then(|v| v.version).unwrap_or(0);
             if version <= state.version {
                 // Already applied (a restart mid-sync, or a repeated answer): skipped, never
@@ -468,7 +462,7 @@ impl ConnectionMachine {
                 work.patches.pop_front();
                 continue;
             }
-            match decode_patch(c, &state, patch, &self.appstate.keys) {
+            match decode_patch(c, state, patch, &self.appstate.keys) {
                 Ok(d) => {
                     work.patches.pop_front();
                     self.apply_decoded(c, &d, false);
