@@ -193,9 +193,9 @@ async fn names_mutes_pins_arrive<R: Rt>(env: &Env) {
     account.app_state_snapshot(&[pin("15550000009", false)]);
     account.app_state_patch(&[pin("15550000001", true)]);
     account.app_state_patch(&[AppStateAction::PushName("Me".into())]);
+    // As a phone does after pairing: the keys go to the new device once it can be reached.
+    account.share_app_state_keys_after_linking();
     let mut d = Device::start::<R>(env, env.linked(phone, 71)).await;
-    d.ready().await;
-    account.share_app_state_key().unwrap();
     let mut seen = Seen::default();
     d.until(&mut seen, "every collection synced", all_synced)
         .await;

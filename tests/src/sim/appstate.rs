@@ -58,6 +58,9 @@ pub(crate) struct SimAppState {
     phone: HashMap<Collection, CollectionState>,
     server: HashMap<Collection, ServerCollection>,
     corrupt_next: Option<PatchCorruption>,
+    /// Whether the phone shares its keys with each device that uploads its prekeys (as a
+    /// phone does after pairing).
+    auto_share: bool,
     /// Sync IQs still answered; past it they go unanswered (`None`: all answered).
     answer_budget: Option<u32>,
     /// Patches pushed by companions and accepted.
@@ -226,35 +229,18 @@ impl Account {
     /// # Errors
     /// As [`phone_send`](Self::phone_send).
     pub fn share_app_state_key(&self) -> Result<String, PhoneSendError> {
-        let keys = self.with_app_state(|st| {
+        share(&self.shared, &self.phone)
+    }
+
+    /// From now on the phone shares its app-state keys with every device of the account
+    /// once it has uploaded its prekeys (after pairing or linking), as a real phone does.
+    pub fn share_app_state_keys_after_linking(&self) {
+        self.with_app_state(|st| {
             let State { rng, appstate, .. } = st;
             let app = appstate.entry(self.phone.clone()).or_default();
             app.ensure_key(rng);
-            app.all.clone()
+            app.auto_share = true;
         });
-        let message = e2e::Message {
-            protocol_message: Some(Box::new(e2e::ProtocolMessage {
-                r#type: Some(6),
-                app_state_sync_key_share: Some(e2e::AppStateSyncKeyShare {
-                    keys: keys
-                        .iter()
-                        .map(|key| e2e::AppStateSyncKey {
-                            key_id: Some(e2e::AppStateSyncKeyId {
-                                key_id: Some(key.id.clone().into()),
-                            }),
-                            key_data: Some(e2e::AppStateSyncKeyData {
-                                key_data: Some(key.data.clone().into()),
-                                fingerprint: None,
-                                timestamp: Some(key.timestamp),
-                            }),
-                        })
-                        .collect(),
-                }),
-                ..Default::default()
-            })),
-            ..Default::default()
-        };
-        self.phone_send(&Jid::user(self.phone.as_str()), &message)
     }
 
     /// The phone makes a new app-state sync key (not shared yet): its later snapshots and
@@ -329,6 +315,73 @@ pub(crate) fn withhold(shared: &Shared, device: Option<&Jid>) -> bool {
         Some(n) => {
             *n -= 1;
             false
+        }
+    }
+}
+
+/// The phone of `phone`'s account shares every app-state key it made with the account's
+/// companions (APP_STATE_SYNC_KEY_SHARE, end-to-end encrypted).
+fn share(shared: &Shared, phone: &str) -> Result<String, PhoneSendError> {
+    let keys = {
+        let mut st = shared.lock();
+        let State { rng, appstate, .. } = &mut *st;
+        let app = appstate.entry(phone.to_owned()).or_default();
+        app.ensure_key(rng);
+        app.all.clone()
+    };
+    let message = e2e::Message {
+        protocol_message: Some(Box::new(e2e::ProtocolMessage {
+            r#type: Some(6),
+            app_state_sync_key_share: Some(e2e::AppStateSyncKeyShare {
+                keys: keys
+                    .iter()
+                    .map(|key| e2e::AppStateSyncKey {
+                        key_id: Some(e2e::AppStateSyncKeyId {
+                            key_id: Some(key.id.clone().into()),
+                        }),
+                        key_data: Some(e2e::AppStateSyncKeyData {
+                            key_data: Some(key.data.clone().into()),
+                            fingerprint: None,
+                            timestamp: Some(key.timestamp),
+                        }),
+                    })
+                    .collect(),
+            }),
+            ..Default::default()
+        })),
+        ..Default::default()
+    };
+    let t = super::unix_now().to_string();
+    let (id, events) = {
+        let mut st = shared.lock();
+        let (id, node, me) =
+            super::phone_send::stanza(&mut st, phone, &Jid::user(phone), &message.encode_to_vec())?;
+        let events = super::phone_send::route(&mut st, &me, &id, &node, &t)?;
+        (id, events)
+    };
+    for e in events {
+        shared.emit(e);
+    }
+    Ok(id)
+}
+
+/// A device of an account uploaded its prekeys: the phone shares its keys if it does so.
+pub(crate) fn after_prekey_upload(shared: &Shared, device: Option<&Jid>) {
+    let phone = {
+        let st = shared.lock();
+        device.and_then(|d| st.phone_of(d.user_part()).map(str::to_owned))
+    };
+    let Some(phone) = phone else {
+        return;
+    };
+    let auto = shared
+        .lock()
+        .appstate
+        .get(&phone)
+        .is_some_and(|a| a.auto_share);
+    if auto {
+        if let Err(e) = share(shared, &phone) {
+            tracing::warn!(error = %e, "sim: app-state key share failed");
         }
     }
 }
