@@ -330,6 +330,168 @@ fn typed_actions() {
         AppStateAction::parse(Operation::Set, &idx(&["something_new", "x"]), None),
         AppStateAction::Unknown { .. }
     ));
+    // An index whose JID does not parse stays raw.
+    assert!(matches!(
+        AppStateAction::parse(Operation::Set, &idx(&["pin_v1"]), None),
+        AppStateAction::Unknown { .. }
+    ));
+    let sv = |f: fn(&mut SyncActionValue)| {
+        let mut v = SyncActionValue::default();
+        f(&mut v);
+        v
+    };
+    use amarula_proto::sync_action as sa;
+    let cases: Vec<(Vec<String>, SyncActionValue, AppStateAction)> = vec![
+        (
+            idx(&["setting_locale"]),
+            sv(|v| {
+                v.locale_setting = Some(sa::LocaleSetting {
+                    locale: Some("it_IT".into()),
+                })
+            }),
+            AppStateAction::Locale("it_IT".into()),
+        ),
+        (
+            idx(&["archive", "5@s.whatsapp.net"]),
+            sv(|v| {
+                v.archive_chat_action = Some(sa::ArchiveChatAction {
+                    archived: Some(true),
+                    message_range: None,
+                })
+            }),
+            AppStateAction::Archive {
+                chat: Jid::user("5"),
+                archived: true,
+            },
+        ),
+        (
+            idx(&["markChatAsRead", "5@s.whatsapp.net"]),
+            sv(|v| {
+                v.mark_chat_as_read_action = Some(sa::MarkChatAsReadAction {
+                    read: Some(false),
+                    message_range: None,
+                })
+            }),
+            AppStateAction::MarkChatRead {
+                chat: Jid::user("5"),
+                read: false,
+            },
+        ),
+        (
+            idx(&["deleteMessageForMe", "5@s.whatsapp.net", "M", "1", "0"]),
+            sv(|v| {
+                v.delete_message_for_me_action = Some(sa::DeleteMessageForMeAction {
+                    delete_media: Some(true),
+                    message_timestamp: Some(1),
+                })
+            }),
+            AppStateAction::DeleteMessageForMe {
+                message: ChatMessageRef {
+                    chat: Jid::user("5"),
+                    id: "M".into(),
+                    from_me: true,
+                    sender: None,
+                },
+                delete_media: true,
+            },
+        ),
+        (
+            idx(&["clearChat", "5@s.whatsapp.net", "1", "0"]),
+            SyncActionValue::default(),
+            AppStateAction::ClearChat {
+                chat: Jid::user("5"),
+                delete_starred: true,
+                delete_media: false,
+            },
+        ),
+        (
+            idx(&["label_edit", "7"]),
+            sv(|v| {
+                v.label_edit_action = Some(sa::LabelEditAction {
+                    name: Some("Work".into()),
+                    color: Some(3),
+                    ..Default::default()
+                })
+            }),
+            AppStateAction::LabelEdit {
+                label: "7".into(),
+                name: Some("Work".into()),
+                color: Some(3),
+                deleted: false,
+            },
+        ),
+        (
+            idx(&["label_jid", "7", "5@s.whatsapp.net"]),
+            sv(|v| {
+                v.label_association_action = Some(sa::LabelAssociationAction {
+                    labeled: Some(true),
+                    model_meta_data: None,
+                })
+            }),
+            AppStateAction::LabelChat {
+                label: "7".into(),
+                chat: Jid::user("5"),
+                labeled: true,
+            },
+        ),
+        (
+            idx(&["label_message", "7", "5@s.whatsapp.net", "M", "0", "0"]),
+            sv(|v| {
+                v.label_association_action = Some(sa::LabelAssociationAction {
+                    labeled: Some(true),
+                    model_meta_data: None,
+                })
+            }),
+            AppStateAction::LabelMessage {
+                label: "7".into(),
+                message: ChatMessageRef {
+                    chat: Jid::user("5"),
+                    id: "M".into(),
+                    from_me: false,
+                    sender: None,
+                },
+                labeled: true,
+            },
+        ),
+    ];
+    for (index, value, expected) in cases {
+        assert_eq!(
+            AppStateAction::parse(Operation::Set, &index, Some(&value)),
+            expected
+        );
+    }
+    // Every sendable action survives its outgoing form.
+    for a in [
+        AppStateAction::Mute {
+            chat: Jid::user("5"),
+            muted: true,
+            until_ms: Some(99),
+        },
+        AppStateAction::Mute {
+            chat: Jid::user("5"),
+            muted: false,
+            until_ms: None,
+        },
+        AppStateAction::Pin {
+            chat: Jid::group("g"),
+            pinned: true,
+        },
+        AppStateAction::Archive {
+            chat: Jid::user("5"),
+            archived: false,
+        },
+        AppStateAction::MarkChatRead {
+            chat: Jid::user("5"),
+            read: true,
+        },
+    ] {
+        let (_, p) = a.to_pending(5).unwrap();
+        assert_eq!(
+            AppStateAction::parse(p.operation, &p.index, Some(&p.value)),
+            a
+        );
+    }
+    assert!(AppStateAction::Locale("x".into()).to_pending(1).is_none());
     // A REMOVE of a pin means unpinned.
     assert_eq!(
         AppStateAction::parse(
