@@ -267,14 +267,14 @@ async fn expired_blob_uploaded_again<R: Rt>(env: &Env) {
         .unwrap();
     assert_eq!(got, data);
     let (uploads_after, _) = env.sim.media().counts();
-    assert_eq!(
-        uploads_after,
-        uploads_before + 1,
-        "the phone uploaded it once more"
-    );
+    assert_eq!(uploads_after, uploads_before + 1, "the phone uploaded it once more");
     // Asked directly, the phone names a path other than the expired one.
-    let request =
-        amarula::core::machine::ReuploadRequest::new(m.id.clone(), m.chat.clone(), m.from_me, None);
+    let request = amarula::core::machine::ReuploadRequest::new(
+        m.id.clone(),
+        m.chat.clone(),
+        m.from_me,
+        None,
+    );
     let path = bob
         .client
         .request_media_reupload(request, &media)
@@ -300,8 +300,12 @@ async fn expired_blob_uploaded_again<R: Rt>(env: &Env) {
     // A file whose request does not decrypt with the key the phone has: refused by the phone.
     let mut wrong = media.clone();
     wrong.media_key = vec![9u8; 32].into();
-    let request =
-        amarula::core::machine::ReuploadRequest::new(m.id.clone(), m.chat.clone(), m.from_me, None);
+    let request = amarula::core::machine::ReuploadRequest::new(
+        m.id.clone(),
+        m.chat.clone(),
+        m.from_me,
+        None,
+    );
     let err = bob
         .client
         .request_media_reupload(request, &wrong)
