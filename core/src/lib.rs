@@ -23,6 +23,8 @@
 //! - [`iq`]: typed IQs, one file per namespace (groups, usync, privacy, blocklist, profile,
 //!   logout): request builders and answer parsers. [`notify`]: typed group notifications and
 //!   calls.
+//! - [`appstate`]: app state ("syncd"): sync keys, MACs, the LTHash, decoding and encoding
+//!   snapshots and patches, typed mutations.
 //! - [`persist`]: what the machine hands out for the store ([`persist::Change`]) and asks it to
 //!   load ([`persist::LoadRequest`]).
 //! - [`time`]: the injected monotonic instant and wall-clock anchor.
@@ -102,6 +104,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod appstate;
 pub mod binary;
 pub mod content;
 pub mod credentials;

@@ -14,6 +14,7 @@
 
 use std::fmt;
 
+use crate::appstate::{Collection, CollectionState, LtHash, SyncKey};
 use crate::credentials::Credentials;
 use crate::jid::Jid;
 use crate::machine::SentMessage;
@@ -147,6 +148,56 @@ pub enum Change {
         /// The serialized record ([`SecretRecord`](crate::content::SecretRecord)).
         record: Vec<u8>,
     },
+    // ---- app state (syncd) ----
+    /// Store (or replace) an app-state sync key our phone shared.
+    AppStateSyncKey(SyncKey),
+    /// Update one app-state collection: its version and LTHash, and the value MACs of the
+    /// indexes that changed (all of them, replacing the old, when `replace`).
+    AppStateCollection(Box<AppStateDelta>),
+}
+
+/// The change of one app-state collection after a snapshot or patch applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppStateDelta {
+    /// The collection.
+    pub collection: Collection,
+    /// The version reached.
+    pub version: u64,
+    /// The LTHash reached.
+    pub hash: LtHash,
+    /// Whether every stored value MAC of the collection goes first (a snapshot, a reset).
+    pub replace: bool,
+    /// Index MACs no longer live.
+    pub removed: Vec<[u8; 32]>,
+    /// Index MACs now live, with their value MACs.
+    pub added: Vec<([u8; 32], [u8; 32])>,
+}
+
+impl AppStateDelta {
+    /// Applies the change to a stored collection state.
+    pub fn apply_to(&self, state: &mut CollectionState) {
+        if self.replace {
+            state.macs.clear();
+        }
+        for r in &self.removed {
+            state.macs.remove(r);
+        }
+        for (i, v) in &self.added {
+            state.macs.insert(*i, *v);
+        }
+        state.version = self.version;
+        state.hash = self.hash;
+    }
+}
+
+/// What a store keeps of app state, handed to
+/// [`Session::restore_app_state`](crate::machine::Session::restore_app_state) at start.
+#[derive(Debug, Clone, Default)]
+pub struct StoredAppState {
+    /// The sync keys.
+    pub keys: Vec<SyncKey>,
+    /// Each collection's state.
+    pub collections: Vec<(Collection, CollectionState)>,
 }
 
 impl Change {
@@ -165,6 +216,8 @@ impl Change {
             Self::Pending(_) | Self::PendingDone(_) => "pending messages",
             Self::MessageSecret { .. } => "message secrets",
             Self::TcToken { .. } => "privacy tokens",
+            Self::AppStateSyncKey(_) => "app-state keys",
+            Self::AppStateCollection(_) => "app-state collections",
         }
     }
 }
@@ -200,6 +253,15 @@ impl fmt::Debug for Change {
             Self::MessageSecret { key, .. } => {
                 write!(f, "MessageSecret({}, {}, {})", key.chat, key.author, key.id)
             }
+            Self::AppStateSyncKey(k) => write!(f, "AppStateSyncKey({k:?})"),
+            Self::AppStateCollection(d) => write!(
+                f,
+                "AppStateCollection({}, v{}, -{} +{})",
+                d.collection,
+                d.version,
+                d.removed.len(),
+                d.added.len()
+            ),
         }
     }
 }

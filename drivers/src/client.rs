@@ -116,6 +116,9 @@ pub enum ClientError {
     /// be read).
     #[error("media re-upload failed: {0}")]
     Reupload(String),
+    /// The server refused an app-state patch (or did not answer).
+    #[error("app-state patch not accepted: {0}")]
+    AppState(String),
     /// A typed query failed: the server's error (with its code), a timeout, the end of the
     /// connection, or an answer without what it must hold.
     #[error(transparent)]
@@ -177,6 +180,11 @@ pub(crate) enum Command {
     ),
     Disconnect(oneshot::Sender<()>),
     Stop(oneshot::Sender<()>),
+    // ---- app state (syncd) ----
+    /// An outgoing app-state patch; answered with the collection's new version.
+    AppState(amarula_core::appstate::AppStateAction, Reply<u64>),
+    /// Pull app-state collections (all when empty).
+    AppStateSync(Vec<amarula_core::appstate::Collection>, Reply<()>),
 }
 
 impl Command {
@@ -196,6 +204,8 @@ impl Command {
             Self::Query(_, tx) => tx.send(Err(error)).map_err(drop),
             Self::RejectCall(_, tx) | Self::Logout(tx) => tx.send(Err(error)).map_err(drop),
             Self::Disconnect(tx) | Self::Stop(tx) => tx.send(()),
+            Self::AppState(_, tx) => tx.send(Err(error)).map_err(drop),
+            Self::AppStateSync(_, tx) => tx.send(Err(error)).map_err(drop),
             // Its connection is gone: the stanza that asked comes again.
             Self::BlobFetched(..) => Ok(()),
         };
@@ -700,6 +710,28 @@ impl Client {
         let chat = chat.clone();
         self.call(|tx| Command::Status(StatusCommand::ChatState(chat, state), tx))
             .await
+    }
+
+    /// Sends a chat setting to our other devices as an app-state patch: mute / unmute
+    /// ([`AppStateAction::Mute`](amarula_core::appstate::AppStateAction::Mute)), pin / unpin,
+    /// archive / unarchive, mark read / unread, star / unstar. Waits until the server accepted
+    /// it (then it is applied locally, with its `Event::AppState`) and returns the collection's
+    /// new version. Needs the app-state keys our phone shares after pairing.
+    pub async fn send_app_state(
+        &self,
+        action: amarula_core::appstate::AppStateAction,
+    ) -> Result<u64, ClientError> {
+        self.call(|tx| Command::AppState(action, tx)).await
+    }
+
+    /// Pulls app-state collections from the server (all five when `collections` is empty);
+    /// returns once the requests are sent. Each ends with `Event::AppStateSynced` or
+    /// `Event::AppStateFailed`.
+    pub async fn sync_app_state(
+        &self,
+        collections: Vec<amarula_core::appstate::Collection>,
+    ) -> Result<(), ClientError> {
+        self.call(|tx| Command::AppStateSync(collections, tx)).await
     }
 
     /// Sets our display name: stored with the credentials (written to the store before the

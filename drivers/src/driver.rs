@@ -192,6 +192,8 @@ pub(crate) async fn start<R: Runtime, S: CredentialStore>(
     session.restore_sent(store.load_sent().await?);
     session.restore_pending(store.load_pending().await?);
     session.restore_outbox(store.load_unacked_sent().await?);
+    let app_state = store.load_app_state().await?;
+    session.restore_app_state(app_state.keys, app_state.collections);
     let media = crate::media::Transfers::new(config.media.clone());
     let (command_tx, command_rx) = async_channel::unbounded();
     let (event_tx, event_rx) = async_channel::unbounded();
@@ -209,6 +211,7 @@ pub(crate) async fn start<R: Runtime, S: CredentialStore>(
         acks: HashMap::new(),
         sends: HashMap::new(),
         queries: HashMap::new(),
+        app_patches: HashMap::new(),
         logout: None,
         status: Arc::clone(&status),
         closed: None,
@@ -249,6 +252,8 @@ struct Driver<R, S> {
     sends: HashMap<String, (Reply<Sent>, Sent)>,
     /// Typed queries, by request id, until their answer.
     queries: HashMap<RequestId, Reply<Answer>>,
+    /// Callers of `send_app_state`, until `Event::AppStatePatchSent`.
+    app_patches: HashMap<RequestId, Reply<u64>>,
     /// A logout: its query id while the server has not answered (`Some(id)`), then `None`
     /// once it has removed the device and the store is to be wiped; answered after the wipe.
     logout: Option<(Option<RequestId>, Reply<()>)>,
@@ -491,6 +496,23 @@ impl<R: Runtime, S: CredentialStore> Driver<R, S> {
                     let _ = tx.send(Err(e.into()));
                 }
             },
+            Command::AppState(action, tx) => match machine.send_app_state(now, &action) {
+                Ok(id) => {
+                    self.app_patches.insert(id, tx);
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e.into()));
+                }
+            },
+            Command::AppStateSync(collections, tx) => {
+                let result = if machine.is_logged_in() {
+                    machine.sync_app_state(now, &collections);
+                    Ok(())
+                } else {
+                    Err(SendError::NotLoggedIn.into())
+                };
+                let _ = tx.send(result);
+            }
             Command::Query(query, tx) => match machine.send_query(now, query) {
                 Ok(id) => {
                     self.queries.insert(id, tx);
@@ -684,6 +706,20 @@ impl<R: Runtime, S: CredentialStore> Driver<R, S> {
                     None => self.emit(ClientEvent::Event(Event::QueryResponse { id, result })),
                 }
             }
+            Event::AppStatePatchSent {
+                id,
+                collection,
+                result,
+            } => match self.app_patches.remove(&id) {
+                Some(tx) => {
+                    let _ = tx.send(result.map_err(|r| ClientError::AppState(format!("{r:?}"))));
+                }
+                None => self.emit(ClientEvent::Event(Event::AppStatePatchSent {
+                    id,
+                    collection,
+                    result,
+                })),
+            },
             Event::IqResponse { id, result } => match self.iqs.remove(&id) {
                 Some(tx) => {
                     let _ = tx.send(Ok(result));
@@ -760,6 +796,9 @@ impl<R: Runtime, S: CredentialStore> Driver<R, S> {
             let _ = tx.send(Err(ClientError::Send(SendError::NotConnected)));
         }
         for tx in self.reuploads.drain().flat_map(|(_, w)| w) {
+            let _ = tx.send(Err(ClientError::Send(SendError::NotConnected)));
+        }
+        for (_, tx) in self.app_patches.drain() {
             let _ = tx.send(Err(ClientError::Send(SendError::NotConnected)));
         }
         for (_, tx) in self.queries.drain() {

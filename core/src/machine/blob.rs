@@ -64,6 +64,8 @@ pub(crate) enum BlobPurpose {
     /// A history-sync chunk (history sync).
     /// Names the chunk in the machine's history queue.
     History(u64),
+    /// An app-state snapshot or a patch's mutations.
+    AppState(super::appstate::AppStateBlob),
 }
 
 impl ConnectionMachine {
@@ -99,12 +101,13 @@ impl ConnectionMachine {
     fn on_blob(
         &mut self,
         now: Instant,
-        _id: BlobId,
+        id: BlobId,
         purpose: BlobPurpose,
         result: Result<Vec<u8>, BlobError>,
     ) {
         match purpose {
             BlobPurpose::History(seq) => self.history_file(now, seq, result),
+            BlobPurpose::AppState(what) => self.appstate_on_blob(now, id, what, result),
         }
     }
 }

@@ -169,6 +169,35 @@ pub enum Event {
     /// [`request_media_reupload`](super::ConnectionMachine::request_media_reupload): the new
     /// direct path of the file, or why not (already acked).
     MediaRetry(Box<super::MediaRetryAnswer>),
+    /// One app-state mutation applied (from a sync, or our own patch once accepted).
+    AppState(Box<super::AppStateUpdate>),
+    /// A collection's pull ended: it is at `version`.
+    AppStateSynced {
+        /// The collection.
+        collection: crate::appstate::Collection,
+        /// The version reached.
+        version: u64,
+    },
+    /// A collection's pull failed. Nothing of the failing snapshot or patch was applied;
+    /// `recovering` says the collection is being refetched from a fresh snapshot.
+    AppStateFailed {
+        /// The collection.
+        collection: crate::appstate::Collection,
+        /// Why.
+        error: super::AppStateSyncError,
+        /// Whether a pull from the snapshot follows.
+        recovering: bool,
+    },
+    /// The outcome of a [`send_app_state`](super::ConnectionMachine::send_app_state): the
+    /// collection's new version, or the server's refusal (a pull follows to catch up).
+    AppStatePatchSent {
+        /// The request id `send_app_state` returned.
+        id: RequestId,
+        /// The collection.
+        collection: crate::appstate::Collection,
+        /// The new version, or why not.
+        result: Result<u64, IqResult>,
+    },
     /// A message given to [`send_text`](super::ConnectionMachine::send_text) or another
     /// `send_*` command could not be relayed (or, for a vote, built); no
     /// [`Event::MessageAck`] follows for it.
@@ -381,6 +410,9 @@ pub enum SendError {
     /// A receipt needs at least one message id, and ids are not empty.
     #[error("no message ids")]
     NoMessageIds,
+    /// No app-state sync key is held yet (our phone shares them after pairing).
+    #[error("no app-state sync key")]
+    NoAppStateKey,
     /// A receipt in a group, broadcast list or status needs the author (`participant`).
     #[error("a group receipt needs the participant")]
     MissingParticipant,

@@ -52,6 +52,7 @@
 //!
 //! The crate docs show the whole run loop.
 
+mod appstate;
 mod blob;
 mod cache;
 mod chatstate;
@@ -75,6 +76,7 @@ use bytes::Bytes;
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
 
+pub use appstate::{AppStateSyncError, AppStateUpdate};
 pub use blob::{BlobError, BlobId, BlobRequest};
 pub use chatstate::{ChatState, ChatStateUpdate};
 pub use config::Config;
@@ -178,6 +180,8 @@ pub struct Session {
     /// Connections made with this session; numbers each machine's ack tokens apart.
     connections: u64,
     messaging: Messaging,
+    /// App-state keys and collections.
+    appstate: appstate::AppStateHeld,
 }
 
 impl Session {
@@ -190,6 +194,7 @@ impl Session {
             attempts: 0,
             connections: 0,
             messaging: Messaging::default(),
+            appstate: appstate::AppStateHeld::default(),
         }
     }
 
@@ -221,6 +226,32 @@ impl Session {
     /// and relayed with the same id at the next login. Give them oldest first.
     pub fn restore_outbox(&mut self, unacked: impl IntoIterator<Item = SentMessage>) {
         self.messaging.restore_outbox(unacked.into_iter().collect());
+    }
+
+    /// Puts the app-state sync keys and the collections' states from the store back (at
+    /// start; they are small and every patch needs them, so they are held whole).
+    pub fn restore_app_state(
+        &mut self,
+        keys: impl IntoIterator<Item = crate::appstate::SyncKey>,
+        collections: impl IntoIterator<
+            Item = (
+                crate::appstate::Collection,
+                crate::appstate::CollectionState,
+            ),
+        >,
+    ) {
+        for k in keys {
+            self.appstate.keys.insert(&k);
+        }
+        self.appstate.collections.extend(collections);
+    }
+
+    /// The app-state collections as the machine holds them (version, LTHash, live values).
+    pub fn app_state(
+        &self,
+        collection: crate::appstate::Collection,
+    ) -> Option<&crate::appstate::CollectionState> {
+        self.appstate.collections.get(&collection)
     }
 
     /// Consecutive failed connection attempts (the backoff position); reset at login.
@@ -260,6 +291,8 @@ enum IqKind {
     Messaging(u64),
     /// A typed query of the application ([`ConnectionMachine::send_query`]).
     Query(RequestId),
+    /// An app-state pull or push (the number keys it).
+    AppState(u64),
 }
 
 #[derive(Debug)]
@@ -314,6 +347,10 @@ pub struct ConnectionMachine {
     reuploads: reupload::Reuploads,
     /// History sync: chunks waiting for their files, handed out in arrival order.
     history: history::HistoryQueue,
+    /// App-state keys and collections (kept across connections).
+    appstate: appstate::AppStateHeld,
+    /// App-state pulls and pushes of this connection.
+    appsync: appstate::AppStateSync,
 }
 
 impl std::fmt::Debug for ConnectionMachine {
@@ -345,6 +382,7 @@ impl ConnectionMachine {
             attempts,
             connections,
             messaging,
+            appstate,
         } = session;
         let mut machine = Self {
             frames_in: FrameDecoder::new().with_max_len(crate::frame::MAX_PAYLOAD_LEN),
@@ -372,6 +410,8 @@ impl ConnectionMachine {
             blobs: HashMap::new(),
             reuploads: reupload::Reuploads::default(),
             history: history::HistoryQueue::default(),
+            appstate,
+            appsync: appstate::AppStateSync::default(),
             retry,
             attempts,
             creds: credentials,
@@ -453,6 +493,7 @@ impl ConnectionMachine {
             attempts: self.attempts,
             connections: self.generation,
             messaging: self.session_msg,
+            appstate: self.appstate,
         }
     }
 
@@ -778,6 +819,7 @@ impl ConnectionMachine {
         }
         self.held.clear();
         self.messaging_closed();
+        self.appstate_closed();
         self.qr = None;
         self.phone = None;
         let reconnect = match reason.policy() {
@@ -803,6 +845,7 @@ impl ConnectionMachine {
             IqKind::Messaging(n) => self.messaging_iq_done(now, n, result),
             IqKind::App(id) => self.emit(Event::IqResponse { id, result }),
             IqKind::Query(id) => self.query_done(now, id, result),
+            IqKind::AppState(n) => self.appstate_iq_done(now, n, result),
             IqKind::CompanionHello => {
                 if !matches!(result, IqResult::Ok(_)) && result != IqResult::Disconnected {
                     self.phone = None;
@@ -940,6 +983,7 @@ impl ConnectionMachine {
         self.arm_keepalive(now);
         if self.config.end_to_end {
             self.messaging_logged_in(now);
+            self.appstate_logged_in(now);
         }
     }
 
@@ -1044,6 +1088,14 @@ impl ConnectionMachine {
             }
             return;
         }
+        if node
+            .child("dirty")
+            .is_some_and(|d| matches!(d.attr_str("type"), Some("account_sync" | "syncd_app_state")))
+            && self.config.end_to_end
+            && !self.appstate.keys.is_empty()
+        {
+            self.sync_app_state(now, &[]);
+        }
         if node.child("downgrade_webclient").is_some() {
             return self.close(now, CloseReason::MultideviceMismatch);
         }
@@ -1064,6 +1116,9 @@ impl ConnectionMachine {
         }
         if node.tag == "notification" && self.config.end_to_end {
             self.messaging_notification(now, &node);
+            if node.attr_str("type") == Some("server_sync") {
+                self.appstate_on_server_sync(now, &node);
+            }
         }
         let encrypted = node.tag == "message"
             && self.config.end_to_end

@@ -322,6 +322,7 @@ pub(crate) async fn conformance(store: &impl Inspect) {
     unacked_sent(store).await;
     message_secrets(store).await;
     lid_mappings(store).await;
+    app_state(store).await;
     let n = names();
     // Empty: every key absent, nothing pending.
     let request = request(&n);
@@ -704,6 +705,107 @@ async fn message_secrets(store: &impl Inspect) {
         ],
         "message secrets"
     );
+}
+
+// ---- app state (syncd) ----
+/// App-state keys are kept by id (replaced in place); a collection's delta replaces or updates
+/// its value MACs, version and LTHash; `delete` forgets both.
+async fn app_state(store: &impl Inspect) {
+    use amarula_core::appstate::{Collection, CollectionState, LtHash, SyncKey};
+    use amarula_core::persist::AppStateDelta;
+    let key = |id: u8, data: u8, timestamp| SyncKey {
+        id: vec![0, id],
+        data: vec![data; 32],
+        timestamp,
+    };
+    let hash = |b: u8| LtHash([b; 128]);
+    let delta = |c, version, h, replace, removed: Vec<[u8; 32]>, added| {
+        Change::AppStateCollection(Box::new(AppStateDelta {
+            collection: c,
+            version,
+            hash: hash(h),
+            replace,
+            removed,
+            added,
+        }))
+    };
+    assert!(store.load_app_state().await.expect("empty").keys.is_empty());
+    store
+        .apply(&[
+            Change::AppStateSyncKey(key(1, 1, 10)),
+            Change::AppStateSyncKey(key(2, 2, 20)),
+            Change::AppStateSyncKey(key(1, 3, 30)),
+            delta(
+                Collection::RegularLow,
+                5,
+                1,
+                true,
+                vec![],
+                vec![([1; 32], [11; 32]), ([2; 32], [22; 32])],
+            ),
+            delta(
+                Collection::Regular,
+                1,
+                9,
+                true,
+                vec![],
+                vec![([1; 32], [99; 32])],
+            ),
+            delta(
+                Collection::RegularLow,
+                6,
+                2,
+                false,
+                vec![[1; 32]],
+                vec![([3; 32], [33; 32]), ([2; 32], [23; 32])],
+            ),
+        ])
+        .await
+        .expect("apply app state");
+    let mut got = store.load_app_state().await.expect("load app state");
+    got.keys.sort_by(|a, b| a.id.cmp(&b.id));
+    assert_eq!(
+        got.keys,
+        vec![key(1, 3, 30), key(2, 2, 20)],
+        "app-state keys"
+    );
+    got.collections.sort_by_key(|(c, _)| *c);
+    let mut low = CollectionState {
+        version: 6,
+        hash: hash(2),
+        ..Default::default()
+    };
+    low.macs.insert([2; 32], [23; 32]);
+    low.macs.insert([3; 32], [33; 32]);
+    let mut regular = CollectionState {
+        version: 1,
+        hash: hash(9),
+        ..Default::default()
+    };
+    regular.macs.insert([1; 32], [99; 32]);
+    assert_eq!(
+        got.collections,
+        vec![
+            (Collection::RegularLow, low),
+            (Collection::Regular, regular)
+        ],
+        "app-state collections"
+    );
+    // A reset (recovery) empties the collection.
+    store
+        .apply(&[delta(Collection::RegularLow, 0, 0, true, vec![], vec![])])
+        .await
+        .expect("reset");
+    let got = store.load_app_state().await.expect("load app state");
+    let low = got
+        .collections
+        .iter()
+        .find(|(c, _)| *c == Collection::RegularLow)
+        .expect("low");
+    assert_eq!(low.1, CollectionState::default());
+    store.delete().await.expect("delete");
+    let got = store.load_app_state().await.expect("load app state");
+    assert!(got.keys.is_empty() && got.collections.is_empty());
 }
 
 /// Sent messages without [`Change::SentAcked`] are the outbox; a message relayed again is

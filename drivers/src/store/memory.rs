@@ -9,7 +9,8 @@ use amarula_core::jid::Jid;
 use amarula_core::machine::SentMessage;
 use zeroize::Zeroizing;
 
-use amarula_core::persist::SecretKey;
+use amarula_core::appstate::{Collection, CollectionState, SyncKey};
+use amarula_core::persist::{SecretKey, StoredAppState};
 
 use super::{Change, CredentialStore, DeviceList, LoadRequest, Loaded, PendingMessage, StoreError};
 
@@ -59,6 +60,9 @@ struct MemoryInner {
     secrets: HashMap<SecretKey, Secret>,
     /// Privacy tokens by contact user.
     tc_tokens: HashMap<Jid, amarula_core::persist::TcToken>,
+    /// App-state sync keys by id, and the collections' states.
+    app_keys: BTreeMap<Vec<u8>, SyncKey>,
+    app_collections: BTreeMap<Collection, CollectionState>,
 }
 
 impl MemoryInner {
@@ -78,6 +82,8 @@ impl MemoryInner {
             + self.pending.len()
             + self.secrets.len()
             + self.tc_tokens.len()
+            + self.app_keys.len()
+            + self.app_collections.len()
     }
 }
 
@@ -324,6 +330,12 @@ impl MemoryInner {
             Change::TcToken { user, token } => {
                 self.tc_tokens.insert(user.to_non_device(), token.clone());
             }
+            Change::AppStateSyncKey(k) => {
+                self.app_keys.insert(k.id.clone(), k.clone());
+            }
+            Change::AppStateCollection(d) => {
+                d.apply_to(self.app_collections.entry(d.collection).or_default());
+            }
             // `known` refused every other kind before the batch began.
             _ => {}
         }
@@ -383,6 +395,8 @@ fn known(change: &Change) -> bool {
             | Change::PendingDone(_)
             | Change::MessageSecret { .. }
             | Change::TcToken { .. }
+            | Change::AppStateSyncKey(_)
+            | Change::AppStateCollection(_)
     )
 }
 
@@ -438,6 +452,18 @@ impl CredentialStore for MemoryStore {
 
     async fn load_pending(&self) -> Result<Vec<PendingMessage>, StoreError> {
         Ok(self.pending())
+    }
+
+    async fn load_app_state(&self) -> Result<StoredAppState, StoreError> {
+        let inner = self.lock();
+        Ok(StoredAppState {
+            keys: inner.app_keys.values().cloned().collect(),
+            collections: inner
+                .app_collections
+                .iter()
+                .map(|(c, s)| (*c, s.clone()))
+                .collect(),
+        })
     }
 
     async fn delete(&self) -> Result<(), StoreError> {

@@ -155,6 +155,16 @@ pub trait CredentialStore: Send + Sync + 'static {
         async { Ok(Vec::new()) }
     }
 
+    /// The app-state sync keys and collections kept by [`Change::AppStateSyncKey`] and
+    /// [`Change::AppStateCollection`]: restored into the session at start. The default returns
+    /// none.
+    fn load_app_state(
+        &self,
+    ) -> impl Future<Output = Result<amarula_core::persist::StoredAppState, StoreError>> + Send
+    {
+        async { Ok(Default::default()) }
+    }
+
     /// The sent messages the server never acknowledged ([`Change::SentAcked`]), oldest first:
     /// sent again with the same id after a restart. The default returns none.
     fn load_unacked_sent(

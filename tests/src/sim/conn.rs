@@ -541,6 +541,12 @@ impl Conn {
         if xmlns == Some("md") {
             return self.on_md(&node).await;
         }
+        if xmlns == Some("w:sync:app:state")
+            && super::appstate::withhold(&self.shared, self.device.as_ref())
+        {
+            self.fault(format!("withheld app-state answer {id}"));
+            return Ok(());
+        }
         let reply = iq::answer(&self.shared, self.device.as_ref(), &node);
         self.send(&reply).await?;
         // History sync: a newly paired device that just published its keys gets the history.

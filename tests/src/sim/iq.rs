@@ -38,7 +38,15 @@ pub(crate) fn answer(shared: &Shared, device: Option<&Jid>, iq: &Node) -> Node {
         ("w:p", "get", _) => result(iq, Vec::new()).attr("t", super::unix_now().to_string()),
         _ if device.is_none() => error(iq, 401, "not-authorized"),
         ("passive", "set", Some("active" | "passive")) => result(iq, Vec::new()),
-        ("encrypt", _, _) => encrypt(&mut shared.lock(), device, iq, kind, first),
+        ("encrypt", _, _) => {
+            let reply = encrypt(&mut shared.lock(), device, iq, kind, first);
+            if kind == "set" && iq.child("list").is_some() {
+                // With keys to share, the phone shares them once the new device can be
+                // reached (its prekeys are up).
+                super::appstate::after_prekey_upload(shared, device);
+            }
+            reply
+        }
         ("usync", "get", Some("usync")) if super::contacts::is_profile_usync(iq) => {
             super::contacts::usync(&mut shared.lock(), iq)
         }
@@ -60,6 +68,10 @@ pub(crate) fn answer(shared: &Shared, device: Option<&Jid>, iq: &Node) -> Node {
                 _ => super::contacts::blocklist(&mut st, &me, iq),
             }
         }
+        ("w:sync:app:state", "set", Some("sync")) => match device {
+            Some(d) => super::appstate::answer(shared, d, iq),
+            None => error(iq, 401, "not-authorized"),
+        },
         ("w:m", "set", Some("media_conn")) => result(
             iq,
             vec![

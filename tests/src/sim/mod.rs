@@ -73,6 +73,7 @@
 
 mod account;
 mod account_ops;
+mod appstate;
 pub mod client;
 mod conn;
 mod contacts;
@@ -106,6 +107,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{broadcast, watch};
 
 pub use account::{Account, PairingError};
+pub use appstate::PatchCorruption;
 pub use events::{ConnKind, SimEvent, Subscription, WaitError};
 pub use faults::{Action, Direction, Faults, Rule, RuleId, Target};
 pub use group::GroupError;
@@ -251,6 +253,7 @@ impl Simulator {
                 trusted: Default::default(),
                 restricted: Default::default(),
                 history_due: Default::default(),
+                appstate: Default::default(),
             }),
             media: media.clone(),
             config,

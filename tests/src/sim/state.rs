@@ -150,6 +150,8 @@ pub(crate) struct State {
     /// History sync: newly paired devices the phone sends the initial history once their
     /// keys are published ([`SimConfig::initial_history`](super::SimConfig)).
     pub(crate) history_due: std::collections::HashSet<Jid>,
+    /// App state by account phone number.
+    pub(crate) appstate: HashMap<String, super::appstate::SimAppState>,
 }
 
 /// A set that forgets its oldest members past a capacity.

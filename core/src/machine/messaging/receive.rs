@@ -720,6 +720,8 @@ impl ConnectionMachine {
         );
         incoming.sender_alt = sender_alt;
         self.keep_secret(&incoming);
+        // App-state keys from our phone are stored before the message is acknowledged.
+        self.appstate_on_message(now, incoming.from_me, &incoming.message);
         // History sync: the machine's own to fetch and hand out; acked once handed out.
         if let Some(input) = crate::machine::history::from_phone(&incoming) {
             if self.config.hold_message_acks {

@@ -606,6 +606,16 @@ impl CredentialStore for SqliteStore {
         self.pending().await
     }
 
+    async fn load_app_state(&self) -> Result<amarula_core::persist::StoredAppState, StoreError> {
+        self.run(|c, a, _| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Deferred)?;
+            let out = tables::app_state(&tx, a)?;
+            tx.commit()?;
+            Ok(out)
+        })
+        .await
+    }
+
     async fn delete(&self) -> Result<(), StoreError> {
         self.run(|c, a, _| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;

@@ -139,8 +139,35 @@ CREATE TABLE tc_tokens (
 ) WITHOUT ROWID;
 ";
 
+// ---- app state (syncd) ----
+/// Version 6: app-state sync keys, and per collection the version, the LTHash and the value
+/// MAC of every live index.
+const V6_APP_STATE: &str = "
+CREATE TABLE app_state_keys (
+    account INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    id BLOB NOT NULL,
+    data BLOB NOT NULL,
+    timestamp INTEGER NOT NULL,
+    PRIMARY KEY (account, id)
+) WITHOUT ROWID;
+CREATE TABLE app_state_versions (
+    account INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    collection TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    hash BLOB NOT NULL,
+    PRIMARY KEY (account, collection)
+) WITHOUT ROWID;
+CREATE TABLE app_state_macs (
+    account INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    collection TEXT NOT NULL,
+    index_mac BLOB NOT NULL,
+    value_mac BLOB NOT NULL,
+    PRIMARY KEY (account, collection, index_mac)
+) WITHOUT ROWID;
+";
+
 /// The migration steps; step `i` takes the schema from version `i` to `i + 1`.
-pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5_TC_TOKENS];
+pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5_TC_TOKENS, V6_APP_STATE];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;

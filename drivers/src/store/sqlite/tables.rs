@@ -164,7 +164,7 @@ pub(crate) fn load_sent(
 }
 
 /// Every table holding rows of an account (all but `accounts`).
-pub(crate) const ACCOUNT_TABLES: [&str; 12] = [
+pub(crate) const ACCOUNT_TABLES: [&str; 15] = [
     "credentials",
     "sent_messages",
     "prekeys",
@@ -177,6 +177,9 @@ pub(crate) const ACCOUNT_TABLES: [&str; 12] = [
     "pending_messages",
     "message_secrets",
     "tc_tokens",
+    "app_state_keys",
+    "app_state_versions",
+    "app_state_macs",
 ];
 
 /// How many rows the account has in the tables of [`ACCOUNT_TABLES`], each.
@@ -331,9 +334,100 @@ pub(crate) fn apply(
                 record
             ],
         )?,
+        Change::AppStateSyncKey(k) => exec(
+            "INSERT OR REPLACE INTO app_state_keys(account, id, data, timestamp)
+             VALUES (?1, ?2, ?3, ?4)",
+            params![account, k.id, k.data, k.timestamp],
+        )?,
+        Change::AppStateCollection(d) => apply_app_state(conn, account, d)?,
         other => return Err(StoreError::Unsupported(other.kind())),
     }
     Ok(())
+}
+
+// ---- app state (syncd) ----
+
+/// Applies one collection's change: version and LTHash, then the value MACs.
+fn apply_app_state(
+    conn: &Connection,
+    account: AccountId,
+    d: &amarula_core::persist::AppStateDelta,
+) -> Result<(), StoreError> {
+    let name = d.collection.name();
+    let version =
+        i64::try_from(d.version).map_err(|_| StoreError::Corrupt("app-state version".into()))?;
+    conn.prepare_cached(
+        "INSERT OR REPLACE INTO app_state_versions(account, collection, version, hash)
+         VALUES (?1, ?2, ?3, ?4)",
+    )?
+    .execute(params![account, name, version, &d.hash.0[..]])?;
+    if d.replace {
+        conn.prepare_cached("DELETE FROM app_state_macs WHERE account = ?1 AND collection = ?2")?
+            .execute(params![account, name])?;
+    }
+    let mut del = conn.prepare_cached(
+        "DELETE FROM app_state_macs WHERE account = ?1 AND collection = ?2 AND index_mac = ?3",
+    )?;
+    for r in &d.removed {
+        del.execute(params![account, name, &r[..]])?;
+    }
+    let mut ins = conn.prepare_cached(
+        "INSERT OR REPLACE INTO app_state_macs(account, collection, index_mac, value_mac)
+         VALUES (?1, ?2, ?3, ?4)",
+    )?;
+    for (i, v) in &d.added {
+        ins.execute(params![account, name, &i[..], &v[..]])?;
+    }
+    Ok(())
+}
+
+/// The app-state keys and collections of the account.
+pub(crate) fn app_state(
+    conn: &Connection,
+    account: AccountId,
+) -> Result<amarula_core::persist::StoredAppState, StoreError> {
+    use amarula_core::appstate::{Collection, CollectionState, LtHash, SyncKey};
+    let corrupt = |what: &str| StoreError::Corrupt(format!("app state: {what}"));
+    let mut out = amarula_core::persist::StoredAppState::default();
+    let mut stmt =
+        conn.prepare_cached("SELECT id, data, timestamp FROM app_state_keys WHERE account = ?1")?;
+    let mut rows = stmt.query([account])?;
+    while let Some(r) = rows.next()? {
+        out.keys.push(SyncKey {
+            id: r.get(0)?,
+            data: r.get(1)?,
+            timestamp: r.get(2)?,
+        });
+    }
+    let mut stmt = conn.prepare_cached(
+        "SELECT collection, version, hash FROM app_state_versions WHERE account = ?1",
+    )?;
+    let mut rows = stmt.query([account])?;
+    while let Some(r) = rows.next()? {
+        let name: String = r.get(0)?;
+        let collection = Collection::from_name(&name).ok_or_else(|| corrupt("collection name"))?;
+        let version: i64 = r.get(1)?;
+        let hash: Vec<u8> = r.get(2)?;
+        let mut state = CollectionState {
+            version: u64::try_from(version).map_err(|_| corrupt("version"))?,
+            hash: LtHash::from_slice(&hash).ok_or_else(|| corrupt("hash"))?,
+            ..Default::default()
+        };
+        let mut macs = conn.prepare_cached(
+            "SELECT index_mac, value_mac FROM app_state_macs WHERE account = ?1 AND collection = ?2",
+        )?;
+        let mut m = macs.query(params![account, name])?;
+        while let Some(r) = m.next()? {
+            let i: Vec<u8> = r.get(0)?;
+            let v: Vec<u8> = r.get(1)?;
+            let (Ok(i), Ok(v)) = (<[u8; 32]>::try_from(i), <[u8; 32]>::try_from(v)) else {
+                return Err(corrupt("MAC length"));
+            };
+            state.macs.insert(i, v);
+        }
+        out.collections.push((collection, state));
+    }
+    Ok(out)
 }
 
 /// One blob by key, from `sql` with parameters `p`.

@@ -557,10 +557,26 @@ fn migrates_from_every_earlier_version() {
                         },
                         record: vec![9],
                     },
+                    Change::AppStateSyncKey(amarula_core::appstate::SyncKey {
+                        id: vec![1],
+                        data: vec![2; 32],
+                        timestamp: 3,
+                    }),
+                    Change::AppStateCollection(Box::new(amarula_core::persist::AppStateDelta {
+                        collection: amarula_core::appstate::Collection::Regular,
+                        version: 4,
+                        hash: amarula_core::appstate::LtHash([5; 128]),
+                        replace: true,
+                        removed: Vec::new(),
+                        added: vec![([6; 32], [7; 32])],
+                    })),
                 ])
                 .await
                 .expect("apply");
             assert_eq!(store.session(&peer).await.expect("get"), Some(vec![3]));
+            let app = store.load_app_state().await.expect("app state");
+            assert_eq!((app.keys.len(), app.collections.len()), (1, 1));
+            assert_eq!(app.collections[0].1.version, 4);
         });
         // Opening again does nothing more.
         drop((store, db));
@@ -576,6 +592,20 @@ fn damaged(sql: &str) -> SqliteStore {
         c.execute(sql, [store.account]).expect("damage");
     });
     store
+}
+
+#[test]
+fn an_unreadable_app_state_is_corrupt_not_a_panic() {
+    for sql in [
+        "INSERT INTO app_state_versions(account, collection, version, hash)
+         VALUES (?1, 'regular', 1, x'00')",
+        "INSERT INTO app_state_versions(account, collection, version, hash)
+         VALUES (?1, 'no_such_collection', 1, zeroblob(128))",
+    ] {
+        let store = damaged(sql);
+        let got = smol::block_on(store.load_app_state());
+        assert!(matches!(got, Err(StoreError::Corrupt(_))), "{sql}: {got:?}");
+    }
 }
 
 #[test]
