@@ -336,6 +336,12 @@ fn check_bootstrap(parts: &[HistorySyncBatch]) {
 }
 
 fn check_store(store: &MemoryStore) {
+    // The token the phone held for Alice is kept under her LID (mapped in the same chunk).
+    let token = store
+        .tc_token(&jid("90001@lid"))
+        .expect("the history's privacy token stored");
+    assert_eq!(token.token, HISTORY_TOKEN);
+    assert_eq!(token.timestamp, 1_700_000_000);
     for (pn, lid, _) in history::HISTORY_CONTACTS {
         assert_eq!(
             store.phone_for_lid(&jid(&format!("{lid}@lid"))),

@@ -27,7 +27,6 @@ use crate::history::{
 };
 use crate::jid::Jid;
 use crate::media::MediaType;
-use crate::persist::Change;
 use crate::time::Instant;
 
 /// One part of a history chunk, handed out in order. A chunk with many messages comes as
@@ -464,12 +463,27 @@ impl ConnectionMachine {
             mappings = chunk.lid_mappings.len(),
             "history chunk decoded"
         );
-        // The mappings reach the store before anything that could depend on them.
-        for m in &chunk.lid_mappings {
-            self.emit(Event::Persist(Change::LidMapping {
-                lid: m.lid.clone(),
-                phone: m.phone.clone(),
-            }));
+        // The mappings reach the store (and the messaging layer's table) before anything
+        // that could depend on them, then the privacy tokens the phone held (by the contact's
+        // LID when known; a token without its issue time cannot be judged and is left out).
+        self.learn_lid_pairs(
+            chunk
+                .lid_mappings
+                .iter()
+                .map(|m| (m.lid.clone(), m.phone.clone())),
+        );
+        for t in &chunk.tokens {
+            let Some(timestamp) = t.timestamp.filter(|_| !t.token.is_empty()) else {
+                continue;
+            };
+            let key = self.session_msg.token_key(&t.jid.to_non_device());
+            self.store_tc_token(
+                &key,
+                crate::persist::TcToken {
+                    token: t.token.to_vec(),
+                    timestamp,
+                },
+            );
         }
         let parts = split(
             chunk.conversations,

@@ -200,6 +200,11 @@ impl MemoryStore {
         self.lock().phone_by_lid.get(&lid.to_non_device()).cloned()
     }
 
+    /// The privacy token a contact (by user, device parts ignored) gave us, when held.
+    pub fn tc_token(&self, user: &Jid) -> Option<amarula_core::persist::TcToken> {
+        self.lock().tc_tokens.get(&user.to_non_device()).cloned()
+    }
+
     /// The LID mapped to a phone number JID (device parts are ignored).
     pub fn lid_for_phone(&self, phone: &Jid) -> Option<Jid> {
         self.lock()

@@ -75,7 +75,6 @@ impl ConnectionMachine {
         let Some(tokens) = node.child("tokens") else {
             return;
         };
-        let cap = self.config.max_loaded_records;
         for token in tokens
             .child_nodes()
             .iter()
@@ -93,24 +92,31 @@ impl ConnectionMachine {
             ) else {
                 continue;
             };
-            if let Lookup::Held(old) = self.session_msg.tc_tokens.lookup(&key) {
-                if old.timestamp > t {
-                    continue;
-                }
-            }
             let token = TcToken {
                 token: bytes.to_vec(),
                 timestamp: t,
             };
             tracing::debug!(contact = %key, t, "privacy token received");
-            self.session_msg
-                .tc_tokens
-                .put(key.clone(), Some(token.clone()), cap);
-            self.persist(Change::TcToken {
-                user: key.clone(),
-                token,
-            });
+            self.store_tc_token(&key, token);
         }
+    }
+
+    /// Keeps (and persists) the token `key` (a contact's user, its LID when known) gave us,
+    /// unless the one held is newer.
+    pub(in crate::machine) fn store_tc_token(&mut self, key: &Jid, token: TcToken) {
+        if let Lookup::Held(old) = self.session_msg.tc_tokens.lookup(key) {
+            if old.timestamp > token.timestamp {
+                return;
+            }
+        }
+        let cap = self.config.max_loaded_records;
+        self.session_msg
+            .tc_tokens
+            .put(key.clone(), Some(token.clone()), cap);
+        self.persist(Change::TcToken {
+            user: key.clone(),
+            token,
+        });
     }
 
     /// Issues our token to `peer` (a user) when never issued in this session or the bucket
