@@ -688,6 +688,11 @@ impl CredentialStore for PostgresStore {
         self.pending().await
     }
 
+    async fn load_app_state(&self) -> Result<amarula_core::persist::StoredAppState, StoreError> {
+        // One transaction: the keys, versions and MACs of one snapshot.
+        self.read(|tx, a, _| tables::app_state(tx, a)).await
+    }
+
     async fn delete(&self) -> Result<(), StoreError> {
         self.write(|tx, a, _| tables::delete_account_data(tx, a))
             .await

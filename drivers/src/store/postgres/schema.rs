@@ -128,8 +128,43 @@ CREATE TABLE amarula_leases (
 CREATE INDEX amarula_leases_by_owner ON amarula_leases(owner);
 ";
 
+// ---- privacy tokens and app state (syncd) ----
+/// Version 3: privacy tokens by contact user (the SQLite store's version 5), and app-state
+/// sync keys, each collection's version and LTHash, and the value MAC of every live index
+/// (its version 6).
+const V3: &str = "
+CREATE TABLE amarula_tc_tokens (
+    account BIGINT NOT NULL REFERENCES amarula_accounts(id) ON DELETE CASCADE,
+    user_jid TEXT NOT NULL,
+    token BYTEA NOT NULL,
+    timestamp BIGINT NOT NULL,
+    PRIMARY KEY (account, user_jid)
+);
+CREATE TABLE amarula_app_state_keys (
+    account BIGINT NOT NULL REFERENCES amarula_accounts(id) ON DELETE CASCADE,
+    id BYTEA NOT NULL,
+    data BYTEA NOT NULL,
+    timestamp BIGINT NOT NULL,
+    PRIMARY KEY (account, id)
+);
+CREATE TABLE amarula_app_state_versions (
+    account BIGINT NOT NULL REFERENCES amarula_accounts(id) ON DELETE CASCADE,
+    collection TEXT NOT NULL,
+    version BIGINT NOT NULL,
+    hash BYTEA NOT NULL,
+    PRIMARY KEY (account, collection)
+);
+CREATE TABLE amarula_app_state_macs (
+    account BIGINT NOT NULL REFERENCES amarula_accounts(id) ON DELETE CASCADE,
+    collection TEXT NOT NULL,
+    index_mac BYTEA NOT NULL,
+    value_mac BYTEA NOT NULL,
+    PRIMARY KEY (account, collection, index_mac)
+);
+";
+
 /// The migration steps; step `i` takes the schema from version `i` to `i + 1`.
-pub(crate) const MIGRATIONS: &[&str] = &[V1, V2];
+pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3];
 
 /// The schema version this build writes.
 pub const POSTGRES_SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;

@@ -16,7 +16,8 @@ use postgres::{Client, Row, Statement, Transaction};
 use serde_json::Value;
 use zeroize::Zeroizing;
 
-use amarula_core::persist::SecretKey;
+use amarula_core::appstate::{Collection, CollectionState, LtHash, SyncKey};
+use amarula_core::persist::{AppStateDelta, SecretKey, StoredAppState, TcToken};
 
 use crate::store::{
     Change, DeviceList, LoadRequest, Loaded, PendingMessage, StoreError, credentials_from_json,
@@ -244,7 +245,7 @@ pub(crate) fn load_sent(
 
 /// Every table holding rows of an account that `delete` wipes (all but the accounts and the
 /// leases: a lease's token must survive a logout, or an old token could come back).
-pub(crate) const ACCOUNT_TABLES: [&str; 11] = [
+pub(crate) const ACCOUNT_TABLES: [&str; 15] = [
     "amarula_credentials",
     "amarula_sent_messages",
     "amarula_prekeys",
@@ -256,6 +257,10 @@ pub(crate) const ACCOUNT_TABLES: [&str; 11] = [
     "amarula_lid_mappings",
     "amarula_pending_messages",
     "amarula_message_secrets",
+    "amarula_tc_tokens",
+    "amarula_app_state_keys",
+    "amarula_app_state_versions",
+    "amarula_app_state_macs",
 ];
 
 /// Everything of the account but its row and its lease.
@@ -427,9 +432,141 @@ pub(crate) fn apply(
                 ],
             )?;
         }
+        // ---- privacy tokens ----
+        Change::TcToken { user, token } => {
+            tx.exec(
+                "INSERT INTO amarula_tc_tokens(account, user_jid, token, timestamp)
+                 VALUES ($1, $2, $3, $4)
+                 ON CONFLICT(account, user_jid) DO UPDATE
+                     SET token = excluded.token, timestamp = excluded.timestamp",
+                &[
+                    &account,
+                    &user.to_non_device().to_string(),
+                    &token.token,
+                    &i64::try_from(token.timestamp).unwrap_or(i64::MAX),
+                ],
+            )?;
+        }
+        // ---- app state (syncd) ----
+        Change::AppStateSyncKey(k) => {
+            tx.exec(
+                "INSERT INTO amarula_app_state_keys(account, id, data, timestamp)
+                 VALUES ($1, $2, $3, $4)
+                 ON CONFLICT(account, id) DO UPDATE
+                     SET data = excluded.data, timestamp = excluded.timestamp",
+                &[&account, &k.id, &k.data, &k.timestamp],
+            )?;
+        }
+        Change::AppStateCollection(d) => apply_app_state(tx, account, d)?,
+        // `Change` is `non_exhaustive` (defined in amarula-core): a variant this store does not
+        // know yet is refused, as the SQLite store does.
         other => return Err(StoreError::Unsupported(other.kind())),
     }
     Ok(())
+}
+
+// ---- app state (syncd) ----
+
+/// Applies one collection's change: version and LTHash, then the value MACs (a replacing
+/// change drops the collection's MACs first).
+fn apply_app_state(
+    tx: &mut Tx<'_>,
+    account: AccountId,
+    d: &AppStateDelta,
+) -> Result<(), StoreError> {
+    let name = d.collection.name();
+    let version =
+        i64::try_from(d.version).map_err(|_| StoreError::Corrupt("app-state version".into()))?;
+    tx.exec(
+        "INSERT INTO amarula_app_state_versions(account, collection, version, hash)
+         VALUES ($1, $2, $3, $4)
+         ON CONFLICT(account, collection) DO UPDATE
+             SET version = excluded.version, hash = excluded.hash",
+        &[&account, &name, &version, &&d.hash.0[..]],
+    )?;
+    if d.replace {
+        tx.exec(
+            "DELETE FROM amarula_app_state_macs WHERE account = $1 AND collection = $2",
+            &[&account, &name],
+        )?;
+    }
+    if !d.removed.is_empty() {
+        let removed: Vec<&[u8]> = d.removed.iter().map(|r| &r[..]).collect();
+        tx.exec(
+            "DELETE FROM amarula_app_state_macs
+             WHERE account = $1 AND collection = $2 AND index_mac = ANY($3)",
+            &[&account, &name, &removed],
+        )?;
+    }
+    if !d.added.is_empty() {
+        // One statement for all of them; an index added twice keeps its last value MAC, as
+        // applying them one by one would.
+        let mut last: HashMap<&[u8; 32], &[u8; 32]> = HashMap::with_capacity(d.added.len());
+        for (i, v) in &d.added {
+            last.insert(i, v);
+        }
+        let (indexes, values): (Vec<&[u8]>, Vec<&[u8]>) =
+            last.into_iter().map(|(i, v)| (&i[..], &v[..])).unzip();
+        tx.exec(
+            "INSERT INTO amarula_app_state_macs(account, collection, index_mac, value_mac)
+             SELECT $1, $2, i, v FROM unnest($3::bytea[], $4::bytea[]) AS k(i, v)
+             ON CONFLICT(account, collection, index_mac) DO UPDATE
+                 SET value_mac = excluded.value_mac",
+            &[&account, &name, &indexes, &values],
+        )?;
+    }
+    Ok(())
+}
+
+/// The app-state keys and collections of the account, read in the caller's transaction.
+pub(crate) fn app_state(tx: &mut Tx<'_>, account: AccountId) -> Result<StoredAppState, StoreError> {
+    let corrupt = |what: &str| StoreError::Corrupt(format!("app state: {what}"));
+    let mut out = StoredAppState::default();
+    for r in tx.query(
+        "SELECT id, data, timestamp FROM amarula_app_state_keys WHERE account = $1",
+        &[&account],
+    )? {
+        out.keys.push(SyncKey {
+            id: r.try_get(0)?,
+            data: r.try_get(1)?,
+            timestamp: r.try_get(2)?,
+        });
+    }
+    let mut by_name = HashMap::new();
+    for r in tx.query(
+        "SELECT collection, version, hash FROM amarula_app_state_versions WHERE account = $1",
+        &[&account],
+    )? {
+        let name: String = r.try_get(0)?;
+        let collection = Collection::from_name(&name).ok_or_else(|| corrupt("collection name"))?;
+        let version: i64 = r.try_get(1)?;
+        let hash: Vec<u8> = r.try_get(2)?;
+        let state = CollectionState {
+            version: u64::try_from(version).map_err(|_| corrupt("version"))?,
+            hash: LtHash::from_slice(&hash).ok_or_else(|| corrupt("hash"))?,
+            ..Default::default()
+        };
+        by_name.insert(name, out.collections.len());
+        out.collections.push((collection, state));
+    }
+    // Every collection's MACs in one query.
+    for r in tx.query(
+        "SELECT collection, index_mac, value_mac FROM amarula_app_state_macs WHERE account = $1",
+        &[&account],
+    )? {
+        let name: String = r.try_get(0)?;
+        let i: Vec<u8> = r.try_get(1)?;
+        let v: Vec<u8> = r.try_get(2)?;
+        let (Ok(i), Ok(v)) = (<[u8; 32]>::try_from(i), <[u8; 32]>::try_from(v)) else {
+            return Err(corrupt("MAC length"));
+        };
+        let slot = by_name
+            .get(&name)
+            .and_then(|&n| out.collections.get_mut(n))
+            .ok_or_else(|| corrupt("MACs of a collection without a version"))?;
+        slot.1.macs.insert(i, v);
+    }
+    Ok(out)
 }
 
 /// One blob by key.
@@ -589,6 +726,54 @@ pub(crate) fn load_keys(
         for (i, (_, record)) in loaded.message_secrets.iter_mut().enumerate() {
             let key = (chats[i].clone(), authors[i].clone(), ids[i].clone());
             *record = found.get(&key).cloned();
+        }
+    }
+    // ---- LID addressing ----
+    if !loaded.lid_mappings.is_empty() {
+        // Each user by its own kind: a LID names its phone number, a phone number its LID.
+        let users: Vec<String> = loaded
+            .lid_mappings
+            .iter()
+            .map(|(u, _)| u.to_non_device().to_string())
+            .collect();
+        let rows = tx.query(
+            "SELECT lid, phone FROM amarula_lid_mappings
+             WHERE account = $1 AND (lid = ANY($2) OR phone = ANY($2))",
+            &[&account, &users],
+        )?;
+        let (mut by_lid, mut by_phone) = (HashMap::new(), HashMap::new());
+        for r in &rows {
+            let (lid, phone): (String, String) = (r.try_get(0)?, r.try_get(1)?);
+            by_lid.insert(lid.clone(), phone.clone());
+            by_phone.insert(phone, lid);
+        }
+        for ((user, other), key) in loaded.lid_mappings.iter_mut().zip(&users) {
+            let map = if user.is_lid() { &by_lid } else { &by_phone };
+            *other = map.get(key).map(|t| jid(t)).transpose()?;
+        }
+    }
+    if !loaded.tc_tokens.is_empty() {
+        let users: Vec<String> = loaded
+            .tc_tokens
+            .iter()
+            .map(|(u, _)| u.to_non_device().to_string())
+            .collect();
+        let rows = tx.query(
+            "SELECT user_jid, token, timestamp FROM amarula_tc_tokens
+             WHERE account = $1 AND user_jid = ANY($2)",
+            &[&account, &users],
+        )?;
+        let mut found = HashMap::with_capacity(rows.len());
+        for r in &rows {
+            let timestamp: i64 = r.try_get(2)?;
+            let token = TcToken {
+                token: r.try_get(1)?,
+                timestamp: u64::try_from(timestamp).unwrap_or(0),
+            };
+            found.insert(r.try_get::<_, String>(0)?, token);
+        }
+        for ((_, token), key) in loaded.tc_tokens.iter_mut().zip(&users) {
+            *token = found.get(key).cloned();
         }
     }
     Ok(loaded)

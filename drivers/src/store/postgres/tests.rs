@@ -333,6 +333,44 @@ fn postgres_leases_fence_writes() {
             matches!(&stale, Err(StoreError::LeaseLost { account }) if account == "acct"),
             "{stale:?}"
         );
+        // The privacy-token and app-state writes are fenced like every other.
+        let peer: Jid = "15550001111@s.whatsapp.net".parse().expect("jid");
+        let later = [
+            Change::TcToken {
+                user: peer.clone(),
+                token: amarula_core::persist::TcToken {
+                    token: vec![1; 4],
+                    timestamp: 1,
+                },
+            },
+            Change::AppStateSyncKey(amarula_core::appstate::SyncKey {
+                id: vec![1],
+                data: vec![2; 32],
+                timestamp: 3,
+            }),
+            Change::AppStateCollection(Box::new(amarula_core::persist::AppStateDelta {
+                collection: amarula_core::appstate::Collection::Regular,
+                version: 1,
+                hash: amarula_core::appstate::LtHash([4; 128]),
+                replace: true,
+                removed: vec![],
+                added: vec![([5; 32], [6; 32])],
+            })),
+        ];
+        for change in &later {
+            let stale = store_a.apply(std::slice::from_ref(change)).await;
+            assert!(
+                matches!(stale, Err(StoreError::LeaseLost { .. })),
+                "{}: {stale:?}",
+                change.kind()
+            );
+        }
+        let app = store_b.load_app_state().await.expect("app state");
+        assert!(app.keys.is_empty() && app.collections.is_empty());
+        let mut tokens = crate::store::LoadRequest::default();
+        tokens.tc_tokens = vec![peer];
+        let loaded = store_b.load_keys(&tokens).await.expect("tokens");
+        assert_eq!(loaded.tc_tokens[0].1, None);
         assert!(matches!(
             store_a.delete().await,
             Err(StoreError::LeaseLost { .. })
@@ -385,6 +423,38 @@ fn postgres_leases_fence_writes() {
             .await
             .expect("unfenced");
     });
+}
+
+/// An app state the store cannot read (a hash of the wrong length, an unknown collection,
+/// a MAC without its collection) is reported as corrupt, not a panic.
+#[test]
+fn postgres_unreadable_app_state_is_corrupt() {
+    let Some(schema) = TestSchema::new("corrupt") else {
+        return;
+    };
+    for sql in [
+        "INSERT INTO amarula_app_state_versions(account, collection, version, hash)
+         VALUES ($1, 'regular', 1, '\\x00')",
+        "INSERT INTO amarula_app_state_versions(account, collection, version, hash)
+         VALUES ($1, 'no_such_collection', 1, decode(repeat('00', 128), 'hex'))",
+        "INSERT INTO amarula_app_state_macs(account, collection, index_mac, value_mac)
+         VALUES ($1, 'regular', decode(repeat('01', 32), 'hex'), decode(repeat('02', 32), 'hex'))",
+    ] {
+        smol::block_on(async {
+            let db = PostgresDatabase::open(&schema.url).await.expect("open");
+            let store = db.account("damaged").await.expect("account");
+            store.delete().await.expect("clean");
+            let account = store.account;
+            db.in_tx(move |tx, _| {
+                tx.tx.execute(sql, &[&account])?;
+                Ok(())
+            })
+            .await
+            .expect("damage");
+            let got = store.load_app_state().await;
+            assert!(matches!(got, Err(StoreError::Corrupt(_))), "{sql}: {got:?}");
+        });
+    }
 }
 
 /// A table added to the schema must be wiped by `delete` too (or be one of the three kept).
