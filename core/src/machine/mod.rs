@@ -308,6 +308,13 @@ struct QrState {
     next: usize,
 }
 
+/// Outputs the queue keeps room for once drained; a burst beyond it is given back.
+const OUTPUTS_KEPT: usize = 32;
+/// The encode buffer's first capacity, and the most it keeps between frames (larger frames
+/// get a buffer of their own, freed after them), so an idle connection holds little.
+const ENCODE_BUF_START: usize = 256;
+const ENCODE_BUF_KEPT: usize = 16 * 1024;
+
 /// One server conversation: handshake, login or pairing, IQs, acks, keepalive, close.
 ///
 /// See the [module docs](self) for the method groups and the drain rule.
@@ -404,7 +411,7 @@ impl ConnectionMachine {
             keepalive_sent: None,
             qr: None,
             phone: None,
-            buf: Vec::with_capacity(256),
+            buf: Vec::with_capacity(ENCODE_BUF_START),
             session_msg: messaging,
             queries: HashMap::new(),
             blobs: HashMap::new(),
@@ -442,7 +449,13 @@ impl ConnectionMachine {
 
     /// The next output, in protocol order; `None` when there is nothing more for now.
     pub fn poll_output(&mut self) -> Option<Output> {
-        self.outputs.pop_front()
+        let output = self.outputs.pop_front();
+        if output.is_none() && self.outputs.capacity() > OUTPUTS_KEPT {
+            // A burst (the 812 prekeys of an upload persisted one by one) grows the queue to
+            // hundreds of kilobytes; an idle connection gives that back once drained.
+            self.outputs.shrink_to(OUTPUTS_KEPT);
+        }
+        output
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) should be called next; `None` when no
@@ -723,8 +736,12 @@ impl ConnectionMachine {
         binary::encode_frame(node, &mut self.buf)?;
         let wire = transport
             .encrypt_frame(&self.buf)
-            .map_err(|_| SendError::NotConnected)?;
-        Ok(wire.into())
+            .map_err(|_| SendError::NotConnected);
+        if self.buf.capacity() > ENCODE_BUF_KEPT {
+            // A large frame (a prekey upload, a big group send) does not keep its buffer.
+            self.buf = Vec::with_capacity(ENCODE_BUF_START);
+        }
+        Ok(wire?.into())
     }
 
     /// Sends a node built by the machine itself (acks, replies); these always encode.
