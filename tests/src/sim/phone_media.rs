@@ -55,8 +55,9 @@ impl PhoneMediaKind {
     }
 }
 
-/// The media file of a message: its type, key, hashes and path.
-fn file_of(message: &e2e::Message) -> Option<(MediaType, [u8; 32], FileHashes, String)> {
+/// The media file of a message: its type, key, hashes and path (`None` when the message
+/// names no complete file).
+pub(super) fn file_of(message: &e2e::Message) -> Option<(MediaType, [u8; 32], FileHashes, String)> {
     macro_rules! pick {
         ($($field:ident => $kind:expr),*) => {
             $(if let Some(m) = &message.$field {

@@ -41,40 +41,16 @@ impl std::fmt::Debug for PhoneMedia {
     }
 }
 
-/// The key and path of the media file a message carries, if it carries one.
-fn media_of(message: &e2e::Message) -> Option<(&[u8], &str)> {
-    macro_rules! pick {
-        ($($field:ident),*) => {
-            $(if let Some(m) = &message.$field {
-                if let (Some(k), Some(p)) = (&m.media_key, &m.direct_path) {
-                    return Some((&k[..], &p[..]));
-                }
-            })*
-        };
-    }
-    pick!(
-        image_message,
-        video_message,
-        audio_message,
-        document_message,
-        sticker_message
-    );
-    None
-}
-
 impl PhoneMedia {
     /// Remembers the media file of `message` (id `id`) seen by `account`'s phone.
     pub(crate) fn record(&mut self, account: &str, id: &str, message: &e2e::Message) {
-        let Some((key, path)) = media_of(message) else {
-            return;
-        };
-        let Ok(media_key) = <[u8; 32]>::try_from(key) else {
+        let Some((_, media_key, _, direct_path)) = super::phone_media::file_of(message) else {
             return;
         };
         let k = (account.to_owned(), id.to_owned());
         let seen = Seen {
             media_key,
-            direct_path: path.to_owned(),
+            direct_path,
         };
         if self.files.insert(k.clone(), seen).is_none() {
             self.order.push_back(k);
