@@ -8,7 +8,6 @@
 pub mod binary_vectors;
 pub mod crash;
 pub mod e2e;
-pub mod e2e_env;
 pub mod expect;
 pub mod fuzz_messaging;
 pub mod fuzz_noise;

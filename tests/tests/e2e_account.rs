@@ -9,8 +9,8 @@ use amarula::core::machine::{CloseReason, Event, Reconnect};
 use amarula::core::notify::call::CallKind;
 use amarula::store::{CredentialStore, MemoryStore, SqliteDatabase, SqliteStore};
 use amarula::{ClientError, ClientEvent, ClientState};
-use amarula_tests::e2e_env::{Device, Env, sim_wait, user};
-use amarula_tests::runtimes::{Runtime as Rt, Smol, Tokio};
+use amarula_tests::e2e::{Device, Env, sim_wait, user};
+use amarula_tests::runtimes::Runtime as Rt;
 use amarula_tests::sim::SimEvent;
 
 async fn account_contacts_and_calls<R: Rt>(env: &Env) {
@@ -25,7 +25,7 @@ async fn account_contacts_and_calls<R: Rt>(env: &Env) {
     assert!(a1.client.state().is_logged_in(), "{:?}", a1.client.state());
     let me = a1.client.credentials().expect("paired");
     assert_eq!(me.pn, user(a));
-    assert_eq!(me.device, a1.jid);
+    assert_eq!(&me.device, a1.jid());
     assert_eq!(me.lid, Some(alice.lid()));
 
     // Who is on WhatsApp: found with both identities, or not.
@@ -51,7 +51,7 @@ async fn account_contacts_and_calls<R: Rt>(env: &Env) {
     assert_eq!(info[0].status.as_deref(), Some("on holiday"));
     assert_eq!(info[0].picture_id.as_deref(), Some("pic1"));
     assert_eq!(info[0].lid, Some(bob.lid()));
-    assert!(info[0].devices.contains(&0) && info[0].devices.contains(&b1.jid.device()));
+    assert!(info[0].devices.contains(&0) && info[0].devices.contains(&b1.jid().device()));
 
     // Profile pictures: preview and full, none, hidden by privacy.
     let preview = a1
@@ -86,7 +86,7 @@ async fn account_contacts_and_calls<R: Rt>(env: &Env) {
     // Push name: kept with the credentials, told to the server.
     let mut seen = env.sim.subscribe();
     a1.client.set_push_name("Alice").await.unwrap();
-    let device = a1.jid.clone();
+    let device = a1.jid().clone();
     sim_wait(&mut seen, "presence with the name", |e| match e {
         SimEvent::StanzaReceived {
             device: Some(d),
@@ -220,7 +220,7 @@ async fn logout_wipes_the_account<R: Rt>(env: &Env) {
     assert!(memory.record_count() > 10);
 
     // SQLite: every table of the account is emptied, the client stops.
-    let device = a1.jid.clone();
+    let device = a1.jid().clone();
     a1.client.logout().await.unwrap();
     let reason = a1
         .until("Disconnected", |_, e| match e {
@@ -262,17 +262,5 @@ async fn logout_wipes_the_account<R: Rt>(env: &Env) {
     b1.stop().await;
 }
 
-macro_rules! scenarios {
-    ($($name:ident),* $(,)?) => {
-        mod tokio_driver {
-            use super::*;
-            $(#[test] fn $name() { let env = Env::new(); Tokio::block_on(&env.rt, super::$name::<Tokio>(&env)); })*
-        }
-        mod smol_driver {
-            use super::*;
-            $(#[test] fn $name() { let env = Env::new(); Smol::block_on(&env.rt, super::$name::<Smol>(&env)); })*
-        }
-    };
-}
-
-scenarios!(account_contacts_and_calls, logout_wipes_the_account);
+amarula_tests::on_both_drivers!(
+    Env::pn_legacy();account_contacts_and_calls, logout_wipes_the_account);

@@ -12,8 +12,8 @@ use amarula::core::iq::groups::{
 };
 use amarula::core::jid::Jid;
 use amarula::core::notify::group::{GroupChange, GroupNotification};
-use amarula_tests::e2e_env::{Device, Env, sim_wait, user};
-use amarula_tests::runtimes::{Runtime as Rt, Smol, Tokio};
+use amarula_tests::e2e::{Device, Env, sim_wait, user};
+use amarula_tests::runtimes::Runtime as Rt;
 use amarula_tests::sim::SimEvent;
 
 fn server_code<T: std::fmt::Debug>(r: Result<T, ClientError>) -> u16 {
@@ -39,7 +39,7 @@ async fn sent_without_metadata(env: &Env, from: &Device, group: &Jid, text: &str
     // Subscribed now: earlier queries of the device do not count.
     let mut events = env.sim.subscribe();
     let id = from.client.send_text(group, text).await.expect("sent");
-    let device = from.jid.clone();
+    let device = from.jid().clone();
     let fetched = sim_wait(&mut events, "routed", |e| match e {
         SimEvent::StanzaReceived {
             device: Some(d),
@@ -516,17 +516,5 @@ async fn communities_pictures_invites<R: Rt>(env: &Env) {
     }
 }
 
-macro_rules! scenarios {
-    ($($name:ident),* $(,)?) => {
-        mod tokio_driver {
-            use super::*;
-            $(#[test] fn $name() { let env = Env::new(); Tokio::block_on(&env.rt, super::$name::<Tokio>(&env)); })*
-        }
-        mod smol_driver {
-            use super::*;
-            $(#[test] fn $name() { let env = Env::new(); Smol::block_on(&env.rt, super::$name::<Smol>(&env)); })*
-        }
-    };
-}
-
-scenarios!(groups_end_to_end, communities_pictures_invites);
+amarula_tests::on_both_drivers!(
+    Env::pn_legacy();groups_end_to_end, communities_pictures_invites);

@@ -599,20 +599,8 @@ async fn history_follows_qr_pairing<R: Rt>(env: &Env) {
     dev.stop().await;
 }
 
-macro_rules! on_both {
-    ($($name:ident),* $(,)?) => {
-        mod tokio_driver {
-            use super::*;
-            $(#[test] fn $name() { let env = Env::new(); Tokio::block_on(&env.rt, super::$name::<Tokio>(&env)); })*
-        }
-        mod smol_driver {
-            use super::*;
-            $(#[test] fn $name() { let env = Env::new(); Smol::block_on(&env.rt, super::$name::<Smol>(&env)); })*
-        }
-    };
-}
-
-on_both!(
+amarula_tests::on_both_drivers!(
+    history_env();
     initial_history_arrives_complete,
     a_restart_mid_sync_redoes_it_once,
     a_tampered_blob_is_reported_not_acked,

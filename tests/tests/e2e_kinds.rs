@@ -13,8 +13,8 @@ use amarula::proto::e2e;
 use amarula::store::CredentialStore;
 use amarula::store::SqliteStore;
 use amarula::{Contact, Location, Text};
-use amarula_tests::e2e::{Device, Env, fresh_db, sim_event, user};
-use amarula_tests::runtimes::{Runtime as Rt, Smol, Tokio};
+use amarula_tests::e2e::{Device, Env, fresh_db, sim_wait, user};
+use amarula_tests::runtimes::Runtime as Rt;
 use amarula_tests::sim::{SimEvent, Subscription};
 
 /// What the simulator saw of a stanza a client or phone sent: `type`, `edit`, and the first
@@ -61,7 +61,7 @@ fn want(
 
 /// The stanza with `id` as a client sent it to the simulator.
 async fn sent_stanza(rx: &mut Subscription, id: &str) -> Node {
-    sim_event(rx, &format!("stanza {id}"), |e| match e {
+    sim_wait(rx, &format!("stanza {id}"), |e| match e {
         SimEvent::StanzaReceived { node, .. }
             if node.tag == "message" && node.attr_str("id") == Some(id) =>
         {
@@ -74,7 +74,7 @@ async fn sent_stanza(rx: &mut Subscription, id: &str) -> Node {
 
 /// The message `id` as the phone of `account` decrypted it.
 async fn phone_got(rx: &mut Subscription, account: &str, id: &str) -> e2e::Message {
-    sim_event(
+    sim_wait(
         rx,
         &format!("the phone of {account} decrypting {id}"),
         |e| match e {
@@ -452,7 +452,7 @@ async fn phone_to_client<R: Rt>(env: &Env) {
     assert_eq!(&m.raw[..], &unknown[..]);
 
     // A's delivery receipts reach the phone.
-    sim_event(
+    sim_wait(
         &mut rx,
         "a receipt for the unknown-field message",
         |e| match e {
@@ -566,7 +566,7 @@ async fn poll_votes_are_tallied_across_a_restart<R: Rt>(env: &Env) {
     let db = fresh_db(&format!("kinds-poll-{runtime}"));
     let store = SqliteStore::open(&db).unwrap();
     store.save(&env.linked_credentials(a, 31)).await.unwrap();
-    let mut a1 = Device::start_with::<R, _>(env, "a1", store, true).await;
+    let mut a1 = Device::start_with::<R, _>(env, "a1", store).await;
     let mut b1 = Device::start::<R>(env, "b1", b, 32).await;
     let (to_a, to_b) = (user(a), user(b));
 
@@ -595,7 +595,7 @@ async fn poll_votes_are_tallied_across_a_restart<R: Rt>(env: &Env) {
     // A comes back from the database: the vote decrypts with the stored secret, and A's own
     // vote on B's poll is encrypted with the secret it stored when the poll came.
     let store = SqliteStore::open(&db).unwrap();
-    let mut a1 = Device::start_with::<R, _>(env, "a1 again", store, false).await;
+    let mut a1 = Device::restart::<R, _>(env, "a1 again", store).await;
     assert_eq!(vote_options(&a1.receive_id(&vote).await), ["no"]);
     let mine = a1
         .client
@@ -618,20 +618,8 @@ async fn poll_votes_are_tallied_across_a_restart<R: Rt>(env: &Env) {
     let _ = std::fs::remove_file(&db);
 }
 
-macro_rules! scenarios {
-    ($($name:ident),* $(,)?) => {
-        mod tokio_driver {
-            use super::*;
-            $(#[test] fn $name() { let env = Env::new(); Tokio::block_on(&env.rt, super::$name::<Tokio>(&env)); })*
-        }
-        mod smol_driver {
-            use super::*;
-            $(#[test] fn $name() { let env = Env::new(); Smol::block_on(&env.rt, super::$name::<Smol>(&env)); })*
-        }
-    };
-}
-
-scenarios!(
+amarula_tests::on_both_drivers!(
+    Env::pn_legacy();
     client_to_client,
     phone_to_client,
     group_kinds,

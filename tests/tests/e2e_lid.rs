@@ -11,9 +11,9 @@
 
 use amarula::core::jid::Jid;
 use amarula::store::MemoryStore;
-use amarula_tests::e2e_env::{Device, Env};
-use amarula_tests::runtimes::{Runtime, Smol, Tokio};
-use amarula_tests::sim::{Addressing, SimConfig};
+use amarula_tests::e2e::{Device, Env};
+use amarula_tests::runtimes::Runtime;
+use amarula_tests::sim::Addressing;
 
 const ALICE: &str = "15550001001";
 const BOB: &str = "15550001002";
@@ -35,7 +35,7 @@ fn none_undecryptable(devices: &[&Device]) {
     }
 }
 
-async fn one_to_one<R: Runtime>(env: &Env) {
+async fn one_to_one_by_lid<R: Runtime>(env: &Env) {
     let mut alice = Device::start::<R>(env, "alice", ALICE, 11).await;
     let mut alice2 = Device::start::<R>(env, "alice2", ALICE, 12).await;
     let mut bob = Device::start::<R>(env, "bob", BOB, 13).await;
@@ -71,7 +71,7 @@ async fn one_to_one<R: Runtime>(env: &Env) {
     assert!(!back.from_me);
 
     // The mappings are known both ways, device preserved.
-    let bob_dev = bob.jid.clone();
+    let bob_dev = bob.jid().clone();
     let bob_lid_dev = bob_lid.clone().with_device(bob_dev.device());
     assert_eq!(
         alice.client.canonical_jid(&Jid::user(BOB)).await.unwrap(),
@@ -98,19 +98,7 @@ async fn one_to_one<R: Runtime>(env: &Env) {
     bob.stop().await;
 }
 
-#[test]
-fn one_to_one_by_lid_tokio() {
-    let env = Env::with(SimConfig::default());
-    Tokio::block_on(&env.rt, one_to_one::<Tokio>(&env));
-}
-
-#[test]
-fn one_to_one_by_lid_smol() {
-    let env = Env::with(SimConfig::default());
-    Smol::block_on(&env.rt, one_to_one::<Smol>(&env));
-}
-
-async fn migration<R: Runtime>(env: &Env) {
+async fn a_chat_moves_from_phone_number_to_lid<R: Runtime>(env: &Env) {
     let mut alice = Device::start::<R>(env, "alice", ALICE, 21).await;
     let bob_store = MemoryStore::with_credentials(env.linked_credentials(BOB, 22));
     let mut bob = Device::start_with::<R, _>(env, "bob", bob_store.clone()).await;
@@ -154,7 +142,7 @@ async fn migration<R: Runtime>(env: &Env) {
     let second = bob.receive("lid 2").await;
     assert_eq!(second.chat, alice_lid);
     // The session moved: stored under her LID device, gone from her number, in one batch.
-    let alice_dev = alice.jid.device();
+    let alice_dev = alice.jid().device();
     let moved = format!("Persist(Session({}:{alice_dev}@lid", alice_lid.user_part());
     let removed = format!("Persist(RemoveSession({ALICE}:{alice_dev}@s.whatsapp.net))");
     let at = |what: &str| bob.seen.iter().position(|e| e.contains(what));
@@ -185,19 +173,7 @@ async fn migration<R: Runtime>(env: &Env) {
     bob.stop().await;
 }
 
-#[test]
-fn a_chat_moves_from_phone_number_to_lid_tokio() {
-    let env = Env::with(SimConfig::pn_legacy());
-    Tokio::block_on(&env.rt, migration::<Tokio>(&env));
-}
-
-#[test]
-fn a_chat_moves_from_phone_number_to_lid_smol() {
-    let env = Env::with(SimConfig::pn_legacy());
-    Smol::block_on(&env.rt, migration::<Smol>(&env));
-}
-
-async fn lid_group<R: Runtime>(env: &Env) {
+async fn a_lid_group_with_a_late_joiner<R: Runtime>(env: &Env) {
     let mut alice = Device::start::<R>(env, "alice", ALICE, 31).await;
     let mut bob = Device::start::<R>(env, "bob", BOB, 32).await;
     let mut carol = Device::start::<R>(env, "carol", CAROL, 33).await;
@@ -246,19 +222,7 @@ async fn lid_group<R: Runtime>(env: &Env) {
     carol.stop().await;
 }
 
-#[test]
-fn a_lid_group_with_a_late_joiner_tokio() {
-    let env = Env::with(SimConfig::default());
-    Tokio::block_on(&env.rt, lid_group::<Tokio>(&env));
-}
-
-#[test]
-fn a_lid_group_with_a_late_joiner_smol() {
-    let env = Env::with(SimConfig::default());
-    Smol::block_on(&env.rt, lid_group::<Smol>(&env));
-}
-
-async fn refused_463<R: Runtime>(env: &Env) {
+async fn a_463_is_recovered_with_privacy_tokens<R: Runtime>(env: &Env) {
     let mut alice = Device::start::<R>(env, "alice", ALICE, 41).await;
     let mut bob = Device::start::<R>(env, "bob", BOB, 42).await;
     let bob_account = env.sim.account(BOB).expect("bob");
@@ -317,14 +281,16 @@ async fn refused_463<R: Runtime>(env: &Env) {
     bob.stop().await;
 }
 
-#[test]
-fn a_463_is_recovered_with_privacy_tokens_tokio() {
-    let env = Env::with(SimConfig::default());
-    Tokio::block_on(&env.rt, refused_463::<Tokio>(&env));
-}
+amarula_tests::on_both_drivers!(
+    Env::new();
+    one_to_one_by_lid,
+    a_lid_group_with_a_late_joiner,
+    a_463_is_recovered_with_privacy_tokens,
+);
 
-#[test]
-fn a_463_is_recovered_with_privacy_tokens_smol() {
-    let env = Env::with(SimConfig::default());
-    Smol::block_on(&env.rt, refused_463::<Smol>(&env));
+/// The chat that moves starts in the legacy world.
+mod from_phone_numbers {
+    use super::*;
+
+    amarula_tests::on_both_drivers!(Env::pn_legacy(); a_chat_moves_from_phone_number_to_lid);
 }

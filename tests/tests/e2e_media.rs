@@ -4,122 +4,14 @@
 //! buffer); a host error retried; an expired blob reported as gone, then uploaded again by
 //! our own phone on request (the media re-upload round trip). Every wait is bounded.
 
-use std::time::Duration;
-
 use amarula::core::content::{Content, Media, MediaKind};
 use amarula::core::jid::Jid;
-use amarula::core::machine::{Confirm, Event, IncomingMessage};
-use amarula::media::{MediaConfig, MediaTransferError, OutgoingMedia};
-use amarula::store::MemoryStore;
-use amarula::{Client, ClientConfig, ClientError, ClientEvent, Events};
-use amarula_tests::e2e::sim_event;
-use amarula_tests::runtimes::{Runtime as Rt, Smol, Tokio};
-use amarula_tests::sim::client::{config_for, fresh_credentials};
-use amarula_tests::sim::{PhoneMediaKind, SimConfig, SimEvent, Simulator};
-
-const WAIT: Duration = Duration::from_secs(15);
-
-struct Env {
-    sim: Simulator,
-    rt: tokio::runtime::Runtime,
-}
-
-impl Env {
-    fn new() -> Self {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        let sim = rt.block_on(Simulator::start(SimConfig::default())).unwrap();
-        Self { sim, rt }
-    }
-
-    fn config(&self) -> ClientConfig {
-        let mut machine = config_for(&self.sim);
-        machine.prekey_upload_count = 20;
-        ClientConfig {
-            url: self.sim.url(),
-            machine,
-            close_timeout: Duration::from_millis(200),
-            media: MediaConfig {
-                scheme: "http".into(),
-                attempts: 3,
-                backoff: Duration::from_millis(5),
-                ..MediaConfig::default()
-            },
-        }
-    }
-
-    fn linked(&self, phone: &str, seed: u8) -> MemoryStore {
-        let account = self
-            .sim
-            .account(phone)
-            .unwrap_or_else(|| self.sim.add_account(phone));
-        let mut creds = fresh_credentials(seed);
-        creds.device = Some(account.link_device(&creds));
-        MemoryStore::with_credentials(creds)
-    }
-}
-
-impl Drop for Env {
-    fn drop(&mut self) {
-        self.sim.shutdown();
-    }
-}
-
-struct Device {
-    client: Client,
-    events: Events,
-}
-
-impl Device {
-    async fn start<R: Rt>(env: &Env, phone: &str, seed: u8) -> Self {
-        let (client, events) = R::connect(env.config(), env.linked(phone, seed))
-            .await
-            .unwrap();
-        let mut d = Self { client, events };
-        d.until("prekeys uploaded", |e| {
-            matches!(e, ClientEvent::Event(Event::PreKeysUploaded { .. })).then_some(())
-        })
-        .await;
-        d
-    }
-
-    async fn until<T>(&mut self, what: &str, mut pred: impl FnMut(ClientEvent) -> Option<T>) -> T {
-        let deadline = std::time::Instant::now() + WAIT;
-        loop {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            let next = smol::future::or(async { self.events.recv().await.map(Some) }, async {
-                smol::Timer::after(left).await;
-                Some(None)
-            })
-            .await;
-            match next {
-                Some(Some(event)) => {
-                    if let Some(t) = pred(event) {
-                        return t;
-                    }
-                }
-                _ => panic!("no {what} within {WAIT:?}"),
-            }
-        }
-    }
-
-    /// The next message, confirmed.
-    async fn message(&mut self) -> IncomingMessage {
-        let m = self
-            .until("a message", |e| match e {
-                ClientEvent::Event(Event::Message(m)) => Some(*m),
-                _ => None,
-            })
-            .await;
-        if let Some(token) = m.ack {
-            self.client.confirm(token, Confirm::Ack).await.unwrap();
-        }
-        m
-    }
-}
+use amarula::core::machine::IncomingMessage;
+use amarula::media::{MediaTransferError, OutgoingMedia};
+use amarula::ClientError;
+use amarula_tests::e2e::{Device, Env, sim_wait};
+use amarula_tests::runtimes::Runtime as Rt;
+use amarula_tests::sim::{PhoneMediaKind, SimEvent};
 
 fn media_of(m: &IncomingMessage) -> &Media {
     match &m.content {
@@ -136,8 +28,8 @@ fn file(len: usize, salt: u8) -> Vec<u8> {
 }
 
 async fn every_kind<R: Rt>(env: &Env) {
-    let alice = Device::start::<R>(env, "15550001111", 41).await;
-    let mut bob = Device::start::<R>(env, "15550002222", 42).await;
+    let alice = Device::start::<R>(env, "alice", "15550001111", 41).await;
+    let mut bob = Device::start::<R>(env, "bob", "15550002222", 42).await;
     let bob_jid: Jid = "15550002222@s.whatsapp.net".parse().unwrap();
     let cases = [
         (
@@ -171,7 +63,7 @@ async fn every_kind<R: Rt>(env: &Env) {
     for (i, (kind, outgoing)) in cases.into_iter().enumerate() {
         let data = file([30_000, 70_001, 5_000, 100, 16][i], [1, 2, 3, 4, 5][i]);
         alice.client.send_media(&bob_jid, outgoing).await.unwrap();
-        let m = bob.message().await;
+        let m = bob.next_message().await;
         let media = media_of(&m);
         assert_eq!(media.kind, Some(kind));
         assert_eq!(media.reference.file_length, data.len() as u64);
@@ -192,8 +84,8 @@ async fn every_kind<R: Rt>(env: &Env) {
 }
 
 async fn into_a_file_with_retries_and_expiry<R: Rt>(env: &Env) {
-    let alice = Device::start::<R>(env, "15550003333", 43).await;
-    let mut bob = Device::start::<R>(env, "15550004444", 44).await;
+    let alice = Device::start::<R>(env, "alice", "15550003333", 43).await;
+    let mut bob = Device::start::<R>(env, "bob", "15550004444", 44).await;
     let bob_jid: Jid = "15550004444@s.whatsapp.net".parse().unwrap();
     // A host error on the upload is retried.
     env.sim.media().fail_next(1);
@@ -206,7 +98,7 @@ async fn into_a_file_with_retries_and_expiry<R: Rt>(env: &Env) {
         )
         .await
         .unwrap();
-    let m = bob.message().await;
+    let m = bob.next_message().await;
     let media = media_of(&m).reference.clone();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("big.bin");
@@ -242,8 +134,8 @@ async fn into_a_file_with_retries_and_expiry<R: Rt>(env: &Env) {
 }
 
 async fn expired_blob_uploaded_again<R: Rt>(env: &Env) {
-    let alice = Device::start::<R>(env, "15550005555", 45).await;
-    let mut bob = Device::start::<R>(env, "15550006666", 46).await;
+    let alice = Device::start::<R>(env, "alice", "15550005555", 45).await;
+    let mut bob = Device::start::<R>(env, "bob", "15550006666", 46).await;
     let bob_jid: Jid = "15550006666@s.whatsapp.net".parse().unwrap();
     let data = file(40_000, 11);
     alice
@@ -254,7 +146,7 @@ async fn expired_blob_uploaded_again<R: Rt>(env: &Env) {
         )
         .await
         .unwrap();
-    let m = bob.message().await;
+    let m = bob.next_message().await;
     let media = media_of(&m).reference.clone();
     let old_path = media.direct_path.clone().unwrap();
     env.sim.media().expire(&old_path);
@@ -315,8 +207,8 @@ async fn expired_blob_uploaded_again<R: Rt>(env: &Env) {
 /// fetched and checked by the recipient's phone.
 async fn phones_send_and_fetch<R: Rt>(env: &Env) {
     let mut rx = env.sim.subscribe();
-    let alice = Device::start::<R>(env, "15550009991", 49).await;
-    let mut bob = Device::start::<R>(env, "15550009992", 50).await;
+    let alice = Device::start::<R>(env, "alice", "15550009991", 49).await;
+    let mut bob = Device::start::<R>(env, "bob", "15550009992", 50).await;
     let bob_jid: Jid = "15550009992@s.whatsapp.net".parse().unwrap();
     let alice_phone = env.sim.account("15550009991").unwrap();
     let cases = [
@@ -339,7 +231,7 @@ async fn phones_send_and_fetch<R: Rt>(env: &Env) {
         let id = alice_phone
             .phone_send_media(&bob_jid, phone_kind, &data, mime, Some("from the phone"))
             .unwrap();
-        let m = bob.message().await;
+        let m = bob.next_message().await;
         assert_eq!(m.id, id);
         let media = media_of(&m);
         assert_eq!(media.kind, Some(kind), "{phone_kind:?}");
@@ -353,7 +245,7 @@ async fn phones_send_and_fetch<R: Rt>(env: &Env) {
         .send_media(&bob_jid, OutgoingMedia::image(data.clone(), "image/png"))
         .await
         .unwrap();
-    let message = sim_event(&mut rx, "bob's phone decrypting the image", |e| match e {
+    let message = sim_wait(&mut rx, "bob's phone decrypting the image", |e| match e {
         SimEvent::PhoneMessage {
             account,
             id: i,
@@ -365,53 +257,13 @@ async fn phones_send_and_fetch<R: Rt>(env: &Env) {
     .await;
     let bob_phone = env.sim.account("15550009992").unwrap();
     assert_eq!(bob_phone.phone_download(&message).unwrap(), data);
-    let _ = bob.message().await;
+    let _ = bob.next_message().await;
 }
 
-#[test]
-fn phones_send_and_fetch_tokio() {
-    let env = Env::new();
-    Tokio::block_on(&env.rt, phones_send_and_fetch::<Tokio>(&env));
-}
-
-#[test]
-fn phones_send_and_fetch_smol() {
-    let env = Env::new();
-    Smol::block_on(&env.rt, phones_send_and_fetch::<Smol>(&env));
-}
-
-#[test]
-fn expired_blob_uploaded_again_tokio() {
-    let env = Env::new();
-    Tokio::block_on(&env.rt, expired_blob_uploaded_again::<Tokio>(&env));
-}
-
-#[test]
-fn expired_blob_uploaded_again_smol() {
-    let env = Env::new();
-    Smol::block_on(&env.rt, expired_blob_uploaded_again::<Smol>(&env));
-}
-
-#[test]
-fn every_kind_tokio() {
-    let env = Env::new();
-    Tokio::block_on(&env.rt, every_kind::<Tokio>(&env));
-}
-
-#[test]
-fn every_kind_smol() {
-    let env = Env::new();
-    Smol::block_on(&env.rt, every_kind::<Smol>(&env));
-}
-
-#[test]
-fn into_a_file_with_retries_and_expiry_tokio() {
-    let env = Env::new();
-    Tokio::block_on(&env.rt, into_a_file_with_retries_and_expiry::<Tokio>(&env));
-}
-
-#[test]
-fn into_a_file_with_retries_and_expiry_smol() {
-    let env = Env::new();
-    Smol::block_on(&env.rt, into_a_file_with_retries_and_expiry::<Smol>(&env));
-}
+amarula_tests::on_both_drivers!(
+    Env::new();
+    every_kind,
+    into_a_file_with_retries_and_expiry,
+    expired_blob_uploaded_again,
+    phones_send_and_fetch,
+);

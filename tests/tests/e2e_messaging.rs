@@ -6,240 +6,35 @@
 use std::time::Duration;
 
 use amarula::core::binary::Node;
-use amarula::core::jid::Jid;
-use amarula::core::machine::{Confirm, DecryptError, Event, IncomingMessage};
-use amarula::store::MemoryStore;
-use amarula::{Client, ClientConfig, ClientEvent, Events};
-use amarula_tests::sim::client::{config_for, fresh_credentials};
-use amarula_tests::sim::{Action, Rule, SimConfig, SimEvent, Simulator, Subscription, Target};
-
-const WAIT: Duration = Duration::from_secs(15);
-
-/// The simulator on its own tokio runtime.
-struct Env {
-    sim: Simulator,
-    rt: tokio::runtime::Runtime,
-}
-
-impl Env {
-    fn new() -> Self {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        let sim = rt
-            .block_on(Simulator::start(SimConfig::pn_legacy()))
-            .unwrap();
-        Self { sim, rt }
-    }
-
-    fn config(&self) -> ClientConfig {
-        let mut machine = config_for(&self.sim);
-        machine.max_backoff = Duration::from_millis(100);
-        // Small uploads keep the suite fast; the supply is refilled as the server asks.
-        machine.prekey_upload_count = 30;
-        ClientConfig {
-            url: self.sim.url(),
-            machine,
-            close_timeout: Duration::from_millis(200),
-            ..ClientConfig::default()
-        }
-    }
-
-    /// A linked device of `phone`'s account (created on first use) with a memory store.
-    fn linked(&self, phone: &str, seed: u8) -> MemoryStore {
-        let account = self
-            .sim
-            .account(phone)
-            .unwrap_or_else(|| self.sim.add_account(phone));
-        let mut creds = fresh_credentials(seed);
-        creds.device = Some(account.link_device(&creds));
-        MemoryStore::with_credentials(creds)
-    }
-}
-
-impl Drop for Env {
-    fn drop(&mut self) {
-        self.sim.shutdown();
-    }
-}
-
-use amarula_tests::runtimes::{Runtime as Rt, Smol, Tokio};
-
-/// One running client and what it saw.
-struct Device {
-    name: String,
-    jid: Jid,
-    client: Client,
-    events: Events,
-    seen: Vec<String>,
-    /// Decrypted messages, in arrival order.
-    messages: Vec<IncomingMessage>,
-    undecryptable: Vec<DecryptError>,
-}
-
-impl Device {
-    async fn start<R: Rt>(env: &Env, name: &str, phone: &str, seed: u8) -> Self {
-        let store = env.linked(phone, seed);
-        let creds = store.credentials().expect("linked");
-        let jid = creds.device.expect("paired").jid;
-        let (client, events) = R::connect(env.config(), store).await.unwrap();
-        let mut d = Self {
-            name: name.to_owned(),
-            jid,
-            client,
-            events,
-            seen: Vec::new(),
-            messages: Vec::new(),
-            undecryptable: Vec::new(),
-        };
-        // A new device can receive once its prekeys are on the server.
-        d.until("PreKeysUploaded", |_, e| {
-            matches!(e, ClientEvent::Event(Event::PreKeysUploaded { .. })).then_some(())
-        })
-        .await;
-        d
-    }
-
-    /// Handles events (confirming every message) until `pred` matches one.
-    async fn until<T>(
-        &mut self,
-        what: &str,
-        mut pred: impl FnMut(&Self, &ClientEvent) -> Option<T>,
-    ) -> T {
-        let deadline = std::time::Instant::now() + WAIT;
-        loop {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            let next = smol::future::or(async { self.events.recv().await.map(Some) }, async {
-                smol::Timer::after(left).await;
-                Some(None)
-            })
-            .await;
-            let Some(Some(event)) = next else {
-                panic!(
-                    "[{}] no {what} within {WAIT:?}; saw:\n{}",
-                    self.name,
-                    self.seen.join("\n")
-                )
-            };
-            self.record(&event).await;
-            if let Some(t) = pred(self, &event) {
-                return t;
-            }
-        }
-    }
-
-    /// Keeps what `event` says: messages (confirmed at once) and decryption failures.
-    async fn record(&mut self, event: &ClientEvent) {
-        self.seen.push(format!("{event:?}"));
-        match event {
-            ClientEvent::Event(Event::Message(m)) => {
-                if let Some(token) = m.ack {
-                    self.client.confirm(token, Confirm::Ack).await.unwrap();
-                }
-                self.messages.push((**m).clone());
-            }
-            ClientEvent::Event(Event::Undecryptable(u)) => {
-                self.undecryptable.push(u.error.clone());
-            }
-            _ => {}
-        }
-    }
-
-    /// Waits until a message with `text` has arrived; returns it.
-    async fn receive(&mut self, text: &str) -> IncomingMessage {
-        if let Some(m) = self.messages.iter().find(|m| m.text() == Some(text)) {
-            return m.clone();
-        }
-        let want = text.to_owned();
-        self.until(&format!("message {text:?}"), move |_, e| match e {
-            ClientEvent::Event(Event::Message(m)) if m.text() == Some(want.as_str()) => {
-                Some((**m).clone())
-            }
-            _ => None,
-        })
-        .await
-    }
-
-    /// Lets queued events in for a short while (to see that nothing more comes).
-    async fn settle(&mut self, d: Duration) {
-        let until = std::time::Instant::now() + d;
-        loop {
-            let left = until.saturating_duration_since(std::time::Instant::now());
-            if left.is_zero() {
-                return;
-            }
-            let got = smol::future::or(async { self.events.recv().await }, async {
-                smol::Timer::after(left).await;
-                None
-            })
-            .await;
-            let Some(event) = got else { return };
-            self.record(&event).await;
-        }
-    }
-
-    fn count(&self, text: &str) -> usize {
-        self.messages
-            .iter()
-            .filter(|m| m.text() == Some(text))
-            .count()
-    }
-
-    async fn stop(mut self) {
-        self.client.stop().await;
-        self.until("Stopped", |_, e| {
-            matches!(e, ClientEvent::Stopped).then_some(())
-        })
-        .await;
-    }
-}
-
-fn user(phone: &str) -> Jid {
-    format!("{phone}@s.whatsapp.net").parse().unwrap()
-}
+use amarula_tests::e2e::{Device, Env, sim_wait, user};
+use amarula_tests::runtimes::Runtime as Rt;
+use amarula_tests::sim::{Action, Rule, SimEvent, Subscription, Target};
 
 /// Waits for the simulated phone of `account` to decrypt `text`.
 async fn phone_receives(rx: &mut Subscription, account: &str, text: &str) {
-    let deadline = std::time::Instant::now() + WAIT;
-    loop {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        let got = smol::future::or(async { rx.next().await }, async {
-            smol::Timer::after(left).await;
-            None
-        })
-        .await;
-        match got {
-            Some(SimEvent::PhoneMessage {
-                account: a,
-                message,
-                ..
-            }) if a == account => {
-                let body = message
-                    .conversation
-                    .clone()
-                    .or_else(|| {
-                        message
-                            .device_sent_message
-                            .as_ref()
-                            .and_then(|d| d.message.as_ref())
-                            .and_then(|m| m.conversation.clone())
-                    })
-                    .unwrap_or_default();
-                if body == text {
-                    return;
-                }
-            }
-            Some(SimEvent::PhoneUndecryptable {
-                account: a, error, ..
-            }) if a == account => {
-                panic!("the phone of {account} could not decrypt: {error}")
-            }
-            Some(_) => {}
-            None => panic!("the phone of {account} did not get {text:?} within {WAIT:?}"),
+    sim_wait(rx, &format!("the phone of {account} decrypting {text:?}"), |e| match e {
+        SimEvent::PhoneMessage {
+            account: a,
+            message,
+            ..
+        } if a == account => {
+            let body = message.conversation.as_deref().or_else(|| {
+                message
+                    .device_sent_message
+                    .as_ref()
+                    .and_then(|d| d.message.as_ref())
+                    .and_then(|m| m.conversation.as_deref())
+            });
+            (body == Some(text)).then_some(())
         }
-    }
+        SimEvent::PhoneUndecryptable {
+            account: a, error, ..
+        } if a == account => {
+            panic!("the phone of {account} could not decrypt: {error}")
+        }
+        _ => None,
+    })
+    .await;
 }
 
 async fn two_accounts_with_two_devices<R: Rt>(env: &Env) {
@@ -355,7 +150,7 @@ async fn a_corrupted_delivery_is_retried_for_that_device_only<R: Rt>(env: &Env) 
     a1.client.send_text(&user(b), "warm up").await.unwrap();
     b1.receive("warm up").await;
     b2.receive("warm up").await;
-    env.sim.faults().corrupt_next_delivery(b1.jid.clone());
+    env.sim.faults().corrupt_next_delivery(b1.jid().clone());
     a1.client.send_text(&user(b), "second try").await.unwrap();
     let got = b1.receive("second try").await;
     assert_eq!(got.text(), Some("second try"));
@@ -381,7 +176,7 @@ async fn bad_input_is_a_typed_error_and_the_session_goes_on<R: Rt>(env: &Env) {
     let garbage = |id: &str, kind: &str, bytes: Vec<u8>| {
         Node::new("message")
             .attr("id", id)
-            .attr("from", a1.jid.clone())
+            .attr("from", a1.jid().clone())
             .attr("type", "text")
             .attr("t", "1700000000")
             .children([Node::new("enc")
@@ -399,7 +194,7 @@ async fn bad_input_is_a_typed_error_and_the_session_goes_on<R: Rt>(env: &Env) {
         assert!(
             env.sim
                 .faults()
-                .inject_device(&b1.jid, Action::Send(garbage(id, kind, bytes)))
+                .inject_device(b1.jid(), Action::Send(garbage(id, kind, bytes)))
         );
     }
     b1.until("five undecryptable", |d, _| {
@@ -422,7 +217,7 @@ async fn a_send_survives_a_dropped_connection<R: Rt>(env: &Env) {
     let mut b1 = Device::start::<R>(env, "b1", b, 42).await;
     // The server routes A's next message but does not ack it; then A's connection drops.
     env.sim.faults().add_times(
-        Target::Device(a1.jid.clone()),
+        Target::Device(a1.jid().clone()),
         Rule::WithholdMessageAck { id: None },
         1,
     );
@@ -430,7 +225,7 @@ async fn a_send_survives_a_dropped_connection<R: Rt>(env: &Env) {
     let send = a1.client.send_text(&to, "survives");
     let meanwhile = async {
         let got = b1.receive("survives").await;
-        assert!(env.sim.faults().inject_device(&a1.jid, Action::Drop));
+        assert!(env.sim.faults().inject_device(a1.jid(), Action::Drop));
         got.id
     };
     let (sent, routed) = smol::future::zip(send, meanwhile).await;
@@ -447,20 +242,8 @@ async fn a_send_survives_a_dropped_connection<R: Rt>(env: &Env) {
     }
 }
 
-macro_rules! scenarios {
-    ($($name:ident),* $(,)?) => {
-        mod tokio_driver {
-            use super::*;
-            $(#[test] fn $name() { let env = Env::new(); Tokio::block_on(&env.rt, super::$name::<Tokio>(&env)); })*
-        }
-        mod smol_driver {
-            use super::*;
-            $(#[test] fn $name() { let env = Env::new(); Smol::block_on(&env.rt, super::$name::<Smol>(&env)); })*
-        }
-    };
-}
-
-scenarios!(
+amarula_tests::on_both_drivers!(
+    Env::pn_legacy();
     two_accounts_with_two_devices,
     group_of_three_and_a_late_member,
     a_corrupted_delivery_is_retried_for_that_device_only,
