@@ -53,7 +53,6 @@ async fn names_mutes_pins_arrive<R: Rt>(env: &Env) {
     // As a phone does after pairing: the keys go to the new device once it can be reached.
     account.share_app_state_keys_after_linking();
     let mut d = Device::start_with::<R, _>(env, "d", env.linked(phone, 71)).await;
-    d.app_state = AppStateSeen::default();
     d.until_app_state("every collection synced", AppStateSeen::all_synced)
         .await;
     let got = actions(&d.app_state);
@@ -132,7 +131,6 @@ async fn corrupted_patch_recovered<R: Rt>(env: &Env) {
     account.app_state_snapshot(&[pin("15550000001", true)]);
     let mut d = Device::start_with::<R, _>(env, "d", env.linked(phone, 74)).await;
     account.share_app_state_key().unwrap();
-    d.app_state = AppStateSeen::default();
     d.until_app_state("synced", AppStateSeen::all_synced).await;
     for (how, chat) in [
         (PatchCorruption::PatchMac, "15550000002"),
@@ -180,7 +178,6 @@ async fn restart_mid_sync<R: Rt>(env: &Env) {
     // stops with the first page applied.
     account.answer_app_state_iqs(Some(5));
     account.share_app_state_key().unwrap();
-    d.app_state = AppStateSeen::default();
     d.until_app_state("the first page", |s| s.updates.len() >= 51)
         .await;
     d.client.stop().await;
@@ -228,7 +225,6 @@ async fn missing_key_requested<R: Rt>(env: &Env) {
     account.app_state_snapshot(&[pin("15550000001", true)]);
     let mut d = Device::start_with::<R, _>(env, "d", env.linked(phone, 76)).await;
     account.share_app_state_key().unwrap();
-    d.app_state = AppStateSeen::default();
     d.until_app_state("synced", AppStateSeen::all_synced).await;
     // The phone rotates its key and patches with the new one, not shared yet.
     let mut phone_events = env.sim.subscribe();

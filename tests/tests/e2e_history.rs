@@ -5,8 +5,6 @@
 //! confirmation hands the chunk out again, once; a tampered blob and an oversized one are
 //! reported, not applied and not acknowledged. Every wait is bounded.
 
-use std::time::Duration;
-
 use amarula::MessageRef;
 use amarula::core::content::Content;
 use amarula::core::history::SyncType;
@@ -14,131 +12,66 @@ use amarula::core::jid::Jid;
 use amarula::core::machine::{
     BlobError, Confirm, Event, HistorySyncBatch, HistorySyncError, IncomingMessage, OldestMessage,
 };
-use amarula::media::MediaConfig;
 use amarula::store::MemoryStore;
-use amarula::{Client, ClientConfig, ClientEvent, Events};
+use amarula::{ClientConfig, ClientEvent};
 use amarula_core::history::HistoryError;
-use amarula_tests::e2e::sim_event;
-use amarula_tests::runtimes::{Runtime as Rt, Smol, Tokio};
-use amarula_tests::sim::client::{config_for, fresh_credentials};
+use amarula_tests::e2e::{Device, Env, Ready, sim_wait};
+use amarula_tests::runtimes::Runtime as Rt;
 use amarula_tests::sim::history::{self, Delivery, HISTORY_TOKEN};
-use amarula_tests::sim::{SimConfig, SimEvent, Simulator, Subscription};
+use amarula_tests::sim::{SimConfig, SimEvent, Subscription};
 
-const WAIT: Duration = Duration::from_secs(15);
-
-struct Env {
-    sim: Simulator,
-    rt: tokio::runtime::Runtime,
+/// Devices paired by QR get the initial history; linked ones (most tests) do not.
+fn history_env() -> Env {
+    Env::with(SimConfig {
+        initial_history: true,
+        ..SimConfig::default()
+    })
 }
 
-impl Env {
-    fn new() -> Self {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        // Devices paired by QR get the initial history; linked ones (most tests) do not.
-        let config = SimConfig {
-            initial_history: true,
-            ..SimConfig::default()
-        };
-        let sim = rt.block_on(Simulator::start(config)).unwrap();
-        Self { sim, rt }
-    }
-
-    fn config(&self) -> ClientConfig {
-        let mut machine = config_for(&self.sim);
-        machine.prekey_upload_count = 20;
-        machine.max_backoff = Duration::from_millis(100);
-        // Small parts, so that the bootstrap comes in several.
-        machine.history_batch_messages = 3;
-        ClientConfig {
-            url: self.sim.url(),
-            machine,
-            close_timeout: Duration::from_millis(200),
-            media: MediaConfig {
-                scheme: "http".into(),
-                attempts: 2,
-                backoff: Duration::from_millis(5),
-                ..MediaConfig::default()
-            },
-        }
-    }
-
-    fn linked(&self, phone: &str, seed: u8) -> MemoryStore {
-        let account = self
-            .sim
-            .account(phone)
-            .unwrap_or_else(|| self.sim.add_account(phone));
-        let mut creds = fresh_credentials(seed);
-        creds.device = Some(account.link_device(&creds));
-        MemoryStore::with_credentials(creds)
-    }
+/// Small parts, so that the bootstrap comes in several; one retry of a blob fetch.
+fn config(env: &Env) -> ClientConfig {
+    let mut config = env.config();
+    config.machine.history_batch_messages = 3;
+    config.media.attempts = 2;
+    config
 }
 
-impl Drop for Env {
-    fn drop(&mut self) {
-        self.sim.shutdown();
-    }
+/// A client on `store`, once its prekeys are up (`fresh`) or once logged in.
+async fn start<R: Rt>(config: ClientConfig, store: MemoryStore, fresh: bool) -> Device {
+    let ready = if fresh {
+        Ready::PreKeysUploaded
+    } else {
+        Ready::LoggedIn
+    };
+    Device::connect::<R, _>("dev", config, store, ready).await
 }
 
-struct Device {
-    client: Client,
-    events: Events,
-}
-
-impl Device {
-    async fn start<R: Rt>(cfg: ClientConfig, store: MemoryStore, fresh: bool) -> Self {
-        let (client, events) = R::connect(cfg, store).await.unwrap();
-        let mut d = Self { client, events };
-        if fresh {
-            d.until("prekeys uploaded", |e| {
-                matches!(e, ClientEvent::Event(Event::PreKeysUploaded { .. })).then_some(())
-            })
-            .await;
-        } else {
-            d.until("logged in", |e| {
-                matches!(e, ClientEvent::Event(Event::LoggedIn { .. })).then_some(())
-            })
-            .await;
-        }
-        d
-    }
-
-    async fn until<T>(&mut self, what: &str, mut pred: impl FnMut(ClientEvent) -> Option<T>) -> T {
-        let deadline = std::time::Instant::now() + WAIT;
-        loop {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            let next = smol::future::or(async { self.events.recv().await.map(Some) }, async {
-                smol::Timer::after(left).await;
-                Some(None)
-            })
-            .await;
-            match next {
-                Some(Some(event)) => {
-                    if let Some(t) = pred(event) {
-                        return t;
-                    }
-                }
-                _ => panic!("no {what} within {WAIT:?}"),
-            }
-        }
-    }
-
+/// What the history tests wait for on a device.
+trait HistoryWaits {
     /// Every part of the chunk announced by `message_id`, up to its last; none confirmed.
     /// Panics on any other history event (a chunk seen twice, a failure) and on messages.
+    async fn chunk(&mut self, message_id: &str) -> Vec<HistorySyncBatch>;
+    /// Every part of the next chunk (announced by `message_id` when given).
+    async fn next_chunk(&mut self, message_id: Option<&str>) -> Vec<HistorySyncBatch>;
+    /// The next history failure; panics when a part is applied instead.
+    async fn failure(&mut self) -> (String, HistorySyncError);
+    /// Confirms the chunk through its last part, the only one holding the ack.
+    async fn confirm_last(&self, parts: &[HistorySyncBatch]);
+    /// The next message (confirmed); panics when history comes instead.
+    async fn message(&mut self) -> IncomingMessage;
+}
+
+impl HistoryWaits for Device {
     async fn chunk(&mut self, message_id: &str) -> Vec<HistorySyncBatch> {
         self.next_chunk(Some(message_id)).await
     }
 
-    /// Every part of the next chunk (announced by `message_id` when given).
     async fn next_chunk(&mut self, message_id: Option<&str>) -> Vec<HistorySyncBatch> {
         let mut parts = Vec::new();
         loop {
             let batch = self
-                .until("a history part", |e| match e {
-                    ClientEvent::Event(Event::HistorySync(b)) => Some(*b),
+                .until("a history part", |_, e| match e {
+                    ClientEvent::Event(Event::HistorySync(b)) => Some((**b).clone()),
                     ClientEvent::Event(Event::HistorySyncFailed { error, .. }) => {
                         panic!("history failed: {error}")
                     }
@@ -166,10 +99,10 @@ impl Device {
     }
 
     async fn failure(&mut self) -> (String, HistorySyncError) {
-        self.until("a history failure", |e| match e {
+        self.until("a history failure", |_, e| match e {
             ClientEvent::Event(Event::HistorySyncFailed {
                 message_id, error, ..
-            }) => Some((message_id, error)),
+            }) => Some((message_id.clone(), error.clone())),
             ClientEvent::Event(Event::HistorySync(b)) => panic!("applied: {b:?}"),
             _ => None,
         })
@@ -185,27 +118,13 @@ impl Device {
         self.client.confirm(token, Confirm::Ack).await.unwrap();
     }
 
-    /// The next message, confirmed.
     async fn message(&mut self) -> IncomingMessage {
-        let m = self
-            .until("a message", |e| match e {
-                ClientEvent::Event(Event::Message(m)) => Some(*m),
-                ClientEvent::Event(Event::HistorySync(b)) => panic!("history again: {b:?}"),
-                _ => None,
-            })
-            .await;
-        if let Some(token) = m.ack {
-            self.client.confirm(token, Confirm::Ack).await.unwrap();
-        }
-        m
-    }
-
-    async fn stop(mut self) {
-        self.client.stop().await;
-        self.until("stopped", |e| {
-            matches!(e, ClientEvent::Stopped).then_some(())
+        self.until("a message", |_, e| match e {
+            ClientEvent::Event(Event::Message(m)) => Some((**m).clone()),
+            ClientEvent::Event(Event::HistorySync(b)) => panic!("history again: {b:?}"),
+            _ => None,
         })
-        .await;
+        .await
     }
 }
 
@@ -215,7 +134,7 @@ fn jid(s: &str) -> Jid {
 
 /// Waits for the `hist_sync` receipt of `id`.
 async fn hist_sync_receipt(rx: &mut Subscription, id: &str) {
-    sim_event(rx, "hist_sync receipt", |e| match e {
+    sim_wait(rx, "hist_sync receipt", |e| match e {
         SimEvent::StanzaReceived { node, .. }
             if node.tag == "receipt" && node.attr_str("type") == Some("hist_sync") =>
         {
@@ -248,7 +167,7 @@ async fn hist_sync_before_marker(
     let m = dev.message().await;
     assert_eq!(m.id, marker);
     let mut seen = false;
-    sim_event(rx, "the marker's receipt", |e| match e {
+    sim_wait(rx, "the marker's receipt", |e| match e {
         SimEvent::StanzaReceived { node, .. } if node.tag == "receipt" => {
             if node.attr_str("type") == Some("hist_sync") {
                 seen = true;
@@ -354,7 +273,7 @@ fn check_store(store: &MemoryStore) {
 async fn initial_history_arrives_complete<R: Rt>(env: &Env) {
     let phone = "15557770001";
     let store = env.linked(phone, 61);
-    let mut dev = Device::start::<R>(env.config(), store.clone(), true).await;
+    let mut dev = start::<R>(config(env), store.clone(), true).await;
     let mut rx = env.sim.subscribe();
     let account = env.sim.account(phone).unwrap();
     let sent = account.send_initial_history().unwrap();
@@ -411,7 +330,7 @@ async fn a_restart_mid_sync_redoes_it_once<R: Rt>(env: &Env) {
     let phone = "15557770002";
     let store = env.linked(phone, 62);
     let mut rx = env.sim.subscribe();
-    let mut dev = Device::start::<R>(env.config(), store.clone(), true).await;
+    let mut dev = start::<R>(config(env), store.clone(), true).await;
     let account = env.sim.account(phone).unwrap();
     let sent = account
         .send_history(&history::sample_history(), &Delivery::default())
@@ -422,7 +341,7 @@ async fn a_restart_mid_sync_redoes_it_once<R: Rt>(env: &Env) {
     assert_eq!(store.pending().len(), 1, "the notification is kept");
     dev.stop().await;
     // The restart hands the same chunk out again, complete.
-    let mut dev = Device::start::<R>(env.config(), store.clone(), false).await;
+    let mut dev = start::<R>(config(env), store.clone(), false).await;
     let again = dev.chunk(&sent.message_id).await;
     assert_eq!(all_messages(&again), all_messages(&first));
     dev.confirm_last(&again).await;
@@ -431,7 +350,7 @@ async fn a_restart_mid_sync_redoes_it_once<R: Rt>(env: &Env) {
     check_store(&store);
     dev.stop().await;
     // Confirmed once: the next start brings nothing back (the marker comes first and alone).
-    let mut dev = Device::start::<R>(env.config(), store.clone(), false).await;
+    let mut dev = start::<R>(config(env), store.clone(), false).await;
     let mut rx = env.sim.subscribe();
     assert!(!hist_sync_before_marker(env, phone, &mut dev, &mut rx).await);
     dev.stop().await;
@@ -440,7 +359,7 @@ async fn a_restart_mid_sync_redoes_it_once<R: Rt>(env: &Env) {
 async fn a_tampered_blob_is_reported_not_acked<R: Rt>(env: &Env) {
     let phone = "15557770003";
     let store = env.linked(phone, 63);
-    let mut dev = Device::start::<R>(env.config(), store.clone(), true).await;
+    let mut dev = start::<R>(config(env), store.clone(), true).await;
     let mut rx = env.sim.subscribe();
     let account = env.sim.account(phone).unwrap();
     let sent = account
@@ -468,9 +387,9 @@ async fn a_tampered_blob_is_reported_not_acked<R: Rt>(env: &Env) {
 async fn an_oversized_chunk_is_refused<R: Rt>(env: &Env) {
     let phone = "15557770004";
     let store = env.linked(phone, 64);
-    let mut cfg = env.config();
+    let mut cfg = config(env);
     cfg.machine.max_history_inflated = 4096;
-    let mut dev = Device::start::<R>(cfg, store.clone(), true).await;
+    let mut dev = start::<R>(cfg, store.clone(), true).await;
     let mut rx = env.sim.subscribe();
     let account = env.sim.account(phone).unwrap();
     let sent = account
@@ -492,13 +411,13 @@ async fn an_oversized_chunk_is_refused<R: Rt>(env: &Env) {
 async fn on_demand_history_arrives_matched<R: Rt>(env: &Env) {
     let phone = "15557770005";
     let store = env.linked(phone, 65);
-    let mut dev = Device::start::<R>(env.config(), store.clone(), true).await;
+    let mut dev = start::<R>(config(env), store.clone(), true).await;
     let mut rx = env.sim.subscribe();
     let alice = jid("15550001111@s.whatsapp.net");
     let oldest = OldestMessage::new(alice.clone(), "H-A1", false, 1_700_000_010);
     let request = dev.client.request_history(&oldest, 5).await.unwrap();
     // A peer message to our own phone, pushed with priority.
-    let stanza = sim_event(&mut rx, "the request stanza", |e| match e {
+    let stanza = sim_wait(&mut rx, "the request stanza", |e| match e {
         SimEvent::StanzaReceived { node, .. }
             if node.tag == "message" && node.attr_str("id") == Some(request.as_str()) =>
         {
@@ -539,7 +458,7 @@ async fn on_demand_history_arrives_matched<R: Rt>(env: &Env) {
 async fn a_placeholder_resend_is_answered<R: Rt>(env: &Env) {
     let phone = "15557770006";
     let store = env.linked(phone, 66);
-    let mut dev = Device::start::<R>(env.config(), store.clone(), true).await;
+    let mut dev = start::<R>(config(env), store.clone(), true).await;
     let alice = jid("15550001111@s.whatsapp.net");
     let request = dev
         .client
@@ -547,8 +466,8 @@ async fn a_placeholder_resend_is_answered<R: Rt>(env: &Env) {
         .await
         .unwrap();
     let answer = dev
-        .until("the resend answer", |e| match e {
-            ClientEvent::Event(Event::PlaceholderResend(a)) => Some(*a),
+        .until("the resend answer", |_, e| match e {
+            ClientEvent::Event(Event::PlaceholderResend(a)) => Some((**a).clone()),
             ClientEvent::Event(Event::Message(m)) => panic!("handed out as a message: {m:?}"),
             _ => None,
         })
@@ -566,7 +485,7 @@ async fn a_placeholder_resend_is_answered<R: Rt>(env: &Env) {
         .await
         .unwrap();
     // The answer's receipt leaves only once it is confirmed, after its stored copy is gone.
-    sim_event(&mut rx, "the answer's receipt", |e| match e {
+    sim_wait(&mut rx, "the answer's receipt", |e| match e {
         SimEvent::StanzaReceived { node, .. } if node.tag == "receipt" => Some(()),
         _ => None,
     })
@@ -578,11 +497,10 @@ async fn a_placeholder_resend_is_answered<R: Rt>(env: &Env) {
 async fn history_follows_qr_pairing<R: Rt>(env: &Env) {
     let account = env.sim.add_account("15557770007");
     let store = MemoryStore::new();
-    let (client, events) = R::connect(env.config(), store.clone()).await.unwrap();
-    let mut dev = Device { client, events };
+    let mut dev = Device::connect::<R, _>("dev", config(env), store.clone(), Ready::Started).await;
     let qr = dev
-        .until("a QR", |e| match e {
-            ClientEvent::Event(Event::PairingQr { qr, .. }) => Some(qr),
+        .until("a QR", |_, e| match e {
+            ClientEvent::Event(Event::PairingQr { qr, .. }) => Some(qr.clone()),
             _ => None,
         })
         .await;
