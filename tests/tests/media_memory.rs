@@ -16,17 +16,12 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::io::{Read, Write};
 use std::sync::atomic::{AtomicIsize, Ordering};
-use std::time::Duration;
 
 use amarula::core::content::{Content, MediaKind};
 use amarula::core::jid::Jid;
-use amarula::core::machine::{Confirm, Event, IncomingMessage};
-use amarula::media::{MediaConfig, OutgoingMedia};
-use amarula::store::MemoryStore;
-use amarula::{Client, ClientConfig, ClientEvent, Events};
+use amarula::media::OutgoingMedia;
+use amarula_tests::e2e::{Device, Env};
 use amarula_tests::runtimes::{Runtime as Rt, Tokio};
-use amarula_tests::sim::client::{config_for, fresh_credentials};
-use amarula_tests::sim::{SimConfig, Simulator};
 use sha2::{Digest, Sha256};
 
 /// Live heap bytes of the process, and their peak since the last [`reset_peak`].
@@ -98,7 +93,6 @@ const MIB: f64 = (1 << 20) as f64;
 /// What the client may add to the peak on either side: its fixed buffers, the HTTP client's,
 /// the messages; far below the file.
 const CLIENT_BUDGET: isize = 16 << 20;
-const WAIT: Duration = Duration::from_secs(300);
 
 /// Writes `SIZE` deterministic bytes to `path` in 1 MiB chunks; returns their SHA-256.
 fn write_file(path: &std::path::Path) -> [u8; 32] {
@@ -130,65 +124,13 @@ fn sha_of(path: &std::path::Path) -> [u8; 32] {
     sha.finalize().into()
 }
 
-struct Device {
-    client: Client,
-    events: Events,
-}
-
-impl Device {
-    async fn start<R: Rt>(sim: &Simulator, phone: &str, seed: u8) -> Self {
-        let account = sim.account(phone).unwrap_or_else(|| sim.add_account(phone));
-        let mut creds = fresh_credentials(seed);
-        creds.device = Some(account.link_device(&creds));
-        let mut machine = config_for(sim);
-        machine.prekey_upload_count = 20;
-        let config = ClientConfig {
-            url: sim.url(),
-            machine,
-            close_timeout: Duration::from_millis(200),
-            media: MediaConfig {
-                scheme: "http".into(),
-                backoff: Duration::from_millis(5),
-                ..MediaConfig::default()
-            },
-        };
-        let (client, events) = R::connect(config, MemoryStore::with_credentials(creds))
-            .await
-            .unwrap();
-        let mut d = Self { client, events };
-        d.until(|e| matches!(e, ClientEvent::Event(Event::PreKeysUploaded { .. })).then_some(()))
-            .await;
-        d
-    }
-
-    async fn until<T>(&mut self, mut pred: impl FnMut(ClientEvent) -> Option<T>) -> T {
-        let deadline = std::time::Instant::now() + WAIT;
-        loop {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            let next = smol::future::or(async { self.events.recv().await.map(Some) }, async {
-                smol::Timer::after(left).await;
-                Some(None)
-            })
-            .await;
-            match next {
-                Some(Some(event)) => {
-                    if let Some(t) = pred(event) {
-                        return t;
-                    }
-                }
-                _ => panic!("nothing within {WAIT:?}"),
-            }
-        }
-    }
-}
-
-async fn two_hundred_mib(sim: &Simulator) {
+async fn two_hundred_mib(env: &Env) {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("big.bin");
     let output = dir.path().join("received.bin");
     let sha = write_file(&input);
-    let alice = Device::start::<Tokio>(sim, "15550007777", 47).await;
-    let mut bob = Device::start::<Tokio>(sim, "15550008888", 48).await;
+    let alice = Device::start::<Tokio>(env, "alice", "15550007777", 47).await;
+    let mut bob = Device::start::<Tokio>(env, "bob", "15550008888", 48).await;
     let bob_jid: Jid = "15550008888@s.whatsapp.net".parse().unwrap();
 
     let base = reset_peak();
@@ -203,15 +145,7 @@ async fn two_hundred_mib(sim: &Simulator) {
         .unwrap();
     let upload_peak = peak_since(base);
 
-    let m: IncomingMessage = bob
-        .until(|e| match e {
-            ClientEvent::Event(Event::Message(m)) => Some(*m),
-            _ => None,
-        })
-        .await;
-    if let Some(token) = m.ack {
-        bob.client.confirm(token, Confirm::Ack).await.unwrap();
-    }
+    let m = bob.next_message().await;
     let Content::Media(media) = &m.content else {
         panic!("not media: {:?}", m.content);
     };
@@ -252,12 +186,6 @@ async fn two_hundred_mib(sim: &Simulator) {
 
 #[test]
 fn two_hundred_mib_through_fixed_buffers() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let sim = rt.block_on(Simulator::start(SimConfig::default())).unwrap();
-    Tokio::block_on(&rt, two_hundred_mib(&sim));
-    sim.shutdown();
+    let env = Env::new();
+    Tokio::block_on(&env.rt, two_hundred_mib(&env));
 }
