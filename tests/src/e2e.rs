@@ -1,18 +1,19 @@
 //! The set-up every end-to-end suite shares: the simulator on its own tokio runtime ([`Env`]),
 //! running clients that keep what they saw ([`Device`]), waits on the simulator's events
 //! ([`sim_wait`]), and [`on_both_drivers!`](crate::on_both_drivers) to run each scenario once
-//! on tokio and once on smol. Every wait is bounded by [`WAIT`]; nothing sleeps.
+//! on tokio and once on smol. Every wait is bounded (by [`WAIT`] unless a device says otherwise); nothing sleeps.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use amarula::core::appstate::Collection;
 use amarula::core::credentials::Credentials;
 use amarula::core::jid::Jid;
 use amarula::core::machine::{
-    AppStateSyncError, AppStateUpdate, ChatState, ChatStateUpdate, Confirm, DecryptError, Event,
-    IncomingMessage, PresenceUpdate, Receipt, ReceiptKind,
+    AppStateSyncError, AppStateUpdate, ChatState, ChatStateUpdate, Confirm, Event, IncomingMessage,
+    PresenceUpdate, Receipt, ReceiptKind, UndecryptableMessage,
 };
 use amarula::core::notify::call::CallEvent;
 use amarula::core::notify::group::GroupNotification;
@@ -181,8 +182,8 @@ pub struct Device {
     pub messages: Vec<IncomingMessage>,
     /// How many of `messages` [`next_message`](Self::next_message) has handed out.
     taken: usize,
-    /// Decryption failures.
-    pub undecryptable: Vec<DecryptError>,
+    /// Messages that could not be decrypted, in arrival order.
+    pub undecryptable: Vec<UndecryptableMessage>,
     /// Group notifications not yet taken by [`group_change`](Self::group_change).
     pub group_changes: Vec<GroupNotification>,
     /// Call stanzas not yet taken by [`call`](Self::call).
@@ -197,6 +198,27 @@ pub struct Device {
     pub stored_names: Vec<Option<String>>,
     /// App-state events.
     pub app_state: AppStateSeen,
+    /// More to say when a wait fails (e.g. another process's log).
+    pub diagnostics: Option<Diagnostics>,
+    /// How long one wait may take ([`WAIT`] unless set).
+    pub wait: Duration,
+}
+
+/// What a test adds to a [`Device`]'s failure messages.
+#[derive(Clone)]
+pub struct Diagnostics(Arc<dyn Fn() -> String + Send + Sync>);
+
+impl Diagnostics {
+    /// `describe` is called when a wait fails.
+    pub fn new(describe: impl Fn() -> String + Send + Sync + 'static) -> Self {
+        Self(Arc::new(describe))
+    }
+}
+
+impl std::fmt::Debug for Diagnostics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Diagnostics")
+    }
 }
 
 impl Device {
@@ -242,9 +264,7 @@ impl Device {
     ) -> Self {
         let creds = store.load().await.expect("the store loads");
         let jid = creds.and_then(|c| c.device).map(|d| d.jid);
-        let (client, events) = R::connect(config, store)
-            .await
-            .expect("the client starts");
+        let (client, events) = R::connect(config, store).await.expect("the client starts");
         let mut d = Self {
             name: name.to_owned(),
             jid,
@@ -261,6 +281,8 @@ impl Device {
             chat_states: Vec::new(),
             stored_names: Vec::new(),
             app_state: AppStateSeen::default(),
+            diagnostics: None,
+            wait: WAIT,
         };
         match ready {
             Ready::Started => {}
@@ -298,6 +320,16 @@ impl Device {
         self.jid().to_non_device()
     }
 
+    /// What it saw, and the [`diagnostics`](Self::diagnostics), for a failure message.
+    fn report(&self) -> String {
+        let extra = self
+            .diagnostics
+            .as_ref()
+            .map(|d| (d.0)())
+            .unwrap_or_default();
+        format!("saw:\n{}\n{extra}", self.seen.join("\n"))
+    }
+
     /// The next event within `left`; `None` when time is up.
     ///
     /// # Panics
@@ -310,11 +342,7 @@ impl Device {
         .await;
         match next {
             Some(Some(event)) => Some(event),
-            Some(None) => panic!(
-                "[{}] the events ended; saw:\n{}",
-                self.name,
-                self.seen.join("\n")
-            ),
+            Some(None) => panic!("[{}] the events ended; {}", self.name, self.report()),
             None => None,
         }
     }
@@ -322,20 +350,21 @@ impl Device {
     /// Handles events until `pred` picks one out; returns what it gave.
     ///
     /// # Panics
-    /// When nothing matches within [`WAIT`], naming `what`.
+    /// When nothing matches within [`wait`](Self::wait), naming `what`.
     pub async fn until<T>(
         &mut self,
         what: &str,
         mut pred: impl FnMut(&Self, &ClientEvent) -> Option<T>,
     ) -> T {
-        let deadline = std::time::Instant::now() + WAIT;
+        let deadline = std::time::Instant::now() + self.wait;
         loop {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             let Some(event) = self.next_event(left).await else {
                 panic!(
-                    "[{}] no {what} within {WAIT:?}; saw:\n{}",
+                    "[{}] no {what} within {:?}; {}",
                     self.name,
-                    self.seen.join("\n")
+                    self.wait,
+                    self.report()
                 )
             };
             self.record(&event).await;
@@ -348,7 +377,7 @@ impl Device {
     /// Handles events until `done` holds of what was seen; checked first, before waiting.
     ///
     /// # Panics
-    /// When it does not hold within [`WAIT`], naming `what`.
+    /// When it does not hold within [`wait`](Self::wait), naming `what`.
     pub async fn wait_until(&mut self, what: &str, mut done: impl FnMut(&Self) -> bool) {
         if done(self) {
             return;
@@ -371,7 +400,7 @@ impl Device {
                 self.messages.push((**m).clone());
             }
             Event::Paired { device } => self.jid = Some(device.jid.clone()),
-            Event::Undecryptable(u) => self.undecryptable.push(u.error.clone()),
+            Event::Undecryptable(u) => self.undecryptable.push((**u).clone()),
             Event::GroupChanged(n) => self.group_changes.push((**n).clone()),
             Event::Call(c) => self.calls.push((**c).clone()),
             Event::Receipt(r) => self.receipts.push((**r).clone()),
@@ -404,7 +433,7 @@ impl Device {
     /// Handles events until `done` holds of the app state seen; checked first.
     ///
     /// # Panics
-    /// When it does not hold within [`WAIT`], naming `what`.
+    /// When it does not hold within [`wait`](Self::wait), naming `what`.
     pub async fn until_app_state(&mut self, what: &str, done: impl Fn(&AppStateSeen) -> bool) {
         self.wait_until(what, |d| done(&d.app_state)).await;
     }
@@ -412,7 +441,7 @@ impl Device {
     /// The first message not yet handed out by this call, waiting for one if need be.
     ///
     /// # Panics
-    /// When none comes within [`WAIT`].
+    /// When none comes within [`wait`](Self::wait).
     pub async fn next_message(&mut self) -> IncomingMessage {
         let taken = self.taken;
         self.wait_until("a message", |d| d.messages.len() > taken)
@@ -424,7 +453,7 @@ impl Device {
     /// Waits for the message with id `id` (seen before or arriving); returns it.
     ///
     /// # Panics
-    /// When it does not come within [`WAIT`].
+    /// When it does not come within [`wait`](Self::wait).
     pub async fn receive_id(&mut self, id: &str) -> IncomingMessage {
         self.message_where(&format!("message {id}"), |m| m.id == id)
             .await
@@ -433,7 +462,7 @@ impl Device {
     /// Waits for a message with `text` (seen before or arriving); returns it.
     ///
     /// # Panics
-    /// When it does not come within [`WAIT`].
+    /// When it does not come within [`wait`](Self::wait).
     pub async fn receive(&mut self, text: &str) -> IncomingMessage {
         self.message_where(&format!("message {text:?}"), |m| m.text() == Some(text))
             .await
@@ -442,7 +471,7 @@ impl Device {
     /// Waits for the first message `pred` accepts (seen before or arriving); returns it.
     ///
     /// # Panics
-    /// When none comes within [`WAIT`].
+    /// When none comes within [`wait`](Self::wait).
     pub async fn message_where(
         &mut self,
         what: &str,
@@ -469,7 +498,7 @@ impl Device {
     /// and removes it from [`group_changes`](Self::group_changes).
     ///
     /// # Panics
-    /// When none comes within [`WAIT`].
+    /// When none comes within [`wait`](Self::wait).
     pub async fn group_change(
         &mut self,
         what: &str,
@@ -488,7 +517,7 @@ impl Device {
     /// Waits for the next call stanza not yet taken; removes it.
     ///
     /// # Panics
-    /// When none comes within [`WAIT`].
+    /// When none comes within [`wait`](Self::wait).
     pub async fn call(&mut self) -> CallEvent {
         self.wait_until("a call", |d| !d.calls.is_empty()).await;
         self.calls.remove(0)
@@ -497,7 +526,7 @@ impl Device {
     /// Waits for a receipt of `kind` naming every id of `ids` (seen before or arriving).
     ///
     /// # Panics
-    /// When none comes within [`WAIT`].
+    /// When none comes within [`wait`](Self::wait).
     pub async fn receipt(&mut self, kind: ReceiptKind, ids: &[String]) -> Receipt {
         let find = |d: &Self| {
             d.receipts
@@ -516,7 +545,7 @@ impl Device {
     /// arriving); later waits look only at updates after it.
     ///
     /// # Panics
-    /// When none comes within [`WAIT`].
+    /// When none comes within [`wait`](Self::wait).
     pub async fn presence_of(
         &mut self,
         user: &Jid,
@@ -539,7 +568,7 @@ impl Device {
     /// Waits for `state` in `chat` (seen before or arriving).
     ///
     /// # Panics
-    /// When it does not come within [`WAIT`].
+    /// When it does not come within [`wait`](Self::wait).
     pub async fn chat_state(&mut self, chat: &Jid, state: ChatState) -> ChatStateUpdate {
         let find = |d: &Self| {
             d.chat_states
@@ -570,7 +599,7 @@ impl Device {
     /// Stops the client and waits for its last event.
     ///
     /// # Panics
-    /// When it does not stop within [`WAIT`].
+    /// When it does not stop within [`wait`](Self::wait).
     pub async fn stop(mut self) {
         self.client.stop().await;
         self.until("Stopped", |_, e| {

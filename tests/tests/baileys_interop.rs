@@ -29,18 +29,14 @@
 //! the test fails and says so.
 
 use std::collections::{HashMap, HashSet};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use amarula::core::binary::Node;
 use amarula::core::jid::Jid;
-use amarula::core::machine::{Confirm, DecryptError, Event, IncomingMessage};
-use amarula::store::MemoryStore;
-use amarula::{Client, ClientConfig, ClientEvent, Events};
+use amarula_tests::e2e::{Device, Diagnostics, Env, user};
 use amarula_tests::interop::{Baileys, SimLog, Tails, WAIT, check_installed};
-use amarula_tests::sim::client::{config_for, fresh_credentials};
-use amarula_tests::sim::{
-    ConnId, ConnKind, Direction, Rule, SimConfig, SimEvent, Simulator, Target,
-};
+use amarula_tests::runtimes::Tokio;
+use amarula_tests::sim::{ConnId, ConnKind, Direction, Rule, SimEvent, Simulator, Target};
 use serde_json::{Value, json};
 
 /// How long "nothing more comes" is watched.
@@ -66,149 +62,14 @@ fn first_frame_late(sim: &Simulator, target: Target) {
     );
 }
 
-/// One amarula client (tokio driver, memory store) and what it saw.
-struct Amarula {
-    name: &'static str,
-    tails: Tails,
-    jid: Jid,
-    client: Client,
-    events: Events,
-    seen: Vec<String>,
-    messages: Vec<IncomingMessage>,
-    undecryptable: Vec<(String, DecryptError)>,
-}
-
-impl Amarula {
-    async fn start(
-        sim: &Simulator,
-        name: &'static str,
-        phone: &str,
-        seed: u8,
-        tails: Tails,
-    ) -> Self {
-        let account = sim.account(phone).unwrap_or_else(|| sim.add_account(phone));
-        let mut creds = fresh_credentials(seed);
-        let identity = account.link_device(&creds);
-        let jid = identity.jid.clone();
-        creds.device = Some(identity);
-        let mut machine = config_for(sim);
-        machine.max_backoff = Duration::from_millis(100);
-        machine.prekey_upload_count = 30;
-        let config = ClientConfig {
-            url: sim.url(),
-            machine,
-            close_timeout: Duration::from_millis(200),
-            ..ClientConfig::default()
-        };
-        let (client, events) =
-            amarula::tokio::connect(config, MemoryStore::with_credentials(creds))
-                .await
-                .expect("amarula connects");
-        let mut a = Self {
-            name,
-            tails,
-            jid,
-            client,
-            events,
-            seen: Vec::new(),
-            messages: Vec::new(),
-            undecryptable: Vec::new(),
-        };
-        a.until("PreKeysUploaded", |e| {
-            matches!(e, ClientEvent::Event(Event::PreKeysUploaded { .. })).then_some(())
-        })
-        .await;
-        a
-    }
-
-    async fn until<T>(&mut self, what: &str, mut pred: impl FnMut(&ClientEvent) -> Option<T>) -> T {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let next = smol::future::or(async { self.events.recv().await.map(Some) }, async {
-                smol::Timer::after(left).await;
-                Some(None)
-            })
-            .await;
-            let Some(Some(event)) = next else {
-                panic!(
-                    "[{}] no {what} within {WAIT:?}; saw:\n{}\n{}",
-                    self.name,
-                    self.seen.join("\n"),
-                    self.tails.dump()
-                )
-            };
-            self.record(&event).await;
-            if let Some(t) = pred(&event) {
-                return t;
-            }
-        }
-    }
-
-    async fn record(&mut self, event: &ClientEvent) {
-        self.seen.push(format!("{event:?}"));
-        match event {
-            ClientEvent::Event(Event::Message(m)) => {
-                if let Some(token) = m.ack {
-                    let confirmed = self.client.confirm(token, Confirm::Ack).await;
-                    // While stopping, a late message is not confirmed (the server keeps it).
-                    assert!(
-                        confirmed.is_ok() || self.client.is_stopped(),
-                        "[{}] confirm: {confirmed:?}",
-                        self.name
-                    );
-                }
-                self.messages.push((**m).clone());
-            }
-            ClientEvent::Event(Event::Undecryptable(u)) => {
-                self.undecryptable.push((u.id.clone(), u.error.clone()));
-            }
-            _ => {}
-        }
-    }
-
-    async fn receive(&mut self, text: &str) -> IncomingMessage {
-        if let Some(m) = self.messages.iter().find(|m| m.text() == Some(text)) {
-            return m.clone();
-        }
-        let want = text.to_owned();
-        self.until(&format!("message {text:?}"), move |e| match e {
-            ClientEvent::Event(Event::Message(m)) if m.text() == Some(want.as_str()) => {
-                Some((**m).clone())
-            }
-            _ => None,
-        })
-        .await
-    }
-
-    async fn settle(&mut self, d: Duration) {
-        let until = Instant::now() + d;
-        loop {
-            let left = until.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return;
-            }
-            let got = smol::future::or(async { self.events.recv().await }, async {
-                smol::Timer::after(left).await;
-                None
-            })
-            .await;
-            let Some(event) = got else { return };
-            self.record(&event).await;
-        }
-    }
-
-    async fn stop(mut self) {
-        self.client.stop().await;
-        self.until("Stopped", |e| {
-            matches!(e, ClientEvent::Stopped).then_some(())
-        })
-        .await;
-    }
-}
-
-fn user(phone: &str) -> Jid {
-    format!("{phone}@s.whatsapp.net").parse().expect("jid")
+/// An amarula device of `phone` (tokio driver, memory store) whose failure messages end
+/// with the Baileys and simulator logs.
+async fn amarula(env: &Env, name: &str, phone: &str, seed: u8, tails: &Tails) -> Device {
+    let mut d = Device::start::<Tokio>(env, name, phone, seed).await;
+    let tails = tails.clone();
+    d.diagnostics = Some(Diagnostics::new(move || tails.dump()));
+    d.wait = WAIT;
+    d
 }
 
 fn is_message_ack(n: &Node) -> bool {
@@ -300,26 +161,19 @@ async fn bl_online(
 #[test]
 fn baileys_against_the_simulator() {
     check_installed();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let sim = rt
-        .block_on(Simulator::start(SimConfig::pn_legacy()))
-        .expect("simulator");
-    let mut log = SimLog::start(&sim, &rt);
-    rt.block_on(scenario(&sim, &mut log));
-    sim.shutdown();
+    let env = Env::pn_legacy();
+    let mut log = SimLog::start(&env.sim, &env.rt);
+    env.rt.block_on(scenario(&env, &mut log));
 }
 
-async fn scenario(sim: &Simulator, log: &mut SimLog) {
+async fn scenario(env: &Env, log: &mut SimLog) {
+    let sim = &env.sim;
     let (a, b) = ("15550007001", "15550007002");
     let account_a = sim.add_account(a);
     sim.add_account(b);
     // B's amarula device, and an amarula companion of Baileys' own account.
-    let mut b1 = Amarula::start(sim, "b1", b, 71, log.tails.clone()).await;
-    let mut a2 = Amarula::start(sim, "a2", a, 72, log.tails.clone()).await;
+    let mut b1 = amarula(env, "b1", b, 71, &log.tails).await;
+    let mut a2 = amarula(env, "a2", a, 72, &log.tails).await;
 
     first_frame_late(sim, Target::Registrations);
     let mut bl = Baileys::spawn(&sim.url(), log.tails.clone());
@@ -475,12 +329,12 @@ async fn scenario(sim: &Simulator, log: &mut SimLog) {
 
     // Step 5b: a retry receipt from amarula; Baileys resends from its `getMessage`.
     let mark = log.seen.len();
-    sim.faults().corrupt_next_delivery(b1.jid.clone());
+    sim.faults().corrupt_next_delivery(b1.jid().clone());
     let id = bl.send_text(&user(b), "corrupted for b1").await;
     let corrupted_for_b1 = id.clone();
     let got = b1.receive("corrupted for b1").await;
     assert_eq!(got.id, id);
-    let b1_jid = b1.jid.clone();
+    let b1_jid = b1.jid().clone();
     log.wait("b1's retry receipt", mark, |e| match e {
         SimEvent::StanzaReceived {
             device: Some(d),
@@ -493,7 +347,7 @@ async fn scenario(sim: &Simulator, log: &mut SimLog) {
     assert_eq!(
         b1.undecryptable
             .iter()
-            .map(|(i, _)| i.as_str())
+            .map(|u| u.id.as_str())
             .collect::<Vec<_>>(),
         [id.as_str()],
         "{:?}",
@@ -649,12 +503,12 @@ async fn scenario(sim: &Simulator, log: &mut SimLog) {
             .collect()
     };
     assert_eq!(
-        acked(&b1.jid),
+        acked(b1.jid()),
         [corrupted_for_b1],
         "b1 acks besides its receipts"
     );
     assert_eq!(
-        acked(&a2.jid),
+        acked(a2.jid()),
         Vec::<String>::new(),
         "a2 acks besides its receipts"
     );

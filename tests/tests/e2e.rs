@@ -47,17 +47,19 @@ async fn qr_pairing_then_login<R: Rt>(env: &Env) {
     let dir = tempfile::tempdir().unwrap();
     let store = FileStore::new(dir.path().join("qr.json"));
     let mut d = connect::<R, _>(env, "qr", store.clone()).await;
-    let qr = d.until("QR", |_, e| match e {
-        ClientEvent::Event(Event::PairingQr { qr, .. }) => Some(qr.clone()),
-        _ => None,
-    })
-    .await;
+    let qr = d
+        .until("QR", |_, e| match e {
+            ClientEvent::Event(Event::PairingQr { qr, .. }) => Some(qr.clone()),
+            _ => None,
+        })
+        .await;
     let device = account.scan_qr(&qr).unwrap();
-    let paired = d.until("Paired", |_, e| match e {
-        ClientEvent::Event(Event::Paired { device }) => Some(device.jid.clone()),
-        _ => None,
-    })
-    .await;
+    let paired = d
+        .until("Paired", |_, e| match e {
+            ClientEvent::Event(Event::Paired { device }) => Some(device.jid.clone()),
+            _ => None,
+        })
+        .await;
     assert_eq!(paired, device);
     let (reason, reconnect) = d.until("515", disconnected).await;
     assert!(reason.contains("RestartRequired"), "{reason}");
@@ -151,15 +153,16 @@ async fn message_between_two_clients<R: Rt>(env: &Env) {
         .await
         .unwrap();
     assert!(matches!(ack, MessageAckResult::Delivered { .. }), "{ack:?}");
-    let token = b.until("message at B", |_, e| match e {
-        ClientEvent::Event(Event::Stanza { node, ack: Some(t) })
-            if node.tag == "message" && node.attr_str("id") == Some("3EB0E2E0000001") =>
-        {
-            Some(*t)
-        }
-        _ => None,
-    })
-    .await;
+    let token = b
+        .until("message at B", |_, e| match e {
+            ClientEvent::Event(Event::Stanza { node, ack: Some(t) })
+                if node.tag == "message" && node.attr_str("id") == Some("3EB0E2E0000001") =>
+            {
+                Some(*t)
+            }
+            _ => None,
+        })
+        .await;
     b.client.confirm(token, Confirm::Ack).await.unwrap();
     a.stop().await;
     b.stop().await;

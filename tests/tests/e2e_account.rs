@@ -263,4 +263,7 @@ async fn logout_wipes_the_account<R: Rt>(env: &Env) {
 }
 
 amarula_tests::on_both_drivers!(
-    Env::pn_legacy();account_contacts_and_calls, logout_wipes_the_account);
+    Env::pn_legacy();
+    account_contacts_and_calls,
+    logout_wipes_the_account,
+);

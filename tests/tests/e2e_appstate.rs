@@ -34,7 +34,6 @@ fn actions(seen: &AppStateSeen) -> Vec<AppStateAction> {
     seen.updates.iter().map(|u| u.action.clone()).collect()
 }
 
-
 async fn names_mutes_pins_arrive<R: Rt>(env: &Env) {
     let phone = "15550007001";
     let account = env.account(phone);
@@ -70,7 +69,8 @@ async fn names_mutes_pins_arrive<R: Rt>(env: &Env) {
     assert_eq!(d.app_state.synced[&Collection::CriticalBlock], 1);
     assert!(
         d.app_state.recovering.is_empty() && d.app_state.failed.is_empty(),
-        "{:?}", d.app_state
+        "{:?}",
+        d.app_state
     );
     // A later patch of the phone arrives through the server_sync notification.
     account.app_state_patch(&[contact("15550000003", "Cy Dee")]);
@@ -89,8 +89,10 @@ async fn patch_reaches_other_companion<R: Rt>(env: &Env) {
     let mut a = Device::start_with::<R, _>(env, "a", env.linked(phone, 72)).await;
     let mut b = Device::start_with::<R, _>(env, "b", env.linked(phone, 73)).await;
     account.share_app_state_key().unwrap();
-        a.until_app_state("a synced", AppStateSeen::all_synced).await;
-    b.until_app_state("b synced", AppStateSeen::all_synced).await;
+    a.until_app_state("a synced", AppStateSeen::all_synced)
+        .await;
+    b.until_app_state("b synced", AppStateSeen::all_synced)
+        .await;
     // A pins; B hears of it; the phone (which checked every MAC) accepted it.
     let v = a
         .client
@@ -155,7 +157,8 @@ async fn corrupted_patch_recovered<R: Rt>(env: &Env) {
         let got = actions(&d.app_state);
         assert!(got.contains(&pin(chat, true)), "{got:?}");
         assert!(
-            d.app_state.updates
+            d.app_state
+                .updates
                 .iter()
                 .any(|u| u.from_snapshot && u.action == pin("15550000001", true))
         );
@@ -241,27 +244,27 @@ async fn missing_key_requested<R: Rt>(env: &Env) {
     );
     // The companion asked our phone for it (APP_STATE_SYNC_KEY_REQUEST).
     let asked = sim_wait(&mut phone_events, "the key request", |e| match e {
-            amarula_tests::sim::SimEvent::PhoneMessage {
-                account: a,
-                message,
-                ..
-            } if a == phone => {
-                let pm = message.protocol_message.as_ref()?;
-                (pm.r#type == Some(7)).then(|| {
-                    pm.app_state_sync_key_request
-                        .as_ref()
-                        .map(|r| {
-                            r.key_i_ds
-                                .iter()
-                                .filter_map(|k| k.key_id.clone())
-                                .collect::<Vec<_>>()
-                        })
-                        .unwrap_or_default()
-                })
-            }
-            _ => None,
-        })
-        .await;
+        amarula_tests::sim::SimEvent::PhoneMessage {
+            account: a,
+            message,
+            ..
+        } if a == phone => {
+            let pm = message.protocol_message.as_ref()?;
+            (pm.r#type == Some(7)).then(|| {
+                pm.app_state_sync_key_request
+                    .as_ref()
+                    .map(|r| {
+                        r.key_i_ds
+                            .iter()
+                            .filter_map(|k| k.key_id.clone())
+                            .collect::<Vec<_>>()
+                    })
+                    .unwrap_or_default()
+            })
+        }
+        _ => None,
+    })
+    .await;
     assert_eq!(asked, vec![bytes::Bytes::from(new_key)]);
     // The phone answers with its keys: the pull goes through.
     account.share_app_state_key().unwrap();

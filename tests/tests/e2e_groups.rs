@@ -517,4 +517,7 @@ async fn communities_pictures_invites<R: Rt>(env: &Env) {
 }
 
 amarula_tests::on_both_drivers!(
-    Env::pn_legacy();groups_end_to_end, communities_pictures_invites);
+    Env::pn_legacy();
+    groups_end_to_end,
+    communities_pictures_invites,
+);

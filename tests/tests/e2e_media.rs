@@ -4,11 +4,11 @@
 //! buffer); a host error retried; an expired blob reported as gone, then uploaded again by
 //! our own phone on request (the media re-upload round trip). Every wait is bounded.
 
+use amarula::ClientError;
 use amarula::core::content::{Content, Media, MediaKind};
 use amarula::core::jid::Jid;
 use amarula::core::machine::IncomingMessage;
 use amarula::media::{MediaTransferError, OutgoingMedia};
-use amarula::ClientError;
 use amarula_tests::e2e::{Device, Env, sim_wait};
 use amarula_tests::runtimes::Runtime as Rt;
 use amarula_tests::sim::{PhoneMediaKind, SimEvent};

@@ -12,28 +12,32 @@ use amarula_tests::sim::{Action, Rule, SimEvent, Subscription, Target};
 
 /// Waits for the simulated phone of `account` to decrypt `text`.
 async fn phone_receives(rx: &mut Subscription, account: &str, text: &str) {
-    sim_wait(rx, &format!("the phone of {account} decrypting {text:?}"), |e| match e {
-        SimEvent::PhoneMessage {
-            account: a,
-            message,
-            ..
-        } if a == account => {
-            let body = message.conversation.as_deref().or_else(|| {
-                message
-                    .device_sent_message
-                    .as_ref()
-                    .and_then(|d| d.message.as_ref())
-                    .and_then(|m| m.conversation.as_deref())
-            });
-            (body == Some(text)).then_some(())
-        }
-        SimEvent::PhoneUndecryptable {
-            account: a, error, ..
-        } if a == account => {
-            panic!("the phone of {account} could not decrypt: {error}")
-        }
-        _ => None,
-    })
+    sim_wait(
+        rx,
+        &format!("the phone of {account} decrypting {text:?}"),
+        |e| match e {
+            SimEvent::PhoneMessage {
+                account: a,
+                message,
+                ..
+            } if a == account => {
+                let body = message.conversation.as_deref().or_else(|| {
+                    message
+                        .device_sent_message
+                        .as_ref()
+                        .and_then(|d| d.message.as_ref())
+                        .and_then(|m| m.conversation.as_deref())
+                });
+                (body == Some(text)).then_some(())
+            }
+            SimEvent::PhoneUndecryptable {
+                account: a, error, ..
+            } if a == account => {
+                panic!("the phone of {account} could not decrypt: {error}")
+            }
+            _ => None,
+        },
+    )
     .await;
 }
 
