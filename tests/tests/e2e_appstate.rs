@@ -12,7 +12,7 @@ use amarula::core::jid::Jid;
 use amarula::core::machine::AppStateSyncError;
 use amarula_tests::e2e::{AppStateSeen, Device, Env, Ready, sim_wait, user};
 use amarula_tests::runtimes::Runtime as Rt;
-use amarula_tests::sim::PatchCorruption;
+use amarula_tests::sim::{PatchCorruption, SimEvent};
 
 fn contact(n: &str, name: &str) -> AppStateAction {
     AppStateAction::Contact {
@@ -243,15 +243,25 @@ async fn missing_key_requested<R: Rt>(env: &Env) {
         ))
     );
     // The companion asked our phone for it (APP_STATE_SYNC_KEY_REQUEST).
-    let asked = sim_wait(&mut phone_events, "the key request", |e| match e {
-        amarula_tests::sim::SimEvent::PhoneMessage {
+    // As a peer message (`category="peer"`) to the phone alone.
+    let mut peer_stanzas = Vec::new();
+    let (id, asked) = sim_wait(&mut phone_events, "the key request", |e| match e {
+        SimEvent::StanzaReceived { node, .. }
+            if node.tag == "message" && node.attr_str("category") == Some("peer") =>
+        {
+            peer_stanzas.extend(node.attr_str("id").map(str::to_owned));
+            None
+        }
+        SimEvent::PhoneMessage {
             account: a,
+            id,
             message,
             ..
         } if a == phone => {
             let pm = message.protocol_message.as_ref()?;
             (pm.r#type == Some(7)).then(|| {
-                pm.app_state_sync_key_request
+                let ids = pm
+                    .app_state_sync_key_request
                     .as_ref()
                     .map(|r| {
                         r.key_i_ds
@@ -259,12 +269,17 @@ async fn missing_key_requested<R: Rt>(env: &Env) {
                             .filter_map(|k| k.key_id.clone())
                             .collect::<Vec<_>>()
                     })
-                    .unwrap_or_default()
+                    .unwrap_or_default();
+                (id.clone(), ids)
             })
         }
         _ => None,
     })
     .await;
+    assert!(
+        peer_stanzas.contains(&id),
+        "{id} not sent as a peer message"
+    );
     assert_eq!(asked, vec![bytes::Bytes::from(new_key)]);
     // The phone answers with its keys: the pull goes through.
     account.share_app_state_key().unwrap();

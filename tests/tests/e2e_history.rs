@@ -53,8 +53,9 @@ trait HistoryWaits {
     async fn chunk(&mut self, message_id: &str) -> Vec<HistorySyncBatch>;
     /// Every part of the next chunk (announced by `message_id` when given).
     async fn next_chunk(&mut self, message_id: Option<&str>) -> Vec<HistorySyncBatch>;
-    /// The next history failure; panics when a part is applied instead.
-    async fn failure(&mut self) -> (String, HistorySyncError);
+    /// The next history failure (and whether it was given up); panics when a part is
+    /// applied instead.
+    async fn failure(&mut self) -> (String, HistorySyncError, bool);
     /// Confirms the chunk through its last part, the only one holding the ack.
     async fn confirm_last(&self, parts: &[HistorySyncBatch]);
     /// The next message (confirmed); panics when history comes instead.
@@ -98,11 +99,14 @@ impl HistoryWaits for Device {
         }
     }
 
-    async fn failure(&mut self) -> (String, HistorySyncError) {
+    async fn failure(&mut self) -> (String, HistorySyncError, bool) {
         self.until("a history failure", |_, e| match e {
             ClientEvent::Event(Event::HistorySyncFailed {
-                message_id, error, ..
-            }) => Some((message_id.clone(), error.clone())),
+                message_id,
+                error,
+                gave_up,
+                ..
+            }) => Some((message_id.clone(), error.clone(), *gave_up)),
             ClientEvent::Event(Event::HistorySync(b)) => panic!("applied: {b:?}"),
             _ => None,
         })
@@ -371,16 +375,49 @@ async fn a_tampered_blob_is_reported_not_acked<R: Rt>(env: &Env) {
             },
         )
         .unwrap();
-    let (id, error) = dev.failure().await;
+    let (id, error, gave_up) = dev.failure().await;
     assert_eq!(id, sent.message_id);
     assert!(
         matches!(error, HistorySyncError::Blob(BlobError::Invalid(_))),
         "{error:?}"
     );
+    assert!(!gave_up, "a chunk of today is tried again");
     // Not applied: no mapping stored; not acked: no hist_sync receipt, still pending.
     assert_eq!(store.phone_for_lid(&jid("90003@lid")), None);
     assert!(!hist_sync_before_marker(env, phone, &mut dev, &mut rx).await);
     assert_eq!(store.pending().len(), 1);
+    dev.stop().await;
+}
+
+/// A chunk older than `history_give_up_after` (here: any) that fails is acknowledged and
+/// forgotten, so that it does not come back after every restart.
+async fn a_failing_chunk_past_its_time_is_given_up<R: Rt>(env: &Env) {
+    let phone = "15557770008";
+    let store = env.linked(phone, 68);
+    let mut cfg = config(env);
+    cfg.machine.history_give_up_after = std::time::Duration::ZERO;
+    let mut dev = start::<R>(cfg, store.clone(), true).await;
+    let mut rx = env.sim.subscribe();
+    let account = env.sim.account(phone).unwrap();
+    let sent = account
+        .send_history(
+            &history::sample_history(),
+            &Delivery {
+                tamper: true,
+                ..Delivery::default()
+            },
+        )
+        .unwrap();
+    let (id, _, gave_up) = dev.failure().await;
+    assert_eq!(id, sent.message_id);
+    assert!(gave_up);
+    hist_sync_receipt(&mut rx, &sent.message_id).await;
+    assert!(store.pending().is_empty(), "{:?}", store.pending());
+    assert_eq!(
+        store.phone_for_lid(&jid("90003@lid")),
+        None,
+        "nothing applied"
+    );
     dev.stop().await;
 }
 
@@ -398,12 +435,13 @@ async fn an_oversized_chunk_is_refused<R: Rt>(env: &Env) {
             &Delivery::default(),
         )
         .unwrap();
-    let (id, error) = dev.failure().await;
+    let (id, error, gave_up) = dev.failure().await;
     assert_eq!(id, sent.message_id);
     assert_eq!(
         error,
         HistorySyncError::Decode(HistoryError::TooLarge { limit: 4096 })
     );
+    assert!(!gave_up);
     assert!(!hist_sync_before_marker(env, phone, &mut dev, &mut rx).await);
     dev.stop().await;
 }
@@ -523,6 +561,7 @@ amarula_tests::on_both_drivers!(
     a_restart_mid_sync_redoes_it_once,
     a_tampered_blob_is_reported_not_acked,
     an_oversized_chunk_is_refused,
+    a_failing_chunk_past_its_time_is_given_up,
     on_demand_history_arrives_matched,
     a_placeholder_resend_is_answered,
     history_follows_qr_pairing,

@@ -547,14 +547,12 @@ impl ConnectionMachine {
         self.fail(now, c, e.into());
     }
 
-    /// Asks our own devices for app-state keys we lack (APP_STATE_SYNC_KEY_REQUEST).
+    /// Asks our own phone for app-state keys we lack (APP_STATE_SYNC_KEY_REQUEST), as a peer
+    /// message (`category="peer"`): the phone holds every key and answers with a share.
     fn request_keys(&mut self, now: Instant, ids: Vec<Vec<u8>>) {
-        if ids.is_empty() {
+        if ids.is_empty() || self.creds.device.is_none() {
             return;
         }
-        let Some(own) = self.creds.device.as_ref().map(|d| d.jid.to_non_device()) else {
-            return;
-        };
         for id in &ids {
             self.appsync.requested.insert(id.clone());
         }
@@ -573,7 +571,7 @@ impl ConnectionMachine {
             })),
             ..Default::default()
         };
-        if let Err(e) = self.send_message(now, &own, msg) {
+        if let Err(e) = self.queue_peer(now, &msg) {
             tracing::debug!(error = %e, "app-state key request not sent");
         }
     }

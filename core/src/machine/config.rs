@@ -89,6 +89,12 @@ pub struct Config {
     /// History sync: most messages in one [`Event::HistorySync`](super::Event) part
     /// (default 1000).
     pub history_batch_messages: usize,
+    /// History sync: how old (by the notification's own time) a chunk that cannot be had or
+    /// read may be before it is given up: acknowledged, forgotten and reported with
+    /// `gave_up` (default one day). A younger one is left unacknowledged, so it comes again
+    /// after a restart, when a blob host or the network may be back. `Duration::ZERO` gives
+    /// up at the first failure.
+    pub history_give_up_after: Duration,
 }
 
 impl Default for Config {
@@ -124,6 +130,7 @@ impl Default for Config {
             max_decrypt_retries: 4,
             max_history_inflated: crate::history::DEFAULT_MAX_INFLATED,
             history_batch_messages: 1000,
+            history_give_up_after: Duration::from_secs(24 * 60 * 60),
         }
     }
 }

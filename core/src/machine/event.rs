@@ -152,7 +152,8 @@ pub enum Event {
     /// order; confirm the last part's `ack` once the chunk is stored.
     HistorySync(Box<super::HistorySyncBatch>),
     /// A history-sync chunk could not be had or read (history sync): nothing of it was
-    /// applied and the notification was not acknowledged (it comes again after a restart).
+    /// applied. Unless `gave_up`, the notification was not acknowledged and comes again after
+    /// a restart.
     HistorySyncFailed {
         /// The notification message's id.
         message_id: String,
@@ -160,6 +161,10 @@ pub enum Event {
         sync_type: crate::history::SyncType,
         /// Why.
         error: super::HistorySyncError,
+        /// The chunk was older than
+        /// [`history_give_up_after`](super::Config::history_give_up_after): it was
+        /// acknowledged and forgotten, and will not come again.
+        gave_up: bool,
     },
     /// Our phone answered a [`request_resend`](super::ConnectionMachine::request_resend)
     /// (history sync): the messages it had, matched by `request_id`. Confirm its `ack` once

@@ -110,6 +110,9 @@ pub(crate) struct HistoryJob {
     frames: Vec<Node>,
     /// Its place in the [`HistoryQueue`].
     seq: u64,
+    /// The notification's own time (unix seconds), which decides when a failing chunk is
+    /// given up.
+    sent_unix: u64,
 }
 
 /// What our own phone sends that history sync consumes.
@@ -396,6 +399,7 @@ impl ConnectionMachine {
             ack,
             frames,
             seq: self.history.next,
+            sent_unix: msg.timestamp,
         };
         self.history.next += 1;
         tracing::debug!(id = %job.message_id, sync_type = ?job.sync_type, "history sync notification");
@@ -449,12 +453,12 @@ impl ConnectionMachine {
     ) {
         let bytes = match file {
             Ok(b) => b,
-            Err(e) => return self.history_failed(job, e.into()),
+            Err(e) => return self.history_failed(now, job, e.into()),
         };
         let own = self.own_identities();
         let chunk = match history::decode(&bytes, &own, self.config.max_history_inflated) {
             Ok(c) => c,
-            Err(e) => return self.history_failed(job, e.into()),
+            Err(e) => return self.history_failed(now, job, e.into()),
         };
         tracing::debug!(
             id = %job.message_id,
@@ -514,18 +518,37 @@ impl ConnectionMachine {
         }
     }
 
-    fn history_failed(&mut self, job: HistoryJob, error: HistorySyncError) {
-        tracing::warn!(id = %job.message_id, %error, "history chunk not applied");
-        if let Some(token) = job.ack {
-            // Released without a word to the server: the stored pending copy redoes it
-            // after a restart.
-            let _ = self.held.take(token.0 & ((1 << 40) - 1));
+    /// Reports a chunk that cannot be had or read. A young one is released without a word
+    /// to the server (the stored pending copy redoes it after a restart); one older than
+    /// [`history_give_up_after`](super::Config::history_give_up_after) is acknowledged and
+    /// forgotten, so that a chunk that can never be read does not come back forever.
+    fn history_failed(&mut self, now: Instant, job: HistoryJob, error: HistorySyncError) {
+        let age = self.clock.unix_secs(now).saturating_sub(job.sent_unix);
+        let gave_up = age >= self.config.history_give_up_after.as_secs();
+        tracing::warn!(id = %job.message_id, %error, gave_up, "history chunk not applied");
+        let held = job
+            .ack
+            .and_then(|token| self.held.take(token.0 & ((1 << 40) - 1)));
+        let mut frames = job.frames;
+        if gave_up {
+            if let Some(held) = held {
+                if let Some(key) = held.pending {
+                    self.emit(Event::Persist(crate::persist::Change::PendingDone(key)));
+                }
+                frames.extend(held.frames);
+            }
+        } else {
+            frames.clear();
         }
         self.emit(Event::HistorySyncFailed {
             message_id: job.message_id,
             sync_type: job.sync_type,
             error,
+            gave_up,
         });
+        for frame in &frames {
+            self.send_internal(now, frame);
+        }
     }
 }
 

@@ -261,8 +261,8 @@ impl ConnectionMachine {
         Ok(id)
     }
 
-    /// History sync: queues a peer message for our own phone alone (`category="peer"`) and
-    /// returns its id.
+    /// Queues a peer message (`category="peer"`) for our own phone alone and returns its id:
+    /// history requests and app-state key requests.
     pub(in crate::machine) fn queue_peer(
         &mut self,
         now: Instant,

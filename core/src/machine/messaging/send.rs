@@ -56,7 +56,7 @@ pub(crate) struct SendJob {
     pub(crate) resend: Option<Resend>,
     /// A vote still to be encrypted with its poll's secret.
     pub(crate) vote: Option<PendingVote>,
-    /// History sync: a peer message to our own phone (`category="peer"`), sent through the
+    /// A peer message to our own phone (`category="peer"`), sent through the
     /// one-device `resend` path.
     pub(crate) peer: bool,
 }
