@@ -712,9 +712,11 @@ impl Client {
             .await
     }
 
-    /// Sends a chat setting to our other devices as an app-state patch: mute / unmute
+    /// Sends a setting to our other devices as an app-state patch: mute / unmute
     /// ([`AppStateAction::Mute`](amarula_core::appstate::AppStateAction::Mute)), pin / unpin,
-    /// archive / unarchive, mark read / unread, star / unstar. Waits until the server accepted
+    /// archive / unarchive, mark read / unread, star / unstar, labels (create, rename,
+    /// delete, put on a chat or a message), a contact's name, our push name, a message
+    /// deleted for us, a chat cleared or deleted. Waits until the server accepted
     /// it (then it is applied locally, with its `Event::AppState`) and returns the collection's
     /// new version. Needs the app-state keys our phone shares after pairing.
     pub async fn send_app_state(

@@ -127,6 +127,80 @@ async fn patch_reaches_other_companion<R: Rt>(env: &Env) {
     b.stop().await;
 }
 
+/// What a CRM inbox sends: a label created, a chat and a message labeled, a contact saved,
+/// a chat cleared and another deleted, our push name; each reaches the other companion
+/// typed as it was sent, in the collection the phone expects.
+async fn labels_contacts_and_deletes_reach_other_companion<R: Rt>(env: &Env) {
+    let phone = "15550007006";
+    let account = env.account(phone);
+    let mut a = Device::start_with::<R, _>(env, "a", env.linked(phone, 77)).await;
+    let mut b = Device::start_with::<R, _>(env, "b", env.linked(phone, 78)).await;
+    account.share_app_state_key().unwrap();
+    a.until_app_state("a synced", AppStateSeen::all_synced)
+        .await;
+    b.until_app_state("b synced", AppStateSeen::all_synced)
+        .await;
+    let group = Jid::group("120363000000000001");
+    let sent = [
+        AppStateAction::LabelEdit {
+            label: "7".into(),
+            name: Some("Leads".into()),
+            color: Some(3),
+            deleted: false,
+        },
+        AppStateAction::LabelChat {
+            label: "7".into(),
+            chat: user("15550000011"),
+            labeled: true,
+        },
+        AppStateAction::LabelMessage {
+            label: "7".into(),
+            message: amarula::core::appstate::ChatMessageRef {
+                chat: group.clone(),
+                id: "3EB0AB".into(),
+                from_me: false,
+                sender: Some(user("15550000012")),
+            },
+            labeled: true,
+        },
+        contact("15550000013", "Di Ek"),
+        AppStateAction::ClearChat {
+            chat: user("15550000014"),
+            delete_starred: false,
+            delete_media: true,
+        },
+        AppStateAction::DeleteChat {
+            chat: group,
+            delete_media: false,
+        },
+        AppStateAction::PushName("Shop".into()),
+    ];
+    b.app_state = AppStateSeen::default();
+    for action in &sent {
+        a.client.send_app_state(action.clone()).await.unwrap();
+    }
+    b.until_app_state("everything a sent", |s| {
+        let got = actions(s);
+        sent.iter().all(|a| got.contains(a))
+    })
+    .await;
+    assert_eq!(account.app_state_pushed(), sent.len() as u64);
+    for (collection, count) in [
+        (Collection::Regular, 3),
+        (Collection::CriticalUnblockLow, 1),
+        (Collection::RegularHigh, 2),
+        (Collection::CriticalBlock, 1),
+    ] {
+        assert_eq!(
+            account.app_state_version(collection),
+            count,
+            "{collection:?}"
+        );
+    }
+    a.stop().await;
+    b.stop().await;
+}
+
 async fn corrupted_patch_recovered<R: Rt>(env: &Env) {
     let phone = "15550007003";
     let account = env.account(phone);
@@ -296,6 +370,7 @@ amarula_tests::on_both_drivers!(
     Env::new();
     names_mutes_pins_arrive,
     patch_reaches_other_companion,
+    labels_contacts_and_deletes_reach_other_companion,
     corrupted_patch_recovered,
     restart_mid_sync,
     missing_key_requested,

@@ -2,7 +2,9 @@
 //! ...) and its arguments, its value carries the action's fields.
 
 use amarula_proto::sync_action::{
-    ArchiveChatAction, MarkChatAsReadAction, MuteAction, PinAction, StarAction, SyncActionValue,
+    ArchiveChatAction, ClearChatAction, ContactAction, DeleteChatAction, DeleteMessageForMeAction,
+    LabelAssociationAction, LabelEditAction, MarkChatAsReadAction, MuteAction, PinAction,
+    PushNameSetting, StarAction, SyncActionValue,
 };
 
 use super::{Collection, DecodedMutation, Operation, PendingMutation};
@@ -250,9 +252,10 @@ impl AppStateAction {
         })
     }
 
-    /// The collection, index, schema version and value of an outgoing mutation for the
-    /// chat settings we send: mute, pin, archive, mark read, star. `None` for the others.
-    /// `timestamp_ms` goes into the value.
+    /// The collection, index, schema version and value of an outgoing mutation (what the
+    /// reference clients send for each: the index, the collection and the version are part
+    /// of what the phone checks). `None` for what we do not send: [`Locale`](Self::Locale)
+    /// and [`Unknown`](Self::Unknown). `timestamp_ms` goes into the value.
     pub fn to_pending(&self, timestamp_ms: i64) -> Option<(Collection, PendingMutation)> {
         let mut value = SyncActionValue {
             timestamp: Some(timestamp_ms),
@@ -311,21 +314,126 @@ impl AppStateAction {
                 value.star_action = Some(StarAction {
                     starred: Some(*starred),
                 });
-                let sender = match &message.sender {
-                    Some(s) if s.user_part() != message.chat.user_part() => s.to_string(),
-                    _ => "0".into(),
-                };
+                (Collection::RegularHigh, message_index("star", message), 2)
+            }
+            Self::DeleteMessageForMe {
+                message,
+                delete_media,
+            } => {
+                value.delete_message_for_me_action = Some(DeleteMessageForMeAction {
+                    delete_media: Some(*delete_media),
+                    message_timestamp: Some(timestamp_ms / 1000),
+                });
+                (
+                    Collection::RegularHigh,
+                    message_index("deleteMessageForMe", message),
+                    3,
+                )
+            }
+            Self::ClearChat {
+                chat,
+                delete_starred,
+                delete_media,
+            } => {
+                value.clear_chat_action = Some(ClearChatAction {
+                    message_range: Some(message_range(timestamp_ms)),
+                });
                 (
                     Collection::RegularHigh,
                     vec![
-                        "star".into(),
-                        message.chat.to_string(),
-                        message.id.clone(),
-                        if message.from_me { "1" } else { "0" }.into(),
-                        sender,
+                        "clearChat".into(),
+                        chat.to_string(),
+                        bit(*delete_starred),
+                        bit(*delete_media),
                     ],
+                    6,
+                )
+            }
+            Self::DeleteChat { chat, delete_media } => {
+                value.delete_chat_action = Some(DeleteChatAction {
+                    message_range: Some(message_range(timestamp_ms)),
+                });
+                (
+                    Collection::RegularHigh,
+                    vec!["deleteChat".into(), chat.to_string(), bit(*delete_media)],
+                    6,
+                )
+            }
+            Self::Contact {
+                jid,
+                full_name,
+                first_name,
+                lid,
+            } => {
+                value.contact_action = Some(ContactAction {
+                    full_name: full_name.clone(),
+                    first_name: first_name.clone(),
+                    lid_jid: lid.as_ref().map(Jid::to_string),
+                    save_on_primary_addressbook: Some(true),
+                    ..Default::default()
+                });
+                (
+                    Collection::CriticalUnblockLow,
+                    vec!["contact".into(), jid.to_string()],
                     2,
                 )
+            }
+            Self::PushName(name) => {
+                value.push_name_setting = Some(PushNameSetting {
+                    name: Some(name.clone()),
+                });
+                (
+                    Collection::CriticalBlock,
+                    vec!["setting_pushName".into()],
+                    1,
+                )
+            }
+            Self::LabelEdit {
+                label,
+                name,
+                color,
+                deleted,
+            } => {
+                value.label_edit_action = Some(LabelEditAction {
+                    name: name.clone(),
+                    color: *color,
+                    deleted: Some(*deleted),
+                    ..Default::default()
+                });
+                (
+                    Collection::Regular,
+                    vec!["label_edit".into(), label.clone()],
+                    3,
+                )
+            }
+            Self::LabelChat {
+                label,
+                chat,
+                labeled,
+            } => {
+                value.label_association_action = Some(LabelAssociationAction {
+                    labeled: Some(*labeled),
+                    ..Default::default()
+                });
+                (
+                    Collection::Regular,
+                    vec!["label_jid".into(), label.clone(), chat.to_string()],
+                    3,
+                )
+            }
+            Self::LabelMessage {
+                label,
+                message,
+                labeled,
+            } => {
+                value.label_association_action = Some(LabelAssociationAction {
+                    labeled: Some(*labeled),
+                    ..Default::default()
+                });
+                // [label_message, label, chat, id, from_me, sender]
+                let mut index = message_index("label_message", message);
+                index.insert(1, label.clone());
+                (Collection::Regular, index, 3)
             }
             _ => return None,
         };
@@ -339,6 +447,26 @@ impl AppStateAction {
             },
         ))
     }
+}
+
+/// `[action, chat, id, from_me, sender]` of a message, the sender `0` unless another member of
+/// a group sent it.
+fn message_index(action: &str, message: &ChatMessageRef) -> Vec<String> {
+    let sender = match &message.sender {
+        Some(s) if s.user_part() != message.chat.user_part() => s.to_string(),
+        _ => "0".into(),
+    };
+    vec![
+        action.into(),
+        message.chat.to_string(),
+        message.id.clone(),
+        bit(message.from_me),
+        sender,
+    ]
+}
+
+fn bit(b: bool) -> String {
+    if b { "1" } else { "0" }.into()
 }
 
 fn message_range(timestamp_ms: i64) -> amarula_proto::sync_action::SyncActionMessageRange {

@@ -461,6 +461,12 @@ fn typed_actions() {
         );
     }
     // Every sendable action survives its outgoing form.
+    let group_message = ChatMessageRef {
+        chat: Jid::group("g"),
+        id: "ID1".into(),
+        from_me: false,
+        sender: Some(Jid::user("6")),
+    };
     for a in [
         AppStateAction::Mute {
             chat: Jid::user("5"),
@@ -484,6 +490,42 @@ fn typed_actions() {
             chat: Jid::user("5"),
             read: true,
         },
+        AppStateAction::Contact {
+            jid: Jid::user("5"),
+            full_name: Some("Ann Lee".into()),
+            first_name: Some("Ann".into()),
+            lid: Some("77@lid".parse().unwrap()),
+        },
+        AppStateAction::PushName("Me".into()),
+        AppStateAction::DeleteMessageForMe {
+            message: group_message.clone(),
+            delete_media: true,
+        },
+        AppStateAction::ClearChat {
+            chat: Jid::user("5"),
+            delete_starred: false,
+            delete_media: true,
+        },
+        AppStateAction::DeleteChat {
+            chat: Jid::group("g"),
+            delete_media: true,
+        },
+        AppStateAction::LabelEdit {
+            label: "3".into(),
+            name: Some("Leads".into()),
+            color: Some(4),
+            deleted: false,
+        },
+        AppStateAction::LabelChat {
+            label: "3".into(),
+            chat: Jid::user("5"),
+            labeled: true,
+        },
+        AppStateAction::LabelMessage {
+            label: "3".into(),
+            message: group_message.clone(),
+            labeled: true,
+        },
     ] {
         let (_, p) = a.to_pending(5).unwrap();
         assert_eq!(
@@ -492,6 +534,70 @@ fn typed_actions() {
         );
     }
     assert!(AppStateAction::Locale("x".into()).to_pending(1).is_none());
+    // The collection, index and version the reference clients use for each.
+    let form = |a: AppStateAction| {
+        let (c, p) = a.to_pending(5).unwrap();
+        (c, p.index, p.version)
+    };
+    assert_eq!(
+        form(AppStateAction::LabelMessage {
+            label: "3".into(),
+            message: group_message,
+            labeled: true,
+        }),
+        (
+            Collection::Regular,
+            idx(&[
+                "label_message",
+                "3",
+                "g@g.us",
+                "ID1",
+                "0",
+                "6@s.whatsapp.net"
+            ]),
+            3
+        )
+    );
+    assert_eq!(
+        form(AppStateAction::PushName("Me".into())),
+        (Collection::CriticalBlock, idx(&["setting_pushName"]), 1)
+    );
+    assert_eq!(
+        form(AppStateAction::DeleteChat {
+            chat: Jid::user("5"),
+            delete_media: true,
+        }),
+        (
+            Collection::RegularHigh,
+            idx(&["deleteChat", "5@s.whatsapp.net", "1"]),
+            6
+        )
+    );
+    assert_eq!(
+        form(AppStateAction::ClearChat {
+            chat: Jid::user("5"),
+            delete_starred: true,
+            delete_media: false,
+        }),
+        (
+            Collection::RegularHigh,
+            idx(&["clearChat", "5@s.whatsapp.net", "1", "0"]),
+            6
+        )
+    );
+    assert_eq!(
+        form(AppStateAction::Contact {
+            jid: Jid::user("5"),
+            full_name: None,
+            first_name: None,
+            lid: None,
+        }),
+        (
+            Collection::CriticalUnblockLow,
+            idx(&["contact", "5@s.whatsapp.net"]),
+            2
+        )
+    );
     // A REMOVE of a pin means unpinned.
     assert_eq!(
         AppStateAction::parse(

@@ -143,10 +143,11 @@ impl ConnectionMachine {
         }
     }
 
-    /// Sends a chat setting (mute, pin, archive, mark read, star) as an app-state patch. It
-    /// applies locally (with [`Event::AppState`]) once the server accepts it;
-    /// [`Event::AppStatePatchSent`] tells the outcome. Another action gives
-    /// [`SendError::InvalidRecipient`]; no key yet, [`SendError::NoAppStateKey`].
+    /// Sends a setting (every action [`AppStateAction::to_pending`] encodes: chat settings,
+    /// labels, contacts, our push name, deletions) as an app-state patch. It applies locally
+    /// (with [`Event::AppState`]) once the server accepts it; [`Event::AppStatePatchSent`]
+    /// tells the outcome. A locale or an unknown action gives [`SendError::InvalidRecipient`];
+    /// no key yet, [`SendError::NoAppStateKey`].
     pub fn send_app_state(
         &mut self,
         now: Instant,

@@ -1,6 +1,6 @@
 //! Media encryption (SESSION.md §12.2, §12.3), streaming with a fixed-size state.
 //!
-//! keys = HKDF-SHA256(media key, no salt, "WhatsApp <Type> Keys", 112 bytes): IV 16, cipher key
+//! keys = HKDF-SHA256(media key, no salt, `"WhatsApp <Type> Keys"`, 112 bytes): IV 16, cipher key
 //! 32, MAC key 32, ref key 32. blob = AES-256-CBC(PKCS#7(file)) ‖ HMAC-SHA256(MAC key, IV ‖
 //! ciphertext)[..10]. The message names the file by `fileSha256` (of the file),
 //! `fileEncSha256` (of the blob) and `fileLength`.

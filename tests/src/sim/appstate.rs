@@ -92,46 +92,7 @@ fn pending(actions: &[AppStateAction], ts: i64) -> Option<(Collection, Vec<Pendi
     let mut collection = None;
     let mut out = Vec::new();
     for a in actions {
-        let (c, m) = match a {
-            AppStateAction::Contact {
-                jid,
-                full_name,
-                first_name,
-                ..
-            } => (
-                Collection::CriticalUnblockLow,
-                PendingMutation {
-                    operation: amarula_core::appstate::Operation::Set,
-                    index: vec!["contact".into(), jid.to_string()],
-                    version: 2,
-                    value: amarula_proto::sync_action::SyncActionValue {
-                        timestamp: Some(ts),
-                        contact_action: Some(amarula_proto::sync_action::ContactAction {
-                            full_name: full_name.clone(),
-                            first_name: first_name.clone(),
-                            ..Default::default()
-                        }),
-                        ..Default::default()
-                    },
-                },
-            ),
-            AppStateAction::PushName(name) => (
-                Collection::CriticalBlock,
-                PendingMutation {
-                    operation: amarula_core::appstate::Operation::Set,
-                    index: vec!["setting_pushName".into()],
-                    version: 1,
-                    value: amarula_proto::sync_action::SyncActionValue {
-                        timestamp: Some(ts),
-                        push_name_setting: Some(amarula_proto::sync_action::PushNameSetting {
-                            name: Some(name.clone()),
-                        }),
-                        ..Default::default()
-                    },
-                },
-            ),
-            other => other.to_pending(ts)?,
-        };
+        let (c, m) = a.to_pending(ts)?;
         if collection.is_some_and(|x| x != c) {
             return None;
         }
@@ -148,7 +109,7 @@ impl Account {
     }
 
     /// The phone replaces a collection with a snapshot of `actions` (all in one collection:
-    /// contacts, push name, or the chat settings of [`AppStateAction::to_pending`]), stored as
+    /// each as [`AppStateAction::to_pending`] encodes it), stored as
     /// an external blob on the media host, at the collection's next version. Returns it.
     ///
     /// # Panics
