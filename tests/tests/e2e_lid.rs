@@ -11,9 +11,9 @@
 
 use amarula::core::jid::Jid;
 use amarula::store::MemoryStore;
-use amarula_tests::e2e::{Device, Env};
+use amarula_tests::e2e::{Device, Env, sim_wait};
 use amarula_tests::runtimes::Runtime;
-use amarula_tests::sim::Addressing;
+use amarula_tests::sim::{Addressing, SimEvent};
 
 const ALICE: &str = "15550001001";
 const BOB: &str = "15550001002";
@@ -276,6 +276,27 @@ async fn a_463_is_recovered_with_privacy_tokens<R: Runtime>(env: &Env) {
             .any(|m| m.text() == Some("hello stranger")),
         "the refused message was not delivered"
     );
+    // A presence subscription carries Bob's token too.
+    let mut rx = env.sim.subscribe();
+    alice
+        .client
+        .presence_subscribe(&Jid::user(BOB))
+        .await
+        .expect("subscribe");
+    let token = sim_wait(&mut rx, "the subscription", |e| match e {
+        SimEvent::StanzaReceived { node, .. }
+            if node.tag == "presence" && node.attr_str("type") == Some("subscribe") =>
+        {
+            Some(
+                node.child("tctoken")
+                    .and_then(|t| t.content_bytes())
+                    .map(<[u8]>::to_vec),
+            )
+        }
+        _ => None,
+    })
+    .await;
+    assert!(token.is_some_and(|t| !t.is_empty()), "no <tctoken>");
     none_undecryptable(&[&alice, &bob]);
     alice.stop().await;
     bob.stop().await;

@@ -6,7 +6,7 @@
 //!
 //! Presence stanzas are not acked (SESSION.md §5.1).
 
-use super::receipts::{is_user, jid_attr, user_of};
+use super::receipts::{is_user, jid_attr};
 use super::{ConnectionMachine, Event, SendError};
 use crate::binary::Node;
 use crate::jid::Jid;
@@ -101,9 +101,11 @@ impl ConnectionMachine {
         self.send_node(now, &node)
     }
 
-    /// Asks for `user`'s presence updates: `<presence type="subscribe" to="…"/>`. They arrive
-    /// as [`Event::Presence`] (the current state first) while we are available. A
-    /// subscription lasts for this connection: subscribe again after a reconnect.
+    /// Asks for `user`'s presence updates: `<presence type="subscribe" to="…"/>`, carrying
+    /// their privacy token (`<tctoken>`) when we hold a valid one (it may be loaded from the
+    /// store first, so the stanza can leave a step later). They arrive as [`Event::Presence`]
+    /// (the current state first) while we are available. A subscription lasts for this
+    /// connection: subscribe again after a reconnect.
     pub fn presence_subscribe(&mut self, now: Instant, user: &Jid) -> Result<(), SendError> {
         if !self.is_logged_in() {
             return Err(SendError::NotLoggedIn);
@@ -111,12 +113,9 @@ impl ConnectionMachine {
         if !is_user(user) {
             return Err(SendError::InvalidRecipient);
         }
-        // Privacy tokens (`<tctoken>`) are not kept yet, so none is sent (WM subscribes
-        // without one too when it has none).
-        let node = Node::new("presence")
-            .attr("type", "subscribe")
-            .attr("to", user_of(user));
-        self.send_node(now, &node)
+        // With the contact's privacy token (`<tctoken>`) when we hold a valid one, which may
+        // have to be loaded first.
+        self.queue_subscribe(now, user)
     }
 
     /// Sets our display name: stored in the credentials ([`Event::CredentialsChanged`], before

@@ -67,6 +67,8 @@ pub(crate) struct Messaging {
     tc_tokens: Records<Jid, crate::persist::TcToken>,
     /// When we last issued our token to each contact (unix seconds; in memory, as the peers).
     tc_issued: HashMap<Jid, u64>,
+    /// Presence subscriptions waiting for the contact's token (or LID) to be loaded.
+    subscribes: VecDeque<Jid>,
     /// The peer of each recent 1:1 send, by message id, for a 463 ack.
     dm_sent: HashMap<String, Jid>,
     dm_sent_order: VecDeque<String>,
@@ -449,6 +451,8 @@ impl ConnectionMachine {
             }
         }
         m.incoming.clear();
+        // A subscription lasts for its connection.
+        m.subscribes.clear();
         // Votes waiting for a secret stay (the server's copy is a duplicate now); their held
         // acks were for this connection, so they get new tokens when handed out.
         for vote in &mut m.votes {
@@ -501,6 +505,7 @@ impl ConnectionMachine {
         m.lids.next_pass();
         m.tc_tokens.next_pass();
         let mut loads = LoadBatch::default();
+        self.advance_subscribes(now, &mut loads);
         self.advance_incoming(now, &mut loads);
         self.advance_votes(&mut loads);
         self.advance_sends(now, &mut loads);

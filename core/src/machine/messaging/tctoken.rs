@@ -8,6 +8,9 @@
 //! - A 1:1 message to a contact carries `<tctoken>` while the contact's token is valid:
 //!   issued in the current bucket of `D` = 7 days or the `N - 1` = 3 before it, as the peers
 //!   do.
+//! - A presence subscription carries `<tctoken>` likewise (`<presence type="subscribe"
+//!   to><tctoken>bytes</tctoken></presence>`), once the token is loaded; without one it goes
+//!   bare, as whatsmeow's does.
 //! - After a 1:1 send we issue our token to the peer (`<iq xmlns="privacy" type="set"><tokens>
 //!   <token jid t type="trusted_contact"/>`) when we never did in this session or the bucket
 //!   moved on; after an ack with error 463 at once (the peer may then write back, which gives
@@ -28,6 +31,8 @@ pub(crate) const TOKEN_BUCKET_SECS: u64 = 604_800;
 pub(crate) const TOKEN_BUCKETS: u64 = 4;
 /// Most tokens one notification may carry that are looked at.
 const MAX_TOKENS: usize = 16;
+/// Most presence subscriptions waiting for a token load.
+const MAX_SUBSCRIBES: usize = 256;
 
 /// Whether a token issued at `issued` (unix seconds) has expired at `now`.
 pub(crate) fn expired(issued: u64, now: u64) -> bool {
@@ -146,5 +151,47 @@ impl ConnectionMachine {
         let req = IqRequest::iq("privacy", "set", Jid::server(), vec![tokens]);
         tracing::debug!(%peer, "issuing our privacy token");
         self.send_messaging_iq(now, req, MsgIq::PrivacyToken);
+    }
+
+    /// Queues a presence subscription to `user`; it leaves once the contact's token is
+    /// settled (see [`advance_subscribes`](Self::advance_subscribes)).
+    pub(in crate::machine) fn queue_subscribe(
+        &mut self,
+        now: Instant,
+        user: &Jid,
+    ) -> Result<(), crate::machine::SendError> {
+        let m = &mut self.session_msg;
+        if m.subscribes.len() >= MAX_SUBSCRIBES {
+            return Err(crate::machine::SendError::TooManyPending);
+        }
+        m.subscribes.push_back(user_of(user));
+        self.advance(now);
+        Ok(())
+    }
+
+    /// Sends the queued presence subscriptions, in order, each with the contact's valid
+    /// token when we hold one; stops at the first whose LID or token is still loading.
+    pub(super) fn advance_subscribes(&mut self, now: Instant, loads: &mut LoadBatch) {
+        let now_s = self.clock.unix_secs(now);
+        while let Some(user) = self.session_msg.subscribes.front().cloned() {
+            let m = &mut self.session_msg;
+            if !m.lid_known(&user, loads) {
+                return;
+            }
+            let key = m.token_key(&user);
+            if !m.token_known(&key, loads) {
+                return;
+            }
+            m.subscribes.pop_front();
+            let mut node = Node::new("presence")
+                .attr("type", "subscribe")
+                .attr("to", user.clone());
+            if let Some(token) = m.valid_token(&key, now_s) {
+                node = node.children([Node::new("tctoken").bytes(token)]);
+            }
+            if let Err(e) = self.send_node(now, &node) {
+                tracing::debug!(%user, error = %e, "presence subscription not sent");
+            }
+        }
     }
 }
