@@ -53,25 +53,25 @@ impl SignalMessage {
     /// Parses a complete `msg` (version byte, protobuf, MAC). The MAC is checked later, by
     /// the session that decrypts it.
     pub fn parse(bytes: &[u8]) -> Result<Self, SignalError> {
-        let rest = check_version(bytes)?;
-        let Some(body_len) = rest.len().checked_sub(MAC_LEN) else {
-            return Err(SignalError::InvalidMessage { what: "too short" });
-        };
-        let proto = pb::SignalMessage::decode(&rest[..body_len]).map_err(|_| {
-            SignalError::InvalidMessage {
-                what: "signal message protobuf",
-            }
-        })?;
+        let view = SignalMessageView::parse(bytes)?;
         Ok(Self {
-            ratchet_key: PublicKey::from_wire(
-                &required(proto.ratchet_key, "ratchet key")?,
-                "ratchet key",
-            )?,
-            counter: required(proto.counter, "counter")?,
-            previous_counter: proto.previous_counter.unwrap_or(0),
-            ciphertext: required(proto.ciphertext, "ciphertext")?.to_vec(),
+            ratchet_key: view.ratchet_key,
+            counter: view.counter,
+            previous_counter: view.previous_counter,
+            ciphertext: view.ciphertext.to_vec(),
             serialized: bytes.to_vec(),
         })
+    }
+
+    /// The message as a view (what decryption works on).
+    pub(crate) fn view(&self) -> SignalMessageView<'_> {
+        SignalMessageView {
+            ratchet_key: self.ratchet_key,
+            counter: self.counter,
+            previous_counter: self.previous_counter,
+            ciphertext: &self.ciphertext,
+            serialized: &self.serialized,
+        }
     }
 
     /// Builds a message and its MAC with `mac_key` over both identities (sender first).
@@ -111,6 +111,38 @@ impl SignalMessage {
     pub fn serialized(&self) -> &[u8] {
         &self.serialized
     }
+}
+
+/// A `msg` parsed in place: the fields of [`SignalMessage`] borrowing the received bytes, so
+/// that decrypting a message copies nothing but the plaintext out.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SignalMessageView<'a> {
+    pub(crate) ratchet_key: PublicKey,
+    pub(crate) counter: u32,
+    pub(crate) previous_counter: u32,
+    pub(crate) ciphertext: &'a [u8],
+    serialized: &'a [u8],
+}
+
+impl<'a> SignalMessageView<'a> {
+    /// Parses a complete `msg`, as [`SignalMessage::parse`] does.
+    pub(crate) fn parse(bytes: &'a [u8]) -> Result<Self, SignalError> {
+        let rest = check_version(bytes)?;
+        let Some(body_len) = rest.len().checked_sub(MAC_LEN) else {
+            return Err(SignalError::InvalidMessage { what: "too short" });
+        };
+        let fields = SignalMessageFields::decode(&rest[..body_len])?;
+        Ok(Self {
+            ratchet_key: PublicKey::from_wire(
+                required(fields.ratchet_key, "ratchet key")?,
+                "ratchet key",
+            )?,
+            counter: required(fields.counter, "counter")?,
+            previous_counter: fields.previous_counter.unwrap_or(0),
+            ciphertext: required(fields.ciphertext, "ciphertext")?,
+            serialized: bytes,
+        })
+    }
 
     /// Checks the MAC with `mac_key`; identities in sender, receiver order.
     pub(crate) fn verify_mac(
@@ -128,6 +160,56 @@ impl SignalMessage {
         } else {
             Err(SignalError::BadMac)
         }
+    }
+}
+
+/// The `SignalMessage` protobuf read in place (prost's rules: unknown fields skipped, the last
+/// of a repeated field wins, a wrong wire type is an error), borrowing its bytes fields.
+#[derive(Default)]
+struct SignalMessageFields<'a> {
+    ratchet_key: Option<&'a [u8]>,
+    counter: Option<u32>,
+    previous_counter: Option<u32>,
+    ciphertext: Option<&'a [u8]>,
+}
+
+impl<'a> SignalMessageFields<'a> {
+    fn decode(buf: &'a [u8]) -> Result<Self, SignalError> {
+        Self::read(buf).ok_or(SignalError::InvalidMessage {
+            what: "signal message protobuf",
+        })
+    }
+
+    fn read(mut buf: &'a [u8]) -> Option<Self> {
+        use prost::encoding::{
+            DecodeContext, WireType, check_wire_type, decode_key, decode_varint, skip_field,
+        };
+        fn take<'b>(buf: &mut &'b [u8], wire: WireType) -> Option<&'b [u8]> {
+            check_wire_type(WireType::LengthDelimited, wire).ok()?;
+            let len = decode_varint(buf).ok()?;
+            let len = usize::try_from(len).ok().filter(|l| *l <= buf.len())?;
+            let (field, rest) = buf.split_at(len);
+            *buf = rest;
+            Some(field)
+        }
+        fn uint32(buf: &mut &[u8], wire: WireType) -> Option<u32> {
+            check_wire_type(WireType::Varint, wire).ok()?;
+            // Truncated to 32 bits, as prost reads a `uint32`.
+            #[allow(clippy::cast_possible_truncation, reason = "protobuf uint32 semantics")]
+            Some(decode_varint(buf).ok()? as u32)
+        }
+        let mut out = Self::default();
+        while !buf.is_empty() {
+            let (tag, wire) = decode_key(&mut buf).ok()?;
+            match tag {
+                1 => out.ratchet_key = Some(take(&mut buf, wire)?),
+                2 => out.counter = Some(uint32(&mut buf, wire)?),
+                3 => out.previous_counter = Some(uint32(&mut buf, wire)?),
+                4 => out.ciphertext = Some(take(&mut buf, wire)?),
+                _ => skip_field(wire, tag, &mut buf, DecodeContext::default()).ok()?,
+            }
+        }
+        Some(out)
     }
 }
 
@@ -413,5 +495,64 @@ impl SenderKeyDistributionMessage {
     #[must_use]
     pub fn serialized(&self) -> &[u8] {
         &self.serialized
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The in-place reader accepts and refuses what prost does, with the same fields.
+    #[test]
+    fn signal_message_fields_read_as_prost_does() {
+        let full = pb::SignalMessage {
+            ratchet_key: Some(vec![5; 33].into()),
+            counter: Some(300),
+            previous_counter: Some(7),
+            ciphertext: Some(vec![9; 48].into()),
+        }
+        .encode_to_vec();
+        let mut inputs: Vec<Vec<u8>> = vec![
+            full.clone(),
+            Vec::new(),
+            // An unknown varint field and an unknown bytes field, then a repeated counter.
+            [&[0x28, 0x01, 0x32, 0x02, 0xAA, 0xBB][..], &full, &[0x10, 0x05]].concat(),
+            // A counter wider than 32 bits (truncated), a wrong wire type, a length past the end.
+            vec![0x10, 0xFF, 0xFF, 0xFF, 0xFF, 0x1F],
+            vec![0x12, 0x01, 0x00],
+            vec![0x0A, 0x05, 0x01],
+            vec![0x0B, 0x0C],
+        ];
+        // Deterministic mutations of the full message.
+        let mut x: u32 = 0x1234_5678;
+        for _ in 0..2000 {
+            let mut m = full.clone();
+            for _ in 0..3 {
+                x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                let i = (x >> 8) as usize % m.len();
+                m[i] = (x >> 24) as u8;
+            }
+            x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            m.truncate(m.len() - (x >> 28) as usize);
+            inputs.push(m);
+        }
+        for input in &inputs {
+            let ours = SignalMessageFields::read(input);
+            let theirs = pb::SignalMessage::decode(&input[..]).ok();
+            match (ours, theirs) {
+                (None, None) => {}
+                (Some(o), Some(t)) => {
+                    assert_eq!(o.ratchet_key, t.ratchet_key.as_deref(), "{input:02x?}");
+                    assert_eq!(o.counter, t.counter, "{input:02x?}");
+                    assert_eq!(o.previous_counter, t.previous_counter, "{input:02x?}");
+                    assert_eq!(o.ciphertext, t.ciphertext.as_deref(), "{input:02x?}");
+                }
+                (o, t) => panic!(
+                    "{input:02x?}: ours {}, prost {}",
+                    o.is_some(),
+                    t.is_some()
+                ),
+            }
+        }
     }
 }

@@ -515,7 +515,9 @@ impl ConnectionMachine {
 
     fn persist_session(&mut self, addr: &Jid) {
         if let Some(record) = self.session_msg.sessions.get_mut(addr) {
-            let bytes = record.to_bytes().to_vec();
+            // Taken out of its zeroizing wrapper rather than copied: the event owns the one
+            // buffer (the store's copy is not zeroized either way).
+            let bytes = std::mem::take(&mut *record.to_bytes());
             self.persist(Change::Session {
                 address: addr.clone(),
                 record: bytes,

@@ -5,6 +5,7 @@
 use amarula_proto::e2e::Message;
 use bytes::Bytes;
 use prost::Message as _;
+use zeroize::Zeroizing;
 
 use super::nodes::{self, device_address, jid_attr, user_of};
 use super::records::Lookup;
@@ -374,7 +375,7 @@ impl ConnectionMachine {
         alternate: Option<&Jid>,
         kind: &str,
         bytes: &[u8],
-    ) -> Result<Vec<u8>, SignalError> {
+    ) -> Result<Zeroizing<Vec<u8>>, SignalError> {
         match self.decrypt_pairwise(primary, kind, bytes) {
             Err(e) if !matches!(e, SignalError::DuplicateMessage { .. }) => {
                 let Some(alt) = alternate else {
@@ -401,7 +402,7 @@ impl ConnectionMachine {
         primary: &Jid,
         alternate: Option<&Jid>,
         bytes: &[u8],
-    ) -> Result<Vec<u8>, SignalError> {
+    ) -> Result<Zeroizing<Vec<u8>>, SignalError> {
         match self.decrypt_group(chat, primary, bytes) {
             Err(e) if !matches!(e, SignalError::DuplicateMessage { .. }) => match alternate {
                 Some(alt)
@@ -425,7 +426,17 @@ impl ConnectionMachine {
         sender: &Jid,
         kind: &str,
         bytes: &[u8],
-    ) -> Result<Vec<u8>, SignalError> {
+    ) -> Result<Zeroizing<Vec<u8>>, SignalError> {
+        if kind != "pkmsg" {
+            // Decrypted in place: on an error `SessionRecord::decrypt` leaves the record as it
+            // was, so nothing is copied for the usual case. Without a record it fails too.
+            let pt = match self.session_msg.sessions.get_mut(sender) {
+                Some(record) => record.decrypt(bytes, &mut self.rng)?,
+                None => SessionRecord::new().decrypt(bytes, &mut self.rng)?,
+            };
+            self.persist_session(sender);
+            return Ok(pt);
+        }
         let identity = Identity::from_credentials(&self.creds);
         let cap = self.config.max_loaded_records;
         let mut record = self
@@ -434,38 +445,28 @@ impl ConnectionMachine {
             .get_mut(sender)
             .cloned()
             .unwrap_or_else(SessionRecord::new);
-        let plaintext = if kind == "pkmsg" {
-            let msg = PreKeySignalMessage::parse(bytes)?;
-            let one_time = msg
-                .pre_key_id
-                .and_then(|id| self.session_msg.prekeys.get_mut(&id).map(|k| k.clone()));
-            let out = record.decrypt_prekey_message(
-                &identity,
-                &msg,
-                &self.creds.signed_prekey,
-                one_time.as_ref(),
-                IdentityPolicy::default(),
-                &mut self.rng,
-            )?;
-            self.session_msg
-                .sessions
-                .put(sender.clone(), Some(record), cap);
-            self.persist_session(sender);
-            if let Some(id) = out.used_prekey {
-                self.session_msg.prekeys.put(id, None, cap);
-                self.persist(Change::RemovePreKey(id));
-            }
-            self.report_identity(sender, out.identity);
-            out.plaintext.to_vec()
-        } else {
-            let pt = record.decrypt(bytes, &mut self.rng)?;
-            self.session_msg
-                .sessions
-                .put(sender.clone(), Some(record), cap);
-            self.persist_session(sender);
-            pt.to_vec()
-        };
-        Ok(plaintext)
+        let msg = PreKeySignalMessage::parse(bytes)?;
+        let one_time = msg
+            .pre_key_id
+            .and_then(|id| self.session_msg.prekeys.get_mut(&id).map(|k| k.clone()));
+        let out = record.decrypt_prekey_message(
+            &identity,
+            &msg,
+            &self.creds.signed_prekey,
+            one_time.as_ref(),
+            IdentityPolicy::default(),
+            &mut self.rng,
+        )?;
+        self.session_msg
+            .sessions
+            .put(sender.clone(), Some(record), cap);
+        self.persist_session(sender);
+        if let Some(id) = out.used_prekey {
+            self.session_msg.prekeys.put(id, None, cap);
+            self.persist(Change::RemovePreKey(id));
+        }
+        self.report_identity(sender, out.identity);
+        Ok(out.plaintext)
     }
 
     fn decrypt_group(
@@ -473,7 +474,7 @@ impl ConnectionMachine {
         chat: &Jid,
         sender: &Jid,
         bytes: &[u8],
-    ) -> Result<Vec<u8>, SignalError> {
+    ) -> Result<Zeroizing<Vec<u8>>, SignalError> {
         let key = (chat.clone(), sender.clone());
         let Some(record) = self.session_msg.sender_keys.get_mut(&key) else {
             let key_id = crate::signal::SenderKeyMessage::parse(bytes)?.key_id;
@@ -481,7 +482,7 @@ impl ConnectionMachine {
         };
         let pt = record.decrypt(bytes)?;
         self.persist_sender_key(&key);
-        Ok(pt.to_vec())
+        Ok(pt)
     }
 
     /// Takes in a sender key distributed by `sender` for the group the message names.
