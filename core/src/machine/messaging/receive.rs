@@ -22,6 +22,38 @@ use crate::signal::{
 };
 use crate::time::Instant;
 
+/// `format!` into a string of the exact size, measured by a first pass that only counts: one
+/// allocation, where `format!` grows its string a few times.
+fn format_exact(args: std::fmt::Arguments<'_>) -> String {
+    struct Count(usize);
+    impl std::fmt::Write for Count {
+        fn write_str(&mut self, s: &str) -> std::fmt::Result {
+            self.0 += s.len();
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    let _ = std::fmt::write(&mut count, args);
+    let mut out = String::with_capacity(count.0);
+    let _ = std::fmt::write(&mut out, args);
+    out
+}
+
+/// Our own users (phone number, LID; see `own_identities`), as a slice, without a heap
+/// allocation: they are looked up for every message.
+pub(in crate::machine) struct OwnUsers {
+    users: [Jid; 2],
+    len: usize,
+}
+
+impl std::ops::Deref for OwnUsers {
+    type Target = [Jid];
+
+    fn deref(&self) -> &[Jid] {
+        &self.users[..self.len]
+    }
+}
+
 /// An incoming message waiting for records.
 #[derive(Clone)]
 pub(crate) struct Parked {
@@ -33,8 +65,9 @@ pub(crate) struct Parked {
 }
 
 /// Who sent a message and in which chat (§9.1, LID.md §2.1–§2.2).
-struct Origin {
-    id: String,
+struct Origin<'a> {
+    /// The stanza's id, borrowed from it.
+    id: &'a str,
     from: Jid,
     sender: Jid,
     /// The sender device's other identity, from the stanza (`sender_pn`/`sender_lid`,
@@ -47,23 +80,22 @@ struct Origin {
     from_me: bool,
 }
 
-impl Origin {
+impl Origin<'_> {
     /// The (LID, PN) user pairs the stanza tells.
-    fn lid_pairs(&self) -> Vec<(Jid, Jid)> {
-        let mut out = Vec::with_capacity(2);
-        for (a, b) in [
+    fn lid_pairs(&self) -> impl Iterator<Item = (Jid, Jid)> {
+        [
             (&self.sender, &self.sender_alt),
             (&self.chat, &self.chat_alt),
-        ] {
-            if let Some(b) = b {
-                if a.is_lid() {
-                    out.push((user_of(a), user_of(b)));
-                } else {
-                    out.push((user_of(b), user_of(a)));
-                }
-            }
-        }
-        out
+        ]
+        .into_iter()
+        .filter_map(|(a, b)| {
+            let b = b.as_ref()?;
+            Some(if a.is_lid() {
+                (user_of(a), user_of(b))
+            } else {
+                (user_of(b), user_of(a))
+            })
+        })
     }
 }
 
@@ -82,8 +114,8 @@ fn alt_attr(node: &Node, key: &str, primary: &Jid) -> Option<Jid> {
 
 /// Resolves a stanza's chat, sender and `from_me`; `own` holds our users (phone number and,
 /// when known, LID): either is "me".
-fn origin(node: &Node, own: &[Jid]) -> Option<Origin> {
-    let id = node.attr_str("id")?.to_owned();
+fn origin<'a>(node: &'a Node, own: &[Jid]) -> Option<Origin<'a>> {
+    let id = node.attr_str("id")?;
     let from = jid_attr(node, "from")?;
     let is_own = |j: &Jid| own.contains(&user_of(j));
     let (sender, chat, sender_alt, chat_alt);
@@ -287,20 +319,19 @@ impl ConnectionMachine {
             return;
         }
         let own = self.own_identities();
-        while let Some(front) = self.session_msg.incoming.front() {
-            let node = front.node.clone();
-            if !self.gather_needs(&node, &own, loads) {
+        while let Some(parked) = self.session_msg.incoming.pop_front() {
+            if !self.gather_needs(&parked.node, &own, loads) {
+                // Back in front, to wait for its records (nothing else touched the queue).
+                self.session_msg.incoming.push_front(parked);
                 break;
             }
-            if let Some(parked) = self.session_msg.incoming.pop_front() {
-                self.decrypt_parked(now, parked, &own);
-            }
+            self.decrypt_parked(now, parked, &own);
         }
     }
 
     /// The Signal addresses to decrypt a message of `o` under: the primary (the LID device
     /// whenever the mapping is known) and the alternate identity to retry under.
-    fn addresses(&self, o: &Origin) -> (Jid, Option<Jid>) {
+    fn addresses(&self, o: &Origin<'_>) -> (Jid, Option<Jid>) {
         let m = &self.session_msg;
         let primary = m.signal_address(&o.sender);
         let alternate = if primary == o.sender {
@@ -328,13 +359,11 @@ impl ConnectionMachine {
         let (primary, alternate) = self.addresses(&o);
         let m = &mut self.session_msg;
         let mut ready = true;
-        let addresses: Vec<&Jid> = std::iter::once(&primary)
-            .chain(alternate.as_ref())
-            .collect();
+        let addresses = std::iter::once(&primary).chain(alternate.as_ref());
         for enc in node.child_nodes().iter().filter(|c| c.tag == "enc") {
             match enc.attr_str("type") {
                 Some(kind @ ("pkmsg" | "msg")) => {
-                    for addr in &addresses {
+                    for addr in addresses.clone() {
                         if !m.sessions.is_known(addr) {
                             loads.session(m, addr);
                             ready = false;
@@ -353,8 +382,8 @@ impl ConnectionMachine {
                     }
                 }
                 Some("skmsg") => {
-                    for addr in &addresses {
-                        let key = (o.chat.clone(), (*addr).clone());
+                    for addr in addresses.clone() {
+                        let key = (o.chat.clone(), addr.clone());
                         if !m.sender_keys.is_known(&key) {
                             loads.sender_key(m, &key);
                             ready = false;
@@ -569,7 +598,7 @@ impl ConnectionMachine {
             if let Some(c) = enc.attr_str("count").and_then(|c| c.parse::<u8>().ok()) {
                 enc_count = enc_count.max(c);
             }
-            let kind = enc.attr_str("type").unwrap_or_default().to_owned();
+            let kind = enc.attr_str("type").unwrap_or_default();
             let bytes = enc.content_bytes().unwrap_or_default();
             if enc.attr_str("v").unwrap_or("2") != "2" {
                 error.get_or_insert_with(|| {
@@ -580,9 +609,9 @@ impl ConnectionMachine {
                 });
                 continue;
             }
-            let result = match kind.as_str() {
+            let result = match kind {
                 "pkmsg" | "msg" => {
-                    self.decrypt_pairwise_either(&primary, alternate.as_ref(), &kind, bytes)
+                    self.decrypt_pairwise_either(&primary, alternate.as_ref(), kind, bytes)
                 }
                 "skmsg" => self.decrypt_group_either(&o.chat, &primary, alternate.as_ref(), bytes),
                 other => {
@@ -648,7 +677,7 @@ impl ConnectionMachine {
                 }
                 tracing::debug!(id = %o.id, sender = %o.sender, %error, "undecryptable message");
                 self.emit(Event::Undecryptable(Box::new(UndecryptableMessage {
-                    id: o.id,
+                    id: o.id.to_owned(),
                     chat: o.chat,
                     sender: o.sender,
                     error,
@@ -660,9 +689,9 @@ impl ConnectionMachine {
     }
 
     /// The delivery receipt of §6.2.
-    fn delivery_receipt(&self, node: &Node, o: &Origin) -> Node {
+    fn delivery_receipt(&self, node: &Node, o: &Origin<'_>) -> Node {
         let mut receipt = Node::new("receipt")
-            .attr("id", o.id.as_str())
+            .attr("id", o.id)
             .attr("to", o.from.clone());
         for key in ["participant", "recipient"] {
             if let Some(v) = node.get_attr(key) {
@@ -685,14 +714,14 @@ impl ConnectionMachine {
         &mut self,
         now: Instant,
         node: &Node,
-        o: Origin,
+        o: Origin<'_>,
         message: Message,
         raw: Bytes,
         receipt: Node,
         ack: Option<Node>,
     ) {
-        let pending_key = format!("{}|{}|{}", o.chat, o.sender, o.id);
-        if !self.session_msg.remember_delivered(pending_key.clone()) {
+        let pending_key = format_exact(format_args!("{}|{}|{}", o.chat, o.sender, o.id));
+        if !self.session_msg.remember_delivered(&pending_key) {
             // The sender sent it again with the same id (after a crash of its own): it was
             // handed out already.
             tracing::debug!(id = %o.id, "duplicate message id; receipted without an event");
@@ -706,7 +735,7 @@ impl ConnectionMachine {
                 .map(|u| super::lid::same_device_on(&u, &o.sender))
         });
         let mut incoming = incoming(
-            o.id,
+            o.id.to_owned(),
             o.chat,
             o.sender,
             o.from_me,
@@ -766,13 +795,20 @@ impl ConnectionMachine {
     }
 
     /// Our own users: the phone number one and, once known, the LID.
-    pub(in crate::machine) fn own_identities(&self) -> Vec<Jid> {
-        let mut own = Vec::with_capacity(2);
-        if let Some(d) = &self.creds.device {
-            own.push(user_of(&d.jid));
-        }
-        if let Some(lid) = &self.creds.own_lid {
-            own.push(user_of(lid));
+    pub(in crate::machine) fn own_identities(&self) -> OwnUsers {
+        let mut own = OwnUsers {
+            users: [Jid::server(), Jid::server()],
+            len: 0,
+        };
+        for user in [
+            self.creds.device.as_ref().map(|d| &d.jid),
+            self.creds.own_lid.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            own.users[own.len] = user_of(user);
+            own.len += 1;
         }
         own
     }
@@ -901,7 +937,7 @@ impl ConnectionMachine {
         &mut self,
         now: Instant,
         node: &Node,
-        o: &Origin,
+        o: &Origin<'_>,
         enc_count: u8,
         force_keys: bool,
     ) -> Option<u8> {
@@ -931,7 +967,7 @@ impl ConnectionMachine {
             .map(str::to_owned)
             .unwrap_or_else(|| self.clock.unix_secs(now).to_string());
         let mut receipt = Node::new("receipt")
-            .attr("id", o.id.as_str())
+            .attr("id", o.id)
             .attr("to", o.from.clone())
             .attr("type", "retry");
         for k in ["participant", "recipient"] {
@@ -942,7 +978,7 @@ impl ConnectionMachine {
         let mut children = vec![
             Node::new("retry")
                 .attr("count", count.to_string())
-                .attr("id", o.id.as_str())
+                .attr("id", o.id)
                 .attr("t", t)
                 .attr("v", "1"),
             Node::new("registration").bytes(self.creds.registration_id.to_be_bytes().to_vec()),
