@@ -184,13 +184,22 @@ fn content_message(raw: &[u8], from_me: bool) -> Option<Message> {
 }
 
 /// The stored form of a pending message: a node with the metadata and the plaintext bytes as
-/// received (so that fields no schema knows survive a restart too).
-fn pending_record(msg: &IncomingMessage) -> Vec<u8> {
-    let mut node = Node::new("pending")
+/// received (so that fields no schema knows survive a restart too). Encoded into `scratch`
+/// (the machine's reused encode buffer), then copied out at its exact size.
+fn pending_record(msg: &IncomingMessage, scratch: &mut Vec<u8>) -> Vec<u8> {
+    use compact_str::ToCompactString as _;
+    let mut node = Node::new("pending");
+    node.attrs.reserve(
+        4 + usize::from(msg.from_me)
+            + usize::from(msg.push_name.is_some())
+            + usize::from(msg.sender_alt.is_some()),
+    );
+    let mut node = node
         .attr("id", msg.id.as_str())
-        .attr("chat", msg.chat.clone())
-        .attr("sender", msg.sender.clone())
-        .attr("t", msg.timestamp.to_string());
+        .attr("chat", &msg.chat)
+        .attr("sender", &msg.sender)
+        // Inline: a timestamp fits a `CompactString` without the heap.
+        .attr("t", msg.timestamp.to_compact_string());
     if msg.from_me {
         node = node.attr("from_me", "1");
     }
@@ -198,10 +207,20 @@ fn pending_record(msg: &IncomingMessage) -> Vec<u8> {
         node = node.attr("notify", name.as_str());
     }
     if let Some(alt) = &msg.sender_alt {
-        node = node.attr("sender_alt", alt.clone());
+        node = node.attr("sender_alt", alt);
     }
     let node = node.children([Node::new("plaintext").bytes(msg.raw.clone())]);
-    binary::to_vec(&node).unwrap_or_default()
+    scratch.clear();
+    let out = match binary::encode(&node, scratch) {
+        Ok(()) => scratch.as_slice().to_vec(),
+        Err(_) => Vec::new(),
+    };
+    scratch.clear();
+    if scratch.capacity() > crate::machine::ENCODE_BUF_KEPT {
+        // A large plaintext does not keep its room (as after a large send).
+        *scratch = Vec::with_capacity(crate::machine::ENCODE_BUF_START);
+    }
+    out
 }
 
 fn from_pending_record(p: &PendingMessage, own: &[Jid]) -> Option<IncomingMessage> {
@@ -755,9 +774,10 @@ impl ConnectionMachine {
         // History sync: the machine's own to fetch and hand out; acked once handed out.
         if let Some(input) = crate::machine::history::from_phone(&incoming) {
             if self.config.hold_message_acks {
+                let node = pending_record(&incoming, &mut self.buf);
                 self.persist(Change::Pending(PendingMessage {
                     id: pending_key.clone(),
-                    node: pending_record(&incoming),
+                    node,
                     ack_token: None,
                     received_unix_ms: self.clock.unix_ms(now),
                 }));
@@ -785,9 +805,10 @@ impl ConnectionMachine {
         incoming.ack = Some(token);
         // The message reaches the store before the application sees it: after a crash it is
         // handed out again, while the server copy (never acked) only finds a used key.
+        let node = pending_record(&incoming, &mut self.buf);
         self.persist(Change::Pending(PendingMessage {
             id: pending_key,
-            node: pending_record(&incoming),
+            node,
             ack_token: Some(token.to_raw()),
             received_unix_ms: self.clock.unix_ms(now),
         }));
