@@ -327,7 +327,7 @@ impl ConnectionMachine {
         let (ack, frames) = if self.config.hold_message_acks {
             let n = self.held.hold(
                 Held {
-                    frames,
+                    frames: frames.into(),
                     nack,
                     pending,
                 },
@@ -374,7 +374,7 @@ impl ConnectionMachine {
         let (ack, frames) = if self.config.hold_message_acks {
             let n = self.held.hold(
                 Held {
-                    frames,
+                    frames: frames.into(),
                     nack,
                     pending,
                 },

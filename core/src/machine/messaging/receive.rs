@@ -184,34 +184,13 @@ fn content_message(raw: &[u8], from_me: bool) -> Option<Message> {
 }
 
 /// The stored form of a pending message: a node with the metadata and the plaintext bytes as
-/// received (so that fields no schema knows survive a restart too). Encoded into `scratch`
-/// (the machine's reused encode buffer), then copied out at its exact size.
+/// received (so that fields no schema knows survive a restart too):
+/// `<pending id chat sender t [from_me] [notify] [sender_alt]><plaintext>…</plaintext></pending>`.
+/// Written straight into `scratch` (the machine's reused encode buffer) from the message,
+/// byte for byte what encoding that node gives, then copied out at its exact size.
 fn pending_record(msg: &IncomingMessage, scratch: &mut Vec<u8>) -> Vec<u8> {
-    use compact_str::ToCompactString as _;
-    let mut node = Node::new("pending");
-    node.attrs.reserve(
-        4 + usize::from(msg.from_me)
-            + usize::from(msg.push_name.is_some())
-            + usize::from(msg.sender_alt.is_some()),
-    );
-    let mut node = node
-        .attr("id", msg.id.as_str())
-        .attr("chat", &msg.chat)
-        .attr("sender", &msg.sender)
-        // Inline: a timestamp fits a `CompactString` without the heap.
-        .attr("t", msg.timestamp.to_compact_string());
-    if msg.from_me {
-        node = node.attr("from_me", "1");
-    }
-    if let Some(name) = &msg.push_name {
-        node = node.attr("notify", name.as_str());
-    }
-    if let Some(alt) = &msg.sender_alt {
-        node = node.attr("sender_alt", alt);
-    }
-    let node = node.children([Node::new("plaintext").bytes(msg.raw.clone())]);
     scratch.clear();
-    let out = match binary::encode(&node, scratch) {
+    let out = match write_pending(msg, scratch) {
         Ok(()) => scratch.as_slice().to_vec(),
         Err(_) => Vec::new(),
     };
@@ -221,6 +200,45 @@ fn pending_record(msg: &IncomingMessage, scratch: &mut Vec<u8>) -> Vec<u8> {
         *scratch = Vec::with_capacity(crate::machine::ENCODE_BUF_START);
     }
     out
+}
+
+fn write_pending(msg: &IncomingMessage, out: &mut Vec<u8>) -> Result<(), binary::EncodeError> {
+    use binary::{write_bytes, write_jid, write_list_start, write_str};
+    use compact_str::ToCompactString as _;
+    // Inline: a timestamp fits a `CompactString` without the heap.
+    let t = msg.timestamp.to_compact_string();
+    let attrs = 4
+        + usize::from(msg.from_me)
+        + usize::from(msg.push_name.is_some())
+        + usize::from(msg.sender_alt.is_some());
+    // The list: tag, a key and a value per attribute, the content.
+    write_list_start(out, 1 + 2 * attrs + 1);
+    write_str(out, "pending")?;
+    write_str(out, "id")?;
+    write_str(out, &msg.id)?;
+    write_str(out, "chat")?;
+    write_jid(out, &msg.chat)?;
+    write_str(out, "sender")?;
+    write_jid(out, &msg.sender)?;
+    write_str(out, "t")?;
+    write_str(out, &t)?;
+    if msg.from_me {
+        write_str(out, "from_me")?;
+        write_str(out, "1")?;
+    }
+    if let Some(name) = &msg.push_name {
+        write_str(out, "notify")?;
+        write_str(out, name)?;
+    }
+    if let Some(alt) = &msg.sender_alt {
+        write_str(out, "sender_alt")?;
+        write_jid(out, alt)?;
+    }
+    // One child, `<plaintext>` with the bytes as its content.
+    write_list_start(out, 1);
+    write_list_start(out, 2);
+    write_str(out, "plaintext")?;
+    write_bytes(out, &msg.raw)
 }
 
 fn from_pending_record(p: &PendingMessage, own: &[Jid]) -> Option<IncomingMessage> {
@@ -795,7 +813,7 @@ impl ConnectionMachine {
         // §5.4); the ack is kept for a refusal (`Confirm::Nack`).
         let n = self.held.hold(
             Held {
-                frames: vec![receipt],
+                frames: smallvec::smallvec![receipt],
                 nack: ack,
                 pending: Some(pending_key.clone()),
             },
@@ -916,7 +934,7 @@ impl ConnectionMachine {
                 // the stored copy (the server's copy was acked as a duplicate).
                 let n = self.held.hold(
                     Held {
-                        frames: Vec::new(),
+                        frames: crate::machine::cache::HeldFrames::new(),
                         nack: None,
                         pending: Some(msg.pending_key.clone()),
                     },
@@ -943,7 +961,7 @@ impl ConnectionMachine {
         }
         let n = self.held.hold(
             Held {
-                frames: Vec::new(),
+                frames: crate::machine::cache::HeldFrames::new(),
                 nack: None,
                 pending: Some(pending.id),
             },
@@ -1025,5 +1043,67 @@ impl ConnectionMachine {
         let receipt = receipt.children(children);
         self.send_internal(now, &receipt);
         Some(count)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The pending record written from its parts is the encoding of its node.
+    #[test]
+    fn pending_record_is_the_nodes_encoding() {
+        let message = Message {
+            conversation: Some("hi".into()),
+            ..Message::default()
+        };
+        let jid = |s: &str| s.parse::<Jid>().expect("jid");
+        for (from_me, notify, alt) in [(false, None, None), (true, Some("Bob ✓"), Some("12345:3@lid"))] {
+            let mut msg = incoming(
+                "3EB0ABCDEF".into(),
+                jid("15550009999@s.whatsapp.net"),
+                jid("15550009999:3@s.whatsapp.net"),
+                from_me,
+                1_700_000_000,
+                notify.map(str::to_owned),
+                message.clone(),
+                Bytes::from(message.encode_to_vec()),
+                "key".into(),
+                &[],
+            );
+            msg.sender_alt = alt.map(jid);
+            let mut node = Node::new("pending")
+                .attr("id", msg.id.as_str())
+                .attr("chat", msg.chat.clone())
+                .attr("sender", msg.sender.clone())
+                .attr("t", msg.timestamp.to_string());
+            if msg.from_me {
+                node = node.attr("from_me", "1");
+            }
+            if let Some(name) = &msg.push_name {
+                node = node.attr("notify", name.as_str());
+            }
+            if let Some(alt) = &msg.sender_alt {
+                node = node.attr("sender_alt", alt.clone());
+            }
+            let node = node.children([Node::new("plaintext").bytes(msg.raw.clone())]);
+            let mut scratch = Vec::new();
+            let ours = pending_record(&msg, &mut scratch);
+            assert_eq!(ours, binary::to_vec(&node).expect("encodes"));
+            assert_eq!(ours.capacity(), ours.len());
+            let back = from_pending_record(
+                &PendingMessage {
+                    id: "key".into(),
+                    node: ours,
+                    ack_token: None,
+                    received_unix_ms: 0,
+                },
+                &[],
+            )
+            .expect("reads back");
+            assert_eq!(back.sender_alt, msg.sender_alt);
+            assert_eq!(back.push_name, msg.push_name);
+            assert_eq!(back.raw, msg.raw);
+        }
     }
 }
