@@ -11,6 +11,47 @@ use zeroize::Zeroizing;
 
 use super::SignalError;
 use super::keys::PublicKey;
+use super::pbwrite::{Fields, Sink};
+
+/// The `SignalMessage` protobuf of a message being built.
+struct SignalFields<'a> {
+    ratchet_key: &'a [u8],
+    counter: u32,
+    previous_counter: u32,
+    ciphertext: &'a [u8],
+}
+
+impl Fields for SignalFields<'_> {
+    fn visit(&self, s: &mut impl Sink) {
+        s.bytes(1, self.ratchet_key);
+        s.uint(2, self.counter);
+        s.uint(3, self.previous_counter);
+        s.bytes(4, self.ciphertext);
+    }
+}
+
+/// The `PreKeySignalMessage` protobuf of a message being built.
+struct PreKeyFields<'a> {
+    pre_key_id: Option<u32>,
+    base_key: &'a [u8],
+    identity_key: &'a [u8],
+    message: &'a [u8],
+    registration_id: u32,
+    signed_pre_key_id: u32,
+}
+
+impl Fields for PreKeyFields<'_> {
+    fn visit(&self, s: &mut impl Sink) {
+        if let Some(id) = self.pre_key_id {
+            s.uint(1, id);
+        }
+        s.bytes(2, self.base_key);
+        s.bytes(3, self.identity_key);
+        s.bytes(4, self.message);
+        s.uint(5, self.registration_id);
+        s.uint(6, self.signed_pre_key_id);
+    }
+}
 
 /// The version byte in front of every message: message version 3 (high nibble), current
 /// version 3 (low nibble).
@@ -84,17 +125,16 @@ impl SignalMessage {
         sender_identity: &PublicKey,
         receiver_identity: &PublicKey,
     ) -> Self {
-        let proto = pb::SignalMessage {
-            ratchet_key: Some(ratchet_key.serialize().to_vec().into()),
-            counter: Some(counter),
-            previous_counter: Some(previous_counter),
-            ciphertext: Some(ciphertext.clone().into()),
+        let ratchet = ratchet_key.serialize();
+        let fields = SignalFields {
+            ratchet_key: &ratchet,
+            counter,
+            previous_counter,
+            ciphertext: &ciphertext,
         };
-        let mut serialized = Vec::with_capacity(1 + proto.encoded_len() + MAC_LEN);
+        let mut serialized = Vec::with_capacity(1 + fields.len() + MAC_LEN);
         serialized.push(VERSION_BYTE);
-        proto
-            .encode(&mut serialized)
-            .expect("a Vec grows as needed");
+        fields.write(&mut serialized);
         let mac = compute_mac(mac_key, sender_identity, receiver_identity, &serialized);
         serialized.extend_from_slice(&mac);
         Self {
@@ -274,19 +314,18 @@ impl PreKeySignalMessage {
         registration_id: u32,
         message: SignalMessage,
     ) -> Self {
-        let proto = pb::PreKeySignalMessage {
+        let (base, identity) = (base_key.serialize(), identity_key.serialize());
+        let fields = PreKeyFields {
             pre_key_id,
-            base_key: Some(base_key.serialize().to_vec().into()),
-            identity_key: Some(identity_key.serialize().to_vec().into()),
-            message: Some(message.serialized.clone().into()),
-            registration_id: Some(registration_id),
-            signed_pre_key_id: Some(signed_pre_key_id),
+            base_key: &base,
+            identity_key: &identity,
+            message: &message.serialized,
+            registration_id,
+            signed_pre_key_id,
         };
-        let mut serialized = Vec::with_capacity(1 + proto.encoded_len());
+        let mut serialized = Vec::with_capacity(1 + fields.len());
         serialized.push(VERSION_BYTE);
-        proto
-            .encode(&mut serialized)
-            .expect("a Vec grows as needed");
+        fields.write(&mut serialized);
         Self {
             pre_key_id,
             signed_pre_key_id,
@@ -501,6 +540,35 @@ impl SenderKeyDistributionMessage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The hand-written `msg` and `pkmsg` are prost's encoding, byte for byte.
+    #[test]
+    fn built_messages_are_prosts() {
+        let (ratchet, ours, theirs) = (PublicKey([3; 32]), PublicKey([4; 32]), PublicKey([5; 32]));
+        let msg = SignalMessage::build(ratchet, 0, 70_000, vec![6; 160], &[7; 32], &ours, &theirs);
+        let proto = pb::SignalMessage {
+            ratchet_key: Some(ratchet.serialize().to_vec().into()),
+            counter: Some(0),
+            previous_counter: Some(70_000),
+            ciphertext: Some(vec![6; 160].into()),
+        };
+        let body = &msg.serialized()[1..msg.serialized().len() - MAC_LEN];
+        assert_eq!(body, &proto.encode_to_vec()[..]);
+        assert_eq!(msg.serialized().len(), msg.serialized.capacity());
+        for pre_key_id in [None, Some(0x00FF_FFFF)] {
+            let pk = PreKeySignalMessage::build(pre_key_id, 9, ratchet, ours, 12_345, msg.clone());
+            let proto = pb::PreKeySignalMessage {
+                pre_key_id,
+                base_key: Some(ratchet.serialize().to_vec().into()),
+                identity_key: Some(ours.serialize().to_vec().into()),
+                message: Some(msg.serialized().to_vec().into()),
+                registration_id: Some(12_345),
+                signed_pre_key_id: Some(9),
+            };
+            assert_eq!(&pk.serialized()[1..], &proto.encode_to_vec()[..]);
+            assert_eq!(PreKeySignalMessage::parse(pk.serialized()).expect("parses"), pk);
+        }
+    }
 
     /// The in-place reader accepts and refuses what prost does, with the same fields.
     #[test]
