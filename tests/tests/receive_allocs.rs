@@ -117,7 +117,11 @@ fn allocations_per_received_message() {
         "{steady} allocations per received message (ceiling {RECEIVE_CEILING}): {counts:?}"
     );
     assert!(
-        counts[1..].iter().filter(|c| **c <= RECEIVE_CEILING - 2).count() >= counts.len() / 2,
+        counts[1..]
+            .iter()
+            .filter(|c| **c <= RECEIVE_CEILING - 2)
+            .count()
+            >= counts.len() / 2,
         "most messages take no table growth: {counts:?}"
     );
 }
@@ -143,7 +147,10 @@ fn allocations_per_sent_message() {
         .collect();
     println!("allocations per sent message (4 devices): {counts:?}");
     let steady = counts[1..].iter().copied().max().unwrap_or_default();
-    assert!(steady <= 90, "{steady} allocations per sent message: {counts:?}");
+    assert!(
+        steady <= 90,
+        "{steady} allocations per sent message: {counts:?}"
+    );
 }
 
 /// The transport and codec share of the path: the socket bytes of the same message through

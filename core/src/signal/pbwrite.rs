@@ -41,9 +41,8 @@ impl Sink for Size {
     }
     fn message(&mut self, tag: u32, m: &impl Fields) {
         let len = m.len();
-        self.0 += prost::encoding::key_len(tag)
-            + prost::encoding::encoded_len_varint(len as u64)
-            + len;
+        self.0 +=
+            prost::encoding::key_len(tag) + prost::encoding::encoded_len_varint(len as u64) + len;
     }
 }
 

@@ -13,9 +13,9 @@ use prost::bytes::Bytes;
 use zeroize::Zeroizing;
 
 use super::SignalError;
-use super::pbwrite::{Fields, Sink};
 use super::group::{MAX_SENDER_KEY_STATES, SenderKeyRecord, SenderKeyState};
 use super::keys::{PreKey, PublicKey};
+use super::pbwrite::{Fields, Sink};
 use super::ratchet::{Chain, MAX_SKIPPED_KEYS, RootKey, Skipped};
 use super::session::{
     MAX_PREVIOUS_STATES, MAX_RECEIVER_CHAINS, Pending, ReceiverChain, SenderChain, SessionRecord,
@@ -181,7 +181,7 @@ impl SessionRecord {
     pub fn to_bytes(&self) -> Zeroizing<Vec<u8>> {
         let record = RecordFields(self);
         let mut out = Zeroizing::new(Vec::with_capacity(record.len()));
-        record.write(&mut *out);
+        record.write(&mut out);
         out
     }
 
@@ -426,7 +426,12 @@ mod tests {
         PublicKey([b; 32])
     }
 
-    fn state(seed: u8, receivers: usize, skipped: u32, pending: Option<Option<u32>>) -> SessionState {
+    fn state(
+        seed: u8,
+        receivers: usize,
+        skipped: u32,
+        pending: Option<Option<u32>>,
+    ) -> SessionState {
         SessionState {
             local_identity: key(seed),
             remote_identity: key(seed + 1),

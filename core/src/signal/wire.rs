@@ -566,7 +566,10 @@ mod tests {
                 signed_pre_key_id: Some(9),
             };
             assert_eq!(&pk.serialized()[1..], &proto.encode_to_vec()[..]);
-            assert_eq!(PreKeySignalMessage::parse(pk.serialized()).expect("parses"), pk);
+            assert_eq!(
+                PreKeySignalMessage::parse(pk.serialized()).expect("parses"),
+                pk
+            );
         }
     }
 
@@ -584,7 +587,12 @@ mod tests {
             full.clone(),
             Vec::new(),
             // An unknown varint field and an unknown bytes field, then a repeated counter.
-            [&[0x28, 0x01, 0x32, 0x02, 0xAA, 0xBB][..], &full, &[0x10, 0x05]].concat(),
+            [
+                &[0x28, 0x01, 0x32, 0x02, 0xAA, 0xBB][..],
+                &full,
+                &[0x10, 0x05],
+            ]
+            .concat(),
             // A counter wider than 32 bits (truncated), a wrong wire type, a length past the end.
             vec![0x10, 0xFF, 0xFF, 0xFF, 0xFF, 0x1F],
             vec![0x12, 0x01, 0x00],
@@ -615,11 +623,7 @@ mod tests {
                     assert_eq!(o.previous_counter, t.previous_counter, "{input:02x?}");
                     assert_eq!(o.ciphertext, t.ciphertext.as_deref(), "{input:02x?}");
                 }
-                (o, t) => panic!(
-                    "{input:02x?}: ours {}, prost {}",
-                    o.is_some(),
-                    t.is_some()
-                ),
+                (o, t) => panic!("{input:02x?}: ours {}, prost {}", o.is_some(), t.is_some()),
             }
         }
     }

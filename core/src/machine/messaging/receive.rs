@@ -1058,7 +1058,10 @@ mod tests {
             ..Message::default()
         };
         let jid = |s: &str| s.parse::<Jid>().expect("jid");
-        for (from_me, notify, alt) in [(false, None, None), (true, Some("Bob ✓"), Some("12345:3@lid"))] {
+        for (from_me, notify, alt) in [
+            (false, None, None),
+            (true, Some("Bob ✓"), Some("12345:3@lid")),
+        ] {
             let mut msg = incoming(
                 "3EB0ABCDEF".into(),
                 jid("15550009999@s.whatsapp.net"),
