@@ -118,7 +118,7 @@ fn write_node(out: &mut Vec<u8>, node: &Node, depth: usize) -> Result<(), Encode
 
 /// List header: 0 → `LIST_EMPTY`; up to 255 → `LIST_8 n`; up to 65535 → `LIST_16 n16`.
 /// Callers have checked `size <= 65535`.
-fn write_list_start(out: &mut Vec<u8>, size: usize) {
+pub(crate) fn write_list_start(out: &mut Vec<u8>, size: usize) {
     match size {
         0 => out.push(tag::LIST_EMPTY),
         1..=255 => out.extend_from_slice(&[tag::LIST_8, size as u8]),
@@ -131,7 +131,7 @@ fn write_list_start(out: &mut Vec<u8>, size: usize) {
 
 /// Binary length class, then the bytes: `< 2^8` → `BINARY_8`; `< 2^20` → `BINARY_20` (3 bytes,
 /// top nibble 0); otherwise `BINARY_32`.
-fn write_bytes(out: &mut Vec<u8>, b: &[u8]) -> Result<(), EncodeError> {
+pub(crate) fn write_bytes(out: &mut Vec<u8>, b: &[u8]) -> Result<(), EncodeError> {
     let len = b.len();
     if len < 1 << 8 {
         out.extend_from_slice(&[tag::BINARY_8, len as u8]);
@@ -153,7 +153,7 @@ fn write_bytes(out: &mut Vec<u8>, b: &[u8]) -> Result<(), EncodeError> {
 
 /// A string: `""` → `0x00`; token; nibble-packed; hex-packed; raw.
 #[inline(always)]
-fn write_str(out: &mut Vec<u8>, s: &str) -> Result<(), EncodeError> {
+pub(crate) fn write_str(out: &mut Vec<u8>, s: &str) -> Result<(), EncodeError> {
     if s.is_empty() {
         // The reference writes "" as token index 0, which is the byte LIST_EMPTY.
         out.push(tag::LIST_EMPTY);
@@ -263,7 +263,7 @@ fn write_packed(out: &mut Vec<u8>, tag: u8, s: &[u8], code: &[u8; 256]) {
 /// agent of a `s.whatsapp.net` device goes in the AD_JID domain byte unless it collides with a
 /// server value (0, 1, 128, 129); otherwise agents have no wire form and are dropped, as both
 /// reference encoders do.
-fn write_jid(out: &mut Vec<u8>, j: &Jid) -> Result<(), EncodeError> {
+pub(crate) fn write_jid(out: &mut Vec<u8>, j: &Jid) -> Result<(), EncodeError> {
     let server = j.server_part();
     match (j.explicit_device(), server) {
         (Some(device), Server::User | Server::Lid | Server::Hosted | Server::HostedLid) => {

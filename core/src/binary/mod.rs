@@ -29,6 +29,8 @@ mod unpack;
 pub use attrs::{Attr, Attrs, IntoIter as AttrsIntoIter};
 pub use decode::{AttrsIter, AttrsRef, ContentRef, JidRef, NodeRef, StrRef, ValueRef, decode};
 pub use encode::{EncodeError, encode, encode_frame, to_vec};
+/// The pieces of the encoder, for a node written straight from its parts (no `Node` built).
+pub(crate) use encode::{write_bytes, write_jid, write_list_start, write_str};
 pub use error::DecodeError;
 pub use node::{AttrValue, Content, Node, NodeStr};
 pub use owned::{decode_owned, decode_owned_shared};

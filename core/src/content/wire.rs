@@ -45,8 +45,19 @@ fn varint(bytes: &[u8], pos: &mut usize) -> Result<u64, WireError> {
 /// The field numbers at the top level of a protobuf message, in order of appearance (repeated
 /// ones as often as they appear). Every length is checked against the input.
 pub fn top_level_fields(bytes: &[u8]) -> Result<Vec<u64>, WireError> {
-    let mut pos = 0;
     let mut out = Vec::new();
+    walk_top_level(bytes, |field| {
+        out.push(field);
+        true
+    })?;
+    Ok(out)
+}
+
+/// Walks the top-level fields of a protobuf message, giving each field number to `visit` in
+/// order, until `visit` returns false; checks every length as [`top_level_fields`] does.
+/// Returns whether the walk reached the end.
+fn walk_top_level(bytes: &[u8], mut visit: impl FnMut(u64) -> bool) -> Result<bool, WireError> {
+    let mut pos = 0;
     while pos < bytes.len() {
         let key = varint(bytes, &mut pos)?;
         let field = key >> 3;
@@ -67,20 +78,24 @@ pub fn top_level_fields(bytes: &[u8]) -> Result<Vec<u64>, WireError> {
             .checked_add(skip)
             .filter(|end| *end <= bytes.len())
             .ok_or(WireError::Truncated)?;
-        out.push(field);
+        if !visit(field) {
+            return Ok(false);
+        }
     }
-    Ok(out)
+    Ok(true)
 }
 
 /// Whether a `Message`'s bytes carry nothing but sender-key distribution and message context
 /// (metadata the machine consumes itself); false when any other field is present, declared
 /// in our schema or not, and false for bytes that do not walk (they are not ours to drop).
 pub fn is_key_distribution_only(bytes: &[u8]) -> bool {
-    top_level_fields(bytes).is_ok_and(|fields| {
-        fields
-            .iter()
-            .all(|f| matches!(*f, SKDM | FAST_RATCHET_SKDM | MESSAGE_CONTEXT_INFO))
-    })
+    // Stops at the first other field; bytes that do not walk to their end are not ours.
+    let mut only = true;
+    let walked = walk_top_level(bytes, |f| {
+        only = matches!(f, SKDM | FAST_RATCHET_SKDM | MESSAGE_CONTEXT_INFO);
+        only
+    });
+    only && walked.is_ok()
 }
 
 #[cfg(test)]

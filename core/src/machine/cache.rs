@@ -133,12 +133,16 @@ impl RetryCache {
     }
 }
 
+/// The frames of a [`Held`] ack.
+pub(crate) type HeldFrames = smallvec::SmallVec<[Node; 1]>;
+
 /// What confirming one held stanza sends and forgets.
 #[derive(Debug, Clone)]
 pub(crate) struct Held {
     /// Frames sent in order on confirmation: the delivery receipt of a decrypted message,
     /// which acknowledges it on its own (SESSION.md §5.1), or the ack of another stanza.
-    pub(crate) frames: Vec<Node>,
+    /// Inline room for one: a held message has its delivery receipt alone.
+    pub(crate) frames: HeldFrames,
     /// The ack sent instead, with `error`, when the application refuses the stanza.
     pub(crate) nack: Option<Node>,
     /// The stored copy of a decrypted message, forgotten on confirmation.
@@ -247,7 +251,7 @@ mod tests {
         for _ in 0..10_000 {
             let t = h.hold(
                 Held {
-                    frames: vec![Node::new("ack")],
+                    frames: smallvec::smallvec![Node::new("ack")],
                     nack: None,
                     pending: None,
                 },
@@ -259,7 +263,7 @@ mod tests {
         for _ in 0..10 {
             h.hold(
                 Held {
-                    frames: vec![Node::new("ack")],
+                    frames: smallvec::smallvec![Node::new("ack")],
                     nack: None,
                     pending: None,
                 },

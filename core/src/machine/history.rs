@@ -330,7 +330,7 @@ impl ConnectionMachine {
         let (ack, frames) = if self.config.hold_message_acks {
             let n = self.held.hold(
                 Held {
-                    frames,
+                    frames: frames.into(),
                     nack,
                     pending,
                 },
@@ -377,7 +377,7 @@ impl ConnectionMachine {
         let (ack, frames) = if self.config.hold_message_acks {
             let n = self.held.hold(
                 Held {
-                    frames,
+                    frames: frames.into(),
                     nack,
                     pending,
                 },

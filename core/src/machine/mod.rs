@@ -687,9 +687,9 @@ impl ConnectionMachine {
                 };
                 ack.attrs
                     .push(("error".into(), AttrValue::from(code.to_string())));
-                frames = vec![ack];
+                frames = smallvec::smallvec![ack];
             }
-            Confirm::Replace(node) => frames = vec![node],
+            Confirm::Replace(node) => frames = smallvec::smallvec![node],
         }
         for frame in &frames {
             self.send_node(now, frame)?;
@@ -1165,7 +1165,7 @@ impl ConnectionMachine {
         match ack {
             Some(ack) if is_message && self.config.hold_message_acks => {
                 let held = Held {
-                    frames: vec![ack.clone()],
+                    frames: smallvec::smallvec![ack.clone()],
                     nack: Some(ack),
                     pending: None,
                 };

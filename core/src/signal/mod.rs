@@ -56,6 +56,7 @@ mod crypto;
 mod error;
 mod group;
 mod keys;
+mod pbwrite;
 mod ratchet;
 mod session;
 mod store;

@@ -10,7 +10,7 @@ use super::SignalError;
 use super::crypto::{cbc_decrypt, cbc_encrypt};
 use super::keys::{KeySource, PublicKey};
 use super::ratchet::{Chain, MessageKeys, RootKey, Skipped};
-use super::wire::{CiphertextMessage, PreKeySignalMessage, SignalMessage};
+use super::wire::{CiphertextMessage, PreKeySignalMessage, SignalMessage, SignalMessageView};
 use crate::noise::KeyPair;
 
 /// At most this many receiving chains (one per peer ratchet key) are kept per state; a late
@@ -91,7 +91,7 @@ impl SessionState {
     /// a copy: on error the state may be half changed.
     pub(crate) fn decrypt(
         &mut self,
-        msg: &SignalMessage,
+        msg: SignalMessageView<'_>,
         keys: &mut impl KeySource,
     ) -> Result<Zeroizing<Vec<u8>>, SignalError> {
         let idx = match self
@@ -109,10 +109,39 @@ impl SessionState {
         let seed = chain.chain.seed_for(msg.counter, &mut chain.skipped)?;
         let mk = MessageKeys::derive(&seed);
         msg.verify_mac(&mk.mac, &self.remote_identity, &self.local_identity)?;
-        let plaintext = cbc_decrypt(&mk.cipher, &mk.iv, &msg.ciphertext)?;
+        let plaintext = cbc_decrypt(&mk.cipher, &mk.iv, msg.ciphertext)?;
         // The peer answered on this session, so it has it: no more prekey messages.
         self.pending = None;
         Ok(plaintext)
+    }
+
+    /// Decrypts `msg` in place when it is the next message of a receiving chain we have (the
+    /// usual case: no ratchet step, no skipped keys), changing nothing unless it succeeds.
+    /// `None` when the message needs more than that: decrypt it on a copy then.
+    fn decrypt_next(
+        &mut self,
+        msg: SignalMessageView<'_>,
+    ) -> Option<Result<Zeroizing<Vec<u8>>, SignalError>> {
+        let chain = self
+            .receivers
+            .iter_mut()
+            .find(|c| c.ratchet == msg.ratchet_key)?;
+        if msg.counter != chain.chain.index {
+            return None;
+        }
+        // The chain moves on only once the MAC and the padding are good.
+        let mut next = chain.chain.clone();
+        let result = next.next_seed().and_then(|seed| {
+            let mk = MessageKeys::derive(&seed);
+            msg.verify_mac(&mk.mac, &self.remote_identity, &self.local_identity)?;
+            cbc_decrypt(&mk.cipher, &mk.iv, msg.ciphertext)
+        });
+        if result.is_ok() {
+            chain.chain = next;
+            // The peer answered on this session, so it has it: no more prekey messages.
+            self.pending = None;
+        }
+        Some(result)
     }
 
     /// A new peer ratchet key: a receiving chain from our current ratchet key, then a new
@@ -240,8 +269,8 @@ impl SessionRecord {
         bytes: &[u8],
         keys: &mut impl KeySource,
     ) -> Result<Zeroizing<Vec<u8>>, SignalError> {
-        let msg = SignalMessage::parse(bytes)?;
-        self.decrypt_message(&msg, keys)
+        let msg = SignalMessageView::parse(bytes)?;
+        self.decrypt_view(msg, keys)
     }
 
     /// Decrypts a parsed `msg` with the current session or, failing that, a previous one
@@ -255,18 +284,30 @@ impl SessionRecord {
         msg: &SignalMessage,
         keys: &mut impl KeySource,
     ) -> Result<Zeroizing<Vec<u8>>, SignalError> {
-        let first_err = match &self.current {
+        self.decrypt_view(msg.view(), keys)
+    }
+
+    fn decrypt_view(
+        &mut self,
+        msg: SignalMessageView<'_>,
+        keys: &mut impl KeySource,
+    ) -> Result<Zeroizing<Vec<u8>>, SignalError> {
+        let first_err = match &mut self.current {
             None => SignalError::NoSession,
-            Some(state) => {
-                let mut trial = state.clone();
-                match trial.decrypt(msg, keys) {
-                    Ok(pt) => {
-                        self.current = Some(trial);
-                        return Ok(pt);
+            Some(state) => match state.decrypt_next(msg) {
+                Some(Ok(pt)) => return Ok(pt),
+                Some(Err(e)) => e,
+                None => {
+                    let mut trial = state.clone();
+                    match trial.decrypt(msg, keys) {
+                        Ok(pt) => {
+                            self.current = Some(trial);
+                            return Ok(pt);
+                        }
+                        Err(e) => e,
                     }
-                    Err(e) => e,
                 }
-            }
+            },
         };
         for i in 0..self.previous.len() {
             let mut trial = self.previous[i].clone();

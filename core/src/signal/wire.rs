@@ -11,6 +11,47 @@ use zeroize::Zeroizing;
 
 use super::SignalError;
 use super::keys::PublicKey;
+use super::pbwrite::{Fields, Sink};
+
+/// The `SignalMessage` protobuf of a message being built.
+struct SignalFields<'a> {
+    ratchet_key: &'a [u8],
+    counter: u32,
+    previous_counter: u32,
+    ciphertext: &'a [u8],
+}
+
+impl Fields for SignalFields<'_> {
+    fn visit(&self, s: &mut impl Sink) {
+        s.bytes(1, self.ratchet_key);
+        s.uint(2, self.counter);
+        s.uint(3, self.previous_counter);
+        s.bytes(4, self.ciphertext);
+    }
+}
+
+/// The `PreKeySignalMessage` protobuf of a message being built.
+struct PreKeyFields<'a> {
+    pre_key_id: Option<u32>,
+    base_key: &'a [u8],
+    identity_key: &'a [u8],
+    message: &'a [u8],
+    registration_id: u32,
+    signed_pre_key_id: u32,
+}
+
+impl Fields for PreKeyFields<'_> {
+    fn visit(&self, s: &mut impl Sink) {
+        if let Some(id) = self.pre_key_id {
+            s.uint(1, id);
+        }
+        s.bytes(2, self.base_key);
+        s.bytes(3, self.identity_key);
+        s.bytes(4, self.message);
+        s.uint(5, self.registration_id);
+        s.uint(6, self.signed_pre_key_id);
+    }
+}
 
 /// The version byte in front of every message: message version 3 (high nibble), current
 /// version 3 (low nibble).
@@ -53,25 +94,25 @@ impl SignalMessage {
     /// Parses a complete `msg` (version byte, protobuf, MAC). The MAC is checked later, by
     /// the session that decrypts it.
     pub fn parse(bytes: &[u8]) -> Result<Self, SignalError> {
-        let rest = check_version(bytes)?;
-        let Some(body_len) = rest.len().checked_sub(MAC_LEN) else {
-            return Err(SignalError::InvalidMessage { what: "too short" });
-        };
-        let proto = pb::SignalMessage::decode(&rest[..body_len]).map_err(|_| {
-            SignalError::InvalidMessage {
-                what: "signal message protobuf",
-            }
-        })?;
+        let view = SignalMessageView::parse(bytes)?;
         Ok(Self {
-            ratchet_key: PublicKey::from_wire(
-                &required(proto.ratchet_key, "ratchet key")?,
-                "ratchet key",
-            )?,
-            counter: required(proto.counter, "counter")?,
-            previous_counter: proto.previous_counter.unwrap_or(0),
-            ciphertext: required(proto.ciphertext, "ciphertext")?.to_vec(),
+            ratchet_key: view.ratchet_key,
+            counter: view.counter,
+            previous_counter: view.previous_counter,
+            ciphertext: view.ciphertext.to_vec(),
             serialized: bytes.to_vec(),
         })
+    }
+
+    /// The message as a view (what decryption works on).
+    pub(crate) fn view(&self) -> SignalMessageView<'_> {
+        SignalMessageView {
+            ratchet_key: self.ratchet_key,
+            counter: self.counter,
+            previous_counter: self.previous_counter,
+            ciphertext: &self.ciphertext,
+            serialized: &self.serialized,
+        }
     }
 
     /// Builds a message and its MAC with `mac_key` over both identities (sender first).
@@ -84,17 +125,16 @@ impl SignalMessage {
         sender_identity: &PublicKey,
         receiver_identity: &PublicKey,
     ) -> Self {
-        let proto = pb::SignalMessage {
-            ratchet_key: Some(ratchet_key.serialize().to_vec().into()),
-            counter: Some(counter),
-            previous_counter: Some(previous_counter),
-            ciphertext: Some(ciphertext.clone().into()),
+        let ratchet = ratchet_key.serialize();
+        let fields = SignalFields {
+            ratchet_key: &ratchet,
+            counter,
+            previous_counter,
+            ciphertext: &ciphertext,
         };
-        let mut serialized = Vec::with_capacity(1 + proto.encoded_len() + MAC_LEN);
+        let mut serialized = Vec::with_capacity(1 + fields.len() + MAC_LEN);
         serialized.push(VERSION_BYTE);
-        proto
-            .encode(&mut serialized)
-            .expect("a Vec grows as needed");
+        fields.write(&mut serialized);
         let mac = compute_mac(mac_key, sender_identity, receiver_identity, &serialized);
         serialized.extend_from_slice(&mac);
         Self {
@@ -110,6 +150,38 @@ impl SignalMessage {
     #[must_use]
     pub fn serialized(&self) -> &[u8] {
         &self.serialized
+    }
+}
+
+/// A `msg` parsed in place: the fields of [`SignalMessage`] borrowing the received bytes, so
+/// that decrypting a message copies nothing but the plaintext out.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SignalMessageView<'a> {
+    pub(crate) ratchet_key: PublicKey,
+    pub(crate) counter: u32,
+    pub(crate) previous_counter: u32,
+    pub(crate) ciphertext: &'a [u8],
+    serialized: &'a [u8],
+}
+
+impl<'a> SignalMessageView<'a> {
+    /// Parses a complete `msg`, as [`SignalMessage::parse`] does.
+    pub(crate) fn parse(bytes: &'a [u8]) -> Result<Self, SignalError> {
+        let rest = check_version(bytes)?;
+        let Some(body_len) = rest.len().checked_sub(MAC_LEN) else {
+            return Err(SignalError::InvalidMessage { what: "too short" });
+        };
+        let fields = SignalMessageFields::decode(&rest[..body_len])?;
+        Ok(Self {
+            ratchet_key: PublicKey::from_wire(
+                required(fields.ratchet_key, "ratchet key")?,
+                "ratchet key",
+            )?,
+            counter: required(fields.counter, "counter")?,
+            previous_counter: fields.previous_counter.unwrap_or(0),
+            ciphertext: required(fields.ciphertext, "ciphertext")?,
+            serialized: bytes,
+        })
     }
 
     /// Checks the MAC with `mac_key`; identities in sender, receiver order.
@@ -128,6 +200,56 @@ impl SignalMessage {
         } else {
             Err(SignalError::BadMac)
         }
+    }
+}
+
+/// The `SignalMessage` protobuf read in place (prost's rules: unknown fields skipped, the last
+/// of a repeated field wins, a wrong wire type is an error), borrowing its bytes fields.
+#[derive(Default)]
+struct SignalMessageFields<'a> {
+    ratchet_key: Option<&'a [u8]>,
+    counter: Option<u32>,
+    previous_counter: Option<u32>,
+    ciphertext: Option<&'a [u8]>,
+}
+
+impl<'a> SignalMessageFields<'a> {
+    fn decode(buf: &'a [u8]) -> Result<Self, SignalError> {
+        Self::read(buf).ok_or(SignalError::InvalidMessage {
+            what: "signal message protobuf",
+        })
+    }
+
+    fn read(mut buf: &'a [u8]) -> Option<Self> {
+        use prost::encoding::{
+            DecodeContext, WireType, check_wire_type, decode_key, decode_varint, skip_field,
+        };
+        fn take<'b>(buf: &mut &'b [u8], wire: WireType) -> Option<&'b [u8]> {
+            check_wire_type(WireType::LengthDelimited, wire).ok()?;
+            let len = decode_varint(buf).ok()?;
+            let len = usize::try_from(len).ok().filter(|l| *l <= buf.len())?;
+            let (field, rest) = buf.split_at(len);
+            *buf = rest;
+            Some(field)
+        }
+        fn uint32(buf: &mut &[u8], wire: WireType) -> Option<u32> {
+            check_wire_type(WireType::Varint, wire).ok()?;
+            // Truncated to 32 bits, as prost reads a `uint32`.
+            #[allow(clippy::cast_possible_truncation, reason = "protobuf uint32 semantics")]
+            Some(decode_varint(buf).ok()? as u32)
+        }
+        let mut out = Self::default();
+        while !buf.is_empty() {
+            let (tag, wire) = decode_key(&mut buf).ok()?;
+            match tag {
+                1 => out.ratchet_key = Some(take(&mut buf, wire)?),
+                2 => out.counter = Some(uint32(&mut buf, wire)?),
+                3 => out.previous_counter = Some(uint32(&mut buf, wire)?),
+                4 => out.ciphertext = Some(take(&mut buf, wire)?),
+                _ => skip_field(wire, tag, &mut buf, DecodeContext::default()).ok()?,
+            }
+        }
+        Some(out)
     }
 }
 
@@ -192,19 +314,18 @@ impl PreKeySignalMessage {
         registration_id: u32,
         message: SignalMessage,
     ) -> Self {
-        let proto = pb::PreKeySignalMessage {
+        let (base, identity) = (base_key.serialize(), identity_key.serialize());
+        let fields = PreKeyFields {
             pre_key_id,
-            base_key: Some(base_key.serialize().to_vec().into()),
-            identity_key: Some(identity_key.serialize().to_vec().into()),
-            message: Some(message.serialized.clone().into()),
-            registration_id: Some(registration_id),
-            signed_pre_key_id: Some(signed_pre_key_id),
+            base_key: &base,
+            identity_key: &identity,
+            message: &message.serialized,
+            registration_id,
+            signed_pre_key_id,
         };
-        let mut serialized = Vec::with_capacity(1 + proto.encoded_len());
+        let mut serialized = Vec::with_capacity(1 + fields.len());
         serialized.push(VERSION_BYTE);
-        proto
-            .encode(&mut serialized)
-            .expect("a Vec grows as needed");
+        fields.write(&mut serialized);
         Self {
             pre_key_id,
             signed_pre_key_id,
@@ -413,5 +534,97 @@ impl SenderKeyDistributionMessage {
     #[must_use]
     pub fn serialized(&self) -> &[u8] {
         &self.serialized
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The hand-written `msg` and `pkmsg` are prost's encoding, byte for byte.
+    #[test]
+    fn built_messages_are_prosts() {
+        let (ratchet, ours, theirs) = (PublicKey([3; 32]), PublicKey([4; 32]), PublicKey([5; 32]));
+        let msg = SignalMessage::build(ratchet, 0, 70_000, vec![6; 160], &[7; 32], &ours, &theirs);
+        let proto = pb::SignalMessage {
+            ratchet_key: Some(ratchet.serialize().to_vec().into()),
+            counter: Some(0),
+            previous_counter: Some(70_000),
+            ciphertext: Some(vec![6; 160].into()),
+        };
+        let body = &msg.serialized()[1..msg.serialized().len() - MAC_LEN];
+        assert_eq!(body, &proto.encode_to_vec()[..]);
+        assert_eq!(msg.serialized().len(), msg.serialized.capacity());
+        for pre_key_id in [None, Some(0x00FF_FFFF)] {
+            let pk = PreKeySignalMessage::build(pre_key_id, 9, ratchet, ours, 12_345, msg.clone());
+            let proto = pb::PreKeySignalMessage {
+                pre_key_id,
+                base_key: Some(ratchet.serialize().to_vec().into()),
+                identity_key: Some(ours.serialize().to_vec().into()),
+                message: Some(msg.serialized().to_vec().into()),
+                registration_id: Some(12_345),
+                signed_pre_key_id: Some(9),
+            };
+            assert_eq!(&pk.serialized()[1..], &proto.encode_to_vec()[..]);
+            assert_eq!(
+                PreKeySignalMessage::parse(pk.serialized()).expect("parses"),
+                pk
+            );
+        }
+    }
+
+    /// The in-place reader accepts and refuses what prost does, with the same fields.
+    #[test]
+    fn signal_message_fields_read_as_prost_does() {
+        let full = pb::SignalMessage {
+            ratchet_key: Some(vec![5; 33].into()),
+            counter: Some(300),
+            previous_counter: Some(7),
+            ciphertext: Some(vec![9; 48].into()),
+        }
+        .encode_to_vec();
+        let mut inputs: Vec<Vec<u8>> = vec![
+            full.clone(),
+            Vec::new(),
+            // An unknown varint field and an unknown bytes field, then a repeated counter.
+            [
+                &[0x28, 0x01, 0x32, 0x02, 0xAA, 0xBB][..],
+                &full,
+                &[0x10, 0x05],
+            ]
+            .concat(),
+            // A counter wider than 32 bits (truncated), a wrong wire type, a length past the end.
+            vec![0x10, 0xFF, 0xFF, 0xFF, 0xFF, 0x1F],
+            vec![0x12, 0x01, 0x00],
+            vec![0x0A, 0x05, 0x01],
+            vec![0x0B, 0x0C],
+        ];
+        // Deterministic mutations of the full message.
+        let mut x: u32 = 0x1234_5678;
+        for _ in 0..2000 {
+            let mut m = full.clone();
+            for _ in 0..3 {
+                x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                let i = (x >> 8) as usize % m.len();
+                m[i] = (x >> 24) as u8;
+            }
+            x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            m.truncate(m.len() - (x >> 28) as usize);
+            inputs.push(m);
+        }
+        for input in &inputs {
+            let ours = SignalMessageFields::read(input);
+            let theirs = pb::SignalMessage::decode(&input[..]).ok();
+            match (ours, theirs) {
+                (None, None) => {}
+                (Some(o), Some(t)) => {
+                    assert_eq!(o.ratchet_key, t.ratchet_key.as_deref(), "{input:02x?}");
+                    assert_eq!(o.counter, t.counter, "{input:02x?}");
+                    assert_eq!(o.previous_counter, t.previous_counter, "{input:02x?}");
+                    assert_eq!(o.ciphertext, t.ciphertext.as_deref(), "{input:02x?}");
+                }
+                (o, t) => panic!("{input:02x?}: ours {}, prost {}", o.is_some(), t.is_some()),
+            }
+        }
     }
 }

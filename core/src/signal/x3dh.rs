@@ -118,7 +118,7 @@ impl SessionRecord {
         if let Some((place, state)) = self.find_by_base_key(&msg.base_key) {
             if state.remote_identity == msg.identity_key {
                 let mut trial = state.clone();
-                let plaintext = trial.decrypt(&msg.message, keys)?;
+                let plaintext = trial.decrypt(msg.message.view(), keys)?;
                 match place {
                     None => self.current = Some(trial),
                     Some(i) => {
@@ -173,7 +173,7 @@ impl SessionRecord {
             remote_registration_id: msg.registration_id,
             alice_base_key: msg.base_key,
         };
-        let plaintext = state.decrypt(&msg.message, keys)?;
+        let plaintext = state.decrypt(msg.message.view(), keys)?;
         self.promote(state);
         Ok(PreKeyDecrypted {
             plaintext,

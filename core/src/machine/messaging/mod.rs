@@ -108,8 +108,10 @@ pub(crate) struct Messaging {
     carried: Vec<SendJob>,
     /// Recently delivered messages (chat, sender, id), so a copy sent again (same id) is not
     /// handed out twice.
-    delivered: HashSet<String>,
-    delivered_order: VecDeque<String>,
+    /// Each key is kept as the first 16 bytes of its SHA-256: fixed-size entries, no heap per
+    /// message, and no pair of keys a sender could make collide.
+    delivered: HashSet<DeliveredKey>,
+    delivered_order: VecDeque<DeliveredKey>,
     prekey_upload_inflight: bool,
     /// The phash of recent group sends, by message id, to compare with the server's ack.
     group_phash: HashMap<String, (Jid, String)>,
@@ -130,7 +132,7 @@ impl std::fmt::Debug for Messaging {
 impl Messaging {
     pub(crate) fn restore_pending(&mut self, pending: Vec<PendingMessage>) {
         for p in &pending {
-            self.remember_delivered(p.id.clone());
+            self.remember_delivered(&p.id);
         }
         self.restored.extend(pending);
     }
@@ -144,11 +146,14 @@ impl Messaging {
     }
 
     /// Remembers a delivered message key; false when it was already delivered.
-    pub(crate) fn remember_delivered(&mut self, key: String) -> bool {
-        if self.delivered.contains(&key) {
+    pub(crate) fn remember_delivered(&mut self, key: &str) -> bool {
+        use sha2::Digest as _;
+        let digest = sha2::Sha256::digest(key.as_bytes());
+        let mut key = [0u8; 16];
+        key.copy_from_slice(&digest[..16]);
+        if !self.delivered.insert(key) {
             return false;
         }
-        self.delivered.insert(key.clone());
         self.delivered_order.push_back(key);
         while self.delivered_order.len() > 4096 {
             if let Some(old) = self.delivered_order.pop_front() {
@@ -176,6 +181,9 @@ impl Messaging {
             + self.votes.len()
     }
 }
+
+/// A delivered message's key (`chat|sender|id`) in the duplicate check: its SHA-256, cut.
+type DeliveredKey = [u8; 16];
 
 /// Loads being gathered during one step.
 #[derive(Default)]
@@ -520,7 +528,9 @@ impl ConnectionMachine {
 
     fn persist_session(&mut self, addr: &Jid) {
         if let Some(record) = self.session_msg.sessions.get_mut(addr) {
-            let bytes = record.to_bytes().to_vec();
+            // Taken out of its zeroizing wrapper rather than copied: the event owns the one
+            // buffer (the store's copy is not zeroized either way).
+            let bytes = std::mem::take(&mut *record.to_bytes());
             self.persist(Change::Session {
                 address: addr.clone(),
                 record: bytes,

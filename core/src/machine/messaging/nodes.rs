@@ -1,6 +1,8 @@
 //! Building and reading the stanzas of messaging (SESSION.md §7, §8, §10, §13): pure
 //! functions, no state.
 
+use std::fmt::Write as _;
+
 use base64::Engine;
 use sha2::{Digest, Sha256};
 
@@ -42,7 +44,8 @@ pub(crate) fn message_id(unix_secs: u64, own_user: &str, random: &[u8; 16]) -> S
     let mut id = String::with_capacity(22);
     id.push_str("3EB0");
     for b in &digest[..9] {
-        id.push_str(&format!("{b:02X}"));
+        // Into the string itself: no string per byte.
+        let _ = write!(id, "{b:02X}");
     }
     id
 }

@@ -5,6 +5,7 @@
 use amarula_proto::e2e::Message;
 use bytes::Bytes;
 use prost::Message as _;
+use zeroize::Zeroizing;
 
 use super::nodes::{self, device_address, jid_attr, user_of};
 use super::records::Lookup;
@@ -21,6 +22,38 @@ use crate::signal::{
 };
 use crate::time::Instant;
 
+/// `format!` into a string of the exact size, measured by a first pass that only counts: one
+/// allocation, where `format!` grows its string a few times.
+fn format_exact(args: std::fmt::Arguments<'_>) -> String {
+    struct Count(usize);
+    impl std::fmt::Write for Count {
+        fn write_str(&mut self, s: &str) -> std::fmt::Result {
+            self.0 += s.len();
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    let _ = std::fmt::write(&mut count, args);
+    let mut out = String::with_capacity(count.0);
+    let _ = std::fmt::write(&mut out, args);
+    out
+}
+
+/// Our own users (phone number, LID; see `own_identities`), as a slice, without a heap
+/// allocation: they are looked up for every message.
+pub(in crate::machine) struct OwnUsers {
+    users: [Jid; 2],
+    len: usize,
+}
+
+impl std::ops::Deref for OwnUsers {
+    type Target = [Jid];
+
+    fn deref(&self) -> &[Jid] {
+        &self.users[..self.len]
+    }
+}
+
 /// An incoming message waiting for records.
 #[derive(Clone)]
 pub(crate) struct Parked {
@@ -32,8 +65,9 @@ pub(crate) struct Parked {
 }
 
 /// Who sent a message and in which chat (§9.1, LID.md §2.1–§2.2).
-struct Origin {
-    id: String,
+struct Origin<'a> {
+    /// The stanza's id, borrowed from it.
+    id: &'a str,
     from: Jid,
     sender: Jid,
     /// The sender device's other identity, from the stanza (`sender_pn`/`sender_lid`,
@@ -46,23 +80,22 @@ struct Origin {
     from_me: bool,
 }
 
-impl Origin {
+impl Origin<'_> {
     /// The (LID, PN) user pairs the stanza tells.
-    fn lid_pairs(&self) -> Vec<(Jid, Jid)> {
-        let mut out = Vec::with_capacity(2);
-        for (a, b) in [
+    fn lid_pairs(&self) -> impl Iterator<Item = (Jid, Jid)> {
+        [
             (&self.sender, &self.sender_alt),
             (&self.chat, &self.chat_alt),
-        ] {
-            if let Some(b) = b {
-                if a.is_lid() {
-                    out.push((user_of(a), user_of(b)));
-                } else {
-                    out.push((user_of(b), user_of(a)));
-                }
-            }
-        }
-        out
+        ]
+        .into_iter()
+        .filter_map(|(a, b)| {
+            let b = b.as_ref()?;
+            Some(if a.is_lid() {
+                (user_of(a), user_of(b))
+            } else {
+                (user_of(b), user_of(a))
+            })
+        })
     }
 }
 
@@ -81,8 +114,8 @@ fn alt_attr(node: &Node, key: &str, primary: &Jid) -> Option<Jid> {
 
 /// Resolves a stanza's chat, sender and `from_me`; `own` holds our users (phone number and,
 /// when known, LID): either is "me".
-fn origin(node: &Node, own: &[Jid]) -> Option<Origin> {
-    let id = node.attr_str("id")?.to_owned();
+fn origin<'a>(node: &'a Node, own: &[Jid]) -> Option<Origin<'a>> {
+    let id = node.attr_str("id")?;
     let from = jid_attr(node, "from")?;
     let is_own = |j: &Jid| own.contains(&user_of(j));
     let (sender, chat, sender_alt, chat_alt);
@@ -151,24 +184,61 @@ fn content_message(raw: &[u8], from_me: bool) -> Option<Message> {
 }
 
 /// The stored form of a pending message: a node with the metadata and the plaintext bytes as
-/// received (so that fields no schema knows survive a restart too).
-fn pending_record(msg: &IncomingMessage) -> Vec<u8> {
-    let mut node = Node::new("pending")
-        .attr("id", msg.id.as_str())
-        .attr("chat", msg.chat.clone())
-        .attr("sender", msg.sender.clone())
-        .attr("t", msg.timestamp.to_string());
+/// received (so that fields no schema knows survive a restart too):
+/// `<pending id chat sender t [from_me] [notify] [sender_alt]><plaintext>…</plaintext></pending>`.
+/// Written straight into `scratch` (the machine's reused encode buffer) from the message,
+/// byte for byte what encoding that node gives, then copied out at its exact size.
+fn pending_record(msg: &IncomingMessage, scratch: &mut Vec<u8>) -> Vec<u8> {
+    scratch.clear();
+    let out = match write_pending(msg, scratch) {
+        Ok(()) => scratch.as_slice().to_vec(),
+        Err(_) => Vec::new(),
+    };
+    scratch.clear();
+    if scratch.capacity() > crate::machine::ENCODE_BUF_KEPT {
+        // A large plaintext does not keep its room (as after a large send).
+        *scratch = Vec::with_capacity(crate::machine::ENCODE_BUF_START);
+    }
+    out
+}
+
+fn write_pending(msg: &IncomingMessage, out: &mut Vec<u8>) -> Result<(), binary::EncodeError> {
+    use binary::{write_bytes, write_jid, write_list_start, write_str};
+    use compact_str::ToCompactString as _;
+    // Inline: a timestamp fits a `CompactString` without the heap.
+    let t = msg.timestamp.to_compact_string();
+    let attrs = 4
+        + usize::from(msg.from_me)
+        + usize::from(msg.push_name.is_some())
+        + usize::from(msg.sender_alt.is_some());
+    // The list: tag, a key and a value per attribute, the content.
+    write_list_start(out, 1 + 2 * attrs + 1);
+    write_str(out, "pending")?;
+    write_str(out, "id")?;
+    write_str(out, &msg.id)?;
+    write_str(out, "chat")?;
+    write_jid(out, &msg.chat)?;
+    write_str(out, "sender")?;
+    write_jid(out, &msg.sender)?;
+    write_str(out, "t")?;
+    write_str(out, &t)?;
     if msg.from_me {
-        node = node.attr("from_me", "1");
+        write_str(out, "from_me")?;
+        write_str(out, "1")?;
     }
     if let Some(name) = &msg.push_name {
-        node = node.attr("notify", name.as_str());
+        write_str(out, "notify")?;
+        write_str(out, name)?;
     }
     if let Some(alt) = &msg.sender_alt {
-        node = node.attr("sender_alt", alt.clone());
+        write_str(out, "sender_alt")?;
+        write_jid(out, alt)?;
     }
-    let node = node.children([Node::new("plaintext").bytes(msg.raw.clone())]);
-    binary::to_vec(&node).unwrap_or_default()
+    // One child, `<plaintext>` with the bytes as its content.
+    write_list_start(out, 1);
+    write_list_start(out, 2);
+    write_str(out, "plaintext")?;
+    write_bytes(out, &msg.raw)
 }
 
 fn from_pending_record(p: &PendingMessage, own: &[Jid]) -> Option<IncomingMessage> {
@@ -286,20 +356,19 @@ impl ConnectionMachine {
             return;
         }
         let own = self.own_identities();
-        while let Some(front) = self.session_msg.incoming.front() {
-            let node = front.node.clone();
-            if !self.gather_needs(&node, &own, loads) {
+        while let Some(parked) = self.session_msg.incoming.pop_front() {
+            if !self.gather_needs(&parked.node, &own, loads) {
+                // Back in front, to wait for its records (nothing else touched the queue).
+                self.session_msg.incoming.push_front(parked);
                 break;
             }
-            if let Some(parked) = self.session_msg.incoming.pop_front() {
-                self.decrypt_parked(now, parked, &own);
-            }
+            self.decrypt_parked(now, parked, &own);
         }
     }
 
     /// The Signal addresses to decrypt a message of `o` under: the primary (the LID device
     /// whenever the mapping is known) and the alternate identity to retry under.
-    fn addresses(&self, o: &Origin) -> (Jid, Option<Jid>) {
+    fn addresses(&self, o: &Origin<'_>) -> (Jid, Option<Jid>) {
         let m = &self.session_msg;
         let primary = m.signal_address(&o.sender);
         let alternate = if primary == o.sender {
@@ -327,13 +396,11 @@ impl ConnectionMachine {
         let (primary, alternate) = self.addresses(&o);
         let m = &mut self.session_msg;
         let mut ready = true;
-        let addresses: Vec<&Jid> = std::iter::once(&primary)
-            .chain(alternate.as_ref())
-            .collect();
+        let addresses = std::iter::once(&primary).chain(alternate.as_ref());
         for enc in node.child_nodes().iter().filter(|c| c.tag == "enc") {
             match enc.attr_str("type") {
                 Some(kind @ ("pkmsg" | "msg")) => {
-                    for addr in &addresses {
+                    for addr in addresses.clone() {
                         if !m.sessions.is_known(addr) {
                             loads.session(m, addr);
                             ready = false;
@@ -352,8 +419,8 @@ impl ConnectionMachine {
                     }
                 }
                 Some("skmsg") => {
-                    for addr in &addresses {
-                        let key = (o.chat.clone(), (*addr).clone());
+                    for addr in addresses.clone() {
+                        let key = (o.chat.clone(), addr.clone());
                         if !m.sender_keys.is_known(&key) {
                             loads.sender_key(m, &key);
                             ready = false;
@@ -374,7 +441,7 @@ impl ConnectionMachine {
         alternate: Option<&Jid>,
         kind: &str,
         bytes: &[u8],
-    ) -> Result<Vec<u8>, SignalError> {
+    ) -> Result<Zeroizing<Vec<u8>>, SignalError> {
         match self.decrypt_pairwise(primary, kind, bytes) {
             Err(e) if !matches!(e, SignalError::DuplicateMessage { .. }) => {
                 let Some(alt) = alternate else {
@@ -401,7 +468,7 @@ impl ConnectionMachine {
         primary: &Jid,
         alternate: Option<&Jid>,
         bytes: &[u8],
-    ) -> Result<Vec<u8>, SignalError> {
+    ) -> Result<Zeroizing<Vec<u8>>, SignalError> {
         match self.decrypt_group(chat, primary, bytes) {
             Err(e) if !matches!(e, SignalError::DuplicateMessage { .. }) => match alternate {
                 Some(alt)
@@ -425,7 +492,17 @@ impl ConnectionMachine {
         sender: &Jid,
         kind: &str,
         bytes: &[u8],
-    ) -> Result<Vec<u8>, SignalError> {
+    ) -> Result<Zeroizing<Vec<u8>>, SignalError> {
+        if kind != "pkmsg" {
+            // Decrypted in place: on an error `SessionRecord::decrypt` leaves the record as it
+            // was, so nothing is copied for the usual case. Without a record it fails too.
+            let pt = match self.session_msg.sessions.get_mut(sender) {
+                Some(record) => record.decrypt(bytes, &mut self.rng)?,
+                None => SessionRecord::new().decrypt(bytes, &mut self.rng)?,
+            };
+            self.persist_session(sender);
+            return Ok(pt);
+        }
         let identity = Identity::from_credentials(&self.creds);
         let cap = self.config.max_loaded_records;
         let mut record = self
@@ -434,38 +511,28 @@ impl ConnectionMachine {
             .get_mut(sender)
             .cloned()
             .unwrap_or_else(SessionRecord::new);
-        let plaintext = if kind == "pkmsg" {
-            let msg = PreKeySignalMessage::parse(bytes)?;
-            let one_time = msg
-                .pre_key_id
-                .and_then(|id| self.session_msg.prekeys.get_mut(&id).map(|k| k.clone()));
-            let out = record.decrypt_prekey_message(
-                &identity,
-                &msg,
-                &self.creds.signed_prekey,
-                one_time.as_ref(),
-                IdentityPolicy::default(),
-                &mut self.rng,
-            )?;
-            self.session_msg
-                .sessions
-                .put(sender.clone(), Some(record), cap);
-            self.persist_session(sender);
-            if let Some(id) = out.used_prekey {
-                self.session_msg.prekeys.put(id, None, cap);
-                self.persist(Change::RemovePreKey(id));
-            }
-            self.report_identity(sender, out.identity);
-            out.plaintext.to_vec()
-        } else {
-            let pt = record.decrypt(bytes, &mut self.rng)?;
-            self.session_msg
-                .sessions
-                .put(sender.clone(), Some(record), cap);
-            self.persist_session(sender);
-            pt.to_vec()
-        };
-        Ok(plaintext)
+        let msg = PreKeySignalMessage::parse(bytes)?;
+        let one_time = msg
+            .pre_key_id
+            .and_then(|id| self.session_msg.prekeys.get_mut(&id).map(|k| k.clone()));
+        let out = record.decrypt_prekey_message(
+            &identity,
+            &msg,
+            &self.creds.signed_prekey,
+            one_time.as_ref(),
+            IdentityPolicy::default(),
+            &mut self.rng,
+        )?;
+        self.session_msg
+            .sessions
+            .put(sender.clone(), Some(record), cap);
+        self.persist_session(sender);
+        if let Some(id) = out.used_prekey {
+            self.session_msg.prekeys.put(id, None, cap);
+            self.persist(Change::RemovePreKey(id));
+        }
+        self.report_identity(sender, out.identity);
+        Ok(out.plaintext)
     }
 
     fn decrypt_group(
@@ -473,7 +540,7 @@ impl ConnectionMachine {
         chat: &Jid,
         sender: &Jid,
         bytes: &[u8],
-    ) -> Result<Vec<u8>, SignalError> {
+    ) -> Result<Zeroizing<Vec<u8>>, SignalError> {
         let key = (chat.clone(), sender.clone());
         let Some(record) = self.session_msg.sender_keys.get_mut(&key) else {
             let key_id = crate::signal::SenderKeyMessage::parse(bytes)?.key_id;
@@ -481,7 +548,7 @@ impl ConnectionMachine {
         };
         let pt = record.decrypt(bytes)?;
         self.persist_sender_key(&key);
-        Ok(pt.to_vec())
+        Ok(pt)
     }
 
     /// Takes in a sender key distributed by `sender` for the group the message names.
@@ -568,7 +635,7 @@ impl ConnectionMachine {
             if let Some(c) = enc.attr_str("count").and_then(|c| c.parse::<u8>().ok()) {
                 enc_count = enc_count.max(c);
             }
-            let kind = enc.attr_str("type").unwrap_or_default().to_owned();
+            let kind = enc.attr_str("type").unwrap_or_default();
             let bytes = enc.content_bytes().unwrap_or_default();
             if enc.attr_str("v").unwrap_or("2") != "2" {
                 error.get_or_insert_with(|| {
@@ -579,9 +646,9 @@ impl ConnectionMachine {
                 });
                 continue;
             }
-            let result = match kind.as_str() {
+            let result = match kind {
                 "pkmsg" | "msg" => {
-                    self.decrypt_pairwise_either(&primary, alternate.as_ref(), &kind, bytes)
+                    self.decrypt_pairwise_either(&primary, alternate.as_ref(), kind, bytes)
                 }
                 "skmsg" => self.decrypt_group_either(&o.chat, &primary, alternate.as_ref(), bytes),
                 other => {
@@ -647,7 +714,7 @@ impl ConnectionMachine {
                 }
                 tracing::debug!(id = %o.id, sender = %o.sender, %error, "undecryptable message");
                 self.emit(Event::Undecryptable(Box::new(UndecryptableMessage {
-                    id: o.id,
+                    id: o.id.to_owned(),
                     chat: o.chat,
                     sender: o.sender,
                     error,
@@ -659,9 +726,9 @@ impl ConnectionMachine {
     }
 
     /// The delivery receipt of §6.2.
-    fn delivery_receipt(&self, node: &Node, o: &Origin) -> Node {
+    fn delivery_receipt(&self, node: &Node, o: &Origin<'_>) -> Node {
         let mut receipt = Node::new("receipt")
-            .attr("id", o.id.as_str())
+            .attr("id", o.id)
             .attr("to", o.from.clone());
         for key in ["participant", "recipient"] {
             if let Some(v) = node.get_attr(key) {
@@ -684,14 +751,14 @@ impl ConnectionMachine {
         &mut self,
         now: Instant,
         node: &Node,
-        o: Origin,
+        o: Origin<'_>,
         message: Message,
         raw: Bytes,
         receipt: Node,
         ack: Option<Node>,
     ) {
-        let pending_key = format!("{}|{}|{}", o.chat, o.sender, o.id);
-        if !self.session_msg.remember_delivered(pending_key.clone()) {
+        let pending_key = format_exact(format_args!("{}|{}|{}", o.chat, o.sender, o.id));
+        if !self.session_msg.remember_delivered(&pending_key) {
             // The sender sent it again with the same id (after a crash of its own): it was
             // handed out already.
             tracing::debug!(id = %o.id, "duplicate message id; receipted without an event");
@@ -705,7 +772,7 @@ impl ConnectionMachine {
                 .map(|u| super::lid::same_device_on(&u, &o.sender))
         });
         let mut incoming = incoming(
-            o.id,
+            o.id.to_owned(),
             o.chat,
             o.sender,
             o.from_me,
@@ -725,9 +792,10 @@ impl ConnectionMachine {
         // History sync: the machine's own to fetch and hand out; acked once handed out.
         if let Some(input) = crate::machine::history::from_phone(&incoming) {
             if self.config.hold_message_acks {
+                let node = pending_record(&incoming, &mut self.buf);
                 self.persist(Change::Pending(PendingMessage {
                     id: pending_key.clone(),
-                    node: pending_record(&incoming),
+                    node,
                     ack_token: None,
                     received_unix_ms: self.clock.unix_ms(now),
                 }));
@@ -745,7 +813,7 @@ impl ConnectionMachine {
         // §5.4); the ack is kept for a refusal (`Confirm::Nack`).
         let n = self.held.hold(
             Held {
-                frames: vec![receipt],
+                frames: smallvec::smallvec![receipt],
                 nack: ack,
                 pending: Some(pending_key.clone()),
             },
@@ -755,9 +823,10 @@ impl ConnectionMachine {
         incoming.ack = Some(token);
         // The message reaches the store before the application sees it: after a crash it is
         // handed out again, while the server copy (never acked) only finds a used key.
+        let node = pending_record(&incoming, &mut self.buf);
         self.persist(Change::Pending(PendingMessage {
             id: pending_key,
-            node: pending_record(&incoming),
+            node,
             ack_token: Some(token.to_raw()),
             received_unix_ms: self.clock.unix_ms(now),
         }));
@@ -765,13 +834,20 @@ impl ConnectionMachine {
     }
 
     /// Our own users: the phone number one and, once known, the LID.
-    pub(in crate::machine) fn own_identities(&self) -> Vec<Jid> {
-        let mut own = Vec::with_capacity(2);
-        if let Some(d) = &self.creds.device {
-            own.push(user_of(&d.jid));
-        }
-        if let Some(lid) = &self.creds.own_lid {
-            own.push(user_of(lid));
+    pub(in crate::machine) fn own_identities(&self) -> OwnUsers {
+        let mut own = OwnUsers {
+            users: [Jid::server(), Jid::server()],
+            len: 0,
+        };
+        for user in [
+            self.creds.device.as_ref().map(|d| &d.jid),
+            self.creds.own_lid.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            own.users[own.len] = user_of(user);
+            own.len += 1;
         }
         own
     }
@@ -858,7 +934,7 @@ impl ConnectionMachine {
                 // the stored copy (the server's copy was acked as a duplicate).
                 let n = self.held.hold(
                     Held {
-                        frames: Vec::new(),
+                        frames: crate::machine::cache::HeldFrames::new(),
                         nack: None,
                         pending: Some(msg.pending_key.clone()),
                     },
@@ -885,7 +961,7 @@ impl ConnectionMachine {
         }
         let n = self.held.hold(
             Held {
-                frames: Vec::new(),
+                frames: crate::machine::cache::HeldFrames::new(),
                 nack: None,
                 pending: Some(pending.id),
             },
@@ -900,7 +976,7 @@ impl ConnectionMachine {
         &mut self,
         now: Instant,
         node: &Node,
-        o: &Origin,
+        o: &Origin<'_>,
         enc_count: u8,
         force_keys: bool,
     ) -> Option<u8> {
@@ -930,7 +1006,7 @@ impl ConnectionMachine {
             .map(str::to_owned)
             .unwrap_or_else(|| self.clock.unix_secs(now).to_string());
         let mut receipt = Node::new("receipt")
-            .attr("id", o.id.as_str())
+            .attr("id", o.id)
             .attr("to", o.from.clone())
             .attr("type", "retry");
         for k in ["participant", "recipient"] {
@@ -941,7 +1017,7 @@ impl ConnectionMachine {
         let mut children = vec![
             Node::new("retry")
                 .attr("count", count.to_string())
-                .attr("id", o.id.as_str())
+                .attr("id", o.id)
                 .attr("t", t)
                 .attr("v", "1"),
             Node::new("registration").bytes(self.creds.registration_id.to_be_bytes().to_vec()),
@@ -967,5 +1043,70 @@ impl ConnectionMachine {
         let receipt = receipt.children(children);
         self.send_internal(now, &receipt);
         Some(count)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The pending record written from its parts is the encoding of its node.
+    #[test]
+    fn pending_record_is_the_nodes_encoding() {
+        let message = Message {
+            conversation: Some("hi".into()),
+            ..Message::default()
+        };
+        let jid = |s: &str| s.parse::<Jid>().expect("jid");
+        for (from_me, notify, alt) in [
+            (false, None, None),
+            (true, Some("Bob ✓"), Some("12345:3@lid")),
+        ] {
+            let mut msg = incoming(
+                "3EB0ABCDEF".into(),
+                jid("15550009999@s.whatsapp.net"),
+                jid("15550009999:3@s.whatsapp.net"),
+                from_me,
+                1_700_000_000,
+                notify.map(str::to_owned),
+                message.clone(),
+                Bytes::from(message.encode_to_vec()),
+                "key".into(),
+                &[],
+            );
+            msg.sender_alt = alt.map(jid);
+            let mut node = Node::new("pending")
+                .attr("id", msg.id.as_str())
+                .attr("chat", msg.chat.clone())
+                .attr("sender", msg.sender.clone())
+                .attr("t", msg.timestamp.to_string());
+            if msg.from_me {
+                node = node.attr("from_me", "1");
+            }
+            if let Some(name) = &msg.push_name {
+                node = node.attr("notify", name.as_str());
+            }
+            if let Some(alt) = &msg.sender_alt {
+                node = node.attr("sender_alt", alt.clone());
+            }
+            let node = node.children([Node::new("plaintext").bytes(msg.raw.clone())]);
+            let mut scratch = Vec::new();
+            let ours = pending_record(&msg, &mut scratch);
+            assert_eq!(ours, binary::to_vec(&node).expect("encodes"));
+            assert_eq!(ours.capacity(), ours.len());
+            let back = from_pending_record(
+                &PendingMessage {
+                    id: "key".into(),
+                    node: ours,
+                    ack_token: None,
+                    received_unix_ms: 0,
+                },
+                &[],
+            )
+            .expect("reads back");
+            assert_eq!(back.sender_alt, msg.sender_alt);
+            assert_eq!(back.push_name, msg.push_name);
+            assert_eq!(back.raw, msg.raw);
+        }
     }
 }
