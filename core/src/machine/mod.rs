@@ -478,6 +478,14 @@ impl ConnectionMachine {
         self.login == Login::LoggedIn && !self.is_closed()
     }
 
+    /// Whether the login and the work that follows it are done: logged in, and the prekey
+    /// count query (and the upload it may start, hundreds of key pairs on a first login) has
+    /// been answered. A driver that bounds how many connections log in at once holds a slot
+    /// until this (or the close).
+    pub fn is_login_settled(&self) -> bool {
+        self.is_logged_in() && !self.prekey_work_pending()
+    }
+
     /// The credentials as they are now.
     pub fn credentials(&self) -> &Credentials {
         &self.creds
