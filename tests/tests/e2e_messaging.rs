@@ -81,11 +81,28 @@ struct Device {
 
 impl Device {
     async fn start<R: Rt>(env: &Env, name: &str, phone: &str, seed: u8) -> Self {
+        let mut d = Self::connect::<R>(env, env.config(), name, phone, seed).await;
+        // A new device can receive once its prekeys are on the server.
+        d.until("PreKeysUploaded", |_, e| {
+            matches!(e, ClientEvent::Event(Event::PreKeysUploaded { .. })).then_some(())
+        })
+        .await;
+        d
+    }
+
+    /// Starts the client and returns at once.
+    async fn connect<R: Rt>(
+        env: &Env,
+        config: ClientConfig,
+        name: &str,
+        phone: &str,
+        seed: u8,
+    ) -> Self {
         let store = env.linked(phone, seed);
         let creds = store.credentials().expect("linked");
         let jid = creds.device.expect("paired").jid;
-        let (client, events) = R::connect(env.config(), store).await.unwrap();
-        let mut d = Self {
+        let (client, events) = R::connect(config, store).await.unwrap();
+        Self {
             name: name.to_owned(),
             jid,
             client,
@@ -93,13 +110,7 @@ impl Device {
             seen: Vec::new(),
             messages: Vec::new(),
             undecryptable: Vec::new(),
-        };
-        // A new device can receive once its prekeys are on the server.
-        d.until("PreKeysUploaded", |_, e| {
-            matches!(e, ClientEvent::Event(Event::PreKeysUploaded { .. })).then_some(())
-        })
-        .await;
-        d
+        }
     }
 
     /// Handles events (confirming every message) until `pred` matches one.
@@ -447,6 +458,49 @@ async fn a_send_survives_a_dropped_connection<R: Rt>(env: &Env) {
     }
 }
 
+/// Three devices started at once behind a one-slot login gate: each logs in and uploads its
+/// prekeys in turn (the slot is given back once the prekey work is answered), then they talk.
+async fn logins_pass_a_one_slot_gate_in_turn<R: Rt>(env: &Env) {
+    let gate = amarula::LoginGate::new(1);
+    let config = ClientConfig {
+        login_gate: Some(gate.clone()),
+        ..env.config()
+    };
+    let (a, b, c) = ("15550006001", "15550006002", "15550006003");
+    let mut devices = Vec::new();
+    for (n, phone) in [a, b, c].into_iter().enumerate() {
+        let name = format!("d{n}");
+        let seed = 40 + n as u8;
+        devices.push(Device::connect::<R>(env, config.clone(), &name, phone, seed).await);
+    }
+    for d in &mut devices {
+        d.until("PreKeysUploaded", |_, e| {
+            matches!(e, ClientEvent::Event(Event::PreKeysUploaded { .. })).then_some(())
+        })
+        .await;
+    }
+    // Every slot is free again.
+    assert_eq!(format!("{gate:?}"), "LoginGate { free: 1, .. }");
+    let mut it = devices.into_iter();
+    let (mut d0, mut d1, d2) = (it.next().unwrap(), it.next().unwrap(), it.next().unwrap());
+    d0.client
+        .send_text(&user(b), "through the gate")
+        .await
+        .unwrap();
+    d1.receive("through the gate").await;
+    d1.client.send_text(&user(a), "and back").await.unwrap();
+    d0.receive("and back").await;
+    for d in [d0, d1, d2] {
+        assert!(
+            d.undecryptable.is_empty(),
+            "[{}] {:?}",
+            d.name,
+            d.undecryptable
+        );
+        d.stop().await;
+    }
+}
+
 macro_rules! scenarios {
     ($($name:ident),* $(,)?) => {
         mod tokio_driver {
@@ -466,4 +520,5 @@ scenarios!(
     a_corrupted_delivery_is_retried_for_that_device_only,
     bad_input_is_a_typed_error_and_the_session_goes_on,
     a_send_survives_a_dropped_connection,
+    logins_pass_a_one_slot_gate_in_turn,
 );
