@@ -49,6 +49,7 @@ impl Env {
                 backoff: Duration::from_millis(5),
                 ..Default::default()
             },
+            ..ClientConfig::default()
         }
     }
 

@@ -63,6 +63,7 @@ impl Env {
                 backoff: Duration::from_millis(5),
                 ..MediaConfig::default()
             },
+            ..ClientConfig::default()
         }
     }
 

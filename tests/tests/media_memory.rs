@@ -151,6 +151,7 @@ impl Device {
                 backoff: Duration::from_millis(5),
                 ..MediaConfig::default()
             },
+            ..ClientConfig::default()
         };
         let (client, events) = R::connect(config, MemoryStore::with_credentials(creds))
             .await

@@ -508,10 +508,10 @@ async fn handle(client: Client, mut events: Events, stats: Arc<Stats>, epoch: In
                 None
             }
             ClientEvent::Disconnected { reason, .. } => {
-                if !matches!(reason, CloseReason::Local) {
-                    if stats.disconnects.fetch_add(1, Ordering::Relaxed) < 10 {
-                        eprintln!("disconnected: {reason:?}");
-                    }
+                if !matches!(reason, CloseReason::Local)
+                    && stats.disconnects.fetch_add(1, Ordering::Relaxed) < 10
+                {
+                    eprintln!("disconnected: {reason:?}");
                 }
                 None
             }
