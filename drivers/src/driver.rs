@@ -397,7 +397,10 @@ impl<R: Runtime, S: CredentialStore> Driver<R, S> {
             }
         };
         let mut machine = ConnectionMachine::new(self.config.machine.clone(), session, clock, seed);
-        let mut socket = self.open(&mut machine).await;
+        // The connect future (TCP, TLS, WebSocket handshake) and the store's futures are boxed
+        // where they are awaited: inline, the largest of them would set the size of every
+        // account's drive task for its whole life (tens of KiB per idle account).
+        let mut socket = Box::pin(self.open(&mut machine)).await;
         if let Some(sock) = socket.as_mut() {
             self.emit(ClientEvent::Connected);
             self.drain(&mut machine, Some(sock)).await;
@@ -435,7 +438,7 @@ impl<R: Runtime, S: CredentialStore> Driver<R, S> {
             ));
             let _ = futures_util::future::select(close, timeout).await;
         }
-        let next = self.after_close().await;
+        let next = Box::pin(self.after_close()).await;
         (next, machine.into_session())
     }
 
@@ -643,7 +646,7 @@ impl<R: Runtime, S: CredentialStore> Driver<R, S> {
                 other => other,
             };
             if !batch.is_empty() {
-                self.persist(machine, std::mem::take(&mut batch)).await;
+                Box::pin(self.persist(machine, std::mem::take(&mut batch))).await;
             }
             let Some(output) = output else {
                 break;
@@ -676,16 +679,18 @@ impl<R: Runtime, S: CredentialStore> Driver<R, S> {
                 {
                     tracing::debug!(?event, "dropped after the store failed");
                 }
-                Output::Event(Event::Load(request)) => match self.store.load_keys(&request).await {
-                    Ok(loaded) => machine.provide(self.now(), loaded),
-                    Err(e) => {
-                        tracing::error!(error = %e, "store read failed; stopping");
-                        self.emit(ClientEvent::StoreFailed(e));
-                        self.failed = true;
-                        self.stopping = true;
-                        machine.close_locally(self.now());
+                Output::Event(Event::Load(request)) => {
+                    match Box::pin(self.store.load_keys(&request)).await {
+                        Ok(loaded) => machine.provide(self.now(), loaded),
+                        Err(e) => {
+                            tracing::error!(error = %e, "store read failed; stopping");
+                            self.emit(ClientEvent::StoreFailed(e));
+                            self.failed = true;
+                            self.stopping = true;
+                            machine.close_locally(self.now());
+                        }
                     }
-                },
+                }
                 Output::Event(event) => self.on_event(event),
             }
         }

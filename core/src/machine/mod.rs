@@ -309,11 +309,11 @@ struct QrState {
 }
 
 /// Outputs the queue keeps room for once drained; a burst beyond it is given back.
-const OUTPUTS_KEPT: usize = 32;
+const OUTPUTS_KEPT: usize = 8;
 /// The encode buffer's first capacity, and the most it keeps between frames (larger frames
 /// get a buffer of their own, freed after them), so an idle connection holds little.
 const ENCODE_BUF_START: usize = 256;
-const ENCODE_BUF_KEPT: usize = 16 * 1024;
+const ENCODE_BUF_KEPT: usize = 4 * 1024;
 
 /// One server conversation: handshake, login or pairing, IQs, acks, keepalive, close.
 ///
