@@ -41,6 +41,9 @@ pub struct ClientConfig {
     pub close_timeout: Duration,
     /// Media transfers (scheme, retries, timeouts).
     pub media: crate::media::MediaConfig,
+    /// Bounds how many clients log in at once ([`LoginGate`](crate::LoginGate)): by default
+    /// the process-wide gate; `None` for none.
+    pub login_gate: Option<crate::LoginGate>,
 }
 
 impl Default for ClientConfig {
@@ -50,6 +53,7 @@ impl Default for ClientConfig {
             machine: Config::default(),
             close_timeout: Duration::from_secs(1),
             media: crate::media::MediaConfig::default(),
+            login_gate: Some(crate::LoginGate::shared()),
         }
     }
 }

@@ -222,6 +222,7 @@ pub(crate) async fn start<R: Runtime, S: CredentialStore>(
         media_waiters: Vec::new(),
         reuploads: HashMap::new(),
         client: client.downgrade(),
+        slot: None,
         runtime: std::marker::PhantomData,
     };
     R::spawn(driver.run(session));
@@ -273,6 +274,9 @@ struct Driver<R, S> {
     reuploads: HashMap<String, Vec<Reply<String>>>,
     /// For the background downloads of [`Event::FetchBlob`].
     client: WeakClient,
+    /// This connection's slot in the login gate, from before the socket opens until the
+    /// login settles (or the connection ends, or pairing waits for a scan).
+    slot: Option<crate::gate::LoginSlot>,
     runtime: std::marker::PhantomData<fn() -> R>,
 }
 
@@ -299,7 +303,14 @@ impl<R: Runtime, S: CredentialStore> Driver<R, S> {
             attempt = attempt.saturating_add(1);
             self.status.set_state(ClientState::Connecting { attempt });
             self.emit(ClientEvent::Connecting { attempt });
+            if let Some(gate) = self.config.login_gate.clone() {
+                match self.admit(&gate).await {
+                    Some(slot) => self.slot = Some(slot),
+                    None => break,
+                }
+            }
             let (next, s) = self.connection(session).await;
+            self.slot = None;
             session = s;
             match next {
                 Next::Stop => break,
@@ -322,6 +333,29 @@ impl<R: Runtime, S: CredentialStore> Driver<R, S> {
             let _ = waiter.send(());
         }
         tracing::debug!("drive task stopped");
+    }
+
+    /// Waits for a slot in the login gate; commands get "not connected". `None` to stop
+    /// instead.
+    async fn admit(&mut self, gate: &crate::LoginGate) -> Option<crate::gate::LoginSlot> {
+        let mut enter = pin!(gate.enter());
+        loop {
+            match R::wait(enter.as_mut(), &self.commands, None).await {
+                Wake::Io(slot) => return Some(slot),
+                Wake::Timer => {}
+                Wake::Command(Some(Command::Stop(tx))) => {
+                    self.stop_waiters.push(tx);
+                    return None;
+                }
+                Wake::Command(Some(Command::Disconnect(tx))) => {
+                    let _ = tx.send(());
+                }
+                Wake::Command(Some(command)) => {
+                    command.refuse(ClientError::Send(SendError::NotConnected));
+                }
+                Wake::Command(None) => return None,
+            }
+        }
     }
 
     /// Waits out a reconnect delay; commands get "not connected". False to stop instead.
@@ -363,7 +397,10 @@ impl<R: Runtime, S: CredentialStore> Driver<R, S> {
             }
         };
         let mut machine = ConnectionMachine::new(self.config.machine.clone(), session, clock, seed);
-        let mut socket = self.open(&mut machine).await;
+        // The connect future (TCP, TLS, WebSocket handshake) and the store's futures are boxed
+        // where they are awaited: inline, the largest of them would set the size of every
+        // account's drive task for its whole life (tens of KiB per idle account).
+        let mut socket = Box::pin(self.open(&mut machine)).await;
         if let Some(sock) = socket.as_mut() {
             self.emit(ClientEvent::Connected);
             self.drain(&mut machine, Some(sock)).await;
@@ -389,6 +426,9 @@ impl<R: Runtime, S: CredentialStore> Driver<R, S> {
                     Wake::Command(command) => self.command(&mut machine, now, command),
                 }
                 self.drain(&mut machine, Some(sock)).await;
+                if self.slot.is_some() && machine.is_login_settled() {
+                    self.slot = None;
+                }
             }
         }
         if let Some(mut sock) = socket {
@@ -398,7 +438,7 @@ impl<R: Runtime, S: CredentialStore> Driver<R, S> {
             ));
             let _ = futures_util::future::select(close, timeout).await;
         }
-        let next = self.after_close().await;
+        let next = Box::pin(self.after_close()).await;
         (next, machine.into_session())
     }
 
@@ -606,7 +646,7 @@ impl<R: Runtime, S: CredentialStore> Driver<R, S> {
                 other => other,
             };
             if !batch.is_empty() {
-                self.persist(machine, std::mem::take(&mut batch)).await;
+                Box::pin(self.persist(machine, std::mem::take(&mut batch))).await;
             }
             let Some(output) = output else {
                 break;
@@ -639,16 +679,18 @@ impl<R: Runtime, S: CredentialStore> Driver<R, S> {
                 {
                     tracing::debug!(?event, "dropped after the store failed");
                 }
-                Output::Event(Event::Load(request)) => match self.store.load_keys(&request).await {
-                    Ok(loaded) => machine.provide(self.now(), loaded),
-                    Err(e) => {
-                        tracing::error!(error = %e, "store read failed; stopping");
-                        self.emit(ClientEvent::StoreFailed(e));
-                        self.failed = true;
-                        self.stopping = true;
-                        machine.close_locally(self.now());
+                Output::Event(Event::Load(request)) => {
+                    match Box::pin(self.store.load_keys(&request)).await {
+                        Ok(loaded) => machine.provide(self.now(), loaded),
+                        Err(e) => {
+                            tracing::error!(error = %e, "store read failed; stopping");
+                            self.emit(ClientEvent::StoreFailed(e));
+                            self.failed = true;
+                            self.stopping = true;
+                            machine.close_locally(self.now());
+                        }
                     }
-                },
+                }
                 Output::Event(event) => self.on_event(event),
             }
         }
@@ -679,7 +721,11 @@ impl<R: Runtime, S: CredentialStore> Driver<R, S> {
     /// Resolves or forwards one machine event (persistence events are batched by `drain`).
     fn on_event(&mut self, event: Event) {
         match &event {
-            Event::PairingQr { .. } => self.status.set_state(ClientState::Pairing),
+            Event::PairingQr { .. } => {
+                self.status.set_state(ClientState::Pairing);
+                // Pairing waits for a person: the gate is for logins that use the CPU.
+                self.slot = None;
+            }
             Event::LoggedIn { .. } => self.status.set_state(ClientState::LoggedIn),
             _ => {}
         }

@@ -59,6 +59,7 @@ mod client;
 mod driver;
 #[cfg(feature = "postgres")]
 pub mod fleet;
+mod gate;
 pub mod media;
 mod ops;
 #[cfg(feature = "smol")]
@@ -73,6 +74,7 @@ pub use amarula_core::content::{Contact, Location};
 pub use amarula_core::machine::SentPoll;
 pub use client::{Client, ClientConfig, ClientError, ClientEvent, Events, WHATSAPP_URL};
 pub use driver::Error;
+pub use gate::{DEFAULT_CONCURRENT_LOGINS, LoginGate};
 pub use status::ClientState;
 pub use store::{CredentialStore, FileStore, MemoryStore, StoreError};
 #[cfg(feature = "postgres")]

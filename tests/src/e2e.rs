@@ -89,6 +89,7 @@ impl Env {
                 backoff: Duration::from_millis(5),
                 ..MediaConfig::default()
             },
+            ..ClientConfig::default()
         }
     }
 

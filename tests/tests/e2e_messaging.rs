@@ -6,7 +6,9 @@
 use std::time::Duration;
 
 use amarula::core::binary::Node;
-use amarula_tests::e2e::{Device, Env, sim_wait, user};
+use amarula::core::machine::Event;
+use amarula::{ClientConfig, ClientEvent};
+use amarula_tests::e2e::{Device, Env, Ready, sim_wait, user};
 use amarula_tests::runtimes::Runtime as Rt;
 use amarula_tests::sim::{Action, Rule, SimEvent, Subscription, Target};
 
@@ -246,6 +248,49 @@ async fn a_send_survives_a_dropped_connection<R: Rt>(env: &Env) {
     }
 }
 
+/// Three devices started at once behind a one-slot login gate: each logs in and uploads its
+/// prekeys in turn (the slot is given back once the prekey work is answered), then they talk.
+async fn logins_pass_a_one_slot_gate_in_turn<R: Rt>(env: &Env) {
+    let gate = amarula::LoginGate::new(1);
+    let config = ClientConfig {
+        login_gate: Some(gate.clone()),
+        ..env.config()
+    };
+    let (a, b, c) = ("15550006001", "15550006002", "15550006003");
+    let mut devices = Vec::new();
+    for (n, phone) in [a, b, c].into_iter().enumerate() {
+        let store = env.linked(phone, 40 + n as u8);
+        let name = format!("d{n}");
+        devices.push(Device::connect::<R, _>(&name, config.clone(), store, Ready::Started).await);
+    }
+    for d in &mut devices {
+        d.until("PreKeysUploaded", |_, e| {
+            matches!(e, ClientEvent::Event(Event::PreKeysUploaded { .. })).then_some(())
+        })
+        .await;
+    }
+    // Every slot is free again.
+    assert_eq!(format!("{gate:?}"), "LoginGate { free: 1, .. }");
+    let mut it = devices.into_iter();
+    let (mut d0, mut d1, d2) = (it.next().unwrap(), it.next().unwrap(), it.next().unwrap());
+    d0.client
+        .send_text(&user(b), "through the gate")
+        .await
+        .unwrap();
+    d1.receive("through the gate").await;
+    d1.client.send_text(&user(a), "and back").await.unwrap();
+    d0.receive("and back").await;
+    for d in [d0, d1, d2] {
+        assert!(
+            d.undecryptable.is_empty(),
+            "[{}] {:?}",
+            d.name,
+            d.undecryptable
+        );
+        d.stop().await;
+    }
+}
+
 amarula_tests::on_both_drivers!(
     Env::pn_legacy();
     two_accounts_with_two_devices,
@@ -253,4 +298,5 @@ amarula_tests::on_both_drivers!(
     a_corrupted_delivery_is_retried_for_that_device_only,
     bad_input_is_a_typed_error_and_the_session_goes_on,
     a_send_survives_a_dropped_connection,
+    logins_pass_a_one_slot_gate_in_turn,
 );

@@ -309,11 +309,11 @@ struct QrState {
 }
 
 /// Outputs the queue keeps room for once drained; a burst beyond it is given back.
-const OUTPUTS_KEPT: usize = 32;
+const OUTPUTS_KEPT: usize = 8;
 /// The encode buffer's first capacity, and the most it keeps between frames (larger frames
 /// get a buffer of their own, freed after them), so an idle connection holds little.
 const ENCODE_BUF_START: usize = 256;
-const ENCODE_BUF_KEPT: usize = 16 * 1024;
+const ENCODE_BUF_KEPT: usize = 4 * 1024;
 
 /// One server conversation: handshake, login or pairing, IQs, acks, keepalive, close.
 ///
@@ -476,6 +476,14 @@ impl ConnectionMachine {
     /// Whether `<success>` arrived and the connection is usable for messaging.
     pub fn is_logged_in(&self) -> bool {
         self.login == Login::LoggedIn && !self.is_closed()
+    }
+
+    /// Whether the login and the work that follows it are done: logged in, and the prekey
+    /// count query (and the upload it may start, hundreds of key pairs on a first login) has
+    /// been answered. A driver that bounds how many connections log in at once holds a slot
+    /// until this (or the close).
+    pub fn is_login_settled(&self) -> bool {
+        self.is_logged_in() && !self.prekey_work_pending()
     }
 
     /// The credentials as they are now.

@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 
 use amarula::core::credentials::Credentials;
 use amarula::core::jid::Jid;
-use amarula::core::machine::{Config, Confirm, Event};
+use amarula::core::machine::{CloseReason, Config, Confirm, Event};
 use amarula::core::noise::TrustAnchor;
 use amarula::store::{CredentialStore, MemoryStore, credentials_from_json, credentials_to_json};
 use amarula::{Client, ClientConfig, ClientEvent, Events};
@@ -262,6 +262,8 @@ struct Stats {
     logged_in: AtomicU64,
     delivered: AtomicU64,
     errors: AtomicU64,
+    /// Connections that ended before the benchmark stopped them (each one a lost login).
+    disconnects: AtomicU64,
     ack_us: Mutex<Vec<u64>>,
     delivered_us: Mutex<Vec<u64>>,
 }
@@ -457,6 +459,10 @@ fn bench(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             pct(&stats.delivered_us, 0.99)
         );
         println!(
+            "disconnects             {} (connections that ended on their own)",
+            stats.disconnects.load(Ordering::Relaxed)
+        );
+        println!(
             "errors                  {}",
             stats.errors.load(Ordering::Relaxed) + total.saturating_sub(delivered)
         );
@@ -490,10 +496,23 @@ async fn connect(
 
 /// One account's application: counts the login, times and confirms what it receives.
 async fn handle(client: Client, mut events: Events, stats: Arc<Stats>, epoch: Instant) {
+    // An account counts once, at its first login (a reconnect logs in again).
+    let mut counted = false;
     while let Some(event) = events.recv().await {
         let token = match event {
             ClientEvent::Event(Event::LoggedIn { .. }) => {
-                stats.logged_in.fetch_add(1, Ordering::Relaxed);
+                if !counted {
+                    counted = true;
+                    stats.logged_in.fetch_add(1, Ordering::Relaxed);
+                }
+                None
+            }
+            ClientEvent::Disconnected { reason, .. } => {
+                if !matches!(reason, CloseReason::Local)
+                    && stats.disconnects.fetch_add(1, Ordering::Relaxed) < 10
+                {
+                    eprintln!("disconnected: {reason:?}");
+                }
                 None
             }
             ClientEvent::Event(Event::Message(m)) => {

@@ -310,6 +310,14 @@ impl ConnectionMachine {
         self.advance(now);
     }
 
+    /// The prekey count query or a prekey upload is waiting for its answer.
+    pub(super) fn prekey_work_pending(&self) -> bool {
+        self.session_msg
+            .iqs
+            .values()
+            .any(|p| matches!(p, MsgIq::PreKeyCount | MsgIq::PreKeyUpload(_)))
+    }
+
     /// A messaging IQ ended.
     pub(super) fn messaging_iq_done(&mut self, now: Instant, n: u64, result: IqResult) {
         let Some(purpose) = self.session_msg.iqs.remove(&n) else {
