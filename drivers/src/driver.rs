@@ -425,10 +425,12 @@ impl<R: Runtime, S: CredentialStore> Driver<R, S> {
                     Wake::Timer => machine.handle_timeout(now),
                     Wake::Command(command) => self.command(&mut machine, now, command),
                 }
-                self.drain(&mut machine, Some(sock)).await;
+                // The slot goes back before the outputs are applied, so that an application
+                // that sees the login's last event finds the slot free.
                 if self.slot.is_some() && machine.is_login_settled() {
                     self.slot = None;
                 }
+                self.drain(&mut machine, Some(sock)).await;
             }
         }
         if let Some(mut sock) = socket {
