@@ -746,6 +746,13 @@ impl Conn {
                 }
             }
         }
+        if let Some(error) = plan.error {
+            self.shared.emit(SimEvent::MessageRefused {
+                id: id.clone(),
+                from: sender.clone(),
+                error: error.to_owned(),
+            });
+        }
         self.shared.emit(SimEvent::MessageRouted {
             id: id.clone(),
             from: sender,
