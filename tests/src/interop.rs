@@ -184,9 +184,20 @@ impl Baileys {
         }
         {
             let log = Arc::clone(&tails.baileys);
+            // `BAILEYS_LOG=<file>` keeps the whole log too, for reading a passing run.
+            let mut whole = std::env::var_os("BAILEYS_LOG").and_then(|path| {
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .ok()
+            });
             std::thread::spawn(move || {
                 for line in BufReader::new(stderr).lines() {
                     let Ok(line) = line else { break };
+                    if let Some(f) = whole.as_mut() {
+                        let _ = writeln!(f, "{line}");
+                    }
                     push_log(&log, line);
                 }
             });

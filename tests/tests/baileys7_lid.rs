@@ -248,6 +248,28 @@ async fn scenario(env: &Env, log: &mut SimLog) {
         assert_eq!(ack_error(log, &id).await, None);
     }
 
+    // b1's delivery receipts reach Baileys from B's LID device, in the chat's namespace.
+    let to_b_ids: Vec<String> = bl
+        .seen
+        .iter()
+        .filter(|e| e["ev"] == "sent")
+        .filter_map(|e| e["id"].as_str().map(str::to_owned))
+        .collect();
+    for id in &to_b_ids {
+        let update = bl
+            .wait_from(&format!("the delivery of {id}"), 0, |e| {
+                (e["ev"] == "update" && e["id"] == id.as_str() && e["status"] == 3)
+                    .then(|| e.clone())
+            })
+            .await;
+        let from = update["remoteJid"].as_str().and_then(|j| j.parse::<Jid>().ok());
+        assert_eq!(
+            from.map(|j| j.to_non_device()),
+            Some(lid_b.clone()),
+            "the receipt names B by LID: {update}"
+        );
+    }
+
     // Step 3: A's amarula companion writes to B; Baileys gets the own-device copy in B's LID
     // chat.
     let id = a2
