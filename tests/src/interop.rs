@@ -135,7 +135,12 @@ impl Baileys {
     ///
     /// # Panics
     /// When `node` cannot be started.
-    pub fn spawn_project(project: &Project, url: &str, env: &[(&str, String)], tails: Tails) -> Self {
+    pub fn spawn_project(
+        project: &Project,
+        url: &str,
+        env: &[(&str, String)],
+        tails: Tails,
+    ) -> Self {
         let dir = project.path();
         let auth_dir = std::env::temp_dir().join(format!(
             "amarula-baileys-{}-{}",

@@ -240,6 +240,11 @@ async fn scenario(env: &Env, log: &mut SimLog) {
         // One namespace in the stanza: `to` and every `<to jid>` by LID.
         let stanza = sent_stanza(log, &bl_jid, &id).await;
         assert_eq!(stanza.attr_jid("to"), Some(&lid_b), "{stanza}");
+        assert_eq!(
+            stanza.attr_str("phash"),
+            None,
+            "no phash on a 1:1 message: {stanza}"
+        );
         let tos = to_jids(&stanza);
         assert!(
             !tos.is_empty() && tos.iter().all(Jid::is_lid),
@@ -262,7 +267,9 @@ async fn scenario(env: &Env, log: &mut SimLog) {
                     .then(|| e.clone())
             })
             .await;
-        let from = update["remoteJid"].as_str().and_then(|j| j.parse::<Jid>().ok());
+        let from = update["remoteJid"]
+            .as_str()
+            .and_then(|j| j.parse::<Jid>().ok());
         assert_eq!(
             from.map(|j| j.to_non_device()),
             Some(lid_b.clone()),
@@ -292,15 +299,41 @@ async fn scenario(env: &Env, log: &mut SimLog) {
             .map(|j| j.to_non_device())
     };
     for (pn, lid) in [(user(b), &lid_b), (user(a), &lid_a)] {
-        let got = ask(&mut bl, &mut req, "mapping", json!({"cmd": "mapping", "pn": pn.to_string()})).await;
-        assert_eq!(user_of(&got["lid"]).as_ref(), Some(lid), "LID of {pn}: {got}");
-        let got = ask(&mut bl, &mut req, "mapping", json!({"cmd": "mapping", "lid": lid.to_string()})).await;
-        assert_eq!(user_of(&got["pn"]), Some(pn.clone()), "number of {lid}: {got}");
+        let got = ask(
+            &mut bl,
+            &mut req,
+            "mapping",
+            json!({"cmd": "mapping", "pn": pn.to_string()}),
+        )
+        .await;
+        assert_eq!(
+            user_of(&got["lid"]).as_ref(),
+            Some(lid),
+            "LID of {pn}: {got}"
+        );
+        let got = ask(
+            &mut bl,
+            &mut req,
+            "mapping",
+            json!({"cmd": "mapping", "lid": lid.to_string()}),
+        )
+        .await;
+        assert_eq!(
+            user_of(&got["pn"]),
+            Some(pn.clone()),
+            "number of {lid}: {got}"
+        );
     }
 
     // Step 5: a LID group of A and B, a message each way.
     let group = account_a.create_group("interop lid", &[b]);
-    let meta = ask(&mut bl, &mut req, "group", json!({"cmd": "group", "jid": group.to_string()})).await;
+    let meta = ask(
+        &mut bl,
+        &mut req,
+        "group",
+        json!({"cmd": "group", "jid": group.to_string()}),
+    )
+    .await;
     let meta = &meta["meta"];
     assert_eq!(meta["addressingMode"], "lid", "{meta}");
     let mut members: Vec<(String, String)> = meta["participants"]
@@ -397,7 +430,13 @@ async fn scenario(env: &Env, log: &mut SimLog) {
     assert_eq!(got["remoteJid"], lid_c.to_string(), "{got}");
     let mut token = Value::Null;
     for _ in 0..50 {
-        let got = ask(&mut bl, &mut req, "tctoken", json!({"cmd": "tctoken", "jid": lid_c.to_string()})).await;
+        let got = ask(
+            &mut bl,
+            &mut req,
+            "tctoken",
+            json!({"cmd": "tctoken", "jid": lid_c.to_string()}),
+        )
+        .await;
         if !got["token"].is_null() {
             token = got["token"].clone();
             break;
@@ -413,16 +452,28 @@ async fn scenario(env: &Env, log: &mut SimLog) {
     assert_eq!(ack_error(log, &id).await, None);
     let stanza = sent_stanza(log, &bl_jid, &id).await;
     assert_eq!(
-        stanza.child("tctoken").and_then(Node::content_bytes).map(hex),
+        stanza
+            .child("tctoken")
+            .and_then(Node::content_bytes)
+            .map(hex),
         Some(token),
         "Baileys attaches C's token: {stanza}"
     );
     c1.receive("hello again").await;
-    assert_eq!(c1.count("hello stranger"), 0, "the refused message was delivered");
+    assert_eq!(
+        c1.count("hello stranger"),
+        0,
+        "the refused message was delivered"
+    );
 
     // Nobody saw an undecryptable message.
     for d in [&b1, &a2, &c1] {
-        assert!(d.undecryptable.is_empty(), "[{}] {:?}", d.name, d.undecryptable);
+        assert!(
+            d.undecryptable.is_empty(),
+            "[{}] {:?}",
+            d.name,
+            d.undecryptable
+        );
     }
     b1.settle(QUIET).await;
     bl.settle(QUIET).await;

@@ -236,18 +236,14 @@ fn digest(keys: &KeyStore) -> Option<Node> {
 /// (9435) and tokens issued to LIDs (14303).
 fn ab_props(st: &State, iq: &Node) -> Node {
     let lid = if st.lid_mode { "true" } else { "false" };
-    let props = [
-        ("10518", "true"),
-        ("9435", lid),
-        ("14303", lid),
-    ]
-    .into_iter()
-    .map(|(code, value)| {
-        Node::new("prop")
-            .attr("config_code", code)
-            .attr("config_value", value)
-    })
-    .collect::<Vec<_>>();
+    let props = [("10518", "true"), ("9435", lid), ("14303", lid)]
+        .into_iter()
+        .map(|(code, value)| {
+            Node::new("prop")
+                .attr("config_code", code)
+                .attr("config_value", value)
+        })
+        .collect::<Vec<_>>();
     let hash = if st.lid_mode { "sim-lid-1" } else { "sim-pn-1" };
     result(
         iq,
