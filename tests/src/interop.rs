@@ -1,6 +1,7 @@
-//! Support of the third-party client test (`tests/tests/baileys_interop.rs`): the Baileys
-//! process driven by `tests/interop/baileys_client.mjs` over JSON lines, the simulator's events
-//! kept for bounded waits, and the logs a failed step prints.
+//! Support of the third-party client tests (`tests/tests/baileys_interop.rs` with Baileys 6 in
+//! `tests/interop/`, `tests/tests/baileys7_lid.rs` with Baileys 7 in `tests/interop7/`): the
+//! Baileys process driven by its script over JSON lines, the simulator's events kept for
+//! bounded waits, and the logs a failed step prints.
 //!
 //! Every wait is bounded by [`WAIT`]; a failed one panics with Baileys' events, the end of its
 //! log and the simulator's last events.
@@ -22,39 +23,85 @@ use crate::sim::{SimEvent, Simulator};
 pub const WAIT: Duration = Duration::from_secs(30);
 /// The Baileys release under test (also pinned in tests/interop/package.json).
 pub const BAILEYS_VERSION: &str = "6.7.24";
+/// The Baileys 7 release under test (also pinned in tests/interop7/package.json).
+pub const BAILEYS7_VERSION: &str = "7.0.0-rc14";
 /// Lines of Baileys' log (and of simulator events) kept to show when a step fails.
 const LOG_TAIL: usize = 300;
 
-/// `tests/interop/`: the npm project, the script and the loopback guard.
-pub fn interop_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("interop")
+/// One npm project driving a Baileys release: where it is, its script, and the packages it
+/// must have installed.
+#[derive(Debug, Clone, Copy)]
+pub struct Project {
+    /// The folder under `tests/`.
+    pub dir: &'static str,
+    /// The driver script in it.
+    pub script: &'static str,
+    /// The pinned packages (`node_modules/<name>`, version) checked before a run.
+    pub pinned: &'static [(&'static str, &'static str)],
 }
 
-/// Fails (never skips) when Baileys is not installed, saying how to install it.
+/// Baileys 6.7.24 (`@whiskeysockets/baileys`) in `tests/interop/`.
+pub const BAILEYS6: Project = Project {
+    dir: "interop",
+    script: "baileys_client.mjs",
+    pinned: &[
+        ("@whiskeysockets/baileys", BAILEYS_VERSION),
+        ("libsignal", "6.0.0"),
+    ],
+};
+
+/// Baileys 7 (`baileys`) in `tests/interop7/`.
+pub const BAILEYS7: Project = Project {
+    dir: "interop7",
+    script: "baileys7_client.mjs",
+    pinned: &[
+        ("baileys", BAILEYS7_VERSION),
+        ("libsignal", "6.0.0"),
+        ("whatsapp-rust-bridge", "0.5.4"),
+    ],
+};
+
+impl Project {
+    /// The npm project's folder.
+    pub fn path(&self) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join(self.dir)
+    }
+
+    /// Fails (never skips) when the pinned packages are not installed, saying how to install
+    /// them.
+    ///
+    /// # Panics
+    /// When `node_modules` lacks a pinned package or holds another version.
+    pub fn check_installed(&self) {
+        let dir = self.path();
+        let how = format!(
+            "Baileys is not installed: run `npm ci --prefix {}` (node 20+ and npm needed; \
+             .ci/run does it before the tests)",
+            dir.display()
+        );
+        for (name, version) in self.pinned {
+            let manifest = dir.join("node_modules").join(name).join("package.json");
+            let text = std::fs::read_to_string(&manifest).unwrap_or_else(|_| panic!("{how}"));
+            let v: Value = serde_json::from_str(&text).expect("package.json");
+            assert_eq!(
+                v["version"], *version,
+                "installed {name} is not the pinned one. {how}"
+            );
+        }
+    }
+}
+
+/// `tests/interop/`: the npm project, the script and the loopback guard.
+pub fn interop_dir() -> PathBuf {
+    BAILEYS6.path()
+}
+
+/// Fails (never skips) when Baileys 6 is not installed, saying how to install it.
 ///
 /// # Panics
 /// When `node_modules` lacks the pinned Baileys or libsignal.
 pub fn check_installed() {
-    let dir = interop_dir();
-    let manifest = dir.join("node_modules/@whiskeysockets/baileys/package.json");
-    let how = format!(
-        "Baileys is not installed: run `npm ci --prefix {}` (node 20+ and npm needed; .ci/run \
-         does it before the tests)",
-        dir.display()
-    );
-    let text = std::fs::read_to_string(&manifest).unwrap_or_else(|_| panic!("{how}"));
-    let v: Value = serde_json::from_str(&text).expect("baileys package.json");
-    assert_eq!(
-        v["version"], BAILEYS_VERSION,
-        "installed Baileys is not the pinned one. {how}"
-    );
-    let libsignal = dir.join("node_modules/libsignal/package.json");
-    let text = std::fs::read_to_string(libsignal).unwrap_or_else(|_| panic!("{how}"));
-    let v: Value = serde_json::from_str(&text).expect("libsignal package.json");
-    assert_eq!(
-        v["version"], "6.0.0",
-        "libsignal is not the pinned one. {how}"
-    );
+    BAILEYS6.check_installed();
 }
 
 /// The Baileys process: commands in on stdin, JSON events out on stdout, its log on stderr.
@@ -72,13 +119,29 @@ pub struct Baileys {
 }
 
 impl Baileys {
-    /// Starts `node --require loopback_only.cjs baileys_client.mjs` against the simulator at
-    /// `url`, with a fresh auth state in a temporary folder; its log goes to `tails`.
+    /// Starts `node --require loopback_only.cjs baileys_client.mjs` (Baileys 6) against the
+    /// simulator at `url`, with a fresh auth state in a temporary folder; its log goes to
+    /// `tails`.
     ///
     /// # Panics
     /// When `node` cannot be started.
     pub fn spawn(url: &str, tails: Tails) -> Self {
-        let dir = interop_dir();
+        Self::spawn_project(&BAILEYS6, url, &[], tails)
+    }
+
+    /// Starts `project`'s script under the loopback guard (`tests/interop/loopback_only.cjs`)
+    /// against the simulator at `url`, with a fresh auth state in a temporary folder and the
+    /// extra environment `env`; its log goes to `tails`.
+    ///
+    /// # Panics
+    /// When `node` cannot be started.
+    pub fn spawn_project(
+        project: &Project,
+        url: &str,
+        env: &[(&str, String)],
+        tails: Tails,
+    ) -> Self {
+        let dir = project.path();
         let auth_dir = std::env::temp_dir().join(format!(
             "amarula-baileys-{}-{}",
             std::process::id(),
@@ -87,15 +150,20 @@ impl Baileys {
                 .map_or(0, |d| d.as_nanos())
         ));
         std::fs::create_dir_all(&auth_dir).expect("auth dir");
-        let mut child = Command::new("node")
+        let mut command = Command::new("node");
+        command
             .arg("--require")
-            .arg(dir.join("loopback_only.cjs"))
-            .arg(dir.join("baileys_client.mjs"))
+            .arg(interop_dir().join("loopback_only.cjs"))
+            .arg(dir.join(project.script))
             .current_dir(&dir)
             .env("SIM_URL", url)
             .env("AUTH_DIR", &auth_dir)
             .env("LOG_LEVEL", "debug")
-            .env_remove("NODE_OPTIONS")
+            .env_remove("NODE_OPTIONS");
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -121,9 +189,20 @@ impl Baileys {
         }
         {
             let log = Arc::clone(&tails.baileys);
+            // `BAILEYS_LOG=<file>` keeps the whole log too, for reading a passing run.
+            let mut whole = std::env::var_os("BAILEYS_LOG").and_then(|path| {
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .ok()
+            });
             std::thread::spawn(move || {
                 for line in BufReader::new(stderr).lines() {
                     let Ok(line) = line else { break };
+                    if let Some(f) = whole.as_mut() {
+                        let _ = writeln!(f, "{line}");
+                    }
                     push_log(&log, line);
                 }
             });

@@ -988,7 +988,7 @@ impl ConnectionMachine {
             });
         let own_lid = match node.get_attr("lid") {
             Some(AttrValue::Jid(j)) => Some(j.to_non_device()),
-            Some(AttrValue::Str(s)) => s.parse::<Jid>().ok(),
+            Some(AttrValue::Str(s)) => s.parse::<Jid>().ok().map(|j| j.to_non_device()),
             None => None,
         };
         if own_lid.is_some() && own_lid != self.creds.own_lid {

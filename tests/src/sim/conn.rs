@@ -404,7 +404,9 @@ impl Conn {
             let mut st = self.shared.lock();
             match st.account_by_user(jid.user_part()) {
                 Some(a) => {
-                    let lid = a.lid.clone();
+                    // The LID device JID of the device logging in (LID.md §1; whatsmeow
+                    // compares it with the pair-success `lid`, Baileys 7 keeps it as `me.lid`).
+                    let lid = a.lid_jid(device);
                     let again = a
                         .devices
                         .get_mut(&device)
@@ -433,7 +435,7 @@ impl Conn {
         }
         let success = Node::new("success")
             .attr("t", unix_now().to_string())
-            .attr("lid", Jid::lid(lid))
+            .attr("lid", lid)
             .attr("props", "0");
         self.send(&success).await?;
         let count = again.unacked.len() + again.queued.len();
@@ -745,6 +747,13 @@ impl Conn {
                     None => {}
                 }
             }
+        }
+        if let Some(error) = plan.error {
+            self.shared.emit(SimEvent::MessageRefused {
+                id: id.clone(),
+                from: sender.clone(),
+                error: error.to_owned(),
+            });
         }
         self.shared.emit(SimEvent::MessageRouted {
             id: id.clone(),

@@ -73,6 +73,17 @@ pub enum SimEvent {
         /// Devices it was queued for (offline).
         queued: Vec<Jid>,
     },
+    /// A message was refused: the server's ack to its sender carries `error` (LID.md §3.5:
+    /// 400 mixed namespaces, 463 no privacy token, 479 unroutable). Comes just before the
+    /// message's [`MessageRouted`](Self::MessageRouted), which names no device then.
+    MessageRefused {
+        /// The message id.
+        id: String,
+        /// The sending device.
+        from: Jid,
+        /// The ack's `error`.
+        error: String,
+    },
     /// A new login of a device was handed again, with `offline="1"` before its offline queue,
     /// the messages earlier connections of the device were given and never acknowledged (by an
     /// ack or a delivery receipt).

@@ -72,6 +72,7 @@ pub(crate) fn answer(shared: &Shared, device: Option<&Jid>, iq: &Node) -> Node {
             Some(d) => super::appstate::answer(shared, d, iq),
             None => error(iq, 401, "not-authorized"),
         },
+        ("abt", "get", Some("props")) => ab_props(&shared.lock(), iq),
         ("w:m", "set", Some("media_conn")) => result(
             iq,
             vec![
@@ -168,6 +169,10 @@ fn encrypt(
                 _ => error(iq, 400, "bad-request"),
             }
         }
+        ("get", Some("digest")) => match store(st, device).map(|s| digest(s)) {
+            Some(Some(d)) => result(iq, vec![d]),
+            _ => error(iq, 404, "item-not-found"),
+        },
         ("get", Some("count")) => {
             let n = store(st, device).map_or(0, |s| s.one_time.len());
             result(iq, vec![Node::new("count").attr("value", n.to_string())])
@@ -185,6 +190,70 @@ fn encrypt(
         }
         _ => error(iq, 501, "feature-not-implemented"),
     }
+}
+
+/// `<digest>`: what the server holds of the asking device's key bundle (WA Web's and Baileys
+/// 7's key-bundle check after login): `<registration>`, `<type>`, `<identity>`, the signed
+/// prekey as `<skey><id/><value/><signature/></skey>` and the ids of the one-time prekeys
+/// left in `<list><id/>…</list>`. The real answer also carries a `<hash>` of the keys, which
+/// the simulator leaves out (its computation is not confirmed by a source we have); `None`
+/// before an upload.
+fn digest(keys: &KeyStore) -> Option<Node> {
+    let (reg, identity, skey) = (
+        keys.registration.clone()?,
+        keys.identity.clone()?,
+        keys.signed.clone()?,
+    );
+    let mut signed = vec![
+        Node::new("id").bytes(skey.id),
+        Node::new("value").bytes(skey.value),
+    ];
+    if let Some(sig) = skey.signature {
+        signed.push(Node::new("signature").bytes(sig));
+    }
+    let ids: Vec<Node> = keys
+        .one_time
+        .iter()
+        .map(|k| Node::new("id").bytes(k.id.clone()))
+        .collect();
+    let mut list = Node::new("list");
+    if !ids.is_empty() {
+        list = list.children(ids);
+    }
+    Some(Node::new("digest").children([
+        Node::new("registration").bytes(reg),
+        Node::new("type").bytes(vec![5]),
+        Node::new("identity").bytes(identity),
+        Node::new("skey").children(signed),
+        list,
+    ]))
+}
+
+/// `xmlns="abt"` `<props protocol="1" [hash]/>`: the AB props the simulated server sets, as
+/// `<props protocol="1" hash><prop config_code config_value/>…</props>` (the tokens are in the
+/// binary dictionary; Baileys 7 reads `config_code`/`config_value`). They state what the
+/// simulator enforces: privacy tokens on 1:1 messages (10518) and, in LID mode, LID 1:1 chats
+/// (9435) and tokens issued to LIDs (14303).
+fn ab_props(st: &State, iq: &Node) -> Node {
+    let lid = if st.lid_mode { "true" } else { "false" };
+    let props = [("10518", "true"), ("9435", lid), ("14303", lid)]
+        .into_iter()
+        .map(|(code, value)| {
+            Node::new("prop")
+                .attr("config_code", code)
+                .attr("config_value", value)
+        })
+        .collect::<Vec<_>>();
+    let hash = if st.lid_mode { "sim-lid-1" } else { "sim-pn-1" };
+    result(
+        iq,
+        vec![
+            Node::new("props")
+                .attr("protocol", "1")
+                .attr("hash", hash)
+                .children(props),
+        ],
+    )
 }
 
 /// One `<user>` of a bundle answer: the stored keys with one one-time prekey taken, or an

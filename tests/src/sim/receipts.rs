@@ -48,10 +48,16 @@ fn to_own_devices(st: &mut State, me: &Jid, to: &Jid, receipt: &Node, t: &str) {
         .unwrap_or_else(|| AttrValue::from(""));
     let mut copy = Node::new("receipt").attr("id", id);
     copy = if to.is_group() {
+        let lid_group = st.lid_mode && st.groups.contains_key(to.user_part());
+        let reader = if lid_group {
+            st.to_lid(me).unwrap_or_else(|| me.clone())
+        } else {
+            me.clone()
+        };
         copy.attr("from", to.to_non_device())
-            .attr("participant", me.clone())
+            .attr("participant", reader)
     } else {
-        copy.attr("from", me.clone())
+        copy.attr("from", st.in_namespace_of(me, to))
             .attr("recipient", to.to_non_device())
     };
     if let Some(kind) = receipt.get_attr("type") {

@@ -115,13 +115,16 @@ fn addressing_error(st: &State, sender: &Jid, to: &Jid, msg: &Node) -> Option<&'
 
 /// The identity of `sender` a copy names, in the namespace of the stanza's `to`, and the
 /// alternate attribute (`sender_pn` or `sender_lid`) with the other identity, in LID mode.
+/// The alternate is the user without device, as the real server gives it (whatsmeow copies the
+/// sender's device onto it; Baileys 7 keeps it as `remoteJidAlt` "without device data").
 fn sender_as(st: &State, sender: &Jid, to: &Jid) -> (Jid, Option<(&'static str, Jid)>) {
     if to.is_lid() {
         let lid = st.to_lid(sender).unwrap_or_else(|| sender.clone());
-        let pn = st.to_pn(sender).map(|p| ("sender_pn", p));
+        let pn = st.to_pn(sender).map(|p| ("sender_pn", p.to_non_device()));
         (lid, pn)
     } else if st.lid_mode {
-        (sender.clone(), st.to_lid(sender).map(|l| ("sender_lid", l)))
+        let lid = st.to_lid(sender).map(|l| ("sender_lid", l.to_non_device()));
+        (sender.clone(), lid)
     } else {
         (sender.clone(), None)
     }
@@ -300,11 +303,12 @@ fn group(st: &mut State, sender: &Jid, to: &Jid, msg: &Node, t: &str) -> Plan {
     }
     let gjid = group.jid();
     let members = group.participants.clone();
-    // LID groups name the sender by LID with `participant_pn` (LID.md §2.1).
+    // LID groups name the sender by LID with `participant_pn` (LID.md §2.1), a user JID
+    // without device.
     let (participant, mode_attrs): (Jid, Vec<(&str, Jid)>) = if st.lid_mode {
         let lid = st.to_lid(sender).unwrap_or_else(|| sender.clone());
         let pn = st.to_pn(sender).unwrap_or_else(|| sender.clone());
-        (lid, vec![("participant_pn", pn)])
+        (lid, vec![("participant_pn", pn.to_non_device())])
     } else {
         (sender.clone(), Vec::new())
     };
@@ -457,13 +461,18 @@ pub(crate) fn receipt(
     receipt: &Node,
     t: &str,
 ) -> Vec<SimEvent> {
+    // The receipting device is named in the namespace the receipt names the sender in (a LID
+    // chat or LID group: by LID), as the real server echoes it (LID.md §3.6).
     let (target, from, about) = if to.is_group() {
         match participant {
-            Some(p) if is_user_jid(&p) => (p, to.clone(), Some(me.clone())),
+            Some(p) if is_user_jid(&p) => {
+                let about = st.in_namespace_of(me, &p);
+                (p, to.clone(), Some(about))
+            }
             _ => return Vec::new(),
         }
     } else if is_user_jid(to) {
-        (to.clone(), me.clone(), None)
+        (to.clone(), st.in_namespace_of(me, to), None)
     } else {
         return Vec::new();
     };

@@ -253,6 +253,17 @@ impl State {
         })
     }
 
+    /// The device `jid` in the namespace of `like` (LID when `like` is a LID), as a stanza
+    /// answering one addressed to `like` names it; `jid` itself when unmapped.
+    pub(crate) fn in_namespace_of(&self, jid: &Jid, like: &Jid) -> Jid {
+        let mapped = if like.is_lid() {
+            self.to_lid(jid)
+        } else {
+            self.to_pn(jid)
+        };
+        mapped.unwrap_or_else(|| jid.clone())
+    }
+
     /// Whether `me` may send 1:1 to `them` without a privacy token (LID mode): `them` takes
     /// messages from anyone, or shares a group with `me`. Otherwise the stanza must carry
     /// the token `them` issued `me`.
