@@ -1,37 +1,22 @@
-// A scripted Baileys 7 client for tests/tests/baileys7_lid.rs, used as a new user would use
-// the library: makeWASocket with a multi-file auth state, the QR from `connection.update`, a new
-// socket after the 515 restart, sendMessage, and the `messages.upsert` events. Baileys 7 speaks
-// LID: the test looks at the message keys (remoteJidAlt, participantAlt, addressingMode), the
-// LID/PN mapping Baileys learned, and the privacy tokens it holds.
+// Baileys 7 (npm baileys, pinned by package-lock.json) for tests/tests/baileys7_lid.rs: the
+// command loop of ../interop/driver.mjs, plus what Baileys 7 shows about LID. The test looks at
+// the message keys (remoteJidAlt, participantAlt, addressingMode), the LID/PN mapping Baileys
+// learned, and the privacy tokens it holds.
 //
-// Run as `node --require ../interop/loopback_only.cjs baileys7_client.mjs` with
-//   SIM_URL    the simulator's WebSocket URL (ws://127.0.0.1:PORT/ws/chat)
-//   SIM_ROOT   the simulator's certificate root public key, hex (see below)
-//   AUTH_DIR   an empty folder for the auth state
-//   LOG_LEVEL  Baileys' log level (default debug), logged as JSON lines on stderr.
-// Commands come as JSON lines on stdin, what happens goes out as JSON lines on stdout:
-//   {"cmd":"send","req":N,"to":JID,"text":T}  -> {"ev":"sent","req":N,"id":ID} or {"ev":"failed",…}
+// Run as `node --require ../interop/loopback_only.cjs baileys7_client.mjs` with the
+// environment of driver.mjs and
+//   SIM_ROOT   the simulator's certificate root public key, hex (see below).
+// Commands besides driver.mjs's:
 //   {"cmd":"mapping","req":N,"pn":JID}        -> {"ev":"mapping","req":N,"lid":JID|null}
 //   {"cmd":"mapping","req":N,"lid":JID}       -> {"ev":"mapping","req":N,"pn":JID|null}
 //   {"cmd":"tctoken","req":N,"jid":JID}       -> {"ev":"tctoken","req":N,"token":HEX|null,"sender_t":…}
 //   {"cmd":"group","req":N,"jid":JID}         -> {"ev":"group","req":N,"meta":{…}} (groupMetadata)
-//   {"cmd":"disconnect"}                      -> {"ev":"close",…} (no reconnect)
-//   {"cmd":"connect"}                         -> a new socket with the stored auth state
-//   {"cmd":"probe"}                           -> {"ev":"probe","results":[…]}: reaching out fails
-//   {"cmd":"exit"}
-// Unprompted: {"ev":"qr"}, {"ev":"open"}, {"ev":"close"}, {"ev":"message"}, {"ev":"update"},
-// {"ev":"lid_mapping"} (Baileys' `lid-mapping.update`), {"ev":"offline_count"}, {"ev":"offline"},
-// {"ev":"fatal"}.
+// Unprompted besides driver.mjs's: {"ev":"lid_mapping"} (Baileys' `lid-mapping.update`).
 //
 // Baileys 7 checks the server's certificate chain against WhatsApp's root key
 // (`WA_CERT_DETAILS.PUBLIC_KEY`, lib/Utils/noise-handler.js), which the simulator cannot sign
 // with. The script pins the simulator's root instead, as a client pins a test CA: the check
 // itself (both signatures and the issuer serial) still runs.
-
-import { createInterface } from 'node:readline';
-import net from 'node:net';
-import dns from 'node:dns';
-import { format } from 'node:util';
 
 import makeWASocket, {
   DisconnectReason,
@@ -40,290 +25,47 @@ import makeWASocket, {
   useMultiFileAuthState,
 } from 'baileys';
 
-const url = process.env.SIM_URL;
-const authDir = process.env.AUTH_DIR;
+import { emit, run } from '../interop/driver.mjs';
+
 const root = process.env.SIM_ROOT;
-if (!url || !authDir || !/^[0-9a-f]{64}$/.test(root ?? '')) {
-  process.stderr.write('SIM_URL, AUTH_DIR and SIM_ROOT (64 hex digits) are required\n');
+if (!/^[0-9a-f]{64}$/.test(root ?? '')) {
+  process.stderr.write('SIM_ROOT (64 hex digits) is required\n');
   process.exit(2);
 }
 WA_CERT_DETAILS.PUBLIC_KEY = Buffer.from(root, 'hex');
 
-function emit(obj) {
-  process.stdout.write(JSON.stringify(obj) + '\n');
-}
-
-// stdout carries our events only: libsignal's console output goes to the log.
-for (const name of ['log', 'info', 'warn', 'error', 'debug']) {
-  console[name] = (...args) => process.stderr.write(`[console.${name}] ${format(...args)}\n`);
-}
-
-// A pino-shaped logger writing JSON lines on stderr, for the test to show when a step fails.
-const LEVELS = { trace: 10, debug: 20, info: 30, warn: 40, error: 50, fatal: 60 };
-function replacer() {
-  const seen = new WeakSet();
-  return (_key, value) => {
-    if (typeof value === 'bigint') {
-      return value.toString();
-    }
-    if (value instanceof Uint8Array) {
-      return `<${value.length} bytes>`;
-    }
-    if (value && typeof value === 'object' && value.type === 'Buffer' && Array.isArray(value.data)) {
-      return `<${value.data.length} bytes>`;
-    }
-    if (value instanceof Error) {
-      return { message: value.message, stack: value.stack, data: value.data };
-    }
-    if (value && typeof value === 'object') {
-      if (seen.has(value)) {
-        return '<circular>';
-      }
-      seen.add(value);
-    }
-    return value;
-  };
-}
-function makeLogger(level, bindings = {}) {
-  const min = LEVELS[level] ?? LEVELS.debug;
-  const at = (name) => (obj, msg) => {
-    if (LEVELS[name] < min) {
-      return;
-    }
-    if (typeof obj === 'string') {
-      [obj, msg] = [undefined, obj];
-    }
-    const line = { level: name, ...bindings, msg, ...(obj === undefined ? {} : { obj }) };
-    process.stderr.write(JSON.stringify(line, replacer()) + '\n');
-  };
-  const logger = { level, child: (more) => makeLogger(level, { ...bindings, ...more }) };
-  for (const name of Object.keys(LEVELS)) {
-    logger[name] = at(name);
-  }
-  return logger;
-}
-const logger = makeLogger(process.env.LOG_LEVEL || 'debug');
-
-const { state, saveCreds } = await useMultiFileAuthState(authDir);
-// What we sent, for the retry receipts the peers send (Baileys asks `getMessage`). Over
-// loopback a retry receipt can come before `sendMessage` has returned the message to store, so
-// `getMessage` first waits for the sends under way.
-const sent = new Map();
-const sending = new Set();
-async function getMessage(key) {
-  if (!sent.has(key.id)) {
-    await Promise.allSettled([...sending]);
-  }
-  return sent.get(key.id);
-}
-let sock = null;
-let wantOnline = true;
-
-function textOf(message) {
-  return message?.conversation ?? message?.extendedTextMessage?.text ?? null;
-}
-
-function start() {
-  const s = makeWASocket({
-    waWebSocketUrl: url,
-    auth: state,
-    logger,
-    connectTimeoutMs: 20_000,
-    defaultQueryTimeoutMs: 20_000,
-    emitOwnEvents: false,
-    getMessage,
-  });
-  sock = s;
-  s.ev.on('creds.update', saveCreds);
-  // How many stanzas the server says it queued for us (its `<ib><offline count>`).
-  s.ws.on('CB:ib,,offline', (node) => {
-    const child = node.content?.find?.((c) => c.tag === 'offline');
-    emit({ ev: 'offline_count', count: Number(child?.attrs?.count ?? -1) });
-  });
-  s.ev.on('connection.update', (u) => {
-    if (u.qr) {
-      emit({ ev: 'qr', qr: u.qr });
-    }
-    if (u.connection === 'open') {
-      emit({ ev: 'open', me: state.creds.me?.id ?? null, lid: state.creds.me?.lid ?? null });
-    }
-    if (u.receivedPendingNotifications) {
-      emit({ ev: 'offline' });
-    }
-    if (u.connection === 'close') {
-      const error = u.lastDisconnect?.error;
-      const status = error?.output?.statusCode ?? null;
-      emit({ ev: 'close', status, error: error?.message ?? null });
-      if (sock === s) {
-        sock = null;
-      }
-      // The server asks for a new connection after pairing (515); Baileys leaves it to us.
-      if (status === DisconnectReason.restartRequired && wantOnline) {
-        start();
-      }
-    }
-  });
-  s.ev.on('messages.upsert', ({ messages, type }) => {
-    for (const m of messages) {
-      emit({
-        ev: 'message',
-        upsert: type,
-        id: m.key.id,
-        remoteJid: m.key.remoteJid,
-        remoteJidAlt: m.key.remoteJidAlt ?? null,
-        fromMe: !!m.key.fromMe,
-        participant: m.key.participant ?? null,
-        participantAlt: m.key.participantAlt ?? null,
-        addressingMode: m.key.addressingMode ?? null,
-        text: textOf(m.message),
-        undecryptable: m.messageStubType === WAMessageStubType.CIPHERTEXT,
-        stub: m.messageStubParameters ?? null,
+await run(
+  { makeWASocket, DisconnectReason, WAMessageStubType, useMultiFileAuthState },
+  {
+    me: (state) => ({ me: state.creds.me?.id, lid: state.creds.me?.lid }),
+    messageFields: (m) => ({
+      remoteJidAlt: m.key.remoteJidAlt ?? null,
+      participantAlt: m.key.participantAlt ?? null,
+      addressingMode: m.key.addressingMode ?? null,
+    }),
+    updateFields: (update) => ({ stub: update.messageStubParameters ?? null }),
+    onSocket: (sock) => {
+      sock.ev.on('lid-mapping.update', (m) => {
+        emit({ ev: 'lid_mapping', lid: m?.lid ?? null, pn: m?.pn ?? null });
       });
-    }
-  });
-  s.ev.on('messages.update', (updates) => {
-    for (const { key, update } of updates) {
-      if (update.status !== undefined) {
-        emit({
-          ev: 'update',
-          id: key.id,
-          remoteJid: key.remoteJid,
-          status: update.status,
-          stub: update.messageStubParameters ?? null,
-        });
-      }
-    }
-  });
-  s.ev.on('lid-mapping.update', (m) => {
-    emit({ ev: 'lid_mapping', lid: m?.lid ?? null, pn: m?.pn ?? null });
-  });
-}
-
-// Reaching anything but the loopback must fail, refused by the preloaded guard.
-async function probe() {
-  const results = [];
-  const attempt = async (what, f) => {
-    try {
-      await f();
-      results.push({ what, code: null });
-    } catch (e) {
-      results.push({ what, code: e.code ?? e.cause?.code ?? String(e) });
-    }
-  };
-  await attempt('tcp 192.0.2.1:443', () => new Promise((resolve, reject) => {
-    const c = net.connect(443, '192.0.2.1', resolve);
-    c.on('error', reject);
-  }));
-  await attempt('tcp web.whatsapp.com:443', () => new Promise((resolve, reject) => {
-    const c = net.connect({ host: 'web.whatsapp.com', port: 443 }, resolve);
-    c.on('error', reject);
-  }));
-  await attempt('lookup web.whatsapp.com', () => dns.promises.lookup('web.whatsapp.com'));
-  await attempt('resolve web.whatsapp.com', () => dns.promises.resolve4('web.whatsapp.com'));
-  await attempt('fetch https://web.whatsapp.com', () => fetch('https://web.whatsapp.com/'));
-  emit({ ev: 'probe', results });
-}
-
-async function onCommand(c) {
-  switch (c.cmd) {
-    case 'send': {
-      try {
-        if (!sock) {
-          throw new Error('not connected');
-        }
-        const send = sock.sendMessage(c.to, { text: c.text });
-        sending.add(send);
-        let m;
-        try {
-          m = await send;
-        } finally {
-          sending.delete(send);
-        }
-        sent.set(m.key.id, m.message);
-        emit({ ev: 'sent', req: c.req, id: m.key.id });
-      } catch (e) {
-        logger.error({ err: e }, 'send failed');
-        emit({ ev: 'failed', req: c.req, error: String(e?.stack ?? e) });
-      }
-      break;
-    }
-    case 'mapping':
-    case 'tctoken':
-    case 'group': {
-      try {
-        if (!sock) {
-          throw new Error('not connected');
-        }
-        if (c.cmd === 'mapping') {
-          const store = sock.signalRepository.lidMapping;
-          if (c.pn) {
-            emit({ ev: 'mapping', req: c.req, lid: (await store.getLIDForPN(c.pn)) ?? null });
-          } else {
-            emit({ ev: 'mapping', req: c.req, pn: (await store.getPNForLID(c.lid)) ?? null });
-          }
-        } else if (c.cmd === 'tctoken') {
-          const got = await state.keys.get('tctoken', [c.jid]);
-          const entry = got?.[c.jid];
-          emit({
-            ev: 'tctoken',
-            req: c.req,
-            token: entry?.token?.length ? Buffer.from(entry.token).toString('hex') : null,
-            sender_t: entry?.senderTimestamp ?? null,
-          });
-        } else {
-          const meta = await sock.groupMetadata(c.jid);
-          emit({ ev: 'group', req: c.req, meta });
-        }
-      } catch (e) {
-        logger.error({ err: e }, `${c.cmd} failed`);
-        emit({ ev: 'failed', req: c.req, error: String(e?.stack ?? e) });
-      }
-      break;
-    }
-    case 'disconnect':
-      wantOnline = false;
-      sock?.end(undefined);
-      break;
-    case 'connect':
-      wantOnline = true;
-      if (!sock) {
-        start();
-      }
-      break;
-    case 'probe':
-      await probe();
-      break;
-    case 'exit':
-      process.exit(0);
-      break;
-    default:
-      emit({ ev: 'fatal', error: `unknown command ${JSON.stringify(c)}` });
-  }
-}
-
-process.on('uncaughtException', (e) => {
-  emit({ ev: 'fatal', error: String(e?.stack ?? e) });
-});
-process.on('unhandledRejection', (e) => {
-  emit({ ev: 'fatal', error: String(e?.stack ?? e) });
-});
-
-const lines = createInterface({ input: process.stdin });
-lines.on('line', (line) => {
-  if (!line.trim()) {
-    return;
-  }
-  let c;
-  try {
-    c = JSON.parse(line);
-  } catch {
-    emit({ ev: 'fatal', error: `bad command line ${line}` });
-    return;
-  }
-  onCommand(c);
-});
-// The test ends us by closing stdin (or killing us).
-lines.on('close', () => process.exit(0));
-
-emit({ ev: 'ready', node: process.version });
-start();
+    },
+    commands: {
+      mapping: async (c, { sock }) => {
+        const store = sock.signalRepository.lidMapping;
+        return c.pn
+          ? { ev: 'mapping', lid: (await store.getLIDForPN(c.pn)) ?? null }
+          : { ev: 'mapping', pn: (await store.getPNForLID(c.lid)) ?? null };
+      },
+      tctoken: async (c, { state }) => {
+        const got = await state.keys.get('tctoken', [c.jid]);
+        const entry = got?.[c.jid];
+        return {
+          ev: 'tctoken',
+          token: entry?.token?.length ? Buffer.from(entry.token).toString('hex') : null,
+          sender_t: entry?.senderTimestamp ?? null,
+        };
+      },
+      group: async (c, { sock }) => ({ ev: 'group', meta: await sock.groupMetadata(c.jid) }),
+    },
+  },
+);
