@@ -3,11 +3,14 @@
 //! rate across the fleet.
 //!
 //! `cargo run --release -p amarula-tests --bin load -- --accounts N [--rate MSGS_PER_SEC]
-//!     [--secs SECS] [--runtime tokio|smol] [--store sqlite|memory]`
+//!     [--secs SECS] [--runtime tokio|smol] [--store sqlite|memory|postgres]`
 //!
 //! The store is by default one SQLite file (synchronous=NORMAL) holding every account, on one
 //! connection, as a gateway would run them; `memory` keeps every account's Signal state (812
-//! prekeys each, sessions) on the heap, where it counts as the accounts' memory.
+//! prekeys each, sessions) on the heap, where it counts as the accounts' memory; `postgres`
+//! keeps them in the Postgres database `AMARULA_TEST_POSTGRES` names (a libpq URL or
+//! `key=value` string), each account under a name of this run, through the store's small
+//! connection pool, as a fleet worker would.
 //!
 //! It prints: connect+login throughput, resident memory per account (process RSS growth ÷ N)
 //! and heap per account (a counting allocator), CPU per message (the process's user+system
@@ -83,7 +86,7 @@ unsafe impl GlobalAlloc for Counting {
 static ALLOCATOR: Counting = Counting;
 
 const USAGE: &str = "usage: load --accounts N [--rate MSGS_PER_SEC] [--secs SECS] \
-                     [--runtime tokio|smol] [--store sqlite|memory]";
+                     [--runtime tokio|smol] [--store sqlite|memory|postgres]";
 
 fn phone(i: usize) -> String {
     format!("1555{i:07}")
@@ -148,7 +151,21 @@ struct Args {
     rate: f64,
     secs: u64,
     rt: Rt,
-    sqlite: bool,
+    store: StoreKind,
+}
+
+/// Where the accounts' state is kept.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum StoreKind {
+    Sqlite,
+    Memory,
+    Postgres,
+}
+
+/// The database every account's store comes from.
+enum Db {
+    Sqlite(amarula::store::SqliteDatabase),
+    Postgres(amarula::store::PostgresDatabase),
 }
 
 fn parse() -> Result<Option<(usize, bool)>, String> {
@@ -169,7 +186,7 @@ fn parse_args() -> Result<Args, String> {
         rate: 10.0,
         secs: 20,
         rt: Rt::Tokio,
-        sqlite: true,
+        store: StoreKind::Sqlite,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -189,10 +206,11 @@ fn parse_args() -> Result<Args, String> {
                 }
             }
             "--store" => {
-                out.sqlite = match v()?.as_str() {
-                    "sqlite" => true,
-                    "memory" => false,
-                    other => return Err(format!("--store {other}: sqlite or memory")),
+                out.store = match v()?.as_str() {
+                    "sqlite" => StoreKind::Sqlite,
+                    "memory" => StoreKind::Memory,
+                    "postgres" => StoreKind::Postgres,
+                    other => return Err(format!("--store {other}: sqlite, memory or postgres")),
                 }
             }
             _ => return Err(USAGE.to_owned()),
@@ -292,18 +310,35 @@ fn bench(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let rt = args.rt;
     let dir = std::env::temp_dir().join(format!("amarula-load-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    let db = if args.sqlite {
-        Some(amarula::store::SqliteDatabase::open_with(
+    let sqlite = match args.store {
+        StoreKind::Sqlite => Some(amarula::store::SqliteDatabase::open_with(
             dir.join("accounts.db"),
             amarula::store::SqliteOptions {
                 synchronous: amarula::store::Synchronous::Normal,
                 ..amarula::store::SqliteOptions::default()
             },
-        )?)
-    } else {
-        None
+        )?),
+        _ => None,
+    };
+    let postgres_url = match args.store {
+        StoreKind::Postgres => Some(
+            std::env::var("AMARULA_TEST_POSTGRES")
+                .map_err(|_| "--store postgres: set AMARULA_TEST_POSTGRES to the database")?,
+        ),
+        _ => None,
     };
     let run = async move {
+        let db = match (sqlite, postgres_url) {
+            (Some(db), _) => Some(Db::Sqlite(db)),
+            (None, Some(url)) => match amarula::store::PostgresDatabase::open(&url).await {
+                Ok(db) => Some(Db::Postgres(db)),
+                Err(e) => {
+                    eprintln!("postgres: {e}");
+                    return;
+                }
+            },
+            (None, None) => None,
+        };
         let base_rss = rss();
         let base_heap = HEAP.load(Ordering::Relaxed);
         let stats = Arc::new(Stats::default());
@@ -321,23 +356,20 @@ fn bench(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                 ..ClientConfig::default()
             };
             let connected = match &db {
-                Some(db) => {
-                    let store = match db.account(&phone(i)) {
-                        Ok(s) => s,
-                        Err(e) => {
-                            eprintln!("store: {e}");
-                            stats.errors.fetch_add(1, Ordering::Relaxed);
-                            continue;
-                        }
-                    };
-                    if let Err(e) = store.save(&c).await {
-                        eprintln!("store: {e}");
-                        stats.errors.fetch_add(1, Ordering::Relaxed);
-                        continue;
+                Some(Db::Sqlite(db)) => match db.account(&phone(i)) {
+                    Ok(store) => save_and_connect(rt, config, store, &c).await,
+                    Err(e) => Err(e.to_string()),
+                },
+                Some(Db::Postgres(db)) => {
+                    let name = format!("load-{}-{}", std::process::id(), phone(i));
+                    match db.account(&name).await {
+                        Ok(store) => save_and_connect(rt, config, store, &c).await,
+                        Err(e) => Err(e.to_string()),
                     }
-                    connect(rt, config, store).await
                 }
-                None => connect(rt, config, MemoryStore::with_credentials(c)).await,
+                None => connect(rt, config, MemoryStore::with_credentials(c))
+                    .await
+                    .map_err(|e| e.to_string()),
             };
             match connected {
                 Ok((client, events)) => {
@@ -420,10 +452,10 @@ fn bench(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             v[i] as f64 / 1000.0
         };
         let runtime = if rt == Rt::Tokio { "tokio" } else { "smol" };
-        let store = if args.sqlite {
-            "one SQLite file"
-        } else {
-            "memory"
+        let store = match args.store {
+            StoreKind::Sqlite => "one SQLite file",
+            StoreKind::Memory => "memory",
+            StoreKind::Postgres => "Postgres",
         };
         println!("accounts                {n} ({runtime} driver, {store} store)");
         println!(
@@ -492,6 +524,17 @@ async fn connect(
         Rt::Tokio => amarula::tokio::connect(config, store).await,
         Rt::Smol => amarula::smol::connect(config, store).await,
     }
+}
+
+/// Stores the account's linked credentials in `store`, then connects with it.
+async fn save_and_connect(
+    rt: Rt,
+    config: ClientConfig,
+    store: impl CredentialStore,
+    creds: &Credentials,
+) -> Result<(Client, Events), String> {
+    store.save(creds).await.map_err(|e| format!("store: {e}"))?;
+    connect(rt, config, store).await.map_err(|e| e.to_string())
 }
 
 /// One account's application: counts the login, times and confirms what it receives.
