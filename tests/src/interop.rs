@@ -343,6 +343,57 @@ impl Baileys {
             .filter(|e| e["ev"] == "message" && e["id"] == id)
             .collect()
     }
+
+    /// Has the script try to reach beyond the loopback in five ways and fails the test unless
+    /// the preloaded guard refused each. Returns how many refusals the guard reported so far,
+    /// for [`check_only_probes_blocked`](Self::check_only_probes_blocked).
+    pub async fn probe_loopback_guard(&mut self) -> usize {
+        self.command(&json!({"cmd": "probe"}));
+        let probe = self
+            .wait("probe results", |e| (e["ev"] == "probe").then(|| e.clone()))
+            .await;
+        let results = probe["results"].as_array().cloned().unwrap_or_default();
+        assert_eq!(results.len(), 5, "{probe}");
+        for r in &results {
+            if r["code"] != "ERR_LOOPBACK_ONLY" {
+                self.fail(&format!("reaching out was not refused by the guard: {r}"));
+            }
+        }
+        self.blocked().count()
+    }
+
+    /// Fails the test when the guard refused Baileys anything beyond the first `probes`
+    /// refusals (those of [`probe_loopback_guard`](Self::probe_loopback_guard)): Baileys
+    /// needed nothing outside the loopback.
+    pub fn check_only_probes_blocked(&self, probes: usize) {
+        let blocked: Vec<&Value> = self.blocked().skip(probes).collect();
+        if !blocked.is_empty() {
+            self.fail(&format!(
+                "Baileys tried to reach outside the loopback: {blocked:?}"
+            ));
+        }
+    }
+
+    /// The guard's refusals, in order.
+    fn blocked(&self) -> impl Iterator<Item = &Value> {
+        self.seen.iter().filter(|e| e["ev"] == "blocked")
+    }
+}
+
+/// An amarula device of `phone` (tokio driver, memory store) beside Baileys: its waits take
+/// [`WAIT`], and its failure messages end with the Baileys and simulator logs.
+pub async fn amarula_device(
+    env: &crate::e2e::Env,
+    name: &str,
+    phone: &str,
+    seed: u8,
+    tails: &Tails,
+) -> crate::e2e::Device {
+    let mut d = crate::e2e::Device::start::<crate::runtimes::Tokio>(env, name, phone, seed).await;
+    let tails = tails.clone();
+    d.diagnostics = Some(crate::e2e::Diagnostics::new(move || tails.dump()));
+    d.wait = WAIT;
+    d
 }
 
 /// The lines of a tail, joined.

@@ -29,29 +29,13 @@ use std::time::Duration;
 
 use amarula::core::binary::Node;
 use amarula::core::jid::Jid;
-use amarula_tests::e2e::{Device, Diagnostics, Env, user};
-use amarula_tests::interop::{BAILEYS7, Baileys, SimLog, Tails, WAIT};
-use amarula_tests::runtimes::Tokio;
+use amarula_tests::e2e::{Env, user};
+use amarula_tests::interop::{BAILEYS7, Baileys, SimLog, amarula_device};
 use amarula_tests::sim::{ConnKind, SimEvent};
 use serde_json::{Value, json};
 
 /// How long "nothing more comes" is watched.
 const QUIET: Duration = Duration::from_millis(1500);
-
-/// An amarula device of `phone` (tokio driver, memory store) whose failure messages end
-/// with the Baileys and simulator logs.
-async fn amarula(env: &Env, name: &str, phone: &str, seed: u8, tails: &Tails) -> Device {
-    let mut d = Device::start::<Tokio>(env, name, phone, seed).await;
-    let tails = tails.clone();
-    d.diagnostics = Some(Diagnostics::new(move || tails.dump()));
-    d.wait = WAIT;
-    d
-}
-
-/// The hex of `bytes`.
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
 
 /// Sends `cmd` with a fresh request number and waits for its answer (`ev` or `failed`).
 async fn ask(bl: &mut Baileys, req: &mut u64, ev: &str, mut cmd: Value) -> Value {
@@ -129,11 +113,11 @@ async fn scenario(env: &Env, log: &mut SimLog) {
     let account_b = sim.add_account(b);
     let account_c = sim.add_account(c);
     let (lid_a, lid_b, lid_c) = (account_a.lid(), account_b.lid(), account_c.lid());
-    let mut b1 = amarula(env, "b1", b, 81, &log.tails).await;
-    let mut a2 = amarula(env, "a2", a, 82, &log.tails).await;
-    let mut c1 = amarula(env, "c1", c, 83, &log.tails).await;
+    let mut b1 = amarula_device(env, "b1", b, 81, &log.tails).await;
+    let mut a2 = amarula_device(env, "a2", a, 82, &log.tails).await;
+    let mut c1 = amarula_device(env, "c1", c, 83, &log.tails).await;
 
-    let root = hex(&sim.trust_anchor().root_public);
+    let root = hex::encode(sim.trust_anchor().root_public);
     let mut bl = Baileys::spawn_project(
         &BAILEYS7,
         &sim.url(),
@@ -145,18 +129,7 @@ async fn scenario(env: &Env, log: &mut SimLog) {
         .await;
 
     // Step 0: the Baileys process reaches nothing but the loopback.
-    bl.command(&json!({"cmd": "probe"}));
-    let probe = bl
-        .wait("probe results", |e| (e["ev"] == "probe").then(|| e.clone()))
-        .await;
-    let results = probe["results"].as_array().cloned().unwrap_or_default();
-    assert_eq!(results.len(), 5, "{probe}");
-    for r in &results {
-        if r["code"] != "ERR_LOOPBACK_ONLY" {
-            bl.fail(&format!("reaching out was not refused by the guard: {r}"));
-        }
-    }
-    let probes_blocked = bl.seen.iter().filter(|e| e["ev"] == "blocked").count();
+    let probes_blocked = bl.probe_loopback_guard().await;
 
     // Step 1: QR pairing with the QR as Baileys 7 shows it, 515, login with its LID.
     let qr = bl
@@ -455,7 +428,7 @@ async fn scenario(env: &Env, log: &mut SimLog) {
         stanza
             .child("tctoken")
             .and_then(Node::content_bytes)
-            .map(hex),
+            .map(hex::encode),
         Some(token),
         "Baileys attaches C's token: {stanza}"
     );
@@ -487,17 +460,7 @@ async fn scenario(env: &Env, log: &mut SimLog) {
     }
 
     // Baileys was refused nothing beyond the probes: it needed nothing outside the loopback.
-    let blocked: Vec<&Value> = bl
-        .seen
-        .iter()
-        .filter(|e| e["ev"] == "blocked")
-        .skip(probes_blocked)
-        .collect();
-    if !blocked.is_empty() {
-        bl.fail(&format!(
-            "Baileys tried to reach outside the loopback: {blocked:?}"
-        ));
-    }
+    bl.check_only_probes_blocked(probes_blocked);
     bl.command(&json!({"cmd": "exit"}));
     b1.stop().await;
     a2.stop().await;

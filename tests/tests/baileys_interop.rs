@@ -33,9 +33,8 @@ use std::time::Duration;
 
 use amarula::core::binary::Node;
 use amarula::core::jid::Jid;
-use amarula_tests::e2e::{Device, Diagnostics, Env, user};
-use amarula_tests::interop::{Baileys, SimLog, Tails, WAIT, check_installed};
-use amarula_tests::runtimes::Tokio;
+use amarula_tests::e2e::{Env, user};
+use amarula_tests::interop::{Baileys, SimLog, amarula_device, check_installed};
 use amarula_tests::sim::{ConnId, ConnKind, Direction, Rule, SimEvent, Simulator, Target};
 use serde_json::{Value, json};
 
@@ -60,16 +59,6 @@ fn first_frame_late(sim: &Simulator, target: Target) {
         },
         1,
     );
-}
-
-/// An amarula device of `phone` (tokio driver, memory store) whose failure messages end
-/// with the Baileys and simulator logs.
-async fn amarula(env: &Env, name: &str, phone: &str, seed: u8, tails: &Tails) -> Device {
-    let mut d = Device::start::<Tokio>(env, name, phone, seed).await;
-    let tails = tails.clone();
-    d.diagnostics = Some(Diagnostics::new(move || tails.dump()));
-    d.wait = WAIT;
-    d
 }
 
 fn is_message_ack(n: &Node) -> bool {
@@ -172,8 +161,8 @@ async fn scenario(env: &Env, log: &mut SimLog) {
     let account_a = sim.add_account(a);
     sim.add_account(b);
     // B's amarula device, and an amarula companion of Baileys' own account.
-    let mut b1 = amarula(env, "b1", b, 71, &log.tails).await;
-    let mut a2 = amarula(env, "a2", a, 72, &log.tails).await;
+    let mut b1 = amarula_device(env, "b1", b, 71, &log.tails).await;
+    let mut a2 = amarula_device(env, "a2", a, 72, &log.tails).await;
 
     first_frame_late(sim, Target::Registrations);
     let mut bl = Baileys::spawn(&sim.url(), log.tails.clone());
@@ -181,18 +170,7 @@ async fn scenario(env: &Env, log: &mut SimLog) {
         .await;
 
     // Step 0: the Baileys process reaches nothing but the loopback.
-    bl.command(&json!({"cmd": "probe"}));
-    let probe = bl
-        .wait("probe results", |e| (e["ev"] == "probe").then(|| e.clone()))
-        .await;
-    let results = probe["results"].as_array().cloned().unwrap_or_default();
-    assert_eq!(results.len(), 5, "{probe}");
-    for r in &results {
-        if r["code"] != "ERR_LOOPBACK_ONLY" {
-            bl.fail(&format!("reaching out was not refused by the guard: {r}"));
-        }
-    }
-    let probes_blocked = bl.seen.iter().filter(|e| e["ev"] == "blocked").count();
+    let probes_blocked = bl.probe_loopback_guard().await;
 
     // Step 1: QR pairing with the QR as Baileys shows it, 515, login.
     let qr = bl
@@ -542,17 +520,7 @@ async fn scenario(env: &Env, log: &mut SimLog) {
     assert!(a2.undecryptable.is_empty(), "{:?}", a2.undecryptable);
 
     // Baileys was refused nothing beyond the probes: it needed nothing outside the loopback.
-    let blocked: Vec<&Value> = bl
-        .seen
-        .iter()
-        .filter(|e| e["ev"] == "blocked")
-        .skip(probes_blocked)
-        .collect();
-    if !blocked.is_empty() {
-        bl.fail(&format!(
-            "Baileys tried to reach outside the loopback: {blocked:?}"
-        ));
-    }
+    bl.check_only_probes_blocked(probes_blocked);
     bl.command(&json!({"cmd": "exit"}));
     b1.stop().await;
     a2.stop().await;

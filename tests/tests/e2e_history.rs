@@ -360,13 +360,10 @@ async fn a_restart_mid_sync_redoes_it_once<R: Rt>(env: &Env) {
     dev.stop().await;
 }
 
-async fn a_tampered_blob_is_reported_not_acked<R: Rt>(env: &Env) {
-    let phone = "15557770003";
-    let store = env.linked(phone, 63);
-    let mut dev = start::<R>(config(env), store.clone(), true).await;
-    let mut rx = env.sim.subscribe();
+/// `phone`'s phone sends the sample history with a blob that fails its checks.
+fn send_tampered(env: &Env, phone: &str) -> history::SentChunk {
     let account = env.sim.account(phone).unwrap();
-    let sent = account
+    account
         .send_history(
             &history::sample_history(),
             &Delivery {
@@ -374,7 +371,15 @@ async fn a_tampered_blob_is_reported_not_acked<R: Rt>(env: &Env) {
                 ..Delivery::default()
             },
         )
-        .unwrap();
+        .unwrap()
+}
+
+async fn a_tampered_blob_is_reported_not_acked<R: Rt>(env: &Env) {
+    let phone = "15557770003";
+    let store = env.linked(phone, 63);
+    let mut dev = start::<R>(config(env), store.clone(), true).await;
+    let mut rx = env.sim.subscribe();
+    let sent = send_tampered(env, phone);
     let (id, error, gave_up) = dev.failure().await;
     assert_eq!(id, sent.message_id);
     assert!(
@@ -398,16 +403,7 @@ async fn a_failing_chunk_past_its_time_is_given_up<R: Rt>(env: &Env) {
     cfg.machine.history_give_up_after = std::time::Duration::ZERO;
     let mut dev = start::<R>(cfg, store.clone(), true).await;
     let mut rx = env.sim.subscribe();
-    let account = env.sim.account(phone).unwrap();
-    let sent = account
-        .send_history(
-            &history::sample_history(),
-            &Delivery {
-                tamper: true,
-                ..Delivery::default()
-            },
-        )
-        .unwrap();
+    let sent = send_tampered(env, phone);
     let (id, _, gave_up) = dev.failure().await;
     assert_eq!(id, sent.message_id);
     assert!(gave_up);

@@ -31,11 +31,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use amarula::core::jid::Jid;
-use amarula::core::machine::{Config, Confirm, Event, MessageAckResult};
-use amarula::core::noise::TrustAnchor;
+use amarula::core::machine::{Confirm, Event, MessageAckResult};
 use amarula::store::{CredentialStore, SqliteStore};
-use amarula::{Client, ClientConfig, ClientError, ClientEvent};
+use amarula::{Client, ClientError, ClientEvent};
 use amarula_tests::crash::{AppLog, LogLine, read_log};
+use amarula_tests::sim::client::{parse_root, remote_config};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
 use tokio::sync::{mpsc, watch};
@@ -57,10 +57,7 @@ fn parse_args() -> Result<Args, String> {
     let [url, root, db, peer, log, interval] = args.as_slice() else {
         return Err(USAGE.to_owned());
     };
-    let root = hex::decode(root)
-        .ok()
-        .and_then(|r| <[u8; 32]>::try_from(r).ok())
-        .ok_or("ROOT_HEX: 32 bytes of hex")?;
+    let root = parse_root(root)?;
     let peer = peer
         .parse()
         .map_err(|e| format!("PEER_JID {peer}: {e:?}"))?;
@@ -152,16 +149,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     log.write(LogLine::Outbox {
         ids: outbox.into_iter().map(|m| m.id).collect(),
     });
-    let config = ClientConfig {
-        url: args.url.clone(),
-        machine: Config {
-            trust: TrustAnchor::new(args.root, 0),
-            end_to_end: true,
-            ..Config::default()
-        },
-        close_timeout: Duration::from_millis(200),
-        ..ClientConfig::default()
-    };
+    let config = remote_config(&args.url, args.root);
     let (client, mut events) = amarula::tokio::connect(config, store).await?;
 
     let (control_tx, mut control) = mpsc::unbounded_channel();

@@ -21,11 +21,11 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use amarula::core::machine::{Config, Confirm, Event};
-use amarula::core::noise::TrustAnchor;
+use amarula::core::machine::{Confirm, Event};
 use amarula::fleet::{Fleet, FleetOptions};
 use amarula::store::{PostgresDatabase, PostgresOptions, PostgresStore};
-use amarula::{Client, ClientConfig, ClientEvent, Events};
+use amarula::{Client, ClientEvent, Events};
+use amarula_tests::sim::client::{parse_root, remote_config};
 use tokio::sync::{mpsc, watch};
 
 const USAGE: &str = "usage: fleet_worker URL ROOT_HEX PG_URL OWNER MAX LEASE_MS";
@@ -44,10 +44,7 @@ fn parse_args() -> Result<Args, String> {
     let [url, root, pg_url, owner, max, lease] = args.as_slice() else {
         return Err(USAGE.to_owned());
     };
-    let root = hex::decode(root)
-        .ok()
-        .and_then(|r| <[u8; 32]>::try_from(r).ok())
-        .ok_or("ROOT_HEX: 32 bytes of hex")?;
+    let root = parse_root(root)?;
     Ok(Args {
         url: url.clone(),
         root,
@@ -201,16 +198,7 @@ async fn run_account(
 }
 
 async fn start(args: &Args, store: PostgresStore) -> Result<(Client, Events), amarula::Error> {
-    let config = ClientConfig {
-        url: args.url.clone(),
-        machine: Config {
-            trust: TrustAnchor::new(args.root, 0),
-            end_to_end: true,
-            ..Config::default()
-        },
-        close_timeout: Duration::from_millis(200),
-        ..ClientConfig::default()
-    };
+    let config = remote_config(&args.url, args.root);
     amarula::tokio::connect(config, store).await
 }
 

@@ -35,8 +35,7 @@ use std::time::{Duration, Instant};
 
 use amarula::core::credentials::Credentials;
 use amarula::core::jid::Jid;
-use amarula::core::machine::{CloseReason, Config, Confirm, Event};
-use amarula::core::noise::TrustAnchor;
+use amarula::core::machine::{CloseReason, Confirm, Event};
 use amarula::store::{CredentialStore, MemoryStore, credentials_from_json, credentials_to_json};
 use amarula::{Client, ClientConfig, ClientEvent, Events};
 use rand_chacha::ChaCha20Rng;
@@ -299,7 +298,7 @@ fn bench(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         if let Some(u) = line.strip_prefix("url ") {
             url = u.to_owned();
         } else if let Some(r) = line.strip_prefix("root ") {
-            root = <[u8; 32]>::try_from(hex::decode(r)?).map_err(|_| "root: 32 bytes")?;
+            root = amarula_tests::sim::client::parse_root(r)?;
         } else if let Some(c) = line.strip_prefix("cred ") {
             creds.push(credentials_from_json(&serde_json::from_str(c)?)?);
         } else if line == "ready" {
@@ -346,15 +345,7 @@ fn bench(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         let started = Instant::now();
         let mut clients = Vec::with_capacity(n);
         for (i, c) in creds.into_iter().enumerate() {
-            let config = ClientConfig {
-                url: url.clone(),
-                machine: Config {
-                    trust: TrustAnchor::new(root, 0),
-                    end_to_end: true,
-                    ..Config::default()
-                },
-                ..ClientConfig::default()
-            };
+            let config = amarula_tests::sim::client::remote_config(&url, root);
             let connected = match &db {
                 Some(Db::Sqlite(db)) => match db.account(&phone(i)) {
                     Ok(store) => save_and_connect(rt, config, store, &c).await,

@@ -296,6 +296,34 @@ pub fn config_for(sim: &super::Simulator) -> Config {
     }
 }
 
+/// The simulator's trust root from the hex it prints (the `ROOT_HEX` argument of the
+/// child-process binaries).
+///
+/// # Errors
+/// Not 32 bytes of hex.
+pub fn parse_root(hex: &str) -> Result<[u8; 32], String> {
+    hex::decode(hex)
+        .ok()
+        .and_then(|r| <[u8; 32]>::try_from(r).ok())
+        .ok_or_else(|| "ROOT_HEX: 32 bytes of hex".to_owned())
+}
+
+/// A client configuration for a simulator in another process, reached at `url` and trusted
+/// by its `root` (the child-process binaries and the load benchmark): end-to-end on, a short
+/// close.
+pub fn remote_config(url: &str, root: [u8; 32]) -> amarula::ClientConfig {
+    amarula::ClientConfig {
+        url: url.to_owned(),
+        machine: Config {
+            trust: amarula_core::noise::TrustAnchor::new(root, 0),
+            end_to_end: true,
+            ..Config::default()
+        },
+        close_timeout: Duration::from_millis(200),
+        ..amarula::ClientConfig::default()
+    }
+}
+
 /// Fresh, unpaired credentials drawn from `seed`.
 pub fn fresh_credentials(seed: u8) -> amarula_core::credentials::Credentials {
     use rand_core::SeedableRng;
