@@ -44,7 +44,17 @@ pub struct ClientConfig {
     /// Bounds how many clients log in at once ([`LoginGate`](crate::LoginGate)): by default
     /// the process-wide gate; `None` for none.
     pub login_gate: Option<crate::LoginGate>,
+    /// The largest WebSocket frame written (default [`WS_FRAGMENT_SIZE`]): a larger protocol
+    /// frame (a prekey upload, a message to a large group) goes out as WebSocket fragments of
+    /// at most this many bytes, which the server's WebSocket layer joins (RFC 6455 §5.4). The
+    /// connection's output buffer keeps the size of the largest frame it wrote, so this bounds
+    /// the memory an idle connection keeps; `usize::MAX` writes every frame whole.
+    pub ws_fragment_size: usize,
 }
+
+/// The default [`ClientConfig::ws_fragment_size`]: 4 KiB, more than most frames (a text, a
+/// receipt, a keepalive), far less than a prekey upload (about 40 KiB).
+pub const WS_FRAGMENT_SIZE: usize = 4 * 1024;
 
 impl Default for ClientConfig {
     fn default() -> Self {
@@ -54,6 +64,7 @@ impl Default for ClientConfig {
             close_timeout: Duration::from_secs(1),
             media: crate::media::MediaConfig::default(),
             login_gate: Some(crate::LoginGate::shared()),
+            ws_fragment_size: WS_FRAGMENT_SIZE,
         }
     }
 }
@@ -845,17 +856,17 @@ impl Client {
 /// keep answering the server); read it steadily. Also a [`Stream`].
 #[derive(Debug)]
 pub struct Events {
-    rx: Pin<Box<async_channel::Receiver<ClientEvent>>>,
+    rx: futures_channel::mpsc::UnboundedReceiver<ClientEvent>,
 }
 
 impl Events {
-    pub(crate) fn new(rx: async_channel::Receiver<ClientEvent>) -> Self {
-        Self { rx: Box::pin(rx) }
+    pub(crate) fn new(rx: futures_channel::mpsc::UnboundedReceiver<ClientEvent>) -> Self {
+        Self { rx }
     }
 
     /// The next event; `None` after [`ClientEvent::Stopped`].
     pub async fn recv(&mut self) -> Option<ClientEvent> {
-        self.rx.recv().await.ok()
+        futures_util::StreamExt::next(&mut self.rx).await
     }
 
     /// The next event if one is queued.
@@ -868,6 +879,6 @@ impl Stream for Events {
     type Item = ClientEvent;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<ClientEvent>> {
-        self.rx.as_mut().poll_next(cx)
+        Pin::new(&mut self.rx).poll_next(cx)
     }
 }

@@ -21,6 +21,8 @@ use async_tungstenite::tungstenite::client::IntoClientRequest;
 use async_tungstenite::tungstenite::handshake::client::Request;
 use async_tungstenite::tungstenite::http::HeaderValue;
 use async_tungstenite::tungstenite::protocol::WebSocketConfig;
+use async_tungstenite::tungstenite::protocol::frame::Frame;
+use async_tungstenite::tungstenite::protocol::frame::coding::{Data as OpData, OpCode};
 use async_tungstenite::tungstenite::{Error as WsError, Message};
 use futures_channel::oneshot;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
@@ -52,6 +54,41 @@ pub(crate) fn ws_config() -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(4 * 1024)
         .write_buffer_size(0)
+}
+
+/// Writes one frame of the machine as one WebSocket message: whole when it fits in `fragment`
+/// bytes, otherwise as a run of fragments of at most `fragment` bytes (RFC 6455 §5.4: a binary
+/// frame without FIN, continuation frames, the last with FIN), each sent and flushed before the
+/// next. The peer's WebSocket layer joins them into the same message. tungstenite keeps its
+/// output buffer at the size of the largest frame it ever wrote, so writing a 40 KiB prekey
+/// upload whole would hold 40 KiB per connection for the rest of its life; in fragments it
+/// holds one fragment.
+pub(crate) async fn write_frame<S>(
+    sock: &mut S,
+    frame: bytes::Bytes,
+    fragment: usize,
+) -> Result<(), WsError>
+where
+    S: Sink<Message, Error = WsError> + Unpin,
+{
+    let fragment = fragment.max(1);
+    if frame.len() <= fragment {
+        return sock.send(Message::Binary(frame)).await;
+    }
+    let mut rest = frame;
+    let mut opcode = OpData::Binary;
+    while !rest.is_empty() {
+        let part = rest.split_to(fragment.min(rest.len()));
+        let last = rest.is_empty();
+        sock.send(Message::Frame(Frame::message(
+            part,
+            OpCode::Data(opcode),
+            last,
+        )))
+        .await?;
+        opcode = OpData::Continue;
+    }
+    Ok(())
 }
 
 /// The few things a runtime provides to the drive loop.
@@ -196,7 +233,7 @@ pub(crate) async fn start<R: Runtime, S: CredentialStore>(
     session.restore_app_state(app_state.keys, app_state.collections);
     let media = crate::media::Transfers::new(config.media.clone());
     let (command_tx, command_rx) = async_channel::unbounded();
-    let (event_tx, event_rx) = async_channel::unbounded();
+    let (event_tx, event_rx) = futures_channel::mpsc::unbounded();
     let store = Arc::new(store);
     let lids: Arc<dyn crate::client::LidLookup> = Arc::clone(&store) as _;
     let client = Client::new(command_tx, media, status.clone(), lids);
@@ -225,7 +262,7 @@ pub(crate) async fn start<R: Runtime, S: CredentialStore>(
         slot: None,
         runtime: std::marker::PhantomData,
     };
-    R::spawn(driver.run(session));
+    R::spawn(driver.run(Box::new(session)));
     Ok((client, Events::new(event_rx)))
 }
 
@@ -243,7 +280,9 @@ struct Driver<R, S> {
     store: Arc<S>,
     tls: Arc<rustls::ClientConfig>,
     commands: async_channel::Receiver<Command>,
-    events: async_channel::Sender<ClientEvent>,
+    /// A linked queue: it keeps no block of slots once read, unlike `async_channel` (31 events'
+    /// worth, about 9 KiB, per idle account).
+    events: futures_channel::mpsc::UnboundedSender<ClientEvent>,
     /// `Instant::ZERO` of the machines' clock.
     origin: std::time::Instant,
     iqs: HashMap<RequestId, Reply<IqResult>>,
@@ -294,10 +333,12 @@ impl<R: Runtime, S: CredentialStore> Driver<R, S> {
 
     fn emit(&self, event: ClientEvent) {
         // Nobody listening is fine: the client keeps working for its handles.
-        let _ = self.events.try_send(event);
+        let _ = self.events.unbounded_send(event);
     }
 
-    async fn run(mut self, mut session: Session) {
+    /// The session is boxed while no connection holds it: inline, it would take its size
+    /// (about 3 KiB) in the drive task's state beside the machine's copy, for the task's life.
+    async fn run(mut self, mut session: Box<Session>) {
         let mut attempt = 0u32;
         loop {
             attempt = attempt.saturating_add(1);
@@ -382,7 +423,7 @@ impl<R: Runtime, S: CredentialStore> Driver<R, S> {
     }
 
     /// One machine over one socket, from connect to close.
-    async fn connection(&mut self, session: Session) -> (Next, Session) {
+    async fn connection(&mut self, session: Box<Session>) -> (Next, Box<Session>) {
         let clock = Clock {
             at: self.now(),
             unix_ms: SystemTime::now()
@@ -396,7 +437,8 @@ impl<R: Runtime, S: CredentialStore> Driver<R, S> {
                 return (Next::Stop, session);
             }
         };
-        let mut machine = ConnectionMachine::new(self.config.machine.clone(), session, clock, seed);
+        let mut machine =
+            ConnectionMachine::new(self.config.machine.clone(), *session, clock, seed);
         // The connect future (TCP, TLS, WebSocket handshake) and the store's futures are boxed
         // where they are awaited: inline, the largest of them would set the size of every
         // account's drive task for its whole life (tens of KiB per idle account).
@@ -441,7 +483,7 @@ impl<R: Runtime, S: CredentialStore> Driver<R, S> {
             let _ = futures_util::future::select(close, timeout).await;
         }
         let next = Box::pin(self.after_close()).await;
-        (next, machine.into_session())
+        (next, Box::new(machine.into_session()))
     }
 
     /// Connects the socket while serving commands and the machine's handshake timer. `None`
@@ -627,22 +669,22 @@ impl<R: Runtime, S: CredentialStore> Driver<R, S> {
     /// wait for the store, so nothing overtakes what it depends on. Consecutive persistence
     /// events form one batch, stored (one transaction) before the next output is applied.
     async fn drain(&mut self, machine: &mut ConnectionMachine, mut socket: Option<&mut R::Socket>) {
-        let mut batch: Vec<(Change, Event)> = Vec::new();
+        // The changes are moved into the batch and back into their events once stored: a first
+        // login's 812 prekeys are not copied.
+        let mut batch: Vec<Change> = Vec::new();
         loop {
             let output = match machine.poll_output() {
                 // After a failed store write nothing more is persisted (see below).
                 Some(Output::Event(Event::CredentialsChanged(c))) if !self.failed => {
-                    let change = Change::Credentials(c.clone());
-                    batch.push((change, Event::CredentialsChanged(c)));
+                    batch.push(Change::Credentials(c));
                     continue;
                 }
                 Some(Output::Event(Event::MessageCached(m))) if !self.failed => {
-                    let change = Change::SentMessage(m.clone());
-                    batch.push((change, Event::MessageCached(m)));
+                    batch.push(Change::SentMessage(m));
                     continue;
                 }
                 Some(Output::Event(Event::Persist(change))) if !self.failed => {
-                    batch.push((change.clone(), Event::Persist(change)));
+                    batch.push(change);
                     continue;
                 }
                 other => other,
@@ -662,7 +704,8 @@ impl<R: Runtime, S: CredentialStore> Driver<R, S> {
                     let Some(sock) = socket.as_mut() else {
                         continue;
                     };
-                    if let Err(e) = sock.send(Message::Binary(frame)).await {
+                    let fragment = self.config.ws_fragment_size;
+                    if let Err(e) = write_frame(sock, frame, fragment).await {
                         tracing::debug!(error = %e, "socket write failed");
                         socket = None;
                         machine.handle_socket_closed(self.now());
@@ -699,14 +742,22 @@ impl<R: Runtime, S: CredentialStore> Driver<R, S> {
     }
 
     /// Stores one batch of persistence events, then forwards them; a failure stops the client.
-    async fn persist(&mut self, machine: &mut ConnectionMachine, batch: Vec<(Change, Event)>) {
-        let (changes, events): (Vec<Change>, Vec<Event>) = batch.into_iter().unzip();
-        match self.store.apply(&changes).await {
+    /// `Credentials` and `SentMessage` changes come from the machine's
+    /// [`Event::CredentialsChanged`] and [`Event::MessageCached`] (it never persists them
+    /// otherwise) and go back to the application as those events once stored; every other
+    /// change as [`Event::Persist`].
+    async fn persist(&mut self, machine: &mut ConnectionMachine, batch: Vec<Change>) {
+        match self.store.apply(&batch).await {
             Ok(()) => {
-                for event in events {
-                    if let Event::CredentialsChanged(c) = &event {
-                        self.status.set_credentials(Some(c));
-                    }
+                for change in batch {
+                    let event = match change {
+                        Change::Credentials(c) => {
+                            self.status.set_credentials(Some(&c));
+                            Event::CredentialsChanged(c)
+                        }
+                        Change::SentMessage(m) => Event::MessageCached(m),
+                        change => Event::Persist(change),
+                    };
                     self.emit(ClientEvent::Event(event));
                 }
             }

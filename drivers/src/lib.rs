@@ -72,7 +72,9 @@ pub mod tokio;
 pub use amarula_core::content::build::{MessageRef, Quote, Text};
 pub use amarula_core::content::{Contact, Location};
 pub use amarula_core::machine::SentPoll;
-pub use client::{Client, ClientConfig, ClientError, ClientEvent, Events, WHATSAPP_URL};
+pub use client::{
+    Client, ClientConfig, ClientError, ClientEvent, Events, WHATSAPP_URL, WS_FRAGMENT_SIZE,
+};
 pub use driver::Error;
 pub use gate::{DEFAULT_CONCURRENT_LOGINS, LoginGate};
 pub use status::ClientState;

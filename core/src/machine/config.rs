@@ -66,6 +66,13 @@ pub struct Config {
     pub prekey_upload_count: u32,
     /// One-time prekeys uploaded when the server's supply runs low (50, as WA Web).
     pub prekey_refill_count: u32,
+    /// The most one-time prekeys one upload IQ carries (100; whatsmeow uploads 50 per IQ). A
+    /// larger upload (the first login's 812) goes as several IQs, one after another: each
+    /// batch is generated, persisted and sent once the one before it is answered. A first
+    /// login then never holds its 812 key pairs, their records, the upload's node tree and its
+    /// 40 KiB frame at once: that megabyte of short-lived memory per login, in a process
+    /// logging thousands of accounts in, is what the allocator keeps afterwards.
+    pub prekey_upload_batch: u32,
     /// The server count below which prekeys are refilled (5, SESSION.md §10.2).
     pub prekey_min_count: u32,
     /// How long a fetched device list is used before it is fetched again (1 h); a `devices`
@@ -121,6 +128,7 @@ impl Default for Config {
             max_backoff: Duration::from_secs(900),
             end_to_end: true,
             prekey_upload_count: 812,
+            prekey_upload_batch: 100,
             prekey_refill_count: 50,
             prekey_min_count: 5,
             device_list_ttl: Duration::from_secs(3600),

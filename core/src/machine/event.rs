@@ -212,8 +212,10 @@ pub enum Event {
         /// Why.
         error: MessagingError,
     },
-    /// The server took a batch of our one-time prekeys: other devices can now start sessions
-    /// with this one (after the first login, it can receive messages from here on).
+    /// The server took an upload of our one-time prekeys, every IQ of it
+    /// ([`Config::prekey_upload_batch`](super::Config::prekey_upload_batch)): other devices can
+    /// now start sessions with this one (after the first login, it can receive messages from
+    /// here on).
     PreKeysUploaded {
         /// How many were uploaded.
         count: u32,

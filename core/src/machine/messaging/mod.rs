@@ -113,6 +113,10 @@ pub(crate) struct Messaging {
     delivered: HashSet<DeliveredKey>,
     delivered_order: VecDeque<DeliveredKey>,
     prekey_upload_inflight: bool,
+    /// One-time prekeys of the upload under way still to send (in batches of
+    /// `prekey_upload_batch`), and those the server has taken so far.
+    prekey_upload_left: u32,
+    prekey_upload_done: u32,
     /// The phash of recent group sends, by message id, to compare with the server's ack.
     group_phash: HashMap<String, (Jid, String)>,
     group_phash_order: VecDeque<String>,
@@ -336,10 +340,22 @@ impl ConnectionMachine {
                 }
             }
             MsgIq::PreKeyUpload(count) => {
-                self.session_msg.prekey_upload_inflight = false;
+                let m = &mut self.session_msg;
                 if matches!(result, IqResult::Ok(_)) {
-                    self.emit(Event::PreKeysUploaded { count });
+                    m.prekey_upload_done = m.prekey_upload_done.saturating_add(count);
+                    if m.prekey_upload_left > 0 {
+                        self.upload_prekey_batch(now);
+                    } else {
+                        m.prekey_upload_inflight = false;
+                        let count = std::mem::take(&mut m.prekey_upload_done);
+                        self.emit(Event::PreKeysUploaded { count });
+                    }
                 } else {
+                    // The next prekey count (the next login, or the server's notification
+                    // of a low supply) asks again.
+                    m.prekey_upload_inflight = false;
+                    m.prekey_upload_left = 0;
+                    m.prekey_upload_done = 0;
                     tracing::warn!(?result, "prekey upload failed");
                 }
             }
@@ -480,6 +496,8 @@ impl ConnectionMachine {
         m.bundle_failed.clear();
         m.iqs.clear();
         m.prekey_upload_inflight = false;
+        m.prekey_upload_left = 0;
+        m.prekey_upload_done = 0;
         m.media_conn_inflight = false;
         m.sessions.clear_loading();
         m.sender_keys.clear_loading();
@@ -568,6 +586,21 @@ impl ConnectionMachine {
         } else {
             self.config.prekey_refill_count
         };
+        self.session_msg.prekey_upload_left = n;
+        self.session_msg.prekey_upload_done = 0;
+        self.upload_prekey_batch(now);
+    }
+
+    /// Generates, persists and uploads the next batch of the upload under way (at most
+    /// `prekey_upload_batch` keys); the answer sends the one after it.
+    fn upload_prekey_batch(&mut self, now: Instant) {
+        let n = self
+            .session_msg
+            .prekey_upload_left
+            .min(self.config.prekey_upload_batch.max(1));
+        if n == 0 {
+            return;
+        }
         let prekeys = self.generate_prekeys(n);
         let spk = &self.creds.signed_prekey;
         let children = nodes::prekey_upload(
@@ -577,9 +610,10 @@ impl ConnectionMachine {
             (spk.id, spk.key_pair.public_bytes(), &spk.signature),
         );
         let req = IqRequest::iq("encrypt", "set", Jid::server(), children);
-        if self.send_messaging_iq(now, req, MsgIq::PreKeyUpload(n)) {
-            self.session_msg.prekey_upload_inflight = true;
-        }
+        let sent = self.send_messaging_iq(now, req, MsgIq::PreKeyUpload(n));
+        let m = &mut self.session_msg;
+        m.prekey_upload_inflight = sent;
+        m.prekey_upload_left = if sent { m.prekey_upload_left - n } else { 0 };
     }
 
     /// New one-time prekeys, persisted (with the next id in the credentials) before anything
