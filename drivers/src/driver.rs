@@ -969,3 +969,88 @@ impl<R: Runtime, S: CredentialStore> Driver<R, S> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use async_tungstenite::tungstenite::protocol::frame::coding::OpCode;
+
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    /// A socket that keeps what is written to it, always ready.
+    #[derive(Default)]
+    struct Written(Vec<Message>);
+
+    impl Sink<Message> for Written {
+        type Error = WsError;
+        fn poll_ready(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), WsError>> {
+            Poll::Ready(Ok(()))
+        }
+        fn start_send(mut self: Pin<&mut Self>, item: Message) -> Result<(), WsError> {
+            self.0.push(item);
+            Ok(())
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), WsError>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), WsError>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    /// What `write_frame` hands the WebSocket: (opcode, FIN, payload) per frame.
+    fn written(frame: &[u8], fragment: usize) -> Vec<(String, bool, Vec<u8>)> {
+        let mut sink = Written::default();
+        let bytes = bytes::Bytes::copy_from_slice(frame);
+        // The sink is always ready: the future completes on its first poll.
+        futures_util::FutureExt::now_or_never(write_frame(&mut sink, bytes, fragment))
+            .expect("the sink never waits")
+            .unwrap();
+        sink.0
+            .into_iter()
+            .map(|m| match m {
+                Message::Binary(b) => ("whole".to_owned(), true, b.to_vec()),
+                Message::Frame(f) => {
+                    let op = match f.header().opcode {
+                        OpCode::Data(OpData::Binary) => "binary",
+                        OpCode::Data(OpData::Continue) => "continue",
+                        other => panic!("unexpected opcode {other}"),
+                    };
+                    (op.to_owned(), f.header().is_final, f.payload().to_vec())
+                }
+                other => panic!("unexpected message {other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_frame_that_fits_goes_whole() {
+        let frame: Vec<u8> = (0..=255).collect();
+        assert_eq!(written(&frame, 256), [("whole".to_owned(), true, frame)]);
+    }
+
+    #[test]
+    fn a_larger_frame_goes_as_fragments_of_one_message() {
+        let frame: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+        let parts = written(&frame, 4096);
+        let shape: Vec<(&str, bool, usize)> = parts
+            .iter()
+            .map(|(op, fin, p)| (op.as_str(), *fin, p.len()))
+            .collect();
+        assert_eq!(
+            shape,
+            [
+                ("binary", false, 4096),
+                ("continue", false, 4096),
+                ("continue", true, 1808)
+            ]
+        );
+        let joined: Vec<u8> = parts.into_iter().flat_map(|(_, _, p)| p).collect();
+        assert_eq!(joined, frame);
+        // A frame of exactly two fragments ends on a final continuation, not an empty one.
+        let two = written(&frame[..8192], 4096);
+        assert_eq!(two.len(), 2);
+        assert!(two[1].1 && two[1].2.len() == 4096);
+    }
+}

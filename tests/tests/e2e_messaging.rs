@@ -291,6 +291,42 @@ async fn logins_pass_a_one_slot_gate_in_turn<R: Rt>(env: &Env) {
     }
 }
 
+/// Every frame past 64 bytes written as WebSocket fragments, and the first prekey upload in
+/// IQs of 7 keys: the simulator's WebSocket layer joins the fragments, the prekeys of every
+/// batch reach it (a peer starts a session on one of them), and the conversation goes on.
+async fn fragmented_frames_and_batched_prekeys_reach_the_server<R: Rt>(env: &Env) {
+    let mut config = ClientConfig {
+        ws_fragment_size: 64,
+        ..env.config()
+    };
+    config.machine.prekey_upload_batch = 7;
+    let (a, b) = ("15550007001", "15550007002");
+    let mut a1 =
+        Device::connect::<R, _>("a1", config.clone(), env.linked(a, 50), Ready::Started).await;
+    let uploaded = a1
+        .until("PreKeysUploaded", |_, e| match e {
+            ClientEvent::Event(Event::PreKeysUploaded { count }) => Some(*count),
+            _ => None,
+        })
+        .await;
+    assert_eq!(uploaded, config.machine.prekey_upload_count);
+    let mut b1 = Device::start::<R>(env, "b1", b, 51).await;
+    let long = "a message longer than one fragment ".repeat(8);
+    b1.client.send_text(&user(a), &long).await.unwrap();
+    a1.receive(&long).await;
+    a1.client.send_text(&user(b), &long).await.unwrap();
+    b1.receive(&long).await;
+    for d in [a1, b1] {
+        assert!(
+            d.undecryptable.is_empty(),
+            "[{}] {:?}",
+            d.name,
+            d.undecryptable
+        );
+        d.stop().await;
+    }
+}
+
 amarula_tests::on_both_drivers!(
     Env::pn_legacy();
     two_accounts_with_two_devices,
@@ -299,4 +335,5 @@ amarula_tests::on_both_drivers!(
     bad_input_is_a_typed_error_and_the_session_goes_on,
     a_send_survives_a_dropped_connection,
     logins_pass_a_one_slot_gate_in_turn,
+    fragmented_frames_and_batched_prekeys_reach_the_server,
 );

@@ -113,6 +113,108 @@ fn prekeys_are_stored_before_the_upload_and_refilled_when_low() {
     assert_eq!(refill, 4);
 }
 
+/// A first upload larger than `prekey_upload_batch` goes as several IQs, each generated,
+/// persisted and sent once the one before it is answered; the login is settled and
+/// `PreKeysUploaded` reports the whole count only after the last one.
+#[test]
+fn a_large_first_upload_goes_in_batches_one_after_another() {
+    let config = Config {
+        prekey_upload_count: 8,
+        prekey_upload_batch: 3,
+        ..config()
+    };
+    let mut pair = expect::logged_in(config, expect::seeds(5));
+    let count = pair.server.last("iq").unwrap().clone();
+    pair.server_send(&result_for(&count).children([Node::new("count").attr("value", "0")]));
+    let mut ids = Vec::new();
+    for (i, expected) in [3usize, 3, 2].into_iter().enumerate() {
+        let upload = pair.server.last("iq").unwrap().clone();
+        assert_eq!(upload.attr_str("xmlns"), Some("encrypt"));
+        assert_eq!(upload.attr_str("type"), Some("set"));
+        let keys = upload.child("list").unwrap().child_nodes();
+        assert_eq!(keys.len(), expected, "batch {i}");
+        for key in keys {
+            let id = key.child("id").and_then(|c| c.content_bytes()).unwrap();
+            ids.push(u32::from_be_bytes([0, id[0], id[1], id[2]]));
+        }
+        // Each batch's keys were stored before its frame left.
+        assert_eq!(pair.store.prekeys.len(), ids.len());
+        // One IQ at a time: nothing more goes out until this one is answered.
+        let sent = pair.server.received.len();
+        assert!(
+            !pair.client.is_login_settled(),
+            "batch {i} still unanswered"
+        );
+        assert!(
+            !pair
+                .events
+                .iter()
+                .any(|e| matches!(e, Event::PreKeysUploaded { .. })),
+            "reported before the last batch"
+        );
+        assert_eq!(pair.server.received.len(), sent);
+        pair.server_send(&result_for(&upload));
+    }
+    assert_eq!(
+        ids,
+        (1..=8).collect::<Vec<u32>>(),
+        "ids follow on across batches"
+    );
+    assert!(pair.client.is_login_settled());
+    let uploaded: Vec<u32> = pair
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::PreKeysUploaded { count } => Some(*count),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(uploaded, [8]);
+    assert_eq!(pair.client.credentials().next_prekey_id, 9);
+}
+
+/// A failed batch ends the upload: no further batch, no `PreKeysUploaded`, and the next
+/// prekey count starts over.
+#[test]
+fn a_failed_batch_ends_the_upload() {
+    let config = Config {
+        prekey_upload_count: 8,
+        prekey_upload_batch: 3,
+        ..config()
+    };
+    let mut pair = expect::logged_in(config, expect::seeds(5));
+    let count = pair.server.last("iq").unwrap().clone();
+    pair.server_send(&result_for(&count).children([Node::new("count").attr("value", "0")]));
+    let upload = pair.server.last("iq").unwrap().clone();
+    let sent = pair.server.received.len();
+    let error = Node::new("iq")
+        .attr("id", upload.attr_str("id").unwrap())
+        .attr("from", Jid::server())
+        .attr("type", "error")
+        .children([Node::new("error")
+            .attr("code", "500")
+            .attr("text", "internal")]);
+    pair.server_send(&error);
+    assert_eq!(pair.server.received.len(), sent, "no batch after a failure");
+    assert!(
+        !pair
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::PreKeysUploaded { .. }))
+    );
+    assert!(pair.client.is_login_settled());
+    // The server's next low-supply notice asks again, for a refill.
+    let low = Node::new("notification")
+        .attr("id", "N1")
+        .attr("from", Jid::server())
+        .attr("type", "encrypt")
+        .children([Node::new("count").attr("value", "1")]);
+    pair.server_send(&low);
+    let refill = pair.server.last("iq").unwrap().clone();
+    assert_eq!(refill.attr_str("type"), Some("set"));
+    assert_eq!(refill.child("list").unwrap().child_nodes().len(), 3);
+}
+
 #[test]
 fn a_prekey_message_decrypts_and_waits_for_confirmation() {
     let (mut pair, bundle) = logged_in();
