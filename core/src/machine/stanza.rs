@@ -42,6 +42,22 @@ pub(crate) fn ack_for(stanza: &Node, own: Option<&Jid>) -> Option<Node> {
     Some(ack)
 }
 
+/// The `<ack>` [`ack_for`] gives for a decrypted `message`, built from the delivery receipt
+/// the machine made for it (which copied its `id`, `from` as `to`, `participant` and
+/// `recipient`): what a refusal of a held message sends, built only then.
+pub(crate) fn message_ack_of_receipt(receipt: &Node, own: Option<&Jid>) -> Node {
+    let mut ack = Node::new("ack").attr("class", "message");
+    for key in ["id", "to", "participant", "recipient"] {
+        if let Some(v) = receipt.get_attr(key) {
+            ack = ack.attr(key, v.clone());
+        }
+    }
+    if let Some(own) = own {
+        ack = ack.attr("from", own.clone());
+    }
+    ack
+}
+
 /// `<iq to=<its from> type=result id=<its id>/>`, the reply to a server IQ.
 pub(crate) fn iq_reply(iq: &Node) -> Node {
     let mut reply = Node::new("iq");

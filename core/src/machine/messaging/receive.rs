@@ -10,34 +10,17 @@ use zeroize::Zeroizing;
 use super::nodes::{self, device_address, jid_attr, user_of};
 use super::records::Lookup;
 use super::{DecryptError, IncomingMessage, LoadBatch, UndecryptableMessage};
-use crate::binary::{self, Node};
+use crate::binary::{self, Node, NodeStr};
 use crate::content::{self, Content, SecretError, SecretRecord, VoteState};
 use crate::jid::Jid;
-use crate::machine::cache::Held;
+use crate::machine::cache::{Held, Nack};
 use crate::machine::{AckToken, ConnectionMachine, Event};
-use crate::persist::{Change, PendingMessage, SecretKey};
+use crate::persist::{Change, PendingKey, PendingMessage, SecretKey};
 use crate::signal::{
     Identity, IdentityPolicy, PreKeySignalMessage, SenderKeyDistributionMessage, SessionRecord,
     SignalError,
 };
 use crate::time::Instant;
-
-/// `format!` into a string of the exact size, measured by a first pass that only counts: one
-/// allocation, where `format!` grows its string a few times.
-fn format_exact(args: std::fmt::Arguments<'_>) -> String {
-    struct Count(usize);
-    impl std::fmt::Write for Count {
-        fn write_str(&mut self, s: &str) -> std::fmt::Result {
-            self.0 += s.len();
-            Ok(())
-        }
-    }
-    let mut count = Count(0);
-    let _ = std::fmt::write(&mut count, args);
-    let mut out = String::with_capacity(count.0);
-    let _ = std::fmt::write(&mut out, args);
-    out
-}
 
 /// Our own users (phone number, LID; see `own_identities`), as a slice, without a heap
 /// allocation: they are looked up for every message.
@@ -54,14 +37,12 @@ impl std::ops::Deref for OwnUsers {
     }
 }
 
-/// An incoming message waiting for records.
+/// An incoming message waiting for records. Its ack is built from it when it is sent: when
+/// the message cannot be handled, or with an error on a refusal. A decrypted message is
+/// acknowledged by its delivery receipt alone (SESSION.md §5.1).
 #[derive(Clone)]
 pub(crate) struct Parked {
     pub(crate) node: Node,
-    /// Its ack (none when the stanza had no id or sender): sent when it cannot be handled, or
-    /// with an error on a refusal. A decrypted message is acknowledged by its delivery
-    /// receipt alone (SESSION.md §5.1).
-    pub(crate) ack: Option<Node>,
 }
 
 /// Who sent a message and in which chat (§9.1, LID.md §2.1–§2.2).
@@ -241,14 +222,14 @@ fn write_pending(msg: &IncomingMessage, out: &mut Vec<u8>) -> Result<(), binary:
     write_bytes(out, &msg.raw)
 }
 
-fn from_pending_record(p: &PendingMessage, own: &[Jid]) -> Option<IncomingMessage> {
+fn from_pending_record(p: &PendingMessage, own: &[Jid]) -> Option<Box<IncomingMessage>> {
     let node = binary::decode_owned(&p.node).ok()?;
     let raw = Bytes::copy_from_slice(node.child("plaintext")?.content_bytes()?);
     let from_me = node.attr_str("from_me") == Some("1");
     let message = content_message(&raw, from_me)?;
     let sender_alt = jid_attr(&node, "sender_alt");
     let mut msg = incoming(
-        node.attr_str("id")?.to_owned(),
+        node.attr_str("id")?.into(),
         jid_attr(&node, "chat")?,
         jid_attr(&node, "sender")?,
         from_me,
@@ -263,13 +244,13 @@ fn from_pending_record(p: &PendingMessage, own: &[Jid]) -> Option<IncomingMessag
     Some(msg)
 }
 
-/// An incoming message with its content classified.
+/// An incoming message with its content classified, in the box its event carries.
 #[allow(
     clippy::too_many_arguments,
     reason = "one call per field of the message"
 )]
 fn incoming(
-    id: String,
+    id: NodeStr,
     chat: Jid,
     sender: Jid,
     from_me: bool,
@@ -277,9 +258,9 @@ fn incoming(
     push_name: Option<String>,
     message: Message,
     raw: Bytes,
-    pending_key: String,
+    pending_key: PendingKey,
     own: &[Jid],
-) -> IncomingMessage {
+) -> Box<IncomingMessage> {
     let classified = content::classify(
         &message,
         &content::Origin {
@@ -288,7 +269,7 @@ fn incoming(
             own,
         },
     );
-    IncomingMessage {
+    Box::new(IncomingMessage {
         id,
         chat,
         sender,
@@ -296,14 +277,14 @@ fn incoming(
         from_me,
         timestamp,
         push_name,
-        message: Box::new(message),
+        message,
         raw,
         content: classified.content,
         wrappers: classified.wrappers,
         context: classified.context,
         pending_key,
         ack: None,
-    }
+    })
 }
 
 /// Decrypts a vote, trying our other identity where the creator or the voter is us (the
@@ -336,17 +317,12 @@ fn decrypt_vote(
 
 impl ConnectionMachine {
     /// Takes an encrypted `<message>` in; true when this layer handles it (and its ack).
-    pub(in crate::machine) fn receive_encrypted(
-        &mut self,
-        now: Instant,
-        node: Node,
-        ack: Option<Node>,
-    ) {
+    pub(in crate::machine) fn receive_encrypted(&mut self, now: Instant, node: Node) {
         if self.session_msg.incoming.len() >= self.config.max_parked_messages {
             tracing::warn!("too many messages waiting for stored records; left unacked");
             return;
         }
-        self.session_msg.incoming.push_back(Parked { node, ack });
+        self.session_msg.incoming.push_back(Parked { node });
         self.advance(now);
     }
 
@@ -441,8 +417,9 @@ impl ConnectionMachine {
         alternate: Option<&Jid>,
         kind: &str,
         bytes: &[u8],
-    ) -> Result<Zeroizing<Vec<u8>>, SignalError> {
-        match self.decrypt_pairwise(primary, kind, bytes) {
+        out: &mut Vec<u8>,
+    ) -> Result<(), SignalError> {
+        match self.decrypt_pairwise(primary, kind, bytes, out) {
             Err(e) if !matches!(e, SignalError::DuplicateMessage { .. }) => {
                 let Some(alt) = alternate else {
                     return Err(e);
@@ -455,7 +432,7 @@ impl ConnectionMachine {
                     return Err(e);
                 }
                 tracing::debug!(%primary, %alt, error = %e, "retrying under the alternate identity");
-                self.decrypt_pairwise(alt, kind, bytes).map_err(|_| e)
+                self.decrypt_pairwise(alt, kind, bytes, out).map_err(|_| e)
             }
             other => other,
         }
@@ -468,8 +445,9 @@ impl ConnectionMachine {
         primary: &Jid,
         alternate: Option<&Jid>,
         bytes: &[u8],
-    ) -> Result<Zeroizing<Vec<u8>>, SignalError> {
-        match self.decrypt_group(chat, primary, bytes) {
+        out: &mut Vec<u8>,
+    ) -> Result<(), SignalError> {
+        match self.decrypt_group(chat, primary, bytes, out) {
             Err(e) if !matches!(e, SignalError::DuplicateMessage { .. }) => match alternate {
                 Some(alt)
                     if matches!(
@@ -479,7 +457,7 @@ impl ConnectionMachine {
                         Lookup::Held(_)
                     ) =>
                 {
-                    self.decrypt_group(chat, alt, bytes).map_err(|_| e)
+                    self.decrypt_group(chat, alt, bytes, out).map_err(|_| e)
                 }
                 _ => Err(e),
             },
@@ -492,16 +470,18 @@ impl ConnectionMachine {
         sender: &Jid,
         kind: &str,
         bytes: &[u8],
-    ) -> Result<Zeroizing<Vec<u8>>, SignalError> {
+        out: &mut Vec<u8>,
+    ) -> Result<(), SignalError> {
         if kind != "pkmsg" {
-            // Decrypted in place: on an error `SessionRecord::decrypt` leaves the record as it
-            // was, so nothing is copied for the usual case. Without a record it fails too.
-            let pt = match self.session_msg.sessions.get_mut(sender) {
-                Some(record) => record.decrypt(bytes, &mut self.rng)?,
-                None => SessionRecord::new().decrypt(bytes, &mut self.rng)?,
-            };
+            // Decrypted in place: on an error `SessionRecord::decrypt_into` leaves the record
+            // as it was, so nothing is copied for the usual case. Without a record it fails
+            // too.
+            match self.session_msg.sessions.get_mut(sender) {
+                Some(record) => record.decrypt_into(bytes, &mut self.rng, out)?,
+                None => SessionRecord::new().decrypt_into(bytes, &mut self.rng, out)?,
+            }
             self.persist_session(sender);
-            return Ok(pt);
+            return Ok(());
         }
         let identity = Identity::from_credentials(&self.creds);
         let cap = self.config.max_loaded_records;
@@ -515,7 +495,7 @@ impl ConnectionMachine {
         let one_time = msg
             .pre_key_id
             .and_then(|id| self.session_msg.prekeys.get_mut(&id).map(|k| k.clone()));
-        let out = record.decrypt_prekey_message(
+        let decrypted = record.decrypt_prekey_message(
             &identity,
             &msg,
             &self.creds.signed_prekey,
@@ -527,12 +507,14 @@ impl ConnectionMachine {
             .sessions
             .put(sender.clone(), Some(record), cap);
         self.persist_session(sender);
-        if let Some(id) = out.used_prekey {
+        if let Some(id) = decrypted.used_prekey {
             self.session_msg.prekeys.put(id, None, cap);
             self.persist(Change::RemovePreKey(id));
         }
-        self.report_identity(sender, out.identity);
-        Ok(out.plaintext)
+        self.report_identity(sender, decrypted.identity);
+        out.clear();
+        out.extend_from_slice(&decrypted.plaintext);
+        Ok(())
     }
 
     fn decrypt_group(
@@ -540,15 +522,18 @@ impl ConnectionMachine {
         chat: &Jid,
         sender: &Jid,
         bytes: &[u8],
-    ) -> Result<Zeroizing<Vec<u8>>, SignalError> {
+        out: &mut Vec<u8>,
+    ) -> Result<(), SignalError> {
         let key = (chat.clone(), sender.clone());
         let Some(record) = self.session_msg.sender_keys.get_mut(&key) else {
             let key_id = crate::signal::SenderKeyMessage::parse(bytes)?.key_id;
             return Err(SignalError::UnknownSenderKey { key_id });
         };
-        let pt = record.decrypt(bytes)?;
+        let plaintext = record.decrypt(bytes)?;
         self.persist_sender_key(&key);
-        Ok(pt)
+        out.clear();
+        out.extend_from_slice(&plaintext);
+        Ok(())
     }
 
     /// Takes in a sender key distributed by `sender` for the group the message names.
@@ -606,10 +591,10 @@ impl ConnectionMachine {
     }
 
     fn decrypt_parked(&mut self, now: Instant, parked: Parked, own: &[Jid]) {
-        let Parked { node, ack } = parked;
+        let Parked { node } = parked;
         let Some(o) = origin(&node, own) else {
             tracing::debug!("encrypted message without id or sender");
-            if let Some(ack) = ack {
+            if let Some(ack) = self.ack_for(&node) {
                 self.send_internal(now, &ack);
             }
             return;
@@ -630,6 +615,9 @@ impl ConnectionMachine {
         let mut pairwise_ok = false;
         let mut hide = false;
         let mut enc_count: u8 = 0;
+        // The machine's plaintext buffer, taken for the loop (the calls in it need the
+        // machine) and zeroized before it goes back.
+        let mut plaintext = Zeroizing::new(std::mem::take(&mut self.plain));
         for enc in node.child_nodes().iter().filter(|c| c.tag == "enc") {
             hide |= enc.attr_str("decrypt-fail") == Some("hide");
             if let Some(c) = enc.attr_str("count").and_then(|c| c.parse::<u8>().ok()) {
@@ -647,22 +635,29 @@ impl ConnectionMachine {
                 continue;
             }
             let result = match kind {
-                "pkmsg" | "msg" => {
-                    self.decrypt_pairwise_either(&primary, alternate.as_ref(), kind, bytes)
-                }
-                "skmsg" => self.decrypt_group_either(&o.chat, &primary, alternate.as_ref(), bytes),
+                "pkmsg" | "msg" => self.decrypt_pairwise_either(
+                    &primary,
+                    alternate.as_ref(),
+                    kind,
+                    bytes,
+                    &mut plaintext,
+                ),
+                "skmsg" => self.decrypt_group_either(
+                    &o.chat,
+                    &primary,
+                    alternate.as_ref(),
+                    bytes,
+                    &mut plaintext,
+                ),
                 other => {
                     error.get_or_insert_with(|| DecryptError::Unsupported(other.to_owned()));
                     continue;
                 }
             };
-            let plaintext = match result {
-                Ok(p) => p,
-                Err(e) => {
-                    error.get_or_insert(DecryptError::Signal(e));
-                    continue;
-                }
-            };
+            if let Err(e) = result {
+                error.get_or_insert(DecryptError::Signal(e));
+                continue;
+            }
             if kind != "skmsg" {
                 pairwise_ok = true;
             }
@@ -686,9 +681,10 @@ impl ConnectionMachine {
                 content = Some((message, Bytes::copy_from_slice(body)));
             }
         }
+        self.give_back_plaintext(plaintext);
         let receipt = self.delivery_receipt(&node, &o);
         match (content, error) {
-            (Some((message, raw)), _) => self.deliver(now, &node, o, message, raw, receipt, ack),
+            (Some((message, raw)), _) => self.deliver(now, &node, o, message, raw, receipt),
             (None, None)
             | (None, Some(DecryptError::Signal(SignalError::DuplicateMessage { .. }))) => {
                 // Key distribution only, or a message we already handled (delivered again
@@ -709,7 +705,7 @@ impl ConnectionMachine {
                     DecryptError::Signal(SignalError::UnknownSenderKey { .. })
                 ) && !pairwise_ok);
                 let count = self.retry_receipt(now, &node, &o, enc_count, force_keys);
-                if let Some(ack) = ack {
+                if let Some(ack) = self.ack_for(&node) {
                     self.send_internal(now, &ack);
                 }
                 tracing::debug!(id = %o.id, sender = %o.sender, %error, "undecryptable message");
@@ -722,6 +718,15 @@ impl ConnectionMachine {
                     hide,
                 })));
             }
+        }
+    }
+
+    /// Puts the plaintext buffer back, zeroized; a large one is not kept.
+    fn give_back_plaintext(&mut self, mut plaintext: Zeroizing<Vec<u8>>) {
+        use zeroize::Zeroize as _;
+        plaintext.zeroize();
+        if plaintext.capacity() <= crate::machine::ENCODE_BUF_KEPT {
+            self.plain = std::mem::take(&mut *plaintext);
         }
     }
 
@@ -743,10 +748,6 @@ impl ConnectionMachine {
         receipt
     }
 
-    #[allow(
-        clippy::too_many_arguments,
-        reason = "the parts of one decrypted stanza"
-    )]
     fn deliver(
         &mut self,
         now: Instant,
@@ -755,10 +756,9 @@ impl ConnectionMachine {
         message: Message,
         raw: Bytes,
         receipt: Node,
-        ack: Option<Node>,
     ) {
-        let pending_key = format_exact(format_args!("{}|{}|{}", o.chat, o.sender, o.id));
-        if !self.session_msg.remember_delivered(&pending_key) {
+        let (delivered, pending_key) = super::pending_key(&o.chat, &o.sender, o.id);
+        if !self.session_msg.remember_delivered(delivered) {
             // The sender sent it again with the same id (after a crash of its own): it was
             // handed out already.
             tracing::debug!(id = %o.id, "duplicate message id; receipted without an event");
@@ -772,7 +772,7 @@ impl ConnectionMachine {
                 .map(|u| super::lid::same_device_on(&u, &o.sender))
         });
         let mut incoming = incoming(
-            o.id.to_owned(),
+            o.id.into(),
             o.chat,
             o.sender,
             o.from_me,
@@ -801,7 +801,8 @@ impl ConnectionMachine {
                 }));
             }
             let pending = Some(pending_key).filter(|_| self.config.hold_message_acks);
-            self.receive_from_phone(now, &incoming, input, Some(receipt), ack, pending);
+            let nack = self.ack_for(node).into();
+            self.receive_from_phone(now, &incoming, input, Some(receipt), nack, pending);
             return;
         }
         if !self.config.hold_message_acks {
@@ -810,11 +811,11 @@ impl ConnectionMachine {
             return;
         }
         // The receipt alone acknowledges the message, as with Baileys and whatsmeow (§5.1,
-        // §5.4); the ack is kept for a refusal (`Confirm::Nack`).
+        // §5.4); a refusal (`Confirm::Nack`) sends the ack instead, built from the receipt.
         let n = self.held.hold(
             Held {
                 frames: smallvec::smallvec![receipt],
-                nack: ack,
+                nack: Nack::OfReceipt,
                 pending: Some(pending_key.clone()),
             },
             self.config.max_held_acks,
@@ -874,14 +875,14 @@ impl ConnectionMachine {
         let key = SecretKey {
             chat: msg.chat.to_non_device(),
             author: user_of(&msg.sender),
-            id: msg.id.clone(),
+            id: msg.id.to_string(),
         };
         self.store_secret(key, SecretRecord::new(secret, options));
     }
 
     /// Gives a message to the application, or queues a poll vote until its poll's secret is
     /// at hand.
-    fn hand_out(&mut self, msg: IncomingMessage) {
+    fn hand_out(&mut self, msg: Box<IncomingMessage>) {
         // Bounded like the messages waiting for records: past the cap a vote goes out
         // undecrypted rather than memory growing without end.
         if matches!(msg.content, Content::PollVote(_))
@@ -889,7 +890,7 @@ impl ConnectionMachine {
         {
             self.session_msg.votes.push_back(msg);
         } else {
-            self.emit(Event::Message(Box::new(msg)));
+            self.emit(Event::Message(msg));
         }
     }
 
@@ -900,7 +901,7 @@ impl ConnectionMachine {
         while let Some(front) = self.session_msg.votes.front() {
             let Content::PollVote(vote) = &front.content else {
                 if let Some(msg) = self.session_msg.votes.pop_front() {
-                    self.emit(Event::Message(Box::new(msg)));
+                    self.emit(Event::Message(msg));
                 }
                 continue;
             };
@@ -935,14 +936,14 @@ impl ConnectionMachine {
                 let n = self.held.hold(
                     Held {
                         frames: crate::machine::cache::HeldFrames::new(),
-                        nack: None,
+                        nack: Nack::None,
                         pending: Some(msg.pending_key.clone()),
                     },
                     self.config.max_held_acks,
                 );
                 msg.ack = Some(AckToken((self.generation << 40) | n));
             }
-            self.emit(Event::Message(Box::new(msg)));
+            self.emit(Event::Message(msg));
         }
     }
 
@@ -956,13 +957,13 @@ impl ConnectionMachine {
         };
         // History sync: fetched and handed out again (the hist_sync receipt still owed).
         if let Some(input) = crate::machine::history::from_phone(&incoming) {
-            self.receive_from_phone(now, &incoming, input, None, None, Some(pending.id));
+            self.receive_from_phone(now, &incoming, input, None, Nack::None, Some(pending.id));
             return;
         }
         let n = self.held.hold(
             Held {
                 frames: crate::machine::cache::HeldFrames::new(),
-                nack: None,
+                nack: Nack::None,
                 pending: Some(pending.id),
             },
             self.config.max_held_acks,
