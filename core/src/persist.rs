@@ -40,8 +40,9 @@ pub type PendingKey = compact_str::CompactString;
 pub struct PendingMessage {
     /// A key unique among the pending messages, e.g. the sender and the stanza id.
     pub id: PendingKey,
-    /// The stanza, binary-encoded.
-    pub node: Vec<u8>,
+    /// The stanza, binary-encoded. Shared: the message handed out holds its plaintext (the
+    /// record's tail) as its raw plaintext.
+    pub node: bytes::Bytes,
     /// The held ack's raw token ([`AckToken::to_raw`](crate::machine::AckToken)), valid
     /// only on the connection that received it; `None` when the ack was already sent.
     pub ack_token: Option<u64>,

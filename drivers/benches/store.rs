@@ -73,7 +73,7 @@ fn round(n: u32) -> [Vec<Change>; 2] {
             },
             Change::Pending(PendingMessage {
                 id: format!("in/{id}").into(),
-                node: vec![0xf8; 300],
+                node: vec![0xf8; 300].into(),
                 ack_token: Some(u64::from(n)),
                 received_unix_ms: 4_000_000_000_000,
             }),

@@ -164,16 +164,31 @@ fn content_message(raw: &[u8], from_me: bool) -> Option<Message> {
     Some(message)
 }
 
+/// What the stored form of a pending message is written from: the message's metadata and
+/// its plaintext.
+struct PendingParts<'a> {
+    id: &'a str,
+    chat: &'a Jid,
+    sender: &'a Jid,
+    timestamp: u64,
+    from_me: bool,
+    push_name: Option<&'a str>,
+    sender_alt: Option<&'a Jid>,
+    raw: &'a [u8],
+}
+
 /// The stored form of a pending message: a node with the metadata and the plaintext bytes as
 /// received (so that fields no schema knows survive a restart too):
 /// `<pending id chat sender t [from_me] [notify] [sender_alt]><plaintext>…</plaintext></pending>`.
-/// Written straight into `scratch` (the machine's reused encode buffer) from the message,
-/// byte for byte what encoding that node gives, then copied out at its exact size.
-fn pending_record(msg: &IncomingMessage, scratch: &mut Vec<u8>) -> Vec<u8> {
+/// Written straight into `scratch` (the machine's reused encode buffer) from its parts, byte
+/// for byte what encoding that node gives, then copied out into one shared allocation
+/// ([`shared_copy`]): the plaintext at its end is the message's [`raw`](IncomingMessage::raw)
+/// too.
+fn pending_record(parts: &PendingParts<'_>, scratch: &mut Vec<u8>) -> Bytes {
     scratch.clear();
-    let out = match write_pending(msg, scratch) {
-        Ok(()) => scratch.as_slice().to_vec(),
-        Err(_) => Vec::new(),
+    let out = match write_pending(parts, scratch) {
+        Ok(()) => shared_copy(scratch),
+        Err(_) => Bytes::new(),
     };
     scratch.clear();
     if scratch.capacity() > crate::machine::ENCODE_BUF_KEPT {
@@ -183,7 +198,41 @@ fn pending_record(msg: &IncomingMessage, scratch: &mut Vec<u8>) -> Vec<u8> {
     out
 }
 
-fn write_pending(msg: &IncomingMessage, out: &mut Vec<u8>) -> Result<(), binary::EncodeError> {
+/// A copy of `bytes` whose clones and slices share one allocation, the reference count
+/// included: up to 4 KiB the bytes go into an array of the next size class (256 B, 1 KiB,
+/// 4 KiB) that owns the `Bytes`, allocated once with its count; past that, a `Vec` of the
+/// exact size, to which the first clone or slice adds the count's allocation.
+fn shared_copy(bytes: &[u8]) -> Bytes {
+    /// `len` bytes at the start of an array: the owner of a `Bytes`.
+    struct Fixed<const N: usize> {
+        len: usize,
+        buf: [u8; N],
+    }
+    impl<const N: usize> AsRef<[u8]> for Fixed<N> {
+        fn as_ref(&self) -> &[u8] {
+            self.buf.get(..self.len).unwrap_or_default()
+        }
+    }
+    fn fixed<const N: usize>(bytes: &[u8]) -> Bytes {
+        let mut buf = [0u8; N];
+        match buf.get_mut(..bytes.len()) {
+            Some(room) => room.copy_from_slice(bytes),
+            None => return Bytes::copy_from_slice(bytes),
+        }
+        Bytes::from_owner(Fixed {
+            len: bytes.len(),
+            buf,
+        })
+    }
+    match bytes.len() {
+        0..=256 => fixed::<256>(bytes),
+        257..=1024 => fixed::<1024>(bytes),
+        1025..=4096 => fixed::<4096>(bytes),
+        _ => Bytes::copy_from_slice(bytes),
+    }
+}
+
+fn write_pending(msg: &PendingParts<'_>, out: &mut Vec<u8>) -> Result<(), binary::EncodeError> {
     use binary::{write_bytes, write_jid, write_list_start, write_str};
     use compact_str::ToCompactString as _;
     // Inline: a timestamp fits a `CompactString` without the heap.
@@ -196,30 +245,31 @@ fn write_pending(msg: &IncomingMessage, out: &mut Vec<u8>) -> Result<(), binary:
     write_list_start(out, 1 + 2 * attrs + 1);
     write_str(out, "pending")?;
     write_str(out, "id")?;
-    write_str(out, &msg.id)?;
+    write_str(out, msg.id)?;
     write_str(out, "chat")?;
-    write_jid(out, &msg.chat)?;
+    write_jid(out, msg.chat)?;
     write_str(out, "sender")?;
-    write_jid(out, &msg.sender)?;
+    write_jid(out, msg.sender)?;
     write_str(out, "t")?;
     write_str(out, &t)?;
     if msg.from_me {
         write_str(out, "from_me")?;
         write_str(out, "1")?;
     }
-    if let Some(name) = &msg.push_name {
+    if let Some(name) = msg.push_name {
         write_str(out, "notify")?;
         write_str(out, name)?;
     }
-    if let Some(alt) = &msg.sender_alt {
+    if let Some(alt) = msg.sender_alt {
         write_str(out, "sender_alt")?;
         write_jid(out, alt)?;
     }
-    // One child, `<plaintext>` with the bytes as its content.
+    // One child, `<plaintext>` with the bytes as its content, last: the record ends with
+    // the plaintext.
     write_list_start(out, 1);
     write_list_start(out, 2);
     write_str(out, "plaintext")?;
-    write_bytes(out, &msg.raw)
+    write_bytes(out, msg.raw)
 }
 
 fn from_pending_record(p: &PendingMessage, own: &[Jid]) -> Option<Box<IncomingMessage>> {
@@ -610,7 +660,8 @@ impl ConnectionMachine {
                 self.migrate_sender_key(&o.chat, alt, &primary);
             }
         }
-        let mut content: Option<(Message, Bytes)> = None;
+        // The content's message and its plaintext's length at the start of `kept`.
+        let mut content: Option<(Message, usize)> = None;
         let mut error: Option<DecryptError> = None;
         let mut pairwise_ok = false;
         let mut hide = false;
@@ -618,6 +669,8 @@ impl ConnectionMachine {
         // The machine's plaintext buffer, taken for the loop (the calls in it need the
         // machine) and zeroized before it goes back.
         let mut plaintext = Zeroizing::new(std::mem::take(&mut self.plain));
+        // The content's plaintext, kept out of the way of the encs after it.
+        let mut kept = Zeroizing::new(Vec::new());
         for enc in node.child_nodes().iter().filter(|c| c.tag == "enc") {
             hide |= enc.attr_str("decrypt-fail") == Some("hide");
             if let Some(c) = enc.attr_str("count").and_then(|c| c.parse::<u8>().ok()) {
@@ -678,13 +731,17 @@ impl ConnectionMachine {
             // Only pure key distribution is the machine's own to consume. The check is on the
             // bytes, not the decoded message: a field our schema lacks is content too.
             if content.is_none() && !content::is_key_distribution_only(body) {
-                content = Some((message, Bytes::copy_from_slice(body)));
+                // The body is a prefix of the plaintext (the padding is cut off its end).
+                content = Some((message, body.len()));
+                std::mem::swap(&mut plaintext, &mut kept);
             }
         }
-        self.give_back_plaintext(plaintext);
         let receipt = self.delivery_receipt(&node, &o);
         match (content, error) {
-            (Some((message, raw)), _) => self.deliver(now, &node, o, message, raw, receipt),
+            (Some((message, len)), _) => {
+                let body = kept.get(..len).unwrap_or_default();
+                self.deliver(now, &node, o, message, body, receipt);
+            }
             (None, None)
             | (None, Some(DecryptError::Signal(SignalError::DuplicateMessage { .. }))) => {
                 // Key distribution only, or a message we already handled (delivered again
@@ -719,6 +776,11 @@ impl ConnectionMachine {
                 })));
             }
         }
+        // The buffer with room goes back (the content's, when it was swapped out).
+        if kept.capacity() > plaintext.capacity() {
+            std::mem::swap(&mut plaintext, &mut kept);
+        }
+        self.give_back_plaintext(plaintext);
     }
 
     /// Puts the plaintext buffer back, zeroized; a large one is not kept.
@@ -754,7 +816,7 @@ impl ConnectionMachine {
         node: &Node,
         o: Origin<'_>,
         message: Message,
-        raw: Bytes,
+        body: &[u8],
         receipt: Node,
     ) {
         let (delivered, pending_key) = super::pending_key(&o.chat, &o.sender, o.id);
@@ -771,15 +833,37 @@ impl ConnectionMachine {
                 .alt_user(&o.sender)
                 .map(|u| super::lid::same_device_on(&u, &o.sender))
         });
+        let timestamp = node
+            .attr_str("t")
+            .and_then(|t| t.parse().ok())
+            .unwrap_or_else(|| self.clock.unix_secs(now));
+        let push_name = node.attr_str("notify");
+        // The stored copy of a held message, whose plaintext is the raw plaintext handed out
+        // (one allocation for both).
+        let record = self.config.hold_message_acks.then(|| {
+            let parts = PendingParts {
+                id: o.id,
+                chat: &o.chat,
+                sender: &o.sender,
+                timestamp,
+                from_me: o.from_me,
+                push_name,
+                sender_alt: sender_alt.as_ref(),
+                raw: body,
+            };
+            pending_record(&parts, &mut self.buf)
+        });
+        let raw = match &record {
+            Some(r) if !r.is_empty() => r.slice(r.len().saturating_sub(body.len())..),
+            _ => Bytes::copy_from_slice(body),
+        };
         let mut incoming = incoming(
             o.id.into(),
             o.chat,
             o.sender,
             o.from_me,
-            node.attr_str("t")
-                .and_then(|t| t.parse().ok())
-                .unwrap_or_else(|| self.clock.unix_secs(now)),
-            node.attr_str("notify").map(str::to_owned),
+            timestamp,
+            push_name.map(str::to_owned),
             message,
             raw,
             pending_key.clone(),
@@ -791,8 +875,7 @@ impl ConnectionMachine {
         self.appstate_on_message(now, incoming.from_me, &incoming.message);
         // History sync: the machine's own to fetch and hand out; acked once handed out.
         if let Some(input) = crate::machine::history::from_phone(&incoming) {
-            if self.config.hold_message_acks {
-                let node = pending_record(&incoming, &mut self.buf);
+            if let Some(node) = record {
                 self.persist(Change::Pending(PendingMessage {
                     id: pending_key.clone(),
                     node,
@@ -805,11 +888,11 @@ impl ConnectionMachine {
             self.receive_from_phone(now, &incoming, input, Some(receipt), nack, pending);
             return;
         }
-        if !self.config.hold_message_acks {
+        let Some(record) = record else {
             self.hand_out(incoming);
             self.send_internal(now, &receipt);
             return;
-        }
+        };
         // The receipt alone acknowledges the message, as with Baileys and whatsmeow (§5.1,
         // §5.4); a refusal (`Confirm::Nack`) sends the ack instead, built from the receipt.
         let n = self.held.hold(
@@ -824,10 +907,9 @@ impl ConnectionMachine {
         incoming.ack = Some(token);
         // The message reaches the store before the application sees it: after a crash it is
         // handed out again, while the server copy (never acked) only finds a used key.
-        let node = pending_record(&incoming, &mut self.buf);
         self.persist(Change::Pending(PendingMessage {
             id: pending_key,
-            node,
+            node: record,
             ack_token: Some(token.to_raw()),
             received_unix_ms: self.clock.unix_ms(now),
         }));
@@ -1092,9 +1174,19 @@ mod tests {
             }
             let node = node.children([Node::new("plaintext").bytes(msg.raw.clone())]);
             let mut scratch = Vec::new();
-            let ours = pending_record(&msg, &mut scratch);
+            let parts = PendingParts {
+                id: &msg.id,
+                chat: &msg.chat,
+                sender: &msg.sender,
+                timestamp: msg.timestamp,
+                from_me: msg.from_me,
+                push_name: msg.push_name.as_deref(),
+                sender_alt: msg.sender_alt.as_ref(),
+                raw: &msg.raw,
+            };
+            let ours = pending_record(&parts, &mut scratch);
             assert_eq!(ours, binary::to_vec(&node).expect("encodes"));
-            assert_eq!(ours.capacity(), ours.len());
+            assert!(ours.ends_with(&msg.raw), "the plaintext ends the record");
             let back = from_pending_record(
                 &PendingMessage {
                     id: "key".into(),

@@ -305,7 +305,7 @@ pub(crate) fn apply(
                 params![
                     account,
                     p.id.as_str(),
-                    p.node,
+                    &p.node[..],
                     token,
                     ms(p.received_unix_ms)?
                 ],
@@ -645,7 +645,7 @@ pub(crate) fn pending(
         let token: Option<i64> = r.get(2)?;
         out.push(PendingMessage {
             id: r.get::<_, String>(0)?.into(),
-            node: r.get(1)?,
+            node: r.get::<_, Vec<u8>>(1)?.into(),
             ack_token: token.map(|t| u64::from_ne_bytes(t.to_ne_bytes())),
             received_unix_ms: unms(r.get(3)?)?,
         });
