@@ -311,13 +311,14 @@ fn incoming(
     pending_key: PendingKey,
     own: &[Jid],
 ) -> Box<IncomingMessage> {
-    let classified = content::classify(
+    let classified = content::classify_shared(
         &message,
         &content::Origin {
             chat: &chat,
             sender: &sender,
             own,
         },
+        &raw,
     );
     Box::new(IncomingMessage {
         id,

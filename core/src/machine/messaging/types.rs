@@ -71,7 +71,7 @@ impl IncomingMessage {
     /// wrapper), or the caption of a media message.
     pub fn text(&self) -> Option<&str> {
         match &self.content {
-            Content::Text { text, .. } => Some(text),
+            Content::Text { text, .. } => Some(&**text),
             Content::Media(m) => m.caption.as_deref(),
             _ => None,
         }
