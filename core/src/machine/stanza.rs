@@ -166,6 +166,36 @@ mod tests {
         s.parse().unwrap()
     }
 
+    /// The ack a refusal builds from a held delivery receipt is the one `ack_for` gives.
+    #[test]
+    fn the_ack_of_a_receipt_is_the_messages_ack() {
+        let own = jid("1555:3@s.whatsapp.net");
+        for (from, participant, recipient) in [
+            ("120363@g.us", Some("1777:2@s.whatsapp.net"), None),
+            ("1888:1@s.whatsapp.net", None, Some("1999@s.whatsapp.net")),
+            ("1888@lid", None, None),
+        ] {
+            let mut msg = Node::new("message")
+                .attr("id", "3EB0ABC")
+                .attr("from", jid(from))
+                .attr("type", "text");
+            // As the machine's delivery receipt copies them.
+            let mut receipt = Node::new("receipt")
+                .attr("id", "3EB0ABC")
+                .attr("to", jid(from));
+            for (key, value) in [("participant", participant), ("recipient", recipient)] {
+                if let Some(v) = value {
+                    msg = msg.attr(key, jid(v));
+                    receipt = receipt.attr(key, jid(v));
+                }
+            }
+            assert_eq!(
+                Some(message_ack_of_receipt(&receipt, Some(&own))),
+                ack_for(&msg, Some(&own))
+            );
+        }
+    }
+
     #[test]
     fn acks_follow_the_recommended_rule() {
         let own = jid("1555:3@s.whatsapp.net");

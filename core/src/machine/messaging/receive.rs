@@ -1134,6 +1134,68 @@ impl ConnectionMachine {
 mod tests {
     use super::*;
 
+    /// The pending key is inline, and a stored key of either form gives the duplicate check
+    /// the same entry as the message it names.
+    #[test]
+    fn pending_keys_are_inline_and_match_the_older_form() {
+        let jid = |s: &str| s.parse::<Jid>().expect("jid");
+        let (chat, sender) = (
+            jid("15550009999@s.whatsapp.net"),
+            jid("15550009999:3@s.whatsapp.net"),
+        );
+        let (digest, key) = super::super::pending_key(&chat, &sender, "3EB0ABCDEF");
+        assert_eq!(key.len(), 22);
+        assert!(!key.is_heap_allocated());
+        assert_eq!(super::super::delivered_key_of(&key), digest);
+        let older = format!("{chat}|{sender}|3EB0ABCDEF");
+        assert_eq!(super::super::delivered_key_of(&older), digest);
+        let (other, _) = super::super::pending_key(&chat, &sender, "3EB0ABCDEG");
+        assert_ne!(other, digest);
+    }
+
+    /// A received text is a slice of the raw plaintext, not a copy.
+    #[test]
+    fn a_received_text_shares_the_raw_plaintext() {
+        let jid = |s: &str| s.parse::<Jid>().expect("jid");
+        for message in [
+            Message {
+                conversation: Some("hello there, a text past 24 bytes".into()),
+                ..Message::default()
+            },
+            Message {
+                extended_text_message: Some(Box::new(amarula_proto::e2e::ExtendedTextMessage {
+                    text: Some("see https://example.com".into()),
+                    ..Default::default()
+                })),
+                ..Message::default()
+            },
+        ] {
+            let raw = Bytes::from(message.encode_to_vec());
+            let msg = incoming(
+                "3EB0ABCDEF".into(),
+                jid("15550009999@s.whatsapp.net"),
+                jid("15550009999:3@s.whatsapp.net"),
+                false,
+                1_700_000_000,
+                None,
+                message,
+                raw.clone(),
+                "key".into(),
+                &[],
+            );
+            let Content::Text { text, .. } = &msg.content else {
+                panic!("a text: {:?}", msg.content);
+            };
+            let (start, end) = (raw.as_ptr() as usize, raw.as_ptr() as usize + raw.len());
+            let at = text.as_ptr() as usize;
+            assert!(
+                at >= start && at + text.len() <= end,
+                "inside the plaintext"
+            );
+            assert_eq!(msg.text(), Some(&**text));
+        }
+    }
+
     /// The pending record written from its parts is the encoding of its node.
     #[test]
     fn pending_record_is_the_nodes_encoding() {
