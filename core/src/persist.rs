@@ -28,14 +28,21 @@ pub struct DeviceList {
     pub updated_unix_ms: u64,
 }
 
+/// The key of a stored [`PendingMessage`]. The machine makes it 22 characters long (16 bytes
+/// of the SHA-256 of the chat, the sender and the message id, base64url), which a
+/// `CompactString` holds inline, without an allocation; longer keys (from older stores) are
+/// held on the heap. Read it as a `&str`.
+pub type PendingKey = compact_str::CompactString;
+
 /// An incoming stanza the application has not confirmed yet: kept so that it is handled after
 /// a crash, and acked to the server only once it is handled.
 #[derive(Clone, PartialEq, Eq)]
 pub struct PendingMessage {
     /// A key unique among the pending messages, e.g. the sender and the stanza id.
-    pub id: String,
-    /// The stanza, binary-encoded.
-    pub node: Vec<u8>,
+    pub id: PendingKey,
+    /// The stanza, binary-encoded. Shared: the message handed out holds its plaintext (the
+    /// record's tail) as its raw plaintext.
+    pub node: bytes::Bytes,
     /// The held ack's raw token ([`AckToken::to_raw`](crate::machine::AckToken)), valid
     /// only on the connection that received it; `None` when the ack was already sent.
     pub ack_token: Option<u64>,
@@ -130,7 +137,7 @@ pub enum Change {
     /// Keep an incoming message until the application confirms it.
     Pending(PendingMessage),
     /// The application handled this pending message (by [`PendingMessage::id`]).
-    PendingDone(String),
+    PendingDone(PendingKey),
     // ---- LID addressing and privacy tokens ----
     /// Store (or replace) the privacy token a contact gave us (LID.md §5), keyed by the
     /// contact's user (its LID when known).

@@ -72,13 +72,13 @@ fn round(n: u32) -> [Vec<Change>; 2] {
                 record,
             },
             Change::Pending(PendingMessage {
-                id: format!("in/{id}"),
-                node: vec![0xf8; 300],
+                id: format!("in/{id}").into(),
+                node: vec![0xf8; 300].into(),
                 ack_token: Some(u64::from(n)),
                 received_unix_ms: 4_000_000_000_000,
             }),
         ],
-        vec![Change::PendingDone(format!("in/{id}"))],
+        vec![Change::PendingDone(format!("in/{id}").into())],
     ]
 }
 

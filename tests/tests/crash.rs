@@ -243,7 +243,7 @@ async fn peer_events(
                         .lock()
                         .unwrap_or_else(PoisonError::into_inner)
                         .received
-                        .push((m.id.clone(), text));
+                        .push((m.id.to_string(), text));
                 }
                 m.ack
             }
@@ -906,7 +906,7 @@ async fn crash_run(settings: &Settings, dir: &Path) -> Outcome {
         redelivered: o.redelivered,
         unacked: unacked.into_iter().map(|m| m.id).collect(),
         sent_cache: sent_cache.into_iter().map(|m| m.id).collect(),
-        pending: pending.into_iter().map(|p| p.id).collect(),
+        pending: pending.into_iter().map(|p| p.id.to_string()).collect(),
     });
     sim.shutdown();
     outcome

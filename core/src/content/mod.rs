@@ -22,6 +22,9 @@ use std::fmt;
 use amarula_proto::common::MessageKey;
 use amarula_proto::e2e::{self, Message};
 use bytes::Bytes;
+/// The text of [`Content::Text`]: a `str` over [`Bytes`], which can share the buffer it was
+/// received in. Read it as a `&str` (it dereferences to one).
+pub use bytestring::ByteString;
 
 pub use secret::{
     SecretError, UseCase, decrypt as decrypt_addon, encrypt as encrypt_addon, option_hash,
@@ -532,8 +535,10 @@ pub enum Content {
     /// Text (`conversation` or `extendedTextMessage`); reply and mentions are in the
     /// [`Classified::context`].
     Text {
-        /// The text.
-        text: String,
+        /// The text, read as a `&str`. In a received message it is a slice of the raw
+        /// plaintext ([`IncomingMessage::raw`](crate::machine::IncomingMessage::raw)), which
+        /// it shares rather than copies.
+        text: ByteString,
         /// A link preview's matched URL, when the sender added one.
         matched_text: Option<String>,
     },
@@ -655,10 +660,32 @@ pub fn unwrap(message: &Message) -> (&Message, Wrappers) {
 /// Classifies a decrypted message received in `origin`. `message` is the content as decoded
 /// (after `deviceSentMessage` was taken off for our own devices' messages).
 pub fn classify(message: &Message, origin: &Origin<'_>) -> Classified {
-    classify_at(message, origin, 0)
+    classify_at(message, origin, None, 0)
 }
 
-fn classify_at(message: &Message, origin: &Origin<'_>, depth: u8) -> Classified {
+/// [`classify`] a message decoded from `raw`: a text found in `raw` (where the decoder copied
+/// it from) shares its allocation rather than being copied once more.
+pub(crate) fn classify_shared(message: &Message, origin: &Origin<'_>, raw: &Bytes) -> Classified {
+    classify_at(message, origin, Some(raw), 0)
+}
+
+/// `text` as a [`ByteString`]: a slice of `raw` when `raw` holds its bytes (any place that
+/// does holds the same text), else a copy.
+fn shared_text(text: &str, raw: Option<&Bytes>) -> ByteString {
+    let found = raw.and_then(|raw| {
+        let at = memchr::memmem::find(raw, text.as_bytes())?;
+        let bytes = raw.slice(at..at + text.len());
+        ByteString::try_from(bytes).ok()
+    });
+    found.unwrap_or_else(|| ByteString::from(text))
+}
+
+fn classify_at(
+    message: &Message,
+    origin: &Origin<'_>,
+    raw: Option<&Bytes>,
+    depth: u8,
+) -> Classified {
     let (inner, mut wrappers) = unwrap(message);
     // The secret may sit on the outer message when a wrapper carries the content.
     let message_secret = inner
@@ -674,7 +701,7 @@ fn classify_at(message: &Message, origin: &Origin<'_>, depth: u8) -> Classified 
         message_secret,
         protocol: None,
     };
-    let (content, context) = content_of(inner, origin, depth, &mut out);
+    let (content, context) = content_of(inner, origin, raw, depth, &mut out);
     out.context = context.and_then(Context::from_proto);
     if let Content::Media(m) = &content {
         let flagged = match m.kind {
@@ -727,13 +754,14 @@ fn media(m: Media) -> Content {
 fn content_of<'m>(
     m: &'m Message,
     origin: &Origin<'_>,
+    raw: Option<&Bytes>,
     depth: u8,
     out: &mut Classified,
 ) -> (Content, Option<&'m e2e::ContextInfo>) {
     if let Some(text) = &m.conversation {
         return (
             Content::Text {
-                text: text.clone(),
+                text: shared_text(text, raw),
                 matched_text: None,
             },
             None,
@@ -742,7 +770,10 @@ fn content_of<'m>(
     if let Some(t) = m.extended_text_message.as_deref() {
         return (
             Content::Text {
-                text: t.text.clone().unwrap_or_default(),
+                text: t
+                    .text
+                    .as_deref()
+                    .map_or_else(ByteString::new, |text| shared_text(text, raw)),
                 matched_text: t.matched_text.clone(),
             },
             t.context_info.as_deref(),
@@ -987,7 +1018,7 @@ fn protocol(p: &e2e::ProtocolMessage, origin: &Origin<'_>, depth: u8) -> Content
         Type::MessageEdit if depth < MAX_DEPTH => {
             let target = target();
             let edited = p.edited_message.clone().unwrap_or_default();
-            let inner = classify_at(&edited, origin, depth + 1);
+            let inner = classify_at(&edited, origin, None, depth + 1);
             let by_author = target
                 .author
                 .as_ref()

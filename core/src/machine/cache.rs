@@ -7,6 +7,7 @@ use std::time::Duration;
 use super::event::{RetryRejection, SentMessage};
 use crate::binary::Node;
 use crate::jid::Jid;
+use crate::persist::PendingKey;
 
 /// Most devices whose retry counts one cached message keeps (a group message may be retried
 /// by many devices; past this the oldest counts are dropped).
@@ -144,9 +145,28 @@ pub(crate) struct Held {
     /// Inline room for one: a held message has its delivery receipt alone.
     pub(crate) frames: HeldFrames,
     /// The ack sent instead, with `error`, when the application refuses the stanza.
-    pub(crate) nack: Option<Node>,
+    pub(crate) nack: Nack,
     /// The stored copy of a decrypted message, forgotten on confirmation.
-    pub(crate) pending: Option<String>,
+    pub(crate) pending: Option<PendingKey>,
+}
+
+/// What a refusal ([`Confirm::Nack`](crate::machine::Confirm::Nack)) of a held stanza sends,
+/// the error added to it.
+#[derive(Debug, Clone)]
+pub(crate) enum Nack {
+    /// Nothing.
+    None,
+    /// This ack.
+    Ack(Node),
+    /// The ack of the decrypted message whose delivery receipt is the first held frame, built
+    /// from that receipt when a refusal comes: most messages are confirmed, so it seldom is.
+    OfReceipt,
+}
+
+impl From<Option<Node>> for Nack {
+    fn from(ack: Option<Node>) -> Self {
+        ack.map_or(Self::None, Self::Ack)
+    }
 }
 
 /// Acks held until the application confirms the stanza; bounded, oldest forgotten first.
@@ -252,7 +272,7 @@ mod tests {
             let t = h.hold(
                 Held {
                     frames: smallvec::smallvec![Node::new("ack")],
-                    nack: None,
+                    nack: Nack::None,
                     pending: None,
                 },
                 3,
@@ -264,7 +284,7 @@ mod tests {
             h.hold(
                 Held {
                     frames: smallvec::smallvec![Node::new("ack")],
-                    nack: None,
+                    nack: Nack::None,
                     pending: None,
                 },
                 3,

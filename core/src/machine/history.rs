@@ -15,7 +15,7 @@ use amarula_proto::e2e::{
 };
 
 use super::blob::{BlobError, BlobPurpose};
-use super::cache::Held;
+use super::cache::{Held, Nack};
 use super::messaging::IncomingMessage;
 use super::{AckToken, ConnectionMachine, Event, SendError};
 use crate::binary::Node;
@@ -27,6 +27,7 @@ use crate::history::{
 };
 use crate::jid::Jid;
 use crate::media::MediaType;
+use crate::persist::PendingKey;
 use crate::time::Instant;
 
 /// One part of a history chunk, handed out in order. A chunk with many messages comes as
@@ -292,8 +293,8 @@ impl ConnectionMachine {
         msg: &IncomingMessage,
         input: FromPhone,
         receipt: Option<Node>,
-        nack: Option<Node>,
-        pending: Option<String>,
+        nack: Nack,
+        pending: Option<PendingKey>,
     ) {
         match input {
             FromPhone::Notification(n) => {
@@ -309,8 +310,8 @@ impl ConnectionMachine {
         now: Instant,
         answer: PeerDataOperationRequestResponseMessage,
         receipt: Option<Node>,
-        nack: Option<Node>,
-        pending: Option<String>,
+        nack: Nack,
+        pending: Option<PendingKey>,
     ) {
         let own = self.own_identities();
         let mut messages = Vec::new();
@@ -362,8 +363,8 @@ impl ConnectionMachine {
         msg: &IncomingMessage,
         notification: HistorySyncNotification,
         receipt: Option<Node>,
-        nack: Option<Node>,
-        pending: Option<String>,
+        nack: Nack,
+        pending: Option<PendingKey>,
     ) {
         let mut frames: Vec<Node> = receipt.into_iter().collect();
         if let Some(own) = self.creds.device.as_ref().map(|d| d.jid.to_non_device()) {
@@ -388,7 +389,7 @@ impl ConnectionMachine {
             (None, frames)
         };
         let job = HistoryJob {
-            message_id: msg.id.clone(),
+            message_id: msg.id.to_string(),
             sync_type: SyncType::from_i32(notification.sync_type.unwrap_or(0)),
             chunk_order: notification.chunk_order,
             progress: notification.progress,

@@ -95,7 +95,7 @@ pub use query::{Answer, Query};
 pub use receipts::{MAX_RECEIPT_IDS, Receipt, ReceiptKind};
 pub use reupload::{MediaRetryAnswer, ReuploadRequest};
 
-use self::cache::{Held, HeldAcks, RetryCache};
+use self::cache::{Held, HeldAcks, Nack, RetryCache};
 use self::event::Policy;
 use self::ids::IdGen;
 use self::messaging::Messaging;
@@ -345,6 +345,9 @@ pub struct ConnectionMachine {
     qr: Option<QrState>,
     phone: Option<PhoneCodePairing>,
     buf: Vec<u8>,
+    /// The plaintext of the message being decrypted, reused from message to message and
+    /// zeroized after each.
+    plain: Vec<u8>,
     session_msg: Messaging,
     /// Typed queries in flight, answered from their IQ's reply.
     queries: HashMap<RequestId, Query>,
@@ -412,6 +415,7 @@ impl ConnectionMachine {
             qr: None,
             phone: None,
             buf: Vec::with_capacity(ENCODE_BUF_START),
+            plain: Vec::new(),
             session_msg: messaging,
             queries: HashMap::new(),
             blobs: HashMap::new(),
@@ -690,8 +694,16 @@ impl ConnectionMachine {
             Confirm::Ack => {}
             Confirm::Nack(code) => {
                 // A refused message gets no delivery receipt, only the ack with the error.
-                let Some(mut ack) = held.nack else {
-                    return Ok(());
+                let mut ack = match held.nack {
+                    Nack::None => return Ok(()),
+                    Nack::Ack(ack) => ack,
+                    Nack::OfReceipt => match frames.first() {
+                        Some(receipt) => {
+                            let own = self.creds.device.as_ref().map(|d| &d.jid);
+                            stanza::message_ack_of_receipt(receipt, own)
+                        }
+                        None => return Ok(()),
+                    },
                 };
                 ack.attrs
                     .push(("error".into(), AttrValue::from(code.to_string())));
@@ -1127,11 +1139,15 @@ impl ConnectionMachine {
         self.emit(Event::Stanza { node, ack: None });
     }
 
+    /// The `<ack>` of an incoming stanza ([`stanza::ack_for`]), from our device.
+    pub(in crate::machine) fn ack_for(&self, node: &Node) -> Option<Node> {
+        stanza::ack_for(node, self.creds.device.as_ref().map(|d| &d.jid))
+    }
+
     fn on_ackable(&mut self, now: Instant, node: Node) {
-        let own = self.creds.device.as_ref().map(|d| d.jid.clone());
-        let ack = stanza::ack_for(&node, own.as_ref());
         if node.tag == "receipt" {
             if node.attr_str("type") != Some("retry") {
+                let ack = self.ack_for(&node);
                 return self.on_receipt(now, node, ack);
             }
             self.on_retry_receipt(now, &node);
@@ -1151,8 +1167,11 @@ impl ConnectionMachine {
             && self.creds.is_paired()
             && node.child_nodes().iter().any(|c| c.tag == "enc");
         if encrypted {
-            return self.receive_encrypted(now, node, ack);
+            // Its ack is built only when it is sent (most messages are acknowledged by their
+            // delivery receipt alone).
+            return self.receive_encrypted(now, node);
         }
+        let ack = self.ack_for(&node);
         if node.tag == "notification" && node.attr_str("type") == Some("link_code_companion_reg") {
             self.on_link_code_notification(now, &node);
         }
@@ -1174,7 +1193,7 @@ impl ConnectionMachine {
             Some(ack) if is_message && self.config.hold_message_acks => {
                 let held = Held {
                     frames: smallvec::smallvec![ack.clone()],
-                    nack: Some(ack),
+                    nack: Nack::Ack(ack),
                     pending: None,
                 };
                 let n = self.held.hold(held, self.config.max_held_acks);

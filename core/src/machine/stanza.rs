@@ -42,6 +42,22 @@ pub(crate) fn ack_for(stanza: &Node, own: Option<&Jid>) -> Option<Node> {
     Some(ack)
 }
 
+/// The `<ack>` [`ack_for`] gives for a decrypted `message`, built from the delivery receipt
+/// the machine made for it (which copied its `id`, `from` as `to`, `participant` and
+/// `recipient`): what a refusal of a held message sends, built only then.
+pub(crate) fn message_ack_of_receipt(receipt: &Node, own: Option<&Jid>) -> Node {
+    let mut ack = Node::new("ack").attr("class", "message");
+    for key in ["id", "to", "participant", "recipient"] {
+        if let Some(v) = receipt.get_attr(key) {
+            ack = ack.attr(key, v.clone());
+        }
+    }
+    if let Some(own) = own {
+        ack = ack.attr("from", own.clone());
+    }
+    ack
+}
+
 /// `<iq to=<its from> type=result id=<its id>/>`, the reply to a server IQ.
 pub(crate) fn iq_reply(iq: &Node) -> Node {
     let mut reply = Node::new("iq");
@@ -148,6 +164,36 @@ mod tests {
 
     fn jid(s: &str) -> Jid {
         s.parse().unwrap()
+    }
+
+    /// The ack a refusal builds from a held delivery receipt is the one `ack_for` gives.
+    #[test]
+    fn the_ack_of_a_receipt_is_the_messages_ack() {
+        let own = jid("1555:3@s.whatsapp.net");
+        for (from, participant, recipient) in [
+            ("120363@g.us", Some("1777:2@s.whatsapp.net"), None),
+            ("1888:1@s.whatsapp.net", None, Some("1999@s.whatsapp.net")),
+            ("1888@lid", None, None),
+        ] {
+            let mut msg = Node::new("message")
+                .attr("id", "3EB0ABC")
+                .attr("from", jid(from))
+                .attr("type", "text");
+            // As the machine's delivery receipt copies them.
+            let mut receipt = Node::new("receipt")
+                .attr("id", "3EB0ABC")
+                .attr("to", jid(from));
+            for (key, value) in [("participant", participant), ("recipient", recipient)] {
+                if let Some(v) = value {
+                    msg = msg.attr(key, jid(v));
+                    receipt = receipt.attr(key, jid(v));
+                }
+            }
+            assert_eq!(
+                Some(message_ack_of_receipt(&receipt, Some(&own))),
+                ack_for(&msg, Some(&own))
+            );
+        }
     }
 
     #[test]

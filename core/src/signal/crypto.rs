@@ -59,13 +59,36 @@ pub(crate) fn cbc_decrypt(
     iv: &[u8; 16],
     ciphertext: &[u8],
 ) -> Result<Zeroizing<Vec<u8>>, SignalError> {
+    let mut out = Zeroizing::new(Vec::new());
+    cbc_decrypt_into(key, iv, ciphertext, &mut out)?;
+    Ok(out)
+}
+
+/// [`cbc_decrypt`] into `out` (cleared first), so that a buffer kept by the caller serves
+/// message after message. On an error `out` is left zeroized and empty.
+pub(crate) fn cbc_decrypt_into(
+    key: &[u8; 32],
+    iv: &[u8; 16],
+    ciphertext: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<(), SignalError> {
+    use zeroize::Zeroize as _;
+    out.clear();
     if ciphertext.is_empty() || ciphertext.len() % 16 != 0 {
         return Err(SignalError::Decrypt);
     }
-    cbc::Decryptor::<Aes256>::new(key.into(), iv.into())
-        .decrypt_padded_vec_mut::<Pkcs7>(ciphertext)
-        .map(Zeroizing::new)
-        .map_err(|_| SignalError::Decrypt)
+    out.extend_from_slice(ciphertext);
+    match cbc::Decryptor::<Aes256>::new(key.into(), iv.into()).decrypt_padded_mut::<Pkcs7>(out) {
+        Ok(plain) => {
+            let len = plain.len();
+            out.truncate(len);
+            Ok(())
+        }
+        Err(_) => {
+            out.zeroize();
+            Err(SignalError::Decrypt)
+        }
+    }
 }
 
 /// Benchmark access to the primitives (not part of the stable API).

@@ -7,7 +7,7 @@ use std::fmt;
 use zeroize::Zeroizing;
 
 use super::SignalError;
-use super::crypto::{cbc_decrypt, cbc_encrypt};
+use super::crypto::{cbc_decrypt, cbc_decrypt_into, cbc_encrypt};
 use super::keys::{KeySource, PublicKey};
 use super::ratchet::{Chain, MessageKeys, RootKey, Skipped};
 use super::wire::{CiphertextMessage, PreKeySignalMessage, SignalMessage, SignalMessageView};
@@ -122,6 +122,18 @@ impl SessionState {
         &mut self,
         msg: SignalMessageView<'_>,
     ) -> Option<Result<Zeroizing<Vec<u8>>, SignalError>> {
+        let mut out = Zeroizing::new(Vec::new());
+        self.decrypt_next_into(msg, &mut out)
+            .map(|result| result.map(|()| out))
+    }
+
+    /// [`decrypt_next`](Self::decrypt_next) into `out` (see
+    /// [`SessionRecord::decrypt_into`]).
+    fn decrypt_next_into(
+        &mut self,
+        msg: SignalMessageView<'_>,
+        out: &mut Vec<u8>,
+    ) -> Option<Result<(), SignalError>> {
         let chain = self
             .receivers
             .iter_mut()
@@ -134,7 +146,7 @@ impl SessionState {
         let result = next.next_seed().and_then(|seed| {
             let mk = MessageKeys::derive(&seed);
             msg.verify_mac(&mk.mac, &self.remote_identity, &self.local_identity)?;
-            cbc_decrypt(&mk.cipher, &mk.iv, msg.ciphertext)
+            cbc_decrypt_into(&mk.cipher, &mk.iv, msg.ciphertext, out)
         });
         if result.is_ok() {
             chain.chain = next;
@@ -271,6 +283,32 @@ impl SessionRecord {
     ) -> Result<Zeroizing<Vec<u8>>, SignalError> {
         let msg = SignalMessageView::parse(bytes)?;
         self.decrypt_view(msg, keys)
+    }
+
+    /// [`decrypt`](Self::decrypt) into `out` (cleared first) rather than a new buffer: the
+    /// next message of a receiving chain (the usual case) is decrypted with no allocation
+    /// once `out` has room, so a caller keeps one buffer for every message. The plaintext in
+    /// `out` is the caller's to zeroize; on an error `out` is left empty.
+    pub fn decrypt_into(
+        &mut self,
+        bytes: &[u8],
+        keys: &mut impl KeySource,
+        out: &mut Vec<u8>,
+    ) -> Result<(), SignalError> {
+        let msg = SignalMessageView::parse(bytes)?;
+        out.clear();
+        if let Some(Some(Ok(()))) = self
+            .current
+            .as_mut()
+            .map(|state| state.decrypt_next_into(msg, out))
+        {
+            return Ok(());
+        }
+        // A ratchet step, a skipped key, an older session or an error: the general path (on
+        // an error of the attempt above, it fails the same way and changes nothing).
+        let plaintext = self.decrypt_view(msg, keys)?;
+        out.extend_from_slice(&plaintext);
+        Ok(())
     }
 
     /// Decrypts a parsed `msg` with the current session or, failing that, a previous one

@@ -147,7 +147,7 @@ fn names() -> Names {
 fn pending_message(id: &str, n: u8) -> PendingMessage {
     PendingMessage {
         id: id.into(),
-        node: vec![0xf8, n, n],
+        node: vec![0xf8, n, n].into(),
         ack_token: if n % 2 == 0 {
             Some(u64::MAX - u64::from(n))
         } else {

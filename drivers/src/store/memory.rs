@@ -10,7 +10,7 @@ use amarula_core::machine::SentMessage;
 use zeroize::Zeroizing;
 
 use amarula_core::appstate::{Collection, CollectionState, SyncKey};
-use amarula_core::persist::{SecretKey, StoredAppState};
+use amarula_core::persist::{PendingKey, SecretKey, StoredAppState};
 
 use super::{Change, CredentialStore, DeviceList, LoadRequest, Loaded, PendingMessage, StoreError};
 
@@ -54,7 +54,7 @@ struct MemoryInner {
     lid_by_phone: HashMap<Jid, Jid>,
     /// Pending messages by arrival number, and the arrival number of each id.
     pending: BTreeMap<u64, PendingMessage>,
-    pending_seq: HashMap<String, u64>,
+    pending_seq: HashMap<PendingKey, u64>,
     next_pending: u64,
     /// Message secrets (polls, events) by message.
     secrets: HashMap<SecretKey, Secret>,

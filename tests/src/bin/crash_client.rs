@@ -195,19 +195,21 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                 log.write(LogLine::Pairing);
             }
             ClientEvent::Event(Event::Message(m)) => {
-                if recorded.contains(&m.id) {
-                    log.write(LogLine::Dup { id: m.id.clone() });
+                if recorded.contains(m.id.as_str()) {
+                    log.write(LogLine::Dup {
+                        id: m.id.to_string(),
+                    });
                 } else {
                     log.write(LogLine::Recv {
-                        id: m.id.clone(),
+                        id: m.id.to_string(),
                         text: m.text().unwrap_or_default().to_owned(),
                     });
-                    recorded.insert(m.id.clone());
+                    recorded.insert(m.id.to_string());
                 }
                 if let Some(token) = m.ack {
                     if let Err(e) = client.confirm(token, Confirm::Ack).await {
                         log.write(LogLine::ConfirmErr {
-                            id: m.id.clone(),
+                            id: m.id.to_string(),
                             error: e.to_string(),
                         });
                     }

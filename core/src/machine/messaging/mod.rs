@@ -35,7 +35,9 @@ use super::{ConnectionMachine, Event, IqKind, IqRequest, IqResult};
 use crate::binary::Node;
 use crate::content::SecretRecord;
 use crate::jid::Jid;
-use crate::persist::{Change, DeviceList, LoadRequest, Loaded, PendingMessage, SecretKey};
+use crate::persist::{
+    Change, DeviceList, LoadRequest, Loaded, PendingKey, PendingMessage, SecretKey,
+};
 use crate::signal::{PreKey, SenderKeyRecord, SessionRecord};
 use crate::time::Instant;
 
@@ -77,7 +79,7 @@ pub(crate) struct Messaging {
     media_conn_inflight: bool,
     /// Decrypted poll votes waiting for their poll's secret to be loaded (already stored as
     /// pending, their acks held).
-    votes: VecDeque<IncomingMessage>,
+    votes: VecDeque<Box<IncomingMessage>>,
     /// Group participants (user JIDs), until a `w:gp2` notification.
     groups: HashMap<Jid, Vec<Jid>>,
     /// Groups in `addressing_mode="lid"` (from their metadata).
@@ -136,7 +138,7 @@ impl std::fmt::Debug for Messaging {
 impl Messaging {
     pub(crate) fn restore_pending(&mut self, pending: Vec<PendingMessage>) {
         for p in &pending {
-            self.remember_delivered(&p.id);
+            self.remember_delivered(delivered_key_of(&p.id));
         }
         self.restored.extend(pending);
     }
@@ -149,12 +151,9 @@ impl Messaging {
         }
     }
 
-    /// Remembers a delivered message key; false when it was already delivered.
-    pub(crate) fn remember_delivered(&mut self, key: &str) -> bool {
-        use sha2::Digest as _;
-        let digest = sha2::Sha256::digest(key.as_bytes());
-        let mut key = [0u8; 16];
-        key.copy_from_slice(&digest[..16]);
+    /// Remembers a delivered message (its digest, [`pending_key`]); false when it was
+    /// already delivered.
+    pub(crate) fn remember_delivered(&mut self, key: DeliveredKey) -> bool {
         if !self.delivered.insert(key) {
             return false;
         }
@@ -187,7 +186,53 @@ impl Messaging {
 }
 
 /// A delivered message's key (`chat|sender|id`) in the duplicate check: its SHA-256, cut.
-type DeliveredKey = [u8; 16];
+pub(crate) type DeliveredKey = [u8; 16];
+
+/// The key of a delivered message: `chat|sender|id` hashed (SHA-256 cut to 16 bytes, the
+/// duplicate check's entry) and those bytes in base64url as its pending key (22 characters,
+/// held inline). Nothing is allocated: the parts are streamed into the hash.
+pub(crate) fn pending_key(chat: &Jid, sender: &Jid, id: &str) -> (DeliveredKey, PendingKey) {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    /// Streams formatted text into the hash.
+    struct Hashing(sha2::Sha256);
+    impl std::fmt::Write for Hashing {
+        fn write_str(&mut self, s: &str) -> std::fmt::Result {
+            self.0.update(s.as_bytes());
+            Ok(())
+        }
+    }
+    let mut h = Hashing(sha2::Sha256::new());
+    let _ = std::fmt::write(&mut h, format_args!("{chat}|{sender}|{id}"));
+    let digest = h.0.finalize();
+    let mut key = [0u8; 16];
+    key.copy_from_slice(&digest[..16]);
+    let mut text = [0u8; 22];
+    let written = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode_slice(key, &mut text)
+        .unwrap_or(0);
+    let text = std::str::from_utf8(&text[..written]).unwrap_or_default();
+    (key, PendingKey::new(text))
+}
+
+/// The duplicate-check entry of a stored pending key: the bytes a [`pending_key`] carries,
+/// or, for a key of the older `chat|sender|id` form, its SHA-256 cut (the same entry).
+fn delivered_key_of(pending: &str) -> DeliveredKey {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    let mut key = [0u8; 16];
+    if pending.len() == 22 {
+        let mut bytes = [0u8; 18];
+        if let Ok(16) =
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.decode_slice(pending, &mut bytes)
+        {
+            key.copy_from_slice(&bytes[..16]);
+            return key;
+        }
+    }
+    key.copy_from_slice(&sha2::Sha256::digest(pending.as_bytes())[..16]);
+    key
+}
 
 /// Loads being gathered during one step.
 #[derive(Default)]

@@ -10,34 +10,17 @@ use zeroize::Zeroizing;
 use super::nodes::{self, device_address, jid_attr, user_of};
 use super::records::Lookup;
 use super::{DecryptError, IncomingMessage, LoadBatch, UndecryptableMessage};
-use crate::binary::{self, Node};
+use crate::binary::{self, Node, NodeStr};
 use crate::content::{self, Content, SecretError, SecretRecord, VoteState};
 use crate::jid::Jid;
-use crate::machine::cache::Held;
+use crate::machine::cache::{Held, Nack};
 use crate::machine::{AckToken, ConnectionMachine, Event};
-use crate::persist::{Change, PendingMessage, SecretKey};
+use crate::persist::{Change, PendingKey, PendingMessage, SecretKey};
 use crate::signal::{
     Identity, IdentityPolicy, PreKeySignalMessage, SenderKeyDistributionMessage, SessionRecord,
     SignalError,
 };
 use crate::time::Instant;
-
-/// `format!` into a string of the exact size, measured by a first pass that only counts: one
-/// allocation, where `format!` grows its string a few times.
-fn format_exact(args: std::fmt::Arguments<'_>) -> String {
-    struct Count(usize);
-    impl std::fmt::Write for Count {
-        fn write_str(&mut self, s: &str) -> std::fmt::Result {
-            self.0 += s.len();
-            Ok(())
-        }
-    }
-    let mut count = Count(0);
-    let _ = std::fmt::write(&mut count, args);
-    let mut out = String::with_capacity(count.0);
-    let _ = std::fmt::write(&mut out, args);
-    out
-}
 
 /// Our own users (phone number, LID; see `own_identities`), as a slice, without a heap
 /// allocation: they are looked up for every message.
@@ -54,14 +37,12 @@ impl std::ops::Deref for OwnUsers {
     }
 }
 
-/// An incoming message waiting for records.
+/// An incoming message waiting for records. Its ack is built from it when it is sent: when
+/// the message cannot be handled, or with an error on a refusal. A decrypted message is
+/// acknowledged by its delivery receipt alone (SESSION.md §5.1).
 #[derive(Clone)]
 pub(crate) struct Parked {
     pub(crate) node: Node,
-    /// Its ack (none when the stanza had no id or sender): sent when it cannot be handled, or
-    /// with an error on a refusal. A decrypted message is acknowledged by its delivery
-    /// receipt alone (SESSION.md §5.1).
-    pub(crate) ack: Option<Node>,
 }
 
 /// Who sent a message and in which chat (§9.1, LID.md §2.1–§2.2).
@@ -183,16 +164,31 @@ fn content_message(raw: &[u8], from_me: bool) -> Option<Message> {
     Some(message)
 }
 
+/// What the stored form of a pending message is written from: the message's metadata and
+/// its plaintext.
+struct PendingParts<'a> {
+    id: &'a str,
+    chat: &'a Jid,
+    sender: &'a Jid,
+    timestamp: u64,
+    from_me: bool,
+    push_name: Option<&'a str>,
+    sender_alt: Option<&'a Jid>,
+    raw: &'a [u8],
+}
+
 /// The stored form of a pending message: a node with the metadata and the plaintext bytes as
 /// received (so that fields no schema knows survive a restart too):
 /// `<pending id chat sender t [from_me] [notify] [sender_alt]><plaintext>…</plaintext></pending>`.
-/// Written straight into `scratch` (the machine's reused encode buffer) from the message,
-/// byte for byte what encoding that node gives, then copied out at its exact size.
-fn pending_record(msg: &IncomingMessage, scratch: &mut Vec<u8>) -> Vec<u8> {
+/// Written straight into `scratch` (the machine's reused encode buffer) from its parts, byte
+/// for byte what encoding that node gives, then copied out into one shared allocation
+/// ([`shared_copy`]): the plaintext at its end is the message's [`raw`](IncomingMessage::raw)
+/// too.
+fn pending_record(parts: &PendingParts<'_>, scratch: &mut Vec<u8>) -> Bytes {
     scratch.clear();
-    let out = match write_pending(msg, scratch) {
-        Ok(()) => scratch.as_slice().to_vec(),
-        Err(_) => Vec::new(),
+    let out = match write_pending(parts, scratch) {
+        Ok(()) => shared_copy(scratch),
+        Err(_) => Bytes::new(),
     };
     scratch.clear();
     if scratch.capacity() > crate::machine::ENCODE_BUF_KEPT {
@@ -202,7 +198,41 @@ fn pending_record(msg: &IncomingMessage, scratch: &mut Vec<u8>) -> Vec<u8> {
     out
 }
 
-fn write_pending(msg: &IncomingMessage, out: &mut Vec<u8>) -> Result<(), binary::EncodeError> {
+/// A copy of `bytes` whose clones and slices share one allocation, the reference count
+/// included: up to 4 KiB the bytes go into an array of the next size class (256 B, 1 KiB,
+/// 4 KiB) that owns the `Bytes`, allocated once with its count; past that, a `Vec` of the
+/// exact size, to which the first clone or slice adds the count's allocation.
+fn shared_copy(bytes: &[u8]) -> Bytes {
+    /// `len` bytes at the start of an array: the owner of a `Bytes`.
+    struct Fixed<const N: usize> {
+        len: usize,
+        buf: [u8; N],
+    }
+    impl<const N: usize> AsRef<[u8]> for Fixed<N> {
+        fn as_ref(&self) -> &[u8] {
+            self.buf.get(..self.len).unwrap_or_default()
+        }
+    }
+    fn fixed<const N: usize>(bytes: &[u8]) -> Bytes {
+        let mut buf = [0u8; N];
+        match buf.get_mut(..bytes.len()) {
+            Some(room) => room.copy_from_slice(bytes),
+            None => return Bytes::copy_from_slice(bytes),
+        }
+        Bytes::from_owner(Fixed {
+            len: bytes.len(),
+            buf,
+        })
+    }
+    match bytes.len() {
+        0..=256 => fixed::<256>(bytes),
+        257..=1024 => fixed::<1024>(bytes),
+        1025..=4096 => fixed::<4096>(bytes),
+        _ => Bytes::copy_from_slice(bytes),
+    }
+}
+
+fn write_pending(msg: &PendingParts<'_>, out: &mut Vec<u8>) -> Result<(), binary::EncodeError> {
     use binary::{write_bytes, write_jid, write_list_start, write_str};
     use compact_str::ToCompactString as _;
     // Inline: a timestamp fits a `CompactString` without the heap.
@@ -215,40 +245,41 @@ fn write_pending(msg: &IncomingMessage, out: &mut Vec<u8>) -> Result<(), binary:
     write_list_start(out, 1 + 2 * attrs + 1);
     write_str(out, "pending")?;
     write_str(out, "id")?;
-    write_str(out, &msg.id)?;
+    write_str(out, msg.id)?;
     write_str(out, "chat")?;
-    write_jid(out, &msg.chat)?;
+    write_jid(out, msg.chat)?;
     write_str(out, "sender")?;
-    write_jid(out, &msg.sender)?;
+    write_jid(out, msg.sender)?;
     write_str(out, "t")?;
     write_str(out, &t)?;
     if msg.from_me {
         write_str(out, "from_me")?;
         write_str(out, "1")?;
     }
-    if let Some(name) = &msg.push_name {
+    if let Some(name) = msg.push_name {
         write_str(out, "notify")?;
         write_str(out, name)?;
     }
-    if let Some(alt) = &msg.sender_alt {
+    if let Some(alt) = msg.sender_alt {
         write_str(out, "sender_alt")?;
         write_jid(out, alt)?;
     }
-    // One child, `<plaintext>` with the bytes as its content.
+    // One child, `<plaintext>` with the bytes as its content, last: the record ends with
+    // the plaintext.
     write_list_start(out, 1);
     write_list_start(out, 2);
     write_str(out, "plaintext")?;
-    write_bytes(out, &msg.raw)
+    write_bytes(out, msg.raw)
 }
 
-fn from_pending_record(p: &PendingMessage, own: &[Jid]) -> Option<IncomingMessage> {
+fn from_pending_record(p: &PendingMessage, own: &[Jid]) -> Option<Box<IncomingMessage>> {
     let node = binary::decode_owned(&p.node).ok()?;
     let raw = Bytes::copy_from_slice(node.child("plaintext")?.content_bytes()?);
     let from_me = node.attr_str("from_me") == Some("1");
     let message = content_message(&raw, from_me)?;
     let sender_alt = jid_attr(&node, "sender_alt");
     let mut msg = incoming(
-        node.attr_str("id")?.to_owned(),
+        node.attr_str("id")?.into(),
         jid_attr(&node, "chat")?,
         jid_attr(&node, "sender")?,
         from_me,
@@ -263,13 +294,13 @@ fn from_pending_record(p: &PendingMessage, own: &[Jid]) -> Option<IncomingMessag
     Some(msg)
 }
 
-/// An incoming message with its content classified.
+/// An incoming message with its content classified, in the box its event carries.
 #[allow(
     clippy::too_many_arguments,
     reason = "one call per field of the message"
 )]
 fn incoming(
-    id: String,
+    id: NodeStr,
     chat: Jid,
     sender: Jid,
     from_me: bool,
@@ -277,18 +308,19 @@ fn incoming(
     push_name: Option<String>,
     message: Message,
     raw: Bytes,
-    pending_key: String,
+    pending_key: PendingKey,
     own: &[Jid],
-) -> IncomingMessage {
-    let classified = content::classify(
+) -> Box<IncomingMessage> {
+    let classified = content::classify_shared(
         &message,
         &content::Origin {
             chat: &chat,
             sender: &sender,
             own,
         },
+        &raw,
     );
-    IncomingMessage {
+    Box::new(IncomingMessage {
         id,
         chat,
         sender,
@@ -296,14 +328,14 @@ fn incoming(
         from_me,
         timestamp,
         push_name,
-        message: Box::new(message),
+        message,
         raw,
         content: classified.content,
         wrappers: classified.wrappers,
         context: classified.context,
         pending_key,
         ack: None,
-    }
+    })
 }
 
 /// Decrypts a vote, trying our other identity where the creator or the voter is us (the
@@ -336,17 +368,12 @@ fn decrypt_vote(
 
 impl ConnectionMachine {
     /// Takes an encrypted `<message>` in; true when this layer handles it (and its ack).
-    pub(in crate::machine) fn receive_encrypted(
-        &mut self,
-        now: Instant,
-        node: Node,
-        ack: Option<Node>,
-    ) {
+    pub(in crate::machine) fn receive_encrypted(&mut self, now: Instant, node: Node) {
         if self.session_msg.incoming.len() >= self.config.max_parked_messages {
             tracing::warn!("too many messages waiting for stored records; left unacked");
             return;
         }
-        self.session_msg.incoming.push_back(Parked { node, ack });
+        self.session_msg.incoming.push_back(Parked { node });
         self.advance(now);
     }
 
@@ -441,8 +468,9 @@ impl ConnectionMachine {
         alternate: Option<&Jid>,
         kind: &str,
         bytes: &[u8],
-    ) -> Result<Zeroizing<Vec<u8>>, SignalError> {
-        match self.decrypt_pairwise(primary, kind, bytes) {
+        out: &mut Vec<u8>,
+    ) -> Result<(), SignalError> {
+        match self.decrypt_pairwise(primary, kind, bytes, out) {
             Err(e) if !matches!(e, SignalError::DuplicateMessage { .. }) => {
                 let Some(alt) = alternate else {
                     return Err(e);
@@ -455,7 +483,7 @@ impl ConnectionMachine {
                     return Err(e);
                 }
                 tracing::debug!(%primary, %alt, error = %e, "retrying under the alternate identity");
-                self.decrypt_pairwise(alt, kind, bytes).map_err(|_| e)
+                self.decrypt_pairwise(alt, kind, bytes, out).map_err(|_| e)
             }
             other => other,
         }
@@ -468,8 +496,9 @@ impl ConnectionMachine {
         primary: &Jid,
         alternate: Option<&Jid>,
         bytes: &[u8],
-    ) -> Result<Zeroizing<Vec<u8>>, SignalError> {
-        match self.decrypt_group(chat, primary, bytes) {
+        out: &mut Vec<u8>,
+    ) -> Result<(), SignalError> {
+        match self.decrypt_group(chat, primary, bytes, out) {
             Err(e) if !matches!(e, SignalError::DuplicateMessage { .. }) => match alternate {
                 Some(alt)
                     if matches!(
@@ -479,7 +508,7 @@ impl ConnectionMachine {
                         Lookup::Held(_)
                     ) =>
                 {
-                    self.decrypt_group(chat, alt, bytes).map_err(|_| e)
+                    self.decrypt_group(chat, alt, bytes, out).map_err(|_| e)
                 }
                 _ => Err(e),
             },
@@ -492,16 +521,18 @@ impl ConnectionMachine {
         sender: &Jid,
         kind: &str,
         bytes: &[u8],
-    ) -> Result<Zeroizing<Vec<u8>>, SignalError> {
+        out: &mut Vec<u8>,
+    ) -> Result<(), SignalError> {
         if kind != "pkmsg" {
-            // Decrypted in place: on an error `SessionRecord::decrypt` leaves the record as it
-            // was, so nothing is copied for the usual case. Without a record it fails too.
-            let pt = match self.session_msg.sessions.get_mut(sender) {
-                Some(record) => record.decrypt(bytes, &mut self.rng)?,
-                None => SessionRecord::new().decrypt(bytes, &mut self.rng)?,
-            };
+            // Decrypted in place: on an error `SessionRecord::decrypt_into` leaves the record
+            // as it was, so nothing is copied for the usual case. Without a record it fails
+            // too.
+            match self.session_msg.sessions.get_mut(sender) {
+                Some(record) => record.decrypt_into(bytes, &mut self.rng, out)?,
+                None => SessionRecord::new().decrypt_into(bytes, &mut self.rng, out)?,
+            }
             self.persist_session(sender);
-            return Ok(pt);
+            return Ok(());
         }
         let identity = Identity::from_credentials(&self.creds);
         let cap = self.config.max_loaded_records;
@@ -515,7 +546,7 @@ impl ConnectionMachine {
         let one_time = msg
             .pre_key_id
             .and_then(|id| self.session_msg.prekeys.get_mut(&id).map(|k| k.clone()));
-        let out = record.decrypt_prekey_message(
+        let decrypted = record.decrypt_prekey_message(
             &identity,
             &msg,
             &self.creds.signed_prekey,
@@ -527,12 +558,14 @@ impl ConnectionMachine {
             .sessions
             .put(sender.clone(), Some(record), cap);
         self.persist_session(sender);
-        if let Some(id) = out.used_prekey {
+        if let Some(id) = decrypted.used_prekey {
             self.session_msg.prekeys.put(id, None, cap);
             self.persist(Change::RemovePreKey(id));
         }
-        self.report_identity(sender, out.identity);
-        Ok(out.plaintext)
+        self.report_identity(sender, decrypted.identity);
+        out.clear();
+        out.extend_from_slice(&decrypted.plaintext);
+        Ok(())
     }
 
     fn decrypt_group(
@@ -540,15 +573,18 @@ impl ConnectionMachine {
         chat: &Jid,
         sender: &Jid,
         bytes: &[u8],
-    ) -> Result<Zeroizing<Vec<u8>>, SignalError> {
+        out: &mut Vec<u8>,
+    ) -> Result<(), SignalError> {
         let key = (chat.clone(), sender.clone());
         let Some(record) = self.session_msg.sender_keys.get_mut(&key) else {
             let key_id = crate::signal::SenderKeyMessage::parse(bytes)?.key_id;
             return Err(SignalError::UnknownSenderKey { key_id });
         };
-        let pt = record.decrypt(bytes)?;
+        let plaintext = record.decrypt(bytes)?;
         self.persist_sender_key(&key);
-        Ok(pt)
+        out.clear();
+        out.extend_from_slice(&plaintext);
+        Ok(())
     }
 
     /// Takes in a sender key distributed by `sender` for the group the message names.
@@ -606,10 +642,10 @@ impl ConnectionMachine {
     }
 
     fn decrypt_parked(&mut self, now: Instant, parked: Parked, own: &[Jid]) {
-        let Parked { node, ack } = parked;
+        let Parked { node } = parked;
         let Some(o) = origin(&node, own) else {
             tracing::debug!("encrypted message without id or sender");
-            if let Some(ack) = ack {
+            if let Some(ack) = self.ack_for(&node) {
                 self.send_internal(now, &ack);
             }
             return;
@@ -625,11 +661,17 @@ impl ConnectionMachine {
                 self.migrate_sender_key(&o.chat, alt, &primary);
             }
         }
-        let mut content: Option<(Message, Bytes)> = None;
+        // The content's message and its plaintext's length at the start of `kept`.
+        let mut content: Option<(Message, usize)> = None;
         let mut error: Option<DecryptError> = None;
         let mut pairwise_ok = false;
         let mut hide = false;
         let mut enc_count: u8 = 0;
+        // The machine's plaintext buffer, taken for the loop (the calls in it need the
+        // machine) and zeroized before it goes back.
+        let mut plaintext = Zeroizing::new(std::mem::take(&mut self.plain));
+        // The content's plaintext, kept out of the way of the encs after it.
+        let mut kept = Zeroizing::new(Vec::new());
         for enc in node.child_nodes().iter().filter(|c| c.tag == "enc") {
             hide |= enc.attr_str("decrypt-fail") == Some("hide");
             if let Some(c) = enc.attr_str("count").and_then(|c| c.parse::<u8>().ok()) {
@@ -647,22 +689,29 @@ impl ConnectionMachine {
                 continue;
             }
             let result = match kind {
-                "pkmsg" | "msg" => {
-                    self.decrypt_pairwise_either(&primary, alternate.as_ref(), kind, bytes)
-                }
-                "skmsg" => self.decrypt_group_either(&o.chat, &primary, alternate.as_ref(), bytes),
+                "pkmsg" | "msg" => self.decrypt_pairwise_either(
+                    &primary,
+                    alternate.as_ref(),
+                    kind,
+                    bytes,
+                    &mut plaintext,
+                ),
+                "skmsg" => self.decrypt_group_either(
+                    &o.chat,
+                    &primary,
+                    alternate.as_ref(),
+                    bytes,
+                    &mut plaintext,
+                ),
                 other => {
                     error.get_or_insert_with(|| DecryptError::Unsupported(other.to_owned()));
                     continue;
                 }
             };
-            let plaintext = match result {
-                Ok(p) => p,
-                Err(e) => {
-                    error.get_or_insert(DecryptError::Signal(e));
-                    continue;
-                }
-            };
+            if let Err(e) = result {
+                error.get_or_insert(DecryptError::Signal(e));
+                continue;
+            }
             if kind != "skmsg" {
                 pairwise_ok = true;
             }
@@ -683,12 +732,17 @@ impl ConnectionMachine {
             // Only pure key distribution is the machine's own to consume. The check is on the
             // bytes, not the decoded message: a field our schema lacks is content too.
             if content.is_none() && !content::is_key_distribution_only(body) {
-                content = Some((message, Bytes::copy_from_slice(body)));
+                // The body is a prefix of the plaintext (the padding is cut off its end).
+                content = Some((message, body.len()));
+                std::mem::swap(&mut plaintext, &mut kept);
             }
         }
         let receipt = self.delivery_receipt(&node, &o);
         match (content, error) {
-            (Some((message, raw)), _) => self.deliver(now, &node, o, message, raw, receipt, ack),
+            (Some((message, len)), _) => {
+                let body = kept.get(..len).unwrap_or_default();
+                self.deliver(now, &node, o, message, body, receipt);
+            }
             (None, None)
             | (None, Some(DecryptError::Signal(SignalError::DuplicateMessage { .. }))) => {
                 // Key distribution only, or a message we already handled (delivered again
@@ -709,7 +763,7 @@ impl ConnectionMachine {
                     DecryptError::Signal(SignalError::UnknownSenderKey { .. })
                 ) && !pairwise_ok);
                 let count = self.retry_receipt(now, &node, &o, enc_count, force_keys);
-                if let Some(ack) = ack {
+                if let Some(ack) = self.ack_for(&node) {
                     self.send_internal(now, &ack);
                 }
                 tracing::debug!(id = %o.id, sender = %o.sender, %error, "undecryptable message");
@@ -722,6 +776,20 @@ impl ConnectionMachine {
                     hide,
                 })));
             }
+        }
+        // The buffer with room goes back (the content's, when it was swapped out).
+        if kept.capacity() > plaintext.capacity() {
+            std::mem::swap(&mut plaintext, &mut kept);
+        }
+        self.give_back_plaintext(plaintext);
+    }
+
+    /// Puts the plaintext buffer back, zeroized; a large one is not kept.
+    fn give_back_plaintext(&mut self, mut plaintext: Zeroizing<Vec<u8>>) {
+        use zeroize::Zeroize as _;
+        plaintext.zeroize();
+        if plaintext.capacity() <= crate::machine::ENCODE_BUF_KEPT {
+            self.plain = std::mem::take(&mut *plaintext);
         }
     }
 
@@ -743,22 +811,17 @@ impl ConnectionMachine {
         receipt
     }
 
-    #[allow(
-        clippy::too_many_arguments,
-        reason = "the parts of one decrypted stanza"
-    )]
     fn deliver(
         &mut self,
         now: Instant,
         node: &Node,
         o: Origin<'_>,
         message: Message,
-        raw: Bytes,
+        body: &[u8],
         receipt: Node,
-        ack: Option<Node>,
     ) {
-        let pending_key = format_exact(format_args!("{}|{}|{}", o.chat, o.sender, o.id));
-        if !self.session_msg.remember_delivered(&pending_key) {
+        let (delivered, pending_key) = super::pending_key(&o.chat, &o.sender, o.id);
+        if !self.session_msg.remember_delivered(delivered) {
             // The sender sent it again with the same id (after a crash of its own): it was
             // handed out already.
             tracing::debug!(id = %o.id, "duplicate message id; receipted without an event");
@@ -771,15 +834,37 @@ impl ConnectionMachine {
                 .alt_user(&o.sender)
                 .map(|u| super::lid::same_device_on(&u, &o.sender))
         });
+        let timestamp = node
+            .attr_str("t")
+            .and_then(|t| t.parse().ok())
+            .unwrap_or_else(|| self.clock.unix_secs(now));
+        let push_name = node.attr_str("notify");
+        // The stored copy of a held message, whose plaintext is the raw plaintext handed out
+        // (one allocation for both).
+        let record = self.config.hold_message_acks.then(|| {
+            let parts = PendingParts {
+                id: o.id,
+                chat: &o.chat,
+                sender: &o.sender,
+                timestamp,
+                from_me: o.from_me,
+                push_name,
+                sender_alt: sender_alt.as_ref(),
+                raw: body,
+            };
+            pending_record(&parts, &mut self.buf)
+        });
+        let raw = match &record {
+            Some(r) if !r.is_empty() => r.slice(r.len().saturating_sub(body.len())..),
+            _ => Bytes::copy_from_slice(body),
+        };
         let mut incoming = incoming(
-            o.id.to_owned(),
+            o.id.into(),
             o.chat,
             o.sender,
             o.from_me,
-            node.attr_str("t")
-                .and_then(|t| t.parse().ok())
-                .unwrap_or_else(|| self.clock.unix_secs(now)),
-            node.attr_str("notify").map(str::to_owned),
+            timestamp,
+            push_name.map(str::to_owned),
             message,
             raw,
             pending_key.clone(),
@@ -791,8 +876,7 @@ impl ConnectionMachine {
         self.appstate_on_message(now, incoming.from_me, &incoming.message);
         // History sync: the machine's own to fetch and hand out; acked once handed out.
         if let Some(input) = crate::machine::history::from_phone(&incoming) {
-            if self.config.hold_message_acks {
-                let node = pending_record(&incoming, &mut self.buf);
+            if let Some(node) = record {
                 self.persist(Change::Pending(PendingMessage {
                     id: pending_key.clone(),
                     node,
@@ -801,20 +885,21 @@ impl ConnectionMachine {
                 }));
             }
             let pending = Some(pending_key).filter(|_| self.config.hold_message_acks);
-            self.receive_from_phone(now, &incoming, input, Some(receipt), ack, pending);
+            let nack = self.ack_for(node).into();
+            self.receive_from_phone(now, &incoming, input, Some(receipt), nack, pending);
             return;
         }
-        if !self.config.hold_message_acks {
+        let Some(record) = record else {
             self.hand_out(incoming);
             self.send_internal(now, &receipt);
             return;
-        }
+        };
         // The receipt alone acknowledges the message, as with Baileys and whatsmeow (§5.1,
-        // §5.4); the ack is kept for a refusal (`Confirm::Nack`).
+        // §5.4); a refusal (`Confirm::Nack`) sends the ack instead, built from the receipt.
         let n = self.held.hold(
             Held {
                 frames: smallvec::smallvec![receipt],
-                nack: ack,
+                nack: Nack::OfReceipt,
                 pending: Some(pending_key.clone()),
             },
             self.config.max_held_acks,
@@ -823,10 +908,9 @@ impl ConnectionMachine {
         incoming.ack = Some(token);
         // The message reaches the store before the application sees it: after a crash it is
         // handed out again, while the server copy (never acked) only finds a used key.
-        let node = pending_record(&incoming, &mut self.buf);
         self.persist(Change::Pending(PendingMessage {
             id: pending_key,
-            node,
+            node: record,
             ack_token: Some(token.to_raw()),
             received_unix_ms: self.clock.unix_ms(now),
         }));
@@ -874,14 +958,14 @@ impl ConnectionMachine {
         let key = SecretKey {
             chat: msg.chat.to_non_device(),
             author: user_of(&msg.sender),
-            id: msg.id.clone(),
+            id: msg.id.to_string(),
         };
         self.store_secret(key, SecretRecord::new(secret, options));
     }
 
     /// Gives a message to the application, or queues a poll vote until its poll's secret is
     /// at hand.
-    fn hand_out(&mut self, msg: IncomingMessage) {
+    fn hand_out(&mut self, msg: Box<IncomingMessage>) {
         // Bounded like the messages waiting for records: past the cap a vote goes out
         // undecrypted rather than memory growing without end.
         if matches!(msg.content, Content::PollVote(_))
@@ -889,7 +973,7 @@ impl ConnectionMachine {
         {
             self.session_msg.votes.push_back(msg);
         } else {
-            self.emit(Event::Message(Box::new(msg)));
+            self.emit(Event::Message(msg));
         }
     }
 
@@ -900,7 +984,7 @@ impl ConnectionMachine {
         while let Some(front) = self.session_msg.votes.front() {
             let Content::PollVote(vote) = &front.content else {
                 if let Some(msg) = self.session_msg.votes.pop_front() {
-                    self.emit(Event::Message(Box::new(msg)));
+                    self.emit(Event::Message(msg));
                 }
                 continue;
             };
@@ -935,14 +1019,14 @@ impl ConnectionMachine {
                 let n = self.held.hold(
                     Held {
                         frames: crate::machine::cache::HeldFrames::new(),
-                        nack: None,
+                        nack: Nack::None,
                         pending: Some(msg.pending_key.clone()),
                     },
                     self.config.max_held_acks,
                 );
                 msg.ack = Some(AckToken((self.generation << 40) | n));
             }
-            self.emit(Event::Message(Box::new(msg)));
+            self.emit(Event::Message(msg));
         }
     }
 
@@ -956,13 +1040,13 @@ impl ConnectionMachine {
         };
         // History sync: fetched and handed out again (the hist_sync receipt still owed).
         if let Some(input) = crate::machine::history::from_phone(&incoming) {
-            self.receive_from_phone(now, &incoming, input, None, None, Some(pending.id));
+            self.receive_from_phone(now, &incoming, input, None, Nack::None, Some(pending.id));
             return;
         }
         let n = self.held.hold(
             Held {
                 frames: crate::machine::cache::HeldFrames::new(),
-                nack: None,
+                nack: Nack::None,
                 pending: Some(pending.id),
             },
             self.config.max_held_acks,
@@ -1050,6 +1134,68 @@ impl ConnectionMachine {
 mod tests {
     use super::*;
 
+    /// The pending key is inline, and a stored key of either form gives the duplicate check
+    /// the same entry as the message it names.
+    #[test]
+    fn pending_keys_are_inline_and_match_the_older_form() {
+        let jid = |s: &str| s.parse::<Jid>().expect("jid");
+        let (chat, sender) = (
+            jid("15550009999@s.whatsapp.net"),
+            jid("15550009999:3@s.whatsapp.net"),
+        );
+        let (digest, key) = super::super::pending_key(&chat, &sender, "3EB0ABCDEF");
+        assert_eq!(key.len(), 22);
+        assert!(!key.is_heap_allocated());
+        assert_eq!(super::super::delivered_key_of(&key), digest);
+        let older = format!("{chat}|{sender}|3EB0ABCDEF");
+        assert_eq!(super::super::delivered_key_of(&older), digest);
+        let (other, _) = super::super::pending_key(&chat, &sender, "3EB0ABCDEG");
+        assert_ne!(other, digest);
+    }
+
+    /// A received text is a slice of the raw plaintext, not a copy.
+    #[test]
+    fn a_received_text_shares_the_raw_plaintext() {
+        let jid = |s: &str| s.parse::<Jid>().expect("jid");
+        for message in [
+            Message {
+                conversation: Some("hello there, a text past 24 bytes".into()),
+                ..Message::default()
+            },
+            Message {
+                extended_text_message: Some(Box::new(amarula_proto::e2e::ExtendedTextMessage {
+                    text: Some("see https://example.com".into()),
+                    ..Default::default()
+                })),
+                ..Message::default()
+            },
+        ] {
+            let raw = Bytes::from(message.encode_to_vec());
+            let msg = incoming(
+                "3EB0ABCDEF".into(),
+                jid("15550009999@s.whatsapp.net"),
+                jid("15550009999:3@s.whatsapp.net"),
+                false,
+                1_700_000_000,
+                None,
+                message,
+                raw.clone(),
+                "key".into(),
+                &[],
+            );
+            let Content::Text { text, .. } = &msg.content else {
+                panic!("a text: {:?}", msg.content);
+            };
+            let (start, end) = (raw.as_ptr() as usize, raw.as_ptr() as usize + raw.len());
+            let at = text.as_ptr() as usize;
+            assert!(
+                at >= start && at + text.len() <= end,
+                "inside the plaintext"
+            );
+            assert_eq!(msg.text(), Some(&**text));
+        }
+    }
+
     /// The pending record written from its parts is the encoding of its node.
     #[test]
     fn pending_record_is_the_nodes_encoding() {
@@ -1091,9 +1237,19 @@ mod tests {
             }
             let node = node.children([Node::new("plaintext").bytes(msg.raw.clone())]);
             let mut scratch = Vec::new();
-            let ours = pending_record(&msg, &mut scratch);
+            let parts = PendingParts {
+                id: &msg.id,
+                chat: &msg.chat,
+                sender: &msg.sender,
+                timestamp: msg.timestamp,
+                from_me: msg.from_me,
+                push_name: msg.push_name.as_deref(),
+                sender_alt: msg.sender_alt.as_ref(),
+                raw: &msg.raw,
+            };
+            let ours = pending_record(&parts, &mut scratch);
             assert_eq!(ours, binary::to_vec(&node).expect("encodes"));
-            assert_eq!(ours.capacity(), ours.len());
+            assert!(ours.ends_with(&msg.raw), "the plaintext ends the record");
             let back = from_pending_record(
                 &PendingMessage {
                     id: "key".into(),

@@ -7,9 +7,11 @@ use amarula_proto::e2e::Message;
 use bytes::Bytes;
 
 use super::super::AckToken;
+use crate::binary::NodeStr;
 use crate::content::build::{BuildError, MessageRef, Quote};
 use crate::content::{Content, Context, Wrappers};
 use crate::jid::Jid;
+use crate::persist::PendingKey;
 use crate::signal::SignalError;
 
 /// A decrypted incoming message: the content typed ([`content`](Self::content)), decoded
@@ -28,8 +30,9 @@ use crate::signal::SignalError;
 #[derive(Clone, PartialEq)]
 #[non_exhaustive]
 pub struct IncomingMessage {
-    /// The message id (the stanza's `id`).
-    pub id: String,
+    /// The message id (the stanza's `id`), read as a `&str`. Ids of up to 24 bytes (those
+    /// from the wire are about 20 to 32) are held inline, without an allocation.
+    pub id: NodeStr,
     /// The chat: the other user for a 1:1 message (also for our own messages sent from
     /// another device), or the group.
     pub chat: Jid,
@@ -47,7 +50,7 @@ pub struct IncomingMessage {
     /// The content (unwrapped from `deviceSentMessage` when it came from our own device), as
     /// decoded with the full upstream schema; fields the schema lacks are only in
     /// [`raw`](Self::raw).
-    pub message: Box<Message>,
+    pub message: Message,
     /// The decrypted plaintext (padding removed) exactly as the sender encoded it, with the
     /// `deviceSentMessage` wrapper when it came from our own device.
     pub raw: Bytes,
@@ -58,7 +61,7 @@ pub struct IncomingMessage {
     /// Reply, mentions, forwarding and timer of the content.
     pub context: Option<Context>,
     /// The key of the stored copy ([`PendingMessage::id`](crate::persist::PendingMessage)).
-    pub pending_key: String,
+    pub pending_key: PendingKey,
     /// The held confirmation.
     pub ack: Option<AckToken>,
 }
@@ -68,7 +71,7 @@ impl IncomingMessage {
     /// wrapper), or the caption of a media message.
     pub fn text(&self) -> Option<&str> {
         match &self.content {
-            Content::Text { text, .. } => Some(text),
+            Content::Text { text, .. } => Some(&**text),
             Content::Media(m) => m.caption.as_deref(),
             _ => None,
         }
@@ -87,7 +90,7 @@ impl IncomingMessage {
     /// This message, to quote in a reply
     /// ([`send_reply`](crate::machine::ConnectionMachine::send_reply)).
     pub fn quote(&self) -> Quote {
-        Quote::new(self.reference(), (*self.message).clone())
+        Quote::new(self.reference(), self.message.clone())
     }
 }
 

@@ -409,13 +409,13 @@ pub(crate) fn apply(
                  VALUES ($1, $2, $3, $4, $5)
                  ON CONFLICT(account, id) DO UPDATE SET node = excluded.node,
                      ack_token = excluded.ack_token, received_unix_ms = excluded.received_unix_ms",
-                &[&account, &p.id, &p.node, &token, &ms(p.received_unix_ms)?],
+                &[&account, &p.id.as_str(), &&p.node[..], &token, &ms(p.received_unix_ms)?],
             )?;
         }
         Change::PendingDone(id) => {
             tx.exec(
                 "DELETE FROM amarula_pending_messages WHERE account = $1 AND id = $2",
-                &[&account, id],
+                &[&account, &id.as_str()],
             )?;
         }
         Change::MessageSecret { key, record } => {
@@ -815,8 +815,8 @@ pub(crate) fn pending(
         .map(|r| {
             let token: Option<i64> = r.try_get(2)?;
             Ok(PendingMessage {
-                id: r.try_get(0)?,
-                node: r.try_get(1)?,
+                id: r.try_get::<_, String>(0)?.into(),
+                node: r.try_get::<_, Vec<u8>>(1)?.into(),
                 ack_token: token.map(|t| u64::from_ne_bytes(t.to_ne_bytes())),
                 received_unix_ms: unms(r.try_get(3)?)?,
             })

@@ -302,7 +302,13 @@ pub(crate) fn apply(
                  VALUES (?1, ?2, ?3, ?4, ?5)
                  ON CONFLICT(account, id) DO UPDATE SET node = excluded.node,
                      ack_token = excluded.ack_token, received_unix_ms = excluded.received_unix_ms",
-                params![account, p.id, p.node, token, ms(p.received_unix_ms)?],
+                params![
+                    account,
+                    p.id.as_str(),
+                    &p.node[..],
+                    token,
+                    ms(p.received_unix_ms)?
+                ],
             )?;
         }
         Change::SentAcked(id) => exec(
@@ -311,7 +317,7 @@ pub(crate) fn apply(
         )?,
         Change::PendingDone(id) => exec(
             "DELETE FROM pending_messages WHERE account = ?1 AND id = ?2",
-            params![account, id],
+            params![account, id.as_str()],
         )?,
         Change::TcToken { user, token } => exec(
             "INSERT OR REPLACE INTO tc_tokens(account, user, token, timestamp)
@@ -638,8 +644,8 @@ pub(crate) fn pending(
     while let Some(r) = rows.next()? {
         let token: Option<i64> = r.get(2)?;
         out.push(PendingMessage {
-            id: r.get(0)?,
-            node: r.get(1)?,
+            id: r.get::<_, String>(0)?.into(),
+            node: r.get::<_, Vec<u8>>(1)?.into(),
             ack_token: token.map(|t| u64::from_ne_bytes(t.to_ne_bytes())),
             received_unix_ms: unms(r.get(3)?)?,
         });

@@ -37,7 +37,7 @@ fn every_table_round_trips() {
     let lid = jid("123456789012345@lid");
     let pending = PendingMessage {
         id: "15550002222@s.whatsapp.net/3EB0A".into(),
-        node: vec![0xf8, 1, 2],
+        node: vec![0xf8, 1, 2].into(),
         ack_token: Some(u64::MAX),
         received_unix_ms: 1_750_000_000_000,
     };
