@@ -113,11 +113,9 @@ fn prekeys_are_stored_before_the_upload_and_refilled_when_low() {
     assert_eq!(refill, 4);
 }
 
-/// A first upload larger than `prekey_upload_batch` goes as several IQs, each generated,
-/// persisted and sent once the one before it is answered; the login is settled and
-/// `PreKeysUploaded` reports the whole count only after the last one.
-#[test]
-fn a_large_first_upload_goes_in_batches_one_after_another() {
+/// A logged-in machine uploading 8 prekeys in batches of 3, its count query answered with 0:
+/// the first batch is on its way.
+fn uploading_in_batches_of_3() -> Pair {
     let config = Config {
         prekey_upload_count: 8,
         prekey_upload_batch: 3,
@@ -126,6 +124,15 @@ fn a_large_first_upload_goes_in_batches_one_after_another() {
     let mut pair = expect::logged_in(config, expect::seeds(5));
     let count = pair.server.last("iq").unwrap().clone();
     pair.server_send(&result_for(&count).children([Node::new("count").attr("value", "0")]));
+    pair
+}
+
+/// A first upload larger than `prekey_upload_batch` goes as several IQs, each generated,
+/// persisted and sent once the one before it is answered; the login is settled and
+/// `PreKeysUploaded` reports the whole count only after the last one.
+#[test]
+fn a_large_first_upload_goes_in_batches_one_after_another() {
+    let mut pair = uploading_in_batches_of_3();
     let mut ids = Vec::new();
     for (i, expected) in [3usize, 3, 2].into_iter().enumerate() {
         let upload = pair.server.last("iq").unwrap().clone();
@@ -177,14 +184,7 @@ fn a_large_first_upload_goes_in_batches_one_after_another() {
 /// prekey count starts over.
 #[test]
 fn a_failed_batch_ends_the_upload() {
-    let config = Config {
-        prekey_upload_count: 8,
-        prekey_upload_batch: 3,
-        ..config()
-    };
-    let mut pair = expect::logged_in(config, expect::seeds(5));
-    let count = pair.server.last("iq").unwrap().clone();
-    pair.server_send(&result_for(&count).children([Node::new("count").attr("value", "0")]));
+    let mut pair = uploading_in_batches_of_3();
     let upload = pair.server.last("iq").unwrap().clone();
     let sent = pair.server.received.len();
     let error = Node::new("iq")
