@@ -3,7 +3,7 @@
 //! pending store and crash redelivery), send fan-out, groups, retry receipts both ways, bad
 //! input, and persistence before the frames that depend on it.
 
-use amarula_core::binary::Node;
+use amarula_core::binary::{Content, Node};
 use amarula_core::jid::Jid;
 use amarula_core::machine::{
     Config, Confirm, DecryptError, Event, IncomingMessage, MessageAckResult, Output, Session,
@@ -868,6 +868,44 @@ fn a_message_sent_again_with_the_same_id_is_handed_out_once() {
     assert!(
         sent.iter()
             .any(|n| n.tag == "receipt" && n.attr_str("type").is_none())
+    );
+}
+
+/// The server hands out again a message already handed to the application (its ack was lost
+/// with a crash): it is recognised by its chat, sender and id before any decryption, so it is
+/// receipted even when its session can no longer decrypt it (its receiving chain dropped by
+/// later ratchet steps; here, bytes no session decrypts stand in for that).
+#[test]
+fn a_redelivered_message_is_recognised_before_decrypting() {
+    let (mut pair, bundle) = logged_in();
+    let mut bob = Peer::new(BOB, 39);
+    let enc = bob.encrypt_text(&jid(OWN), Some(&bundle), "already here");
+    // Bytes no session decrypts, as the copy would be once its chain is gone.
+    let mut stale = enc.clone();
+    stale.content = Content::Bytes(vec![0x33; 64].into());
+    pair.server_send(&incoming(&bob.jid, "M1", enc));
+    assert_eq!(messages(&pair.events).len(), 1);
+    let before = pair.server.received.len();
+    pair.server_send(&incoming(&bob.jid, "M1", stale));
+    assert_eq!(messages(&pair.events).len(), 1);
+    assert!(
+        !pair
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::Undecryptable(_))),
+        "{:?}",
+        pair.events
+    );
+    let sent = pair.server.received_since(before);
+    assert!(
+        sent.iter()
+            .any(|n| n.tag == "receipt" && n.attr_str("type").is_none()),
+        "{sent:?}"
+    );
+    assert!(
+        sent.iter()
+            .all(|n| n.tag != "ack" && n.attr_str("type") != Some("retry")),
+        "{sent:?}"
     );
 }
 

@@ -650,6 +650,17 @@ impl ConnectionMachine {
             }
             return;
         };
+        // A copy of a message handed out already (the server hands it out again when its
+        // receipt was lost with a crash) is receipted before any decryption: by then its
+        // receiving chain may be gone, dropped by later ratchet steps, and decrypting it
+        // would fail instead of telling a duplicate.
+        let keys = super::pending_key(&o.chat, &o.sender, o.id);
+        if self.session_msg.delivered.contains(&keys.0) {
+            tracing::debug!(id = %o.id, "delivered again; receipted without decrypting");
+            let receipt = self.delivery_receipt(&node, &o);
+            self.send_internal(now, &receipt);
+            return;
+        }
         let (primary, alternate) = self.addresses(&o);
         if let Some(alt) = alternate
             .as_ref()
@@ -737,17 +748,17 @@ impl ConnectionMachine {
                 std::mem::swap(&mut plaintext, &mut kept);
             }
         }
-        let receipt = self.delivery_receipt(&node, &o);
         match (content, error) {
             (Some((message, len)), _) => {
                 let body = kept.get(..len).unwrap_or_default();
-                self.deliver(now, &node, o, message, body, receipt);
+                self.deliver(now, &node, o, message, body, keys);
             }
             (None, None)
             | (None, Some(DecryptError::Signal(SignalError::DuplicateMessage { .. }))) => {
                 // Key distribution only, or a message we already handled (delivered again
                 // after a restart): confirm it to the server. The delivery receipt is the
                 // acknowledgement (§5.1); no ack goes with it.
+                let receipt = self.delivery_receipt(&node, &o);
                 self.send_internal(now, &receipt);
             }
             (None, Some(error)) => {
@@ -818,9 +829,9 @@ impl ConnectionMachine {
         o: Origin<'_>,
         message: Message,
         body: &[u8],
-        receipt: Node,
+        (delivered, pending_key): (super::DeliveredKey, PendingKey),
     ) {
-        let (delivered, pending_key) = super::pending_key(&o.chat, &o.sender, o.id);
+        let receipt = self.delivery_receipt(node, &o);
         if !self.session_msg.remember_delivered(delivered) {
             // The sender sent it again with the same id (after a crash of its own): it was
             // handed out already.
