@@ -597,6 +597,19 @@ impl Device {
         }
     }
 
+    /// Asserts that every message this device received decrypted.
+    ///
+    /// # Panics
+    /// When one did not, naming the device and what failed.
+    pub fn assert_all_decrypted(&self) {
+        assert!(
+            self.undecryptable.is_empty(),
+            "[{}] {:?}",
+            self.name,
+            self.undecryptable
+        );
+    }
+
     /// Stops the client and waits for its last event.
     ///
     /// # Panics

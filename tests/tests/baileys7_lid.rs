@@ -441,12 +441,7 @@ async fn scenario(env: &Env, log: &mut SimLog) {
 
     // Nobody saw an undecryptable message.
     for d in [&b1, &a2, &c1] {
-        assert!(
-            d.undecryptable.is_empty(),
-            "[{}] {:?}",
-            d.name,
-            d.undecryptable
-        );
+        d.assert_all_decrypted();
     }
     b1.settle(QUIET).await;
     bl.settle(QUIET).await;

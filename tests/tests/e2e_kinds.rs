@@ -292,12 +292,7 @@ async fn client_to_client<R: Rt>(env: &Env) {
     );
 
     for d in [&a1, &b1] {
-        assert!(
-            d.undecryptable.is_empty(),
-            "[{}] {:?}",
-            d.name,
-            d.undecryptable
-        );
+        d.assert_all_decrypted();
     }
     for d in [a1, b1] {
         d.stop().await;
@@ -545,12 +540,7 @@ async fn group_kinds<R: Rt>(env: &Env) {
     assert_eq!(vote_options(&a1.receive_id(&vote).await), ["now", "later"]);
 
     for d in [&a1, &b1] {
-        assert!(
-            d.undecryptable.is_empty(),
-            "[{}] {:?}",
-            d.name,
-            d.undecryptable
-        );
+        d.assert_all_decrypted();
     }
     for d in [a1, b1] {
         d.stop().await;
@@ -605,12 +595,7 @@ async fn poll_votes_are_tallied_across_a_restart<R: Rt>(env: &Env) {
     assert_eq!(vote_options(&b1.receive_id(&mine).await), ["red", "blue"]);
 
     for d in [&a1, &b1] {
-        assert!(
-            d.undecryptable.is_empty(),
-            "[{}] {:?}",
-            d.name,
-            d.undecryptable
-        );
+        d.assert_all_decrypted();
     }
     for d in [a1, b1] {
         d.stop().await;

@@ -87,12 +87,7 @@ async fn two_accounts_with_two_devices<R: Rt>(env: &Env) {
         a1.receive(&text).await;
     }
     for d in [&a1, &a2, &b1, &b2] {
-        assert!(
-            d.undecryptable.is_empty(),
-            "[{}] {:?}",
-            d.name,
-            d.undecryptable
-        );
+        d.assert_all_decrypted();
     }
     for d in [a1, a2, b1, b2] {
         d.stop().await;
@@ -135,12 +130,7 @@ async fn group_of_three_and_a_late_member<R: Rt>(env: &Env) {
         assert_eq!(got.chat, group);
     }
     for dev in [&a1, &b1, &c1, &d1] {
-        assert!(
-            dev.undecryptable.is_empty(),
-            "[{}] {:?}",
-            dev.name,
-            dev.undecryptable
-        );
+        dev.assert_all_decrypted();
     }
     for dev in [a1, b1, c1, d1] {
         dev.stop().await;
@@ -281,12 +271,7 @@ async fn logins_pass_a_one_slot_gate_in_turn<R: Rt>(env: &Env) {
     d1.client.send_text(&user(a), "and back").await.unwrap();
     d0.receive("and back").await;
     for d in [d0, d1, d2] {
-        assert!(
-            d.undecryptable.is_empty(),
-            "[{}] {:?}",
-            d.name,
-            d.undecryptable
-        );
+        d.assert_all_decrypted();
         d.stop().await;
     }
 }
@@ -317,12 +302,7 @@ async fn fragmented_frames_and_batched_prekeys_reach_the_server<R: Rt>(env: &Env
     a1.client.send_text(&user(b), &long).await.unwrap();
     b1.receive(&long).await;
     for d in [a1, b1] {
-        assert!(
-            d.undecryptable.is_empty(),
-            "[{}] {:?}",
-            d.name,
-            d.undecryptable
-        );
+        d.assert_all_decrypted();
         d.stop().await;
     }
 }
